@@ -1,0 +1,1 @@
+"""Framework adapters (DSPy, LangChain, LangGraph); each imports its framework lazily."""

@@ -1,0 +1,473 @@
+"""The store's operations, written once for the sync and the async API.
+
+Each operation is a generator: it validates its arguments, then *yields* instructions — a
+:class:`Query` to run or an :class:`Embed` request — and receives their results, and finally
+returns its value. :class:`~ltst_memory.ConversationStorage` and
+:class:`~ltst_memory.AsyncConversationStorage` are two small executors of these generators (the same
+idea as psycopg's generators shared by its sync and async connections). All SQL of one operation
+runs in one transaction, opened at its first query; embedding happens before, outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from . import _queries as q
+from .config import Settings
+from .embeddings import Embedder
+from .errors import EmbeddingDimensionError, SessionExistsError, SessionNotFoundError, ValidationError
+from .models import (
+    ConversationContext,
+    ConversationMessage,
+    ConversationSession,
+    SessionRelationship,
+    SessionSummary,
+    UserPreference,
+    check_datetime,
+    check_id,
+    check_json,
+    check_limit,
+    check_optional_text,
+    check_score,
+    check_text,
+    normalize_role,
+)
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+Fetch = Literal["none", "one", "all", "rowcount"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """Run ``sql`` with ``params`` (or once per item of ``many``) and return what ``fetch`` says:
+    ``"all"`` a list of dict rows, ``"one"`` one dict row or ``None``, ``"rowcount"`` an int."""
+
+    sql: str
+    params: Mapping[str, Any] | None = None
+    fetch: Fetch = "all"
+    many: Sequence[Mapping[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Embed:
+    """Embed ``texts``; the executor sends back an ``(n, dim)`` float32 array."""
+
+    texts: tuple[str, ...]
+
+
+Instruction = Query | Embed
+Op = Generator[Instruction, Any, R]
+
+
+@dataclass
+class Core:
+    """What every operation needs besides its arguments."""
+
+    settings: Settings
+    embedder: Embedder
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _vector(core: Core, value: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float32)
+    if array.ndim != 1 or array.shape[0] != core.embedder.dimension:
+        raise EmbeddingDimensionError(
+            f"{what} has {array.shape[-1] if array.ndim else 0} dimensions; "
+            f"this store uses {core.embedder.dimension} ({core.embedder.model_name})"
+        )
+    if not np.isfinite(array).all():
+        raise ValidationError(f"{what} contains NaN or infinite values")
+    return array
+
+
+def _require_session(session_id: str) -> Op[str]:
+    """Return the owner of ``session_id`` or raise SessionNotFoundError."""
+    row = yield Query(q.SESSION_EXISTS, {"session_id": session_id}, fetch="one")
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return str(row["user_id"])
+
+
+def _session_params(session: ConversationSession) -> dict[str, Any]:
+    return {
+        "session_id": check_id("session_id", session.session_id),
+        "user_id": check_id("user_id", session.user_id),
+        "session_name": check_optional_text("session_name", session.session_name, max_chars=1_000),
+        "session_type": check_id("session_type", session.session_type),
+        "status": check_id("status", session.status),
+        "metadata": check_json("metadata", session.metadata),
+        "context_summary": check_optional_text("context_summary", session.context_summary),
+        "relevance_score": check_score("relevance_score", session.relevance_score),
+    }
+
+
+def _message_params(core: Core, message: ConversationMessage) -> dict[str, Any]:
+    if not isinstance(message, ConversationMessage):
+        raise ValidationError(f"expected a ConversationMessage, got {type(message).__name__}")
+    if message.parent_message_id is not None and (
+        isinstance(message.parent_message_id, bool) or not isinstance(message.parent_message_id, int)
+    ):
+        raise ValidationError("parent_message_id must be an int (a message_id) or None")
+    if message.message_uuid is None:
+        message_uuid = uuid.uuid4()
+    else:
+        try:
+            message_uuid = uuid.UUID(str(message.message_uuid))
+        except ValueError:
+            raise ValidationError(f"message_uuid {message.message_uuid!r} is not a UUID") from None
+    if not isinstance(message.is_context_message, bool):
+        raise ValidationError("is_context_message must be a bool")
+    return {
+        "message_uuid": message_uuid,
+        "session_id": check_id("session_id", message.session_id),
+        "role": normalize_role(message.role),
+        "content": check_text("content", message.content, max_chars=core.settings.max_content_chars),
+        "message_type": check_id("message_type", message.message_type),
+        "parent_message_id": message.parent_message_id,
+        "metadata": check_json("metadata", message.metadata),
+        "embedding": None if message.embedding is None else _vector(core, message.embedding, "message embedding"),
+        "relevance_score": check_score("relevance_score", message.relevance_score),
+        "is_context_message": message.is_context_message,
+        "timestamp": check_datetime("timestamp", message.timestamp),
+    }
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def create_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
+    """Create ``session``; raise SessionExistsError if its id is taken."""
+    if not isinstance(session, ConversationSession):
+        raise ValidationError(f"expected a ConversationSession, got {type(session).__name__}")
+    row = yield Query(q.INSERT_SESSION, _session_params(session), fetch="one")
+    if row is None:
+        raise SessionExistsError(session.session_id)
+    return q.session_from_row(row)
+
+
+def get_session(core: Core, session_id: str) -> Op[ConversationSession | None]:
+    """The session with ``session_id``, or ``None``."""
+    row = yield Query(q.SELECT_SESSION, {"session_id": check_id("session_id", session_id)}, fetch="one")
+    return None if row is None else q.session_from_row(row)
+
+
+def update_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
+    """Write the mutable fields of ``session`` (name, type, status, metadata, summary, score)."""
+    params = _session_params(session)
+    owner = yield from _require_session(params["session_id"])
+    if owner != params["user_id"]:
+        raise ValidationError("a session's user_id cannot be changed")
+    row = yield Query(q.UPDATE_SESSION_FIELDS, params, fetch="one")
+    return q.session_from_row(row)
+
+
+def update_session_activity(core: Core, session_id: str) -> Op[datetime]:
+    """Set the session's ``last_activity`` to now and return it."""
+    row = yield Query(q.TOUCH_SESSION, {"session_id": check_id("session_id", session_id)}, fetch="one")
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return row["last_activity"]  # type: ignore[no-any-return]
+
+
+def get_user_sessions(core: Core, user_id: str, limit: int = 50) -> Op[list[ConversationSession]]:
+    """The user's sessions, most recently active first."""
+    params = {"user_id": check_id("user_id", user_id), "limit": check_limit("limit", limit)}
+    rows = yield Query(q.SELECT_USER_SESSIONS, params)
+    return [q.session_from_row(r) for r in rows]
+
+
+def delete_session(core: Core, session_id: str) -> Op[dict[str, int]]:
+    """Delete the session and everything attached to it; return the number of rows removed per kind."""
+    params = {"session_id": check_id("session_id", session_id)}
+    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": [session_id]})
+    if not locked:
+        raise SessionNotFoundError(session_id)
+    counts = yield Query(q.COUNT_SESSION_ROWS, params, fetch="one")
+    yield Query(q.DELETE_SESSION, params, fetch="none")
+    return {"sessions": 1, **{k: int(v) for k, v in counts.items()}}
+
+
+def get_session_summary(core: Core, session_id: str) -> Op[SessionSummary]:
+    """Trigger-maintained statistics of the session."""
+    row = yield Query(q.SELECT_SUMMARY, {"session_id": check_id("session_id", session_id)}, fetch="one")
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return q.summary_from_row(row)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[list[ConversationMessage]]:
+    """Store ``messages`` in one transaction with one embedding call; return them as stored, in order.
+
+    ``message_index`` is assigned per session (0, 1, 2, ...) under a lock on the session rows, so
+    concurrent writers never produce gaps or duplicates. A message whose ``message_uuid`` is already
+    stored is not stored again: the stored row is returned in its place.
+    """
+    if isinstance(messages, (str, bytes, ConversationMessage)) or not isinstance(messages, Sequence):
+        raise ValidationError("store_messages expects a list of ConversationMessage")
+    params = [_message_params(core, m) for m in messages]
+    if not params:
+        return []
+    missing = [i for i, p in enumerate(params) if p["embedding"] is None]
+    if missing:
+        vectors = yield Embed(tuple(params[i]["content"] for i in missing))
+        for i, vector in zip(missing, vectors, strict=True):
+            params[i]["embedding"] = vector
+
+    session_ids = sorted({p["session_id"] for p in params})
+    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
+    owners = {r["session_id"]: r["user_id"] for r in locked}
+    next_index = {r["session_id"]: r["next_message_index"] for r in locked}
+    for sid in session_ids:
+        if sid not in owners:
+            raise SessionNotFoundError(sid)
+
+    given = {p["message_uuid"]: p["session_id"] for i, p in enumerate(params) if messages[i].message_uuid}
+    existing: dict[uuid.UUID, dict[str, Any]] = {}
+    if given:
+        rows = yield Query(q.SELECT_MESSAGES_BY_UUID, {"uuids": list(given)})
+        existing = {r["message_uuid"]: r for r in rows}
+        for key, row in existing.items():
+            if row["session_id"] != given[key]:
+                raise ValidationError(f"message_uuid {key} is already used in another session")
+
+    parent_ids = sorted({p["parent_message_id"] for p in params if p["parent_message_id"] is not None})
+    if parent_ids:
+        rows = yield Query(q.SELECT_PARENT_OWNERS, {"ids": parent_ids})
+        parent_owner = {r["message_id"]: r["user_id"] for r in rows}
+        for p in params:
+            pid = p["parent_message_id"]
+            if pid is not None and parent_owner.get(pid) != owners[p["session_id"]]:
+                raise ValidationError(f"parent_message_id {pid} names no message of this user")
+
+    to_insert: list[dict[str, Any]] = []
+    seen: set[uuid.UUID] = set()
+    for p in params:
+        if p["message_uuid"] in existing or p["message_uuid"] in seen:
+            continue
+        seen.add(p["message_uuid"])
+        sid = p["session_id"]
+        p["user_id"] = owners[sid]
+        p["message_index"] = next_index[sid]
+        next_index[sid] += 1
+        to_insert.append(p)
+
+    inserted: dict[uuid.UUID, dict[str, Any]] = {}
+    if to_insert:
+        rows = yield Query(q.INSERT_MESSAGE, many=to_insert)
+        inserted = {r["message_uuid"]: r for r in rows}
+        yield Query(
+            q.ADVANCE_MESSAGE_INDEX,
+            {"session_ids": session_ids, "next_indexes": [next_index[s] for s in session_ids]},
+            fetch="none",
+        )
+    result = []
+    for p in params:
+        row = inserted.get(p["message_uuid"]) or existing[p["message_uuid"]]
+        message = q.message_from_row(row)
+        if message.embedding is None:
+            message.embedding = [float(x) for x in p["embedding"]]
+        result.append(message)
+    logger.debug("stored %d messages (%d already present)", len(to_insert), len(params) - len(to_insert))
+    return result
+
+
+def store_message(core: Core, message: ConversationMessage) -> Op[ConversationMessage]:
+    """Store one message (see :func:`store_messages`) and return it with its id, index and timestamp."""
+    stored = yield from store_messages(core, [message])
+    return stored[0]
+
+
+def get_messages(core: Core, session_id: str, limit: int = 100, offset: int = 0) -> Op[list[ConversationMessage]]:
+    """Messages of the session in order (oldest first), ``limit`` of them from ``offset``."""
+    params = {
+        "session_id": check_id("session_id", session_id),
+        "limit": check_limit("limit", limit, maximum=100_000),
+        "offset": check_limit("offset", offset, maximum=2**31 - 1),
+    }
+    rows = yield Query(q.SELECT_MESSAGES, params)
+    if not rows:
+        yield from _require_session(session_id)
+    return [q.message_from_row(r) for r in rows]
+
+
+def get_recent_messages(core: Core, session_id: str, limit: int = 20) -> Op[list[ConversationMessage]]:
+    """The last ``limit`` messages of the session, oldest first."""
+    params = {"session_id": check_id("session_id", session_id), "limit": check_limit("limit", limit)}
+    rows = yield Query(q.SELECT_RECENT_MESSAGES, params)
+    if not rows:
+        yield from _require_session(session_id)
+    return [q.message_from_row(r) for r in rows]
+
+
+def search_messages(
+    core: Core,
+    query: str,
+    session_id: str | None = None,
+    limit: int = 10,
+    threshold: float = 0.0,
+    *,
+    user_id: str | None = None,
+) -> Op[list[tuple[ConversationMessage, float]]]:
+    """Messages most similar in meaning to ``query``, as ``(message, cosine similarity)`` best first.
+
+    Scope: one session (``session_id``), all of a user's sessions (``user_id``), both, or — when
+    neither is given — every stored message. Only messages with ``similarity >= threshold`` are
+    returned. Filtered searches use pgvector's iterative index scans, so a scope never returns fewer
+    rows than exist.
+    """
+    check_text("query", query, max_chars=core.settings.max_content_chars)
+    params: dict[str, Any] = {
+        "limit": check_limit("limit", limit, minimum=1, maximum=1_000),
+        "threshold": check_score("threshold", threshold, low=-1.0, high=1.0),
+    }
+    if session_id is not None:
+        params["session_id"] = check_id("session_id", session_id)
+    if user_id is not None:
+        params["user_id"] = check_id("user_id", user_id)
+    sql = (
+        q.SEARCH_MESSAGES_IN_USER_SESSION
+        if session_id is not None and user_id is not None
+        else q.SEARCH_MESSAGES_IN_SESSION
+        if session_id is not None
+        else q.SEARCH_MESSAGES_OF_USER
+        if user_id is not None
+        else q.SEARCH_MESSAGES_ALL
+    )
+    vectors = yield Embed((query,))
+    params["query"] = vectors[0]
+    ef_search = max(core.settings.hnsw_ef_search, params["limit"] * 2)
+    yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(ef_search)}, fetch="none")
+    rows = yield Query(sql, params)
+    if not rows and session_id is not None:
+        yield from _require_session(session_id)
+    return [(q.message_from_row(r), float(r["similarity"])) for r in rows]
+
+
+# --------------------------------------------------------------------------- context
+
+
+def store_context(core: Core, context: ConversationContext) -> Op[ConversationContext]:
+    """Insert or update the context entry for ``(session_id, context_type, context_key)``."""
+    if not isinstance(context, ConversationContext):
+        raise ValidationError(f"expected a ConversationContext, got {type(context).__name__}")
+    params = {
+        "session_id": check_id("session_id", context.session_id),
+        "context_type": check_id("context_type", context.context_type),
+        "context_key": check_id("context_key", context.context_key),
+        "context_value": check_text("context_value", context.context_value, max_chars=core.settings.max_content_chars),
+        "relevance_score": check_score("relevance_score", context.relevance_score),
+        "metadata": check_json("metadata", context.metadata),
+        "expires_at": check_datetime("expires_at", context.expires_at),
+    }
+    params["user_id"] = yield from _require_session(params["session_id"])
+    row = yield Query(q.UPSERT_CONTEXT, params, fetch="one")
+    return q.context_from_row(row)
+
+
+def get_context(core: Core, session_id: str, context_type: str | None = None) -> Op[list[ConversationContext]]:
+    """Unexpired context of the session (optionally of one type), most relevant first."""
+    params = {"session_id": check_id("session_id", session_id)}
+    sql = q.SELECT_CONTEXT
+    if context_type is not None:
+        params["context_type"] = check_id("context_type", context_type)
+        sql = q.SELECT_CONTEXT_OF_TYPE
+    rows = yield Query(sql, params)
+    if not rows:
+        yield from _require_session(session_id)
+    return [q.context_from_row(r) for r in rows]
+
+
+def cleanup_expired_data(core: Core) -> Op[dict[str, int]]:
+    """Delete expired context entries; return how many rows of each kind were removed."""
+    removed = yield Query(q.DELETE_EXPIRED_CONTEXT, fetch="rowcount")
+    if removed:
+        logger.info("cleanup removed %d expired context entries", removed)
+    return {"context": int(removed)}
+
+
+# --------------------------------------------------------------------------- preferences
+
+
+def store_preference(core: Core, preference: UserPreference) -> Op[UserPreference]:
+    """Insert or update the user's preference ``preference_key``."""
+    if not isinstance(preference, UserPreference):
+        raise ValidationError(f"expected a UserPreference, got {type(preference).__name__}")
+    if not isinstance(preference.is_sensitive, bool):
+        raise ValidationError("is_sensitive must be a bool")
+    params = {
+        "user_id": check_id("user_id", preference.user_id),
+        "preference_key": check_id("preference_key", preference.preference_key),
+        "preference_value": check_json("preference_value", preference.preference_value, require_object=False),
+        "preference_type": check_id("preference_type", preference.preference_type),
+        "confidence_score": check_score("confidence_score", preference.confidence_score),
+        "metadata": check_json("metadata", preference.metadata),
+        "is_sensitive": preference.is_sensitive,
+    }
+    row = yield Query(q.UPSERT_PREFERENCE, params, fetch="one")
+    return q.preference_from_row(row)
+
+
+def get_preferences(core: Core, user_id: str, preference_type: str | None = None) -> Op[list[UserPreference]]:
+    """The user's preferences (optionally of one type), most confident first."""
+    params = {"user_id": check_id("user_id", user_id)}
+    sql = q.SELECT_PREFERENCES
+    if preference_type is not None:
+        params["preference_type"] = check_id("preference_type", preference_type)
+        sql = q.SELECT_PREFERENCES_OF_TYPE
+    rows = yield Query(sql, params)
+    return [q.preference_from_row(r) for r in rows]
+
+
+# --------------------------------------------------------------------------- relationships
+
+
+def store_relationship(core: Core, relationship: SessionRelationship) -> Op[SessionRelationship]:
+    """Link two sessions of the same user (insert or update the link of that type)."""
+    if not isinstance(relationship, SessionRelationship):
+        raise ValidationError(f"expected a SessionRelationship, got {type(relationship).__name__}")
+    params = {
+        "source_session_id": check_id("source_session_id", relationship.source_session_id),
+        "target_session_id": check_id("target_session_id", relationship.target_session_id),
+        "relationship_type": check_id("relationship_type", relationship.relationship_type),
+        "relationship_strength": check_score("relationship_strength", relationship.relationship_strength),
+        "metadata": check_json("metadata", relationship.metadata),
+    }
+    if params["source_session_id"] == params["target_session_id"]:
+        raise ValidationError("a session cannot be related to itself")
+    ids = [params["source_session_id"], params["target_session_id"]]
+    rows = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": ids})
+    owners = {r["session_id"]: r["user_id"] for r in rows}
+    for sid in ids:
+        if sid not in owners:
+            raise SessionNotFoundError(sid)
+    if len(set(owners.values())) != 1:
+        raise ValidationError("related sessions must belong to the same user")
+    row = yield Query(q.UPSERT_RELATIONSHIP, params, fetch="one")
+    return q.relationship_from_row(row)
+
+
+def get_related_sessions(
+    core: Core, session_id: str, limit: int = 20
+) -> Op[list[tuple[ConversationSession, SessionRelationship]]]:
+    """Sessions linked to ``session_id`` in either direction, strongest link first."""
+    params = {"session_id": check_id("session_id", session_id), "limit": check_limit("limit", limit)}
+    rows = yield Query(q.SELECT_RELATED_SESSIONS, params)
+    if not rows:
+        yield from _require_session(session_id)
+    return [q.related_from_row(r) for r in rows]

@@ -1,0 +1,342 @@
+"""Every SQL statement of the store and the mapping of rows to data classes. No I/O here.
+
+Statements are plain strings with ``%(name)s`` / ``%s`` placeholders bound by psycopg; identifiers
+never come from user input. Variants (e.g. the scope of a search) are separate constants rather than
+``(%s IS NULL OR ...)`` tricks, so each one gets a plan that uses its index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .models import (
+    ConversationContext,
+    ConversationMessage,
+    ConversationSession,
+    SessionRelationship,
+    SessionSummary,
+    UserPreference,
+)
+
+# --------------------------------------------------------------------------- column lists
+
+SESSION_COLUMNS = (
+    "session_id, user_id, session_name, session_type, status, metadata, context_summary, "
+    "relevance_score, created_at, last_activity"
+)
+MESSAGE_COLUMNS = (
+    "message_id, message_uuid, session_id, user_id, role, content, message_type, message_index, "
+    'parent_message_id, metadata, relevance_score, is_context_message, "timestamp"'
+)
+CONTEXT_COLUMNS = (
+    "context_id, session_id, user_id, context_type, context_key, context_value, relevance_score, "
+    "metadata, expires_at, created_at, updated_at"
+)
+PREFERENCE_COLUMNS = (
+    "user_id, preference_key, preference_value, preference_type, confidence_score, metadata, "
+    "is_sensitive, created_at, updated_at"
+)
+RELATIONSHIP_COLUMNS = (
+    "source_session_id, target_session_id, relationship_type, relationship_strength, metadata, created_at"
+)
+SUMMARY_COLUMNS = (
+    "session_id, total_messages, human_messages, ai_messages, system_messages, tool_messages, "
+    "first_message_at, last_message_at, total_tokens_estimate, summary, updated_at"
+)
+
+# --------------------------------------------------------------------------- per-transaction settings
+
+SET_SEARCH_SETTINGS = (
+    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %(ef_search)s, true)"
+)
+
+# --------------------------------------------------------------------------- sessions
+
+INSERT_SESSION = f"""
+INSERT INTO conversation_sessions
+    (session_id, user_id, session_name, session_type, status, metadata, context_summary, relevance_score)
+VALUES (%(session_id)s, %(user_id)s, %(session_name)s, %(session_type)s, %(status)s, %(metadata)s::jsonb,
+        %(context_summary)s, %(relevance_score)s)
+ON CONFLICT (session_id) DO NOTHING
+RETURNING {SESSION_COLUMNS}
+"""
+
+SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM conversation_sessions WHERE session_id = %(session_id)s"
+
+SESSION_EXISTS = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
+
+SELECT_USER_SESSIONS = f"""
+SELECT {SESSION_COLUMNS} FROM conversation_sessions
+WHERE user_id = %(user_id)s
+ORDER BY last_activity DESC, session_id
+LIMIT %(limit)s
+"""
+
+TOUCH_SESSION = """
+UPDATE conversation_sessions SET last_activity = GREATEST(last_activity, now())
+WHERE session_id = %(session_id)s
+RETURNING last_activity
+"""
+
+UPDATE_SESSION_FIELDS = f"""
+UPDATE conversation_sessions SET
+    session_name = %(session_name)s, session_type = %(session_type)s, status = %(status)s,
+    metadata = %(metadata)s::jsonb, context_summary = %(context_summary)s,
+    relevance_score = %(relevance_score)s, last_activity = GREATEST(last_activity, now())
+WHERE session_id = %(session_id)s
+RETURNING {SESSION_COLUMNS}
+"""
+
+LOCK_SESSIONS = """
+SELECT session_id, user_id, next_message_index FROM conversation_sessions
+WHERE session_id = ANY(%(session_ids)s)
+ORDER BY session_id
+FOR UPDATE
+"""
+
+ADVANCE_MESSAGE_INDEX = """
+UPDATE conversation_sessions AS s SET next_message_index = x.next_index
+FROM unnest(%(session_ids)s::text[], %(next_indexes)s::int[]) AS x(session_id, next_index)
+WHERE s.session_id = x.session_id
+"""
+
+COUNT_SESSION_ROWS = """
+SELECT
+    (SELECT count(*) FROM conversation_messages WHERE session_id = %(session_id)s) AS messages,
+    (SELECT count(*) FROM conversation_context WHERE session_id = %(session_id)s) AS context,
+    (SELECT count(*) FROM session_relationships
+      WHERE source_session_id = %(session_id)s OR target_session_id = %(session_id)s) AS relationships
+"""
+
+DELETE_SESSION = "DELETE FROM conversation_sessions WHERE session_id = %(session_id)s"
+
+# --------------------------------------------------------------------------- messages
+
+SELECT_MESSAGES_BY_UUID = f"""
+SELECT {MESSAGE_COLUMNS}, embedding FROM conversation_messages WHERE message_uuid = ANY(%(uuids)s::uuid[])
+"""
+
+INSERT_MESSAGE = f"""
+INSERT INTO conversation_messages
+    (message_uuid, session_id, user_id, role, content, message_type, message_index, parent_message_id,
+     metadata, embedding, relevance_score, is_context_message, "timestamp")
+VALUES (%(message_uuid)s, %(session_id)s, %(user_id)s, %(role)s, %(content)s, %(message_type)s,
+        %(message_index)s, %(parent_message_id)s, %(metadata)s::jsonb, %(embedding)s, %(relevance_score)s,
+        %(is_context_message)s, coalesce(%(timestamp)s, now()))
+RETURNING {MESSAGE_COLUMNS}
+"""
+
+SELECT_MESSAGES = f"""
+SELECT {MESSAGE_COLUMNS} FROM conversation_messages
+WHERE session_id = %(session_id)s
+ORDER BY message_index
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+SELECT_RECENT_MESSAGES = f"""
+SELECT * FROM (
+    SELECT {MESSAGE_COLUMNS} FROM conversation_messages
+    WHERE session_id = %(session_id)s
+    ORDER BY message_index DESC
+    LIMIT %(limit)s
+) AS recent ORDER BY message_index
+"""
+
+SELECT_PARENT_OWNERS = """
+SELECT message_id, user_id FROM conversation_messages WHERE message_id = ANY(%(ids)s)
+"""
+
+_SEARCH_TEMPLATE = """
+WITH candidates AS MATERIALIZED (
+    SELECT {columns}, embedding <=> %(query)s AS distance
+    FROM conversation_messages
+    WHERE embedding IS NOT NULL {scope}
+    ORDER BY embedding <=> %(query)s
+    LIMIT %(limit)s
+)
+SELECT *, 1 - distance AS similarity FROM candidates
+WHERE 1 - distance >= %(threshold)s
+ORDER BY distance, message_id
+"""
+
+SEARCH_MESSAGES_IN_SESSION = _SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope="AND session_id = %(session_id)s")
+SEARCH_MESSAGES_OF_USER = _SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope="AND user_id = %(user_id)s")
+SEARCH_MESSAGES_IN_USER_SESSION = _SEARCH_TEMPLATE.format(
+    columns=MESSAGE_COLUMNS, scope="AND user_id = %(user_id)s AND session_id = %(session_id)s"
+)
+SEARCH_MESSAGES_ALL = _SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope="")
+
+# --------------------------------------------------------------------------- context
+
+UPSERT_CONTEXT = f"""
+INSERT INTO conversation_context AS c
+    (session_id, user_id, context_type, context_key, context_value, relevance_score, metadata, expires_at)
+VALUES (%(session_id)s, %(user_id)s, %(context_type)s, %(context_key)s, %(context_value)s,
+        %(relevance_score)s, %(metadata)s::jsonb, %(expires_at)s)
+ON CONFLICT (session_id, context_type, context_key) DO UPDATE SET
+    context_value = EXCLUDED.context_value,
+    relevance_score = EXCLUDED.relevance_score,
+    metadata = EXCLUDED.metadata,
+    expires_at = EXCLUDED.expires_at,
+    updated_at = now()
+RETURNING {CONTEXT_COLUMNS}
+"""
+
+_SELECT_CONTEXT = f"""
+SELECT {CONTEXT_COLUMNS} FROM conversation_context
+WHERE session_id = %(session_id)s AND (expires_at IS NULL OR expires_at > now()) {{type_filter}}
+ORDER BY relevance_score DESC, updated_at DESC, context_id
+"""
+SELECT_CONTEXT = _SELECT_CONTEXT.format(type_filter="")
+SELECT_CONTEXT_OF_TYPE = _SELECT_CONTEXT.format(type_filter="AND context_type = %(context_type)s")
+
+DELETE_EXPIRED_CONTEXT = """
+DELETE FROM conversation_context WHERE expires_at IS NOT NULL AND expires_at <= now()
+"""
+
+# --------------------------------------------------------------------------- preferences
+
+UPSERT_PREFERENCE = f"""
+INSERT INTO user_preferences AS p
+    (user_id, preference_key, preference_value, preference_type, confidence_score, metadata, is_sensitive)
+VALUES (%(user_id)s, %(preference_key)s, %(preference_value)s::jsonb, %(preference_type)s,
+        %(confidence_score)s, %(metadata)s::jsonb, %(is_sensitive)s)
+ON CONFLICT (user_id, preference_key) DO UPDATE SET
+    preference_value = EXCLUDED.preference_value,
+    preference_type = EXCLUDED.preference_type,
+    confidence_score = EXCLUDED.confidence_score,
+    metadata = EXCLUDED.metadata,
+    is_sensitive = EXCLUDED.is_sensitive,
+    updated_at = now()
+RETURNING {PREFERENCE_COLUMNS}
+"""
+
+_SELECT_PREFERENCES = f"""
+SELECT {PREFERENCE_COLUMNS} FROM user_preferences WHERE user_id = %(user_id)s {{type_filter}}
+ORDER BY confidence_score DESC, preference_key
+"""
+SELECT_PREFERENCES = _SELECT_PREFERENCES.format(type_filter="")
+SELECT_PREFERENCES_OF_TYPE = _SELECT_PREFERENCES.format(type_filter="AND preference_type = %(preference_type)s")
+
+# --------------------------------------------------------------------------- relationships
+
+UPSERT_RELATIONSHIP = f"""
+INSERT INTO session_relationships AS r
+    (source_session_id, target_session_id, relationship_type, relationship_strength, metadata)
+VALUES (%(source_session_id)s, %(target_session_id)s, %(relationship_type)s, %(relationship_strength)s,
+        %(metadata)s::jsonb)
+ON CONFLICT (source_session_id, target_session_id, relationship_type) DO UPDATE SET
+    relationship_strength = EXCLUDED.relationship_strength,
+    metadata = EXCLUDED.metadata
+RETURNING {RELATIONSHIP_COLUMNS}
+"""
+
+SELECT_SESSION_OWNERS = """
+SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s)
+"""
+
+SELECT_RELATED_SESSIONS = f"""
+SELECT {", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))},
+       r.source_session_id, r.target_session_id, r.relationship_type, r.relationship_strength,
+       r.metadata AS relationship_metadata, r.created_at AS relationship_created_at
+FROM session_relationships AS r
+JOIN conversation_sessions AS s
+  ON s.session_id = CASE WHEN r.source_session_id = %(session_id)s
+                         THEN r.target_session_id ELSE r.source_session_id END
+WHERE r.source_session_id = %(session_id)s OR r.target_session_id = %(session_id)s
+ORDER BY r.relationship_strength DESC, s.last_activity DESC
+LIMIT %(limit)s
+"""
+
+# --------------------------------------------------------------------------- summary
+
+SELECT_SUMMARY = f"SELECT {SUMMARY_COLUMNS} FROM session_summary WHERE session_id = %(session_id)s"
+
+# --------------------------------------------------------------------------- metadata
+
+SELECT_METADATA = "SELECT key, value FROM ltst_metadata"
+UPSERT_METADATA = """
+INSERT INTO ltst_metadata (key, value) VALUES (%(key)s, %(value)s)
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+"""
+ANY_EMBEDDING_STORED = "SELECT EXISTS (SELECT 1 FROM conversation_messages WHERE embedding IS NOT NULL)"
+SERVER_VERSIONS = """
+SELECT current_setting('server_version') AS postgres,
+       (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector
+"""
+
+
+# --------------------------------------------------------------------------- row mapping
+
+
+def to_vector(value: Any) -> list[float] | None:
+    """A stored vector as a list of floats, whatever pgvector-python returned (ndarray or Vector)."""
+    if value is None:
+        return None
+    if hasattr(value, "to_list"):
+        return [float(x) for x in value.to_list()]
+    return [float(x) for x in np.asarray(value, dtype=np.float32)]
+
+
+def session_from_row(row: dict[str, Any]) -> ConversationSession:
+    return ConversationSession(
+        session_id=row["session_id"],
+        user_id=row["user_id"],
+        session_name=row["session_name"],
+        session_type=row["session_type"],
+        status=row["status"],
+        metadata=row["metadata"],
+        context_summary=row["context_summary"],
+        relevance_score=row["relevance_score"],
+        created_at=row["created_at"],
+        last_activity=row["last_activity"],
+    )
+
+
+def message_from_row(row: dict[str, Any]) -> ConversationMessage:
+    return ConversationMessage(
+        session_id=row["session_id"],
+        role=row["role"],
+        content=row["content"],
+        message_type=row["message_type"],
+        message_index=row["message_index"],
+        parent_message_id=row["parent_message_id"],
+        metadata=row["metadata"],
+        embedding=to_vector(row.get("embedding")),
+        relevance_score=row["relevance_score"],
+        is_context_message=row["is_context_message"],
+        timestamp=row["timestamp"],
+        message_id=row["message_id"],
+        user_id=row["user_id"],
+        message_uuid=str(row["message_uuid"]),
+    )
+
+
+def context_from_row(row: dict[str, Any]) -> ConversationContext:
+    return ConversationContext(**{k: row[k] for k in CONTEXT_COLUMNS.replace(" ", "").split(",")})
+
+
+def preference_from_row(row: dict[str, Any]) -> UserPreference:
+    return UserPreference(**{k: row[k] for k in PREFERENCE_COLUMNS.replace(" ", "").split(",")})
+
+
+def relationship_from_row(row: dict[str, Any]) -> SessionRelationship:
+    return SessionRelationship(**{k: row[k] for k in RELATIONSHIP_COLUMNS.replace(" ", "").split(",")})
+
+
+def related_from_row(row: dict[str, Any]) -> tuple[ConversationSession, SessionRelationship]:
+    relationship = SessionRelationship(
+        source_session_id=row["source_session_id"],
+        target_session_id=row["target_session_id"],
+        relationship_type=row["relationship_type"],
+        relationship_strength=row["relationship_strength"],
+        metadata=row["relationship_metadata"],
+        created_at=row["relationship_created_at"],
+    )
+    return session_from_row(row), relationship
+
+
+def summary_from_row(row: dict[str, Any]) -> SessionSummary:
+    return SessionSummary(**{k: row[k] for k in SUMMARY_COLUMNS.replace(" ", "").split(",")})

@@ -1,0 +1,75 @@
+"""Typed settings: explicit argument > environment > default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+__all__ = ["DEFAULT_EMBEDDING_MODEL", "Settings", "default_data_dir"]
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+def default_data_dir() -> Path:
+    """The platform's user data directory for ltst-memory (e.g. ``~/.local/share/ltst-memory``)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("ltst-memory", appauthor=False))
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a store needs to know before it opens.
+
+    ``dsn`` of ``None`` means "use the embedded PostgreSQL in ``data_dir``".
+    """
+
+    dsn: str | None = None
+    data_dir: Path = field(default_factory=default_data_dir)
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    max_content_chars: int = 100_000
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    pool_timeout: float = 30.0
+    auto_migrate: bool = True
+    hnsw_ef_search: int = 100
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Build settings from ``LTST_*`` / ``DATABASE_URL`` variables; ``overrides`` that are not
+        ``None`` win over the environment."""
+        env = os.environ
+        dsn = env.get("LTST_DATABASE_URL") or env.get("DATABASE_URL") or None
+        data_dir = Path(env["LTST_DATA_DIR"]).expanduser() if env.get("LTST_DATA_DIR") else default_data_dir()
+        settings = cls(
+            dsn=dsn,
+            data_dir=data_dir,
+            embedding_model=env.get("LTST_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
+            max_content_chars=_env_int("LTST_MAX_CONTENT_CHARS", 100_000),
+            pool_max_size=_env_int("LTST_POOL_MAX_SIZE", 10),
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "data_dir" in given:
+            given["data_dir"] = Path(str(given["data_dir"])).expanduser()
+        try:
+            settings = replace(settings, **given)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if settings.max_content_chars < 1:
+            raise ConfigurationError("max_content_chars must be at least 1")
+        if settings.pool_min_size < 0 or settings.pool_max_size < max(1, settings.pool_min_size):
+            raise ConfigurationError("pool sizes must satisfy 0 <= pool_min_size <= pool_max_size, max >= 1")
+        return settings

@@ -1,0 +1,118 @@
+"""Apply the SQL migrations of :mod:`ltst_memory.schema` and check the embedding model.
+
+Each migration runs in its own transaction, all of them under one advisory lock, so several
+processes opening the same database at once apply each file exactly once. Files are idempotent
+by themselves (they can also be run with ``psql -f``); the ``ltst_migrations`` table records what
+was applied, with a checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import psycopg
+
+from .errors import EmbeddingDimensionError, MigrationError
+from .schema import migration_files
+
+__all__ = ["applied_migrations", "ensure_embedding_model", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+#: Key of the advisory lock held while migrating ("ltst" in ASCII).
+MIGRATION_LOCK_KEY = 0x6C747374
+
+
+def _checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode("utf-8")).hexdigest()
+
+
+def applied_migrations(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
+    """``{name: checksum}`` of the migrations recorded in the database (empty before the first)."""
+    exists = conn.execute("SELECT to_regclass('ltst_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    return {name: checksum for name, checksum in conn.execute("SELECT name, checksum FROM ltst_migrations")}
+
+
+def migrate(conn: psycopg.Connection[Any]) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now.
+
+    ``conn`` must not be inside a transaction; it is left in autocommit-off idle state.
+    """
+    applied_now: list[str] = []
+    previous_autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            done = applied_migrations(conn)
+            for name, sql in migration_files():
+                checksum = _checksum(sql)
+                if name in done:
+                    if done[name] not in (None, checksum):
+                        raise MigrationError(
+                            f"migration {name} in the database differs from this version of ltst-memory "
+                            "(checksum mismatch); do not edit applied migrations, add a new one"
+                        )
+                    continue
+                logger.info("applying migration %s", name)
+                try:
+                    with conn.transaction():
+                        conn.execute(sql.encode("utf-8"))  # bytes: no parameter parsing of '%'
+                        conn.execute(
+                            "INSERT INTO ltst_migrations (name, checksum) VALUES (%s, %s) "
+                            "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum",
+                            (name, checksum),
+                        )
+                except psycopg.Error as exc:
+                    raise MigrationError(f"migration {name} failed: {exc}") from exc
+                applied_now.append(name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    finally:
+        conn.autocommit = previous_autocommit
+    return applied_now
+
+
+def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimension: int) -> None:
+    """Check that the database was set up for this embedding model, adopting it on an empty store.
+
+    With no embedding stored yet, a different model or dimension is adopted: the column is resized
+    and its HNSW index rebuilt. Otherwise a different dimension raises EmbeddingDimensionError and a
+    different model of the same dimension raises it too (vectors of two models do not compare).
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        meta = dict(conn.execute("SELECT key, value FROM ltst_metadata").fetchall())
+        stored_model = meta.get("embedding_model")
+        stored_dim = int(meta.get("embedding_dimension", "0") or 0)
+        if stored_model == model_name and stored_dim == dimension:
+            return
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM conversation_messages WHERE embedding IS NOT NULL)").fetchone()
+        if row and row[0]:
+            raise EmbeddingDimensionError(
+                f"this database holds embeddings of {stored_model!r} ({stored_dim} dimensions) but the "
+                f"store was opened with {model_name!r} ({dimension} dimensions); open it with the same "
+                "model, or re-embed every message with `ltst reembed`"
+            )
+        if stored_dim != dimension:
+            logger.info("resizing the embedding column from %s to %s dimensions", stored_dim, dimension)
+            conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
+            conn.execute(
+                psycopg.sql.SQL("ALTER TABLE conversation_messages ALTER COLUMN embedding TYPE vector({})").format(
+                    psycopg.sql.Literal(int(dimension))
+                )
+            )
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS idx_messages_embedding_hnsw ON conversation_messages "
+                "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+            )
+        for key, value in (("embedding_model", model_name), ("embedding_dimension", str(dimension))):
+            conn.execute(
+                "INSERT INTO ltst_metadata (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                (key, value),
+            )

@@ -1,0 +1,228 @@
+"""Data classes of the LTST store and the checks every stored value passes.
+
+The classes are plain mutable dataclasses, as in the reference documentation:
+build one, hand it to :class:`~ltst_memory.ConversationStorage`, and get back a
+new instance with the server-side fields (ids, timestamps, indexes) filled in.
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .errors import ValidationError
+
+__all__ = [
+    "CONTEXT_TYPES",
+    "ROLES",
+    "ConversationContext",
+    "ConversationMessage",
+    "ConversationSession",
+    "SessionRelationship",
+    "SessionSummary",
+    "UserPreference",
+    "normalize_role",
+]
+
+#: Stored roles. ``user``/``assistant`` (OpenAI names) are accepted and stored as ``human``/``ai``.
+ROLES: tuple[str, ...] = ("human", "ai", "system", "tool")
+_ROLE_ALIASES = {"user": "human", "assistant": "ai", "function": "tool"}
+#: Context types named by the reference documentation; others are accepted too.
+CONTEXT_TYPES: tuple[str, ...] = ("conversation", "preference", "project", "user_info")
+MAX_ID_CHARS = 255
+
+
+@dataclass
+class ConversationSession:
+    """A conversation session: one thread of messages belonging to one user."""
+
+    session_id: str
+    user_id: str
+    session_name: str | None = None
+    session_type: str = "conversation"
+    status: str = "active"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    context_summary: str | None = None
+    relevance_score: float = 0.0
+    created_at: datetime | None = None
+    last_activity: datetime | None = None
+
+
+@dataclass
+class ConversationMessage:
+    """One message of a session.
+
+    ``message_index``, ``timestamp``, ``embedding``, ``message_id`` and ``user_id`` are filled in by
+    the store when left ``None``. ``message_uuid`` is a client-generated idempotency key: storing a
+    message whose uuid is already stored returns the stored row instead of adding a second one.
+    """
+
+    session_id: str
+    role: str
+    content: str
+    message_type: str = "message"
+    message_index: int | None = None
+    parent_message_id: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    embedding: Sequence[float] | None = field(default=None, repr=False)
+    relevance_score: float = 0.0
+    is_context_message: bool = False
+    timestamp: datetime | None = None
+    message_id: int | None = None
+    user_id: str | None = None
+    message_uuid: str | None = None
+
+
+@dataclass
+class ConversationContext:
+    """A piece of context attached to a session (a project, a fact about the user, ...).
+
+    Unique per ``(session_id, context_type, context_key)``: storing the same key again updates it.
+    Entries whose ``expires_at`` has passed are never returned.
+    """
+
+    session_id: str
+    context_type: str
+    context_key: str
+    context_value: str
+    relevance_score: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    expires_at: datetime | None = None
+    context_id: int | None = None
+    user_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class UserPreference:
+    """A user-level preference; ``preference_value`` is any JSON value. Unique per user and key."""
+
+    user_id: str
+    preference_key: str
+    preference_value: Any
+    preference_type: str = "general"
+    confidence_score: float = 1.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    is_sensitive: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class SessionRelationship:
+    """A directed link between two sessions of the same user."""
+
+    source_session_id: str
+    target_session_id: str
+    relationship_type: str = "related"
+    relationship_strength: float = 0.5
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass
+class SessionSummary:
+    """Statistics of a session, kept current by database triggers."""
+
+    session_id: str
+    total_messages: int = 0
+    human_messages: int = 0
+    ai_messages: int = 0
+    system_messages: int = 0
+    tool_messages: int = 0
+    first_message_at: datetime | None = None
+    last_message_at: datetime | None = None
+    total_tokens_estimate: int = 0
+    summary: str | None = None
+    updated_at: datetime | None = None
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def normalize_role(role: object) -> str:
+    """Return the stored form of ``role`` or raise :class:`ValidationError`."""
+    if not isinstance(role, str):
+        raise ValidationError(f"role must be a string, got {type(role).__name__}")
+    value = role.strip().lower()
+    value = _ROLE_ALIASES.get(value, value)
+    if value not in ROLES:
+        raise ValidationError(f"unknown role {role!r}; use one of {', '.join(ROLES)} (or user/assistant)")
+    return value
+
+
+def check_text(name: str, value: object, *, max_chars: int | None = None, allow_empty: bool = False) -> str:
+    """A string PostgreSQL can store: no NUL byte, valid UTF-8, non-blank unless allowed."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise ValidationError(f"{name} must not be empty")
+    if "\x00" in value:
+        raise ValidationError(f"{name} contains a NUL byte (\\x00), which PostgreSQL text cannot store")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{name} is not valid Unicode (it contains a lone surrogate)") from None
+    if max_chars is not None and len(value) > max_chars:
+        raise ValidationError(f"{name} has {len(value)} characters; the limit is {max_chars}")
+    return value
+
+
+def check_id(name: str, value: object) -> str:
+    """An identifier: a non-blank string of at most 255 characters."""
+    return check_text(name, value, max_chars=MAX_ID_CHARS)
+
+
+def check_optional_text(name: str, value: object, *, max_chars: int | None = None) -> str | None:
+    return None if value is None else check_text(name, value, max_chars=max_chars, allow_empty=True)
+
+
+def check_score(name: str, value: object, *, low: float = 0.0, high: float = 1.0) -> float:
+    """A finite number within ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"{name} must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or not low <= number <= high:
+        raise ValidationError(f"{name} must be between {low} and {high}, got {value!r}")
+    return number
+
+
+def check_json(name: str, value: object, *, require_object: bool = True) -> str:
+    """Serialise ``value`` to JSON text that ``jsonb`` accepts, or raise ValidationError."""
+    if require_object and not isinstance(value, Mapping):
+        raise ValidationError(f"{name} must be a dict, got {type(value).__name__}")
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"{name} is not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text:
+        raise ValidationError(f"{name} contains a NUL character, which jsonb cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{name} contains a lone surrogate (invalid Unicode)") from None
+    return text
+
+
+def check_datetime(name: str, value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None:
+        raise ValidationError(f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    return value
+
+
+def check_limit(name: str, value: object, *, minimum: int = 0, maximum: int = 10_000) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{name} must be an integer, got {type(value).__name__}")
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value

