@@ -320,21 +320,23 @@ def search_messages(
     query: str,
     session_id: str | None = None,
     limit: int = 10,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     *,
     user_id: str | None = None,
 ) -> Op[list[tuple[ConversationMessage, float]]]:
     """Messages most similar in meaning to ``query``, as ``(message, cosine similarity)`` best first.
 
     Scope: one session (``session_id``), all of a user's sessions (``user_id``), both, or — when
-    neither is given — every stored message. Only messages with ``similarity >= threshold`` are
-    returned. Filtered searches use pgvector's iterative index scans, so a scope never returns fewer
+    neither is given — every stored message. With a ``threshold``, only messages with
+    ``similarity >= threshold`` are returned (the spec's example uses 0.7; MiniLM scores clear
+    paraphrases around 0.4-0.6); without one, the ``limit`` nearest messages. Filtered searches use
+    pgvector's iterative index scans, so a scope never returns fewer
     rows than exist.
     """
     check_text("query", query, max_chars=core.settings.max_content_chars)
     params: dict[str, Any] = {
         "limit": check_limit("limit", limit, minimum=1, maximum=1_000),
-        "threshold": check_score("threshold", threshold, low=-1.0, high=1.0),
+        "threshold": float("-inf") if threshold is None else check_score("threshold", threshold, low=-1.0, high=1.0),
     }
     if session_id is not None:
         params["session_id"] = check_id("session_id", session_id)

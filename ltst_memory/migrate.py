@@ -42,6 +42,8 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
 
     ``conn`` must not be inside a transaction; it is left in autocommit-off idle state.
     """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise MigrationError("migrate() needs a connection outside any transaction: commit or roll back first")
     applied_now: list[str] = []
     previous_autocommit = conn.autocommit
     conn.autocommit = True
