@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .bulk import AsyncEmbeddingWorker, BulkResult, EmbeddingWorker
 from .config import Settings
+from .crypto import EncryptionError, EncryptionKeyError
 from .embeddings import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from .errors import (
     AccessDeniedError,
@@ -32,8 +34,12 @@ from .models import (
     SessionSummary,
     UserPreference,
 )
+from .rehydrate import ContextItem, RehydrationResult
+from .retention import AsyncRetentionSweeper, RetentionPolicy, RetentionSweeper
+from .scoped import AsyncUserScopedStorage, UserScopedStorage
 from .storage import ConversationStorage
 from .storage_async import AsyncConversationStorage
+from .tokens import estimate_tokens
 
 try:
     __version__ = version("ltst-memory")
@@ -43,7 +49,12 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "AccessDeniedError",
     "AsyncConversationStorage",
+    "AsyncEmbeddingWorker",
+    "AsyncRetentionSweeper",
+    "AsyncUserScopedStorage",
+    "BulkResult",
     "ConfigurationError",
+    "ContextItem",
     "ConversationContext",
     "ConversationMessage",
     "ConversationSession",
@@ -52,10 +63,16 @@ __all__ = [
     "Embedder",
     "EmbeddingDimensionError",
     "EmbeddingError",
+    "EmbeddingWorker",
+    "EncryptionError",
+    "EncryptionKeyError",
     "HashingEmbedder",
     "LTSTError",
     "MigrationError",
     "NotFoundError",
+    "RehydrationResult",
+    "RetentionPolicy",
+    "RetentionSweeper",
     "SentenceTransformerEmbedder",
     "SessionExistsError",
     "SessionNotFoundError",
@@ -64,6 +81,8 @@ __all__ = [
     "Settings",
     "StoreClosedError",
     "UserPreference",
+    "UserScopedStorage",
     "ValidationError",
     "__version__",
+    "estimate_tokens",
 ]

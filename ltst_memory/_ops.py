@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from . import _queries as q
+from . import crypto
 from .config import Settings
 from .embeddings import Embedder
 from .errors import EmbeddingDimensionError, SessionExistsError, SessionNotFoundError, ValidationError
@@ -225,7 +226,9 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         return []
     missing = [i for i, p in enumerate(params) if p["embedding"] is None]
     if missing:
-        vectors = yield Embed(tuple(params[i]["content"] for i in missing))
+        from .recall import embedding_text  # the retrieval module decides what text represents a message
+
+        vectors = yield Embed(tuple(embedding_text(messages[i].content, messages[i].metadata) for i in missing))
         for i, vector in zip(missing, vectors, strict=True):
             params[i]["embedding"] = vector
 
@@ -342,23 +345,33 @@ def search_messages(
         params["session_id"] = check_id("session_id", session_id)
     if user_id is not None:
         params["user_id"] = check_id("user_id", user_id)
-    sql = (
-        q.SEARCH_MESSAGES_IN_USER_SESSION
-        if session_id is not None and user_id is not None
-        else q.SEARCH_MESSAGES_IN_SESSION
-        if session_id is not None
-        else q.SEARCH_MESSAGES_OF_USER
-        if user_id is not None
-        else q.SEARCH_MESSAGES_ALL
-    )
     vectors = yield Embed((query,))
     params["query"] = vectors[0]
-    ef_search = max(core.settings.hnsw_ef_search, params["limit"] * 2)
-    yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(ef_search)}, fetch="none")
+    sql = yield from _search_statement(core, params)
     rows = yield Query(sql, params)
     if not rows and session_id is not None:
         yield from _require_session(session_id)
     return [(q.message_from_row(r), float(r["similarity"])) for r in rows]
+
+
+def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
+    """Pick exact search for small scopes, HNSW with iterative scans for large ones and for no scope."""
+    scoped_to_session = "session_id" in params
+    scoped_to_user = "user_id" in params
+    if scoped_to_session or scoped_to_user:
+        size_sql = q.SCOPE_SIZE_OF_SESSION if scoped_to_session else q.SCOPE_SIZE_OF_USER
+        size = yield Query(size_sql, params, fetch="one")
+        if int(size["n"]) <= core.settings.exact_search_max_rows:
+            if scoped_to_session and scoped_to_user:
+                return q.EXACT_SEARCH_IN_USER_SESSION
+            return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER
+    ef_search = max(core.settings.hnsw_ef_search, params["limit"] * 2)
+    yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(ef_search)}, fetch="none")
+    if scoped_to_session and scoped_to_user:
+        return q.SEARCH_MESSAGES_IN_USER_SESSION
+    if scoped_to_session:
+        return q.SEARCH_MESSAGES_IN_SESSION
+    return q.SEARCH_MESSAGES_OF_USER if scoped_to_user else q.SEARCH_MESSAGES_ALL
 
 
 # --------------------------------------------------------------------------- context
@@ -396,11 +409,11 @@ def get_context(core: Core, session_id: str, context_type: str | None = None) ->
 
 
 def cleanup_expired_data(core: Core) -> Op[dict[str, int]]:
-    """Delete expired context entries; return how many rows of each kind were removed."""
-    removed = yield Query(q.DELETE_EXPIRED_CONTEXT, fetch="rowcount")
-    if removed:
-        logger.info("cleanup removed %d expired context entries", removed)
-    return {"context": int(removed)}
+    """Delete expired context and what the retention policies no longer keep (ltst_memory/retention.py);
+    return how many rows of each kind were removed: ``{"context": ..., "messages": ...}``."""
+    from .retention import cleanup_expired_data as apply_retention
+
+    return (yield from apply_retention(core))
 
 
 # --------------------------------------------------------------------------- preferences
@@ -421,8 +434,12 @@ def store_preference(core: Core, preference: UserPreference) -> Op[UserPreferenc
         "metadata": check_json("metadata", preference.metadata),
         "is_sensitive": preference.is_sensitive,
     }
+    if preference.is_sensitive:  # encrypted at rest (ltst_memory/crypto.py); no key -> EncryptionKeyError
+        params["preference_value"] = crypto.seal_preference_value(
+            params["user_id"], params["preference_key"], preference.preference_value
+        )
     row = yield Query(q.UPSERT_PREFERENCE, params, fetch="one")
-    return q.preference_from_row(row)
+    return crypto.open_preference(q.preference_from_row(row))
 
 
 def get_preferences(core: Core, user_id: str, preference_type: str | None = None) -> Op[list[UserPreference]]:
@@ -433,7 +450,7 @@ def get_preferences(core: Core, user_id: str, preference_type: str | None = None
         params["preference_type"] = check_id("preference_type", preference_type)
         sql = q.SELECT_PREFERENCES_OF_TYPE
     rows = yield Query(sql, params)
-    return [q.preference_from_row(r) for r in rows]
+    return [crypto.open_preference(q.preference_from_row(r)) for r in rows]
 
 
 # --------------------------------------------------------------------------- relationships

@@ -168,6 +168,38 @@ SEARCH_MESSAGES_IN_USER_SESSION = _SEARCH_TEMPLATE.format(
 )
 SEARCH_MESSAGES_ALL = _SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope="")
 
+# Exact search over a small scope: the rows come from the btree on session_id / user_id and every
+# distance is computed, so the answer is complete and exact (HNSW with a selective filter may stop
+# at hnsw.max_scan_tuples before it has seen every row of the scope).
+_EXACT_SEARCH_TEMPLATE = """
+WITH scope AS MATERIALIZED (
+    SELECT {columns}, embedding <=> %(query)s AS distance
+    FROM conversation_messages
+    WHERE embedding IS NOT NULL {scope}
+)
+SELECT *, 1 - distance AS similarity FROM scope
+WHERE 1 - distance >= %(threshold)s
+ORDER BY distance, message_id
+LIMIT %(limit)s
+"""
+EXACT_SEARCH_IN_SESSION = _EXACT_SEARCH_TEMPLATE.format(
+    columns=MESSAGE_COLUMNS, scope="AND session_id = %(session_id)s"
+)
+EXACT_SEARCH_OF_USER = _EXACT_SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope="AND user_id = %(user_id)s")
+EXACT_SEARCH_IN_USER_SESSION = _EXACT_SEARCH_TEMPLATE.format(
+    columns=MESSAGE_COLUMNS, scope="AND user_id = %(user_id)s AND session_id = %(session_id)s"
+)
+
+# How many messages a scope holds, from the trigger-maintained summaries (no scan of messages).
+SCOPE_SIZE_OF_SESSION = (
+    "SELECT coalesce(max(total_messages), 0) AS n FROM session_summary WHERE session_id = %(session_id)s"
+)
+SCOPE_SIZE_OF_USER = """
+SELECT coalesce(sum(ss.total_messages), 0) AS n
+FROM conversation_sessions AS s JOIN session_summary AS ss USING (session_id)
+WHERE s.user_id = %(user_id)s
+"""
+
 # --------------------------------------------------------------------------- context
 
 UPSERT_CONTEXT = f"""

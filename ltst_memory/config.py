@@ -46,6 +46,9 @@ class Settings:
     pool_timeout: float = 30.0
     auto_migrate: bool = True
     hnsw_ef_search: int = 100
+    #: Scoped searches over at most this many messages are exact (btree + full distance sort);
+    #: larger scopes use the HNSW index with pgvector's iterative scans.
+    exact_search_max_rows: int = 5_000
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

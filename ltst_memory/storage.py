@@ -15,6 +15,11 @@ from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _ops as ops
+from . import bulk, cache, crypto, privacy, retention, scoped
+from . import recall as recall_ops
+from . import rehydrate as rehydrate_ops
+from . import stats as stats_ops
+from . import summarize as summarize_ops
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
@@ -29,6 +34,7 @@ from .config import Settings
 from .embeddings import Embedder, embed_checked
 from .errors import DatabaseUnavailableError
 from .migrate import ensure_embedding_model, migrate
+from .stats import track_operation
 
 __all__ = ["ConversationStorage"]
 
@@ -83,6 +89,7 @@ class ConversationStorage:
                     max_size=self._settings.pool_max_size,
                     timeout=self._settings.pool_timeout,
                     configure=register_vector,
+                    check=ConnectionPool.check_connection,  # drop connections a server restart killed
                     name="ltst-memory",
                     open=False,
                 )
@@ -191,6 +198,7 @@ class ConversationStorage:
     def _run(self, op: Op[R]) -> R:
         check_open(self._closed)
         with ExitStack() as stack:
+            stack.enter_context(track_operation(self._core, op))  # timings by operation: ltst_memory/stats.py
             conn: psycopg.Connection[Any] | None = None
             result: Any = None
             while True:
@@ -228,24 +236,44 @@ class ConversationStorage:
     # ------------------------------------------------------------------ API
 
     create_session = sync_method(ops.create_session)
-    get_session = sync_method(ops.get_session)
-    update_session = sync_method(ops.update_session)
-    update_session_activity = sync_method(ops.update_session_activity)
+    get_session = cache.sync_cached("session", ops.get_session)
+    update_session = cache.sync_invalidating(sync_method(ops.update_session))
+    update_session_activity = cache.sync_invalidating(sync_method(ops.update_session_activity))
     get_user_sessions = sync_method(ops.get_user_sessions)
-    delete_session = sync_method(ops.delete_session)
+    delete_session = cache.sync_invalidating(sync_method(ops.delete_session))
     get_session_summary = sync_method(ops.get_session_summary)
-    store_message = sync_method(ops.store_message)
-    store_messages = sync_method(ops.store_messages)
+    store_message = cache.sync_invalidating(sync_method(ops.store_message))
+    store_messages = cache.sync_invalidating(sync_method(ops.store_messages))
     get_messages = sync_method(ops.get_messages)
     get_recent_messages = sync_method(ops.get_recent_messages)
     search_messages = sync_method(ops.search_messages)
     store_context = sync_method(ops.store_context)
     get_context = sync_method(ops.get_context)
-    cleanup_expired_data = sync_method(ops.cleanup_expired_data)
+    cleanup_expired_data = cache.sync_invalidating(sync_method(ops.cleanup_expired_data), cache.every_session)
     store_preference = sync_method(ops.store_preference)
     get_preferences = sync_method(ops.get_preferences)
     store_relationship = sync_method(ops.store_relationship)
     get_related_sessions = sync_method(ops.get_related_sessions)
+    recall = sync_method(recall_ops.recall)  # hybrid retrieval (ltst_memory/recall.py)
+    rehydrate = sync_method(rehydrate_ops.rehydrate)  # context merging (ltst_memory/rehydrate.py)
+    summarize_session = sync_method(summarize_ops.summarize_session)  # compaction (ltst_memory/summarize.py)
+    for_user = scoped.for_user  # user-scoped view (ltst_memory/scoped.py)
+    # privacy, retention, encryption keys (ltst_memory/privacy.py, retention.py, crypto.py)
+    delete_user = cache.sync_invalidating(sync_method(privacy.delete_user), cache.every_session)
+    export_analytics = sync_method(privacy.export_analytics)
+    set_retention_policy = sync_method(retention.set_retention_policy)
+    delete_retention_policy = sync_method(retention.delete_retention_policy)
+    get_retention_policies = sync_method(retention.get_retention_policies)
+    rotate_encryption_keys = cache.sync_invalidating(sync_method(crypto.rotate_encryption_keys), cache.every_session)
+    stats = stats_ops.sync_stats_method(stats_ops.stats)  # observability (ltst_memory/stats.py)
+    # bulk import and deferred embedding (ltst_memory/bulk.py)
+    import_messages = cache.sync_invalidating(bulk.sync_bulk_method(bulk.import_messages))
+    embed_pending = sync_method(bulk.embed_pending)
+    pending_embeddings = sync_method(bulk.pending_embeddings)
+    search_unembedded = sync_method(bulk.search_unembedded)
+    # in-process session cache (ltst_memory/cache.py)
+    cache_stats = cache.cache_stats
+    clear_cache = cache.clear_cache
 
 
 def _versions() -> Op[dict[str, str]]:

@@ -20,6 +20,11 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import _ops as ops
+from . import bulk, cache, crypto, privacy, retention, scoped
+from . import recall as recall_ops
+from . import rehydrate as rehydrate_ops
+from . import stats as stats_ops
+from . import summarize as summarize_ops
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
@@ -34,6 +39,7 @@ from .config import Settings
 from .embeddings import Embedder, embed_checked
 from .errors import DatabaseUnavailableError
 from .migrate import ensure_embedding_model, migrate
+from .stats import track_operation
 
 __all__ = ["AsyncConversationStorage"]
 
@@ -103,6 +109,7 @@ class AsyncConversationStorage:
                 max_size=self._settings.pool_max_size,
                 timeout=self._settings.pool_timeout,
                 configure=register_vector_async,
+                check=AsyncConnectionPool.check_connection,  # drop connections a server restart killed
                 name="ltst-memory-async",
                 open=False,
             )
@@ -199,6 +206,7 @@ class AsyncConversationStorage:
     async def _arun(self, op: Op[R]) -> R:
         check_open(self._closed)
         async with AsyncExitStack() as stack:
+            stack.enter_context(track_operation(self._core, op))  # timings by operation: ltst_memory/stats.py
             conn: psycopg.AsyncConnection[Any] | None = None
             result: Any = None
             while True:
@@ -236,24 +244,44 @@ class AsyncConversationStorage:
     # ------------------------------------------------------------------ API
 
     create_session = async_method(ops.create_session)
-    get_session = async_method(ops.get_session)
-    update_session = async_method(ops.update_session)
-    update_session_activity = async_method(ops.update_session_activity)
+    get_session = cache.async_cached("session", ops.get_session)
+    update_session = cache.async_invalidating(async_method(ops.update_session))
+    update_session_activity = cache.async_invalidating(async_method(ops.update_session_activity))
     get_user_sessions = async_method(ops.get_user_sessions)
-    delete_session = async_method(ops.delete_session)
+    delete_session = cache.async_invalidating(async_method(ops.delete_session))
     get_session_summary = async_method(ops.get_session_summary)
-    store_message = async_method(ops.store_message)
-    store_messages = async_method(ops.store_messages)
+    store_message = cache.async_invalidating(async_method(ops.store_message))
+    store_messages = cache.async_invalidating(async_method(ops.store_messages))
     get_messages = async_method(ops.get_messages)
     get_recent_messages = async_method(ops.get_recent_messages)
     search_messages = async_method(ops.search_messages)
     store_context = async_method(ops.store_context)
     get_context = async_method(ops.get_context)
-    cleanup_expired_data = async_method(ops.cleanup_expired_data)
+    cleanup_expired_data = cache.async_invalidating(async_method(ops.cleanup_expired_data), cache.every_session)
     store_preference = async_method(ops.store_preference)
     get_preferences = async_method(ops.get_preferences)
     store_relationship = async_method(ops.store_relationship)
     get_related_sessions = async_method(ops.get_related_sessions)
+    recall = async_method(recall_ops.recall)  # hybrid retrieval (ltst_memory/recall.py)
+    rehydrate = async_method(rehydrate_ops.rehydrate)  # context merging (ltst_memory/rehydrate.py)
+    summarize_session = async_method(summarize_ops.summarize_session)  # compaction (ltst_memory/summarize.py)
+    for_user = scoped.for_user  # user-scoped view (ltst_memory/scoped.py)
+    # privacy, retention, encryption keys (ltst_memory/privacy.py, retention.py, crypto.py)
+    delete_user = cache.async_invalidating(async_method(privacy.delete_user), cache.every_session)
+    export_analytics = async_method(privacy.export_analytics)
+    set_retention_policy = async_method(retention.set_retention_policy)
+    delete_retention_policy = async_method(retention.delete_retention_policy)
+    get_retention_policies = async_method(retention.get_retention_policies)
+    rotate_encryption_keys = cache.async_invalidating(async_method(crypto.rotate_encryption_keys), cache.every_session)
+    stats = stats_ops.async_stats_method(stats_ops.stats)  # observability (ltst_memory/stats.py)
+    # bulk import and deferred embedding (ltst_memory/bulk.py)
+    import_messages = cache.async_invalidating(bulk.async_bulk_method(bulk.import_messages))
+    embed_pending = async_method(bulk.embed_pending)
+    pending_embeddings = async_method(bulk.pending_embeddings)
+    search_unembedded = async_method(bulk.search_unembedded)
+    # in-process session cache (ltst_memory/cache.py)
+    cache_stats = cache.cache_stats
+    clear_cache = cache.clear_cache
 
 
 async def _fetch(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:

@@ -50,8 +50,8 @@ def test_expired_context_is_never_returned_and_cleanup_removes_it(store: Convers
     store.store_context(ConversationContext(session, "project", "new", "here", expires_at=future))
     store.store_context(ConversationContext(session, "project", "forever", "always"))
     assert {c.context_key for c in store.get_context(session)} == {"new", "forever"}
-    assert store.cleanup_expired_data() == {"context": 1}
-    assert store.cleanup_expired_data() == {"context": 0}
+    assert store.cleanup_expired_data()["context"] == 1
+    assert store.cleanup_expired_data()["context"] == 0
     assert {c.context_key for c in store.get_context(session)} == {"new", "forever"}
 
 

@@ -70,3 +70,15 @@ def test_scoped_search_returns_every_row_when_fewer_than_limit_exist(memory: Con
 def test_search_needs_a_query(memory: ConversationStorage) -> None:
     with pytest.raises(ValidationError):
         memory.search_messages("   ", user_id="alice")
+
+
+def test_exact_and_index_paths_agree(memory: ConversationStorage, database_dsn: str) -> None:
+    from ltst_memory import Settings
+
+    settings = Settings.from_env(dsn=database_dsn, exact_search_max_rows=0)  # every scope via HNSW
+    with ConversationStorage(settings=settings, embedder=memory.embedder) as ann:
+        for kwargs in ({"session_id": "old"}, {"user_id": "alice"}, {"user_id": "alice", "session_id": "old"}):
+            exact = memory.search_messages("pets and travel plans", limit=5, **kwargs)  # type: ignore[arg-type]
+            approx = ann.search_messages("pets and travel plans", limit=5, **kwargs)  # type: ignore[arg-type]
+            assert [m.message_id for m, _ in exact] == [m.message_id for m, _ in approx]
+            assert [round(s, 5) for _, s in exact] == [round(s, 5) for _, s in approx]

@@ -1,0 +1,138 @@
+"""Side-by-side benchmark: ltst-memory vs langchain-postgres and LangGraph's PostgresStore.
+
+    # once: the peers live in their own virtualenv (langchain-postgres pins pgvector<0.4)
+    python -m venv /tmp/peers-venv
+    /tmp/peers-venv/bin/pip install langchain-postgres langgraph-checkpoint-postgres 'psycopg[binary]' numpy matplotlib
+    # run (system Python, ltst-memory installed):
+    HF_HUB_OFFLINE=1 python benchmarks/peers.py --sizes 10000 100000 --peer-python /tmp/peers-venv/bin/python \
+        --out docs/benchmarks/peers.json
+
+One private embedded PostgreSQL (PG 18 + pgvector 0.8) serves every system, each in its own database.
+The data set is generated once: synthetic chat texts and, for each, a 384-d unit vector clustered
+around real all-MiniLM-L6-v2 vectors of 2,000 of the texts (HNSW behaves as on real embeddings);
+sessions hold 100 messages and users 1,000, at every size. Each system runs in its own process
+(``peer_side.py``) so its peak RSS is its own. Nothing is embedded during the timed operations:
+every system gets the same precomputed vectors, so the database work is what is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import clustered_vectors, fresh_database, machine, server, texts
+
+HERE = Path(__file__).resolve().parent
+OPS = ("append_one", "append_50", "read_last_50", "search_user_top10", "rehydrate")
+PEERS = ("lc_history", "lc_vectorstore", "langgraph")
+
+
+def make_data(directory: Path, size: int, probes: int = 200) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ltst_memory.embeddings import SentenceTransformerEmbedder
+
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus = texts(size)
+    base = SentenceTransformerEmbedder("all-MiniLM-L6-v2").embed(corpus[:2_000])
+    np.save(directory / "vectors.npy", clustered_vectors(size, base=base, seed=1))
+    np.save(directory / "probe.npy", clustered_vectors(probes, base=base, seed=2))
+    (directory / "texts.json").write_text(json.dumps(corpus))
+
+
+def run_side(python: str, system: str, dsn: str, data: Path, size: int, n: int) -> dict[str, object]:
+    cmd = [python, str(HERE / "peer_side.py"), "--system", system, "--dsn", dsn, "--data", str(data)]
+    cmd += ["--size", str(size), "--n", str(n)]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"[{system} @ {size}] FAILED:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return {"system": system, "size": size, "error": proc.stderr[-1000:]}
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"[{system} @ {size}] done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    return result  # type: ignore[no-any-return]
+
+
+def table(results: list[dict[str, object]]) -> str:
+    lines = []
+    for size in sorted({int(r["size"]) for r in results}):  # type: ignore[call-overload]
+        rows = {r["system"]: r for r in results if r["size"] == size and "error" not in r}
+        lines.append(f"\n#### {size:,} stored messages\n")
+        lines.append("| operation | " + " | ".join(["ours", *PEERS]) + " | ours vs fastest peer (p50) |")
+        lines.append("|---|" + "---|" * (len(PEERS) + 2))
+        for op in OPS:
+            cells = []
+            peer_p50 = []
+            for system in ("ours", *PEERS):
+                value = rows.get(system, {}).get(op)  # type: ignore[attr-defined]
+                if isinstance(value, dict):
+                    cells.append(f"{value['p50']:.2f} / {value['p95']:.2f}")
+                    if system != "ours":
+                        peer_p50.append(value["p50"])
+                else:
+                    cells.append("—")
+            ours = rows.get("ours", {}).get(op)  # type: ignore[attr-defined]
+            ratio = f"{min(peer_p50) / ours['p50']:.1f}× faster" if isinstance(ours, dict) and peer_p50 else "—"
+            if isinstance(ours, dict) and peer_p50 and min(peer_p50) < ours["p50"]:
+                ratio = f"{ours['p50'] / min(peer_p50):.1f}× SLOWER"
+            lines.append(f"| {op} (p50 / p95 ms) | " + " | ".join(cells) + f" | {ratio} |")
+        for key, label in (
+            ("search_short_results", "user searches returning < 10 rows"),
+            ("peak_rss_mb", "client peak RSS (MB)"),
+            ("bytes", "on-disk MB per 1M messages"),
+            ("load_s", "load time (s)"),
+        ):
+            cells = []
+            for system in ("ours", *PEERS):
+                value = rows.get(system, {}).get(key)  # type: ignore[attr-defined]
+                if value is None:
+                    cells.append("—")
+                elif key == "bytes":
+                    cells.append(f"{float(value) / size * 1e6 / 2**20:,.0f}")
+                else:
+                    cells.append(f"{float(value):,.0f}" if key != "search_short_results" else str(value))
+            lines.append(f"| {label} | " + " | ".join(cells) + " | |")
+        ours = rows.get("ours", {})
+        if "recall_at_10" in ours:
+            lines.append(f"\nours: recall@10 of the user-scoped search vs exact search = {ours['recall_at_10']:.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--systems", nargs="+", default=["ours", *PEERS])
+    parser.add_argument("--peer-python", default="/tmp/peers-venv/bin/python")
+    parser.add_argument("--n", type=int, default=200, help="timed calls per operation")
+    parser.add_argument("--data", type=Path, default=Path("/tmp/ltst-peers-data"))
+    parser.add_argument("--dsn", help="superuser DSN of a server to use instead of a private embedded one")
+    parser.add_argument("--out", type=Path, help="write all results as JSON here")
+    args = parser.parse_args()
+
+    if not (args.data / "vectors.npy").exists() or len(np.load(args.data / "vectors.npy", mmap_mode="r")) < max(
+        args.sizes
+    ):
+        make_data(args.data, max(args.sizes))
+    results: list[dict[str, object]] = []
+    with server(args.dsn) as admin:
+        for size in args.sizes:
+            for system in args.systems:
+                dsn = fresh_database(admin, f"peer_{system}_{size}")
+                python = sys.executable if system == "ours" else args.peer_python
+                results.append(run_side(python, system, dsn, args.data, size, args.n))
+                fresh_database(admin, f"peer_{system}_{size}")  # drop the data, keep the disk small
+                if args.out:
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    args.out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Speed of recall() and rehydrate() on a large store (default 100,000 messages).
+
+    python benchmarks/rehydrate_speed.py [--messages 100000] [--users 100] [--dsn URL | --data-dir DIR]
+
+The store is filled with synthetic chat turns (``--data locomo10.json`` uses LoCoMo's turns as text
+instead): ``--users`` users with ``--sessions`` sessions each, spread evenly. Stored messages get
+deterministic bag-of-words vectors (HashingEmbedder) and are bulk-loaded with COPY (the HNSW index
+is rebuilt afterwards); the query side uses the real all-MiniLM-L6-v2 model, so every timed call
+includes a real query embedding. Measured: ``recall`` (user scope), ``rehydrate`` with a 2,000-token
+budget, and the pure merge step alone. Timings on a shared 2-core machine are noisy: report them
+with the load average printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import psycopg
+from pgvector.psycopg import register_vector
+
+from ltst_memory import (
+    ConversationContext,
+    ConversationSession,
+    ConversationStorage,
+    HashingEmbedder,
+    UserPreference,
+)
+from ltst_memory.embeddings import SentenceTransformerEmbedder
+from ltst_memory.rehydrate import merge
+
+_WORDS_TEXT = (
+    "project deadline meeting garden painting dog cat beach mountain coffee tea book novel guitar piano "
+    "school university exam job interview promotion salary budget travel flight hotel museum concert "
+    "recipe dinner birthday wedding family sister brother parents kids doctor health running yoga "
+    "python database server bug release design review weekend holiday camping photo camera movie "
+    "series music band festival market shop car bike train city village river lake forest snow rain"
+)
+_FILLER_TEXT = "I think we should maybe talk about the and it was really nice that you said so"
+WORDS = _WORDS_TEXT.split()
+FILLER = _FILLER_TEXT.split()
+
+
+def synthetic_text(rng: random.Random) -> str:
+    words = rng.choices(WORDS, k=rng.randint(3, 8)) + rng.choices(FILLER, k=rng.randint(3, 10))
+    rng.shuffle(words)
+    return " ".join(words).capitalize() + "."
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    values = sorted(values)
+    return {
+        "p50_ms": 1000 * values[len(values) // 2],
+        "p95_ms": 1000 * values[min(len(values) - 1, int(len(values) * 0.95))],
+        "mean_ms": 1000 * statistics.fmean(values),
+    }
+
+
+def load(store: ConversationStorage, conninfo: str, args: argparse.Namespace, texts: list[str] | None) -> float:
+    rng = random.Random(7)
+    hashing = HashingEmbedder(store.embedder.dimension)
+    per_session = max(1, args.messages // (args.users * args.sessions))
+    start = time.perf_counter()
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for u in range(args.users):
+        user = f"user{u}"
+        store.store_preference(UserPreference(user_id=user, preference_key="tone", preference_value="concise"))
+        for s in range(args.sessions):
+            sid = f"{user}/s{s}"
+            store.create_session(ConversationSession(session_id=sid, user_id=user, context_summary=synthetic_text(rng)))
+            store.store_context(
+                ConversationContext(
+                    session_id=sid, context_type="project", context_key="topic", context_value=synthetic_text(rng)
+                )
+            )
+    with psycopg.connect(conninfo) as conn:
+        register_vector(conn)
+        conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
+        rows = []
+        for u in range(args.users):
+            for s in range(args.sessions):
+                sid = f"user{u}/s{s}"
+                for i in range(per_session):
+                    text = rng.choice(texts) if texts else synthetic_text(rng)
+                    rows.append(
+                        (sid, f"user{u}", "human" if i % 2 == 0 else "ai", text, i, t0 + timedelta(days=s, minutes=i))
+                    )
+        batch = 5_000
+        for lo in range(0, len(rows), batch):
+            chunk = rows[lo : lo + batch]
+            vectors = hashing.embed([r[3] for r in chunk])
+            with conn.cursor().copy(
+                'COPY conversation_messages (session_id, user_id, role, content, message_index, "timestamp", '
+                "embedding) FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["text", "text", "text", "text", "int4", "timestamptz", "vector"])
+                for r, v in zip(chunk, vectors, strict=True):
+                    copy.write_row((*r, v))
+            print(f"  copied {lo + len(chunk)} messages", file=sys.stderr, flush=True)
+        conn.execute("UPDATE conversation_sessions SET next_message_index = %s", (per_session,))
+        conn.commit()
+        print("  building the HNSW index", file=sys.stderr, flush=True)
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS idx_messages_embedding_hnsw ON conversation_messages "
+            "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        )
+        conn.execute("ANALYZE")
+        conn.commit()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--sessions", type=int, default=10, help="sessions per user")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--budget", type=int, default=2_000)
+    parser.add_argument("--data", type=Path, help="LoCoMo json: use its turns as message texts")
+    parser.add_argument("--dsn")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    texts = None
+    if args.data:
+        raw = json.loads(args.data.read_text(encoding="utf-8"))
+        texts = [
+            t["text"]
+            for sample in raw
+            for k, v in sample["conversation"].items()
+            if k.startswith("session_") and isinstance(v, list)
+            for t in v
+        ]
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="ltst-speed-"))
+    kwargs: dict[str, Any] = {"dsn": args.dsn} if args.dsn else {"data_dir": data_dir}
+    embedder = SentenceTransformerEmbedder()
+    embedder.embed(["warm up"])
+    out: dict[str, Any] = {"messages": args.messages, "users": args.users, "sessions_per_user": args.sessions}
+    with ConversationStorage(**kwargs, embedder=embedder) as store:
+        conninfo = store.pool.conninfo
+        if not store.get_user_sessions(f"user{args.users - 1}", limit=1):
+            out["load_seconds"] = load(store, conninfo, args, texts)
+        with psycopg.connect(conninfo) as conn:
+            out["stored_messages"] = conn.execute("SELECT count(*) FROM conversation_messages").fetchone()[0]
+        rng = random.Random(11)
+        plan = []
+        for _ in range(args.queries):
+            u = rng.randrange(args.users)
+            plan.append((f"user{u}", f"user{u}/s{rng.randrange(args.sessions)}", synthetic_text(rng)))
+        for _user, sid, query in plan[:5]:  # warm the pool and the plan cache
+            store.rehydrate(sid, query, token_budget=args.budget)
+        recall_t, rehydrate_t, merge_t = [], [], []
+        tokens = []
+        for user, sid, query in plan:
+            t = time.perf_counter()
+            store.recall(query, user_id=user, limit=10)
+            recall_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            result = store.rehydrate(sid, query, token_budget=args.budget)
+            rehydrate_t.append(time.perf_counter() - t)
+            tokens.append(result.tokens_used)
+        for user, sid, query in plan[:50]:
+            inputs = {
+                "preferences": store.get_preferences(user),
+                "context": store.get_context(sid),
+                "recent": store.get_recent_messages(sid, 10),
+                "memories": store.recall(query, user_id=user, limit=20),
+                "summary": store.get_session(sid).context_summary,
+            }
+            t = time.perf_counter()
+            merge(session_id=sid, user_id=user, query=query, token_budget=args.budget, **inputs)
+            merge_t.append(time.perf_counter() - t)
+        out["recall"] = percentiles(recall_t)
+        out["rehydrate"] = percentiles(rehydrate_t)
+        out["merge"] = percentiles(merge_t)
+        out["mean_tokens"] = statistics.fmean(tokens)
+    out["load_average"] = os.getloadavg()
+    print(json.dumps(out, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""SQL of hybrid retrieval (:mod:`ltst_memory.recall`) and rehydration. No I/O here.
+
+The candidate query is assembled from constant fragments chosen by code (scope, filters); values are
+always bound parameters. One statement computes, inside PostgreSQL:
+
+* Okapi BM25 over ``search_tsv`` with the per-user term statistics of migration 0002
+  (``idf = ln(1 + (N - df + 0.5) / (df + 0.5))``, ``tf`` = occurrences of the lexeme, document length
+  = number of distinct lexemes), keeping the best ``candidates``;
+* the ``candidates`` nearest embeddings (HNSW, iterative scan so a filter never starves the result);
+* the turns adjacent to those (optional: ``with_neighbors``);
+* for the union of all, every candidate's BM25 score *and* cosine similarity, so fusion in Python
+  sees both signals for every row.
+"""
+
+from __future__ import annotations
+
+from ._queries import MESSAGE_COLUMNS
+
+_M_COLUMNS = ", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(","))
+
+# --------------------------------------------------------------------------- fragments
+
+SCOPE_USER = "m.user_id = %(user_id)s"
+SCOPE_SESSION = "m.session_id = %(session_id)s"
+SCOPE_SESSIONS = "m.session_id = ANY(%(session_ids)s::text[])"
+SCOPE_ALL = "TRUE"
+
+FILTER_METADATA = " AND m.metadata @> %(metadata)s::jsonb"
+FILTER_SINCE = ' AND m."timestamp" >= %(since)s'
+FILTER_UNTIL = ' AND m."timestamp" < %(until)s'
+FILTER_ROLES = " AND m.role = ANY(%(roles)s::text[])"
+FILTER_EXCLUDE = " AND m.message_id <> ALL(%(exclude_ids)s::bigint[])"
+
+# Term statistics of one user (the usual case) or summed over every user (an unscoped search).
+STATS_OF_USER = """
+totals AS (
+    SELECT doc_count::float8 AS n, greatest(total_length::float8 / greatest(doc_count, 1), 1.0) AS avgdl
+    FROM ltst_user_stats WHERE user_id = %(stats_user)s
+),
+idf AS (
+    SELECT s.term, ln(1.0 + (tt.n - s.doc_count + 0.5) / (s.doc_count + 0.5)) AS idf
+    FROM ltst_term_stats AS s JOIN terms USING (term) CROSS JOIN totals AS tt
+    WHERE s.user_id = %(stats_user)s
+)"""
+
+STATS_OF_ALL = """
+totals AS (
+    SELECT sum(doc_count)::float8 AS n,
+           greatest(sum(total_length)::float8 / greatest(sum(doc_count), 1), 1.0) AS avgdl
+    FROM ltst_user_stats
+),
+idf AS (
+    SELECT s.term, ln(1.0 + (tt.n - s.df + 0.5) / (s.df + 0.5)) AS idf
+    FROM (SELECT term, sum(doc_count)::float8 AS df FROM ltst_term_stats JOIN terms USING (term) GROUP BY term) AS s
+    CROSS JOIN totals AS tt
+)"""
+
+_CANDIDATES = """
+WITH terms AS (
+    SELECT DISTINCT t.lexeme AS term FROM unnest(to_tsvector('english', %(query)s)) AS t
+),
+{stats},
+matches AS MATERIALIZED (
+    SELECT m.message_id, m.search_tsv FROM conversation_messages AS m
+    WHERE {scope}{filters}
+      AND m.search_tsv @@ (SELECT string_agg(quote_literal(term), ' | ')::tsquery FROM idf)
+),
+bm25 AS MATERIALIZED (
+    SELECT x.message_id,
+           sum(i.idf * (f.tf * (%(k1)s + 1.0))
+               / (f.tf + %(k1)s * (1.0 - %(b)s + %(b)s * length(x.search_tsv) / tt.avgdl))) AS score
+    FROM matches AS x
+    CROSS JOIN LATERAL unnest(x.search_tsv) AS u(lexeme, positions, weights)
+    JOIN idf AS i ON i.term = u.lexeme
+    CROSS JOIN totals AS tt
+    CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS f
+    GROUP BY x.message_id
+),
+lexical AS (
+    SELECT message_id FROM bm25 ORDER BY score DESC, message_id LIMIT %(candidates)s
+),
+semantic AS (
+    SELECT m.message_id FROM conversation_messages AS m
+    WHERE {scope}{filters} AND m.embedding IS NOT NULL
+    ORDER BY m.embedding <=> %(embedding)s
+    LIMIT %(candidates)s
+),
+seed AS (
+    SELECT message_id FROM lexical UNION SELECT message_id FROM semantic
+),
+pool AS ({pool}
+)
+SELECT {columns}, coalesce(b.score, 0.0) AS bm25,
+       coalesce(1.0 - (m.embedding <=> %(embedding)s), 0.0) AS cosine{extra}
+FROM pool AS p
+JOIN conversation_messages AS m ON m.message_id = p.message_id
+LEFT JOIN bm25 AS b ON b.message_id = p.message_id
+"""
+
+
+_POOL_SEED = """
+    SELECT message_id FROM seed"""
+
+# The seed plus the turns just before and after each seed row (same scope and filters), so that the
+# turn answering a question gets scored even when only the question's turn matched.
+_POOL_WITH_NEIGHBOURS = """
+    SELECT message_id FROM seed
+    UNION
+    SELECT m.message_id FROM seed AS s
+    JOIN conversation_messages AS p ON p.message_id = s.message_id
+    JOIN conversation_messages AS m
+      ON m.session_id = p.session_id AND m.message_index IN (p.message_index - 1, p.message_index + 1)
+    WHERE {scope}{filters}"""
+
+
+def candidates_sql(*, scope: str, filters: str, all_users: bool, with_embedding: bool, with_neighbors: bool) -> str:
+    """The candidate statement for one scope fragment and a concatenation of filter fragments."""
+    pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
+    return _CANDIDATES.format(
+        pool=pool,
+        stats=STATS_OF_ALL if all_users else STATS_OF_USER,
+        scope=scope,
+        filters=filters,
+        columns=_M_COLUMNS,
+        extra=", m.embedding" if with_embedding else "",
+    )
+
+
+# Messages at given (session_id, message_index) positions, e.g. the neighbours of a hit.
+SELECT_MESSAGES_AT = f"""
+SELECT {_M_COLUMNS}
+FROM unnest(%(session_ids)s::text[], %(indexes)s::int[]) AS n(session_id, message_index)
+JOIN conversation_messages AS m ON m.session_id = n.session_id AND m.message_index = n.message_index
+"""
+
+SELECT_RELATED_SESSION_IDS = """
+SELECT CASE WHEN source_session_id = %(session_id)s THEN target_session_id ELSE source_session_id END
+       AS session_id
+FROM session_relationships
+WHERE source_session_id = %(session_id)s OR target_session_id = %(session_id)s
+"""
+
+SESSION_OWNER = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
+
+# --------------------------------------------------------------------------- rehydration / compaction
+
+SELECT_SESSION_SUMMARY_TEXT = """
+SELECT session_id, summary FROM session_summary WHERE session_id = ANY(%(session_ids)s::text[])
+"""
+
+WRITE_SESSION_SUMMARY = """
+WITH s AS (
+    UPDATE conversation_sessions SET context_summary = %(summary)s
+    WHERE session_id = %(session_id)s
+    RETURNING session_id
+)
+UPDATE session_summary AS ss SET summary = %(summary)s, updated_at = now()
+FROM s WHERE ss.session_id = s.session_id
+RETURNING ss.session_id
+"""

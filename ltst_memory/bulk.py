@@ -1,0 +1,553 @@
+"""Bulk import with ``COPY ... FROM STDIN (FORMAT BINARY)`` and deferred (background) embedding.
+
+:func:`import_messages` validates messages like :meth:`ConversationStorage.store_messages`, embeds
+each batch with ONE embedder call (or not at all with ``defer_embedding=True``), and writes each
+batch in ONE transaction: lock the batch's sessions, ``COPY`` the rows in binary (vectors included),
+advance the sessions' ``next_message_index``. ``message_index`` stays dense per session and the
+statement-level triggers keep ``session_summary`` and ``last_activity`` right (COPY fires them once
+per batch). Messages whose ``message_uuid`` is already stored are skipped, so re-running an import
+is harmless.
+
+Deferred embedding stores rows with a NULL embedding at once; :class:`EmbeddingWorker` (thread) or
+:class:`AsyncEmbeddingWorker` (task) claims them with ``FOR UPDATE SKIP LOCKED`` (several workers,
+several processes: no row is embedded twice), embeds a batch with one call and writes the vectors.
+Until then :func:`search_unembedded` finds them by words (full-text ``content_tsv``).
+
+Operations here are generators like those of :mod:`ltst_memory._ops`, plus two instructions of
+their own (:class:`Copy`, :class:`Commit`) run by :func:`run_sync` / :func:`run_async`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import inspect
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable, Sequence
+from contextlib import AsyncExitStack, ExitStack, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from . import _ops as ops
+from . import _queries as q
+from ._ops import Core, Embed, Query
+from .embeddings import embed_checked
+from .errors import SessionNotFoundError, ValidationError
+from .models import ConversationMessage, check_id, check_limit, check_text
+
+__all__ = [
+    "AsyncEmbeddingWorker",
+    "BulkResult",
+    "EmbeddingWorker",
+    "embed_pending",
+    "import_messages",
+    "pending_embeddings",
+    "search_unembedded",
+]
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- SQL
+
+COPY_COLUMNS = (
+    "message_uuid",
+    "session_id",
+    "user_id",
+    "role",
+    "content",
+    "message_type",
+    "message_index",
+    "parent_message_id",
+    "metadata",
+    "embedding",
+    "relevance_score",
+    "is_context_message",
+    '"timestamp"',
+)
+COPY_TYPES = (
+    "uuid",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "int8",
+    "jsonb",
+    "vector",
+    "float8",
+    "bool",
+    "timestamptz",
+)
+COPY_MESSAGES = f"COPY conversation_messages ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+
+TRANSACTION_NOW = "SELECT now() AS now"
+
+EXISTING_UUIDS = (
+    "SELECT message_uuid, session_id FROM conversation_messages WHERE message_uuid = ANY(%(uuids)s::uuid[])"
+)
+
+CLAIM_PENDING = """
+SELECT message_id, content, metadata FROM conversation_messages
+WHERE embedding IS NULL
+ORDER BY message_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+WRITE_EMBEDDINGS = """
+UPDATE conversation_messages AS m SET embedding = x.embedding
+FROM unnest(%(ids)s::bigint[], %(embeddings)s::vector[]) AS x(message_id, embedding)
+WHERE m.message_id = x.message_id
+"""
+
+COUNT_PENDING = "SELECT count(*) AS n FROM conversation_messages WHERE embedding IS NULL"
+
+_SEARCH_UNEMBEDDED = f"""
+SELECT {q.MESSAGE_COLUMNS}, ts_rank_cd(content_tsv, query) AS rank
+FROM conversation_messages, websearch_to_tsquery('english', %(query)s) AS query
+WHERE embedding IS NULL AND content_tsv @@ query {{scope}}
+ORDER BY rank DESC, message_id
+LIMIT %(limit)s
+"""
+SEARCH_UNEMBEDDED_ALL = _SEARCH_UNEMBEDDED.format(scope="")
+SEARCH_UNEMBEDDED_OF_USER = _SEARCH_UNEMBEDDED.format(scope="AND user_id = %(user_id)s")
+SEARCH_UNEMBEDDED_IN_SESSION = _SEARCH_UNEMBEDDED.format(scope="AND session_id = %(session_id)s")
+SEARCH_UNEMBEDDED_IN_USER_SESSION = _SEARCH_UNEMBEDDED.format(
+    scope="AND user_id = %(user_id)s AND session_id = %(session_id)s"
+)
+
+# --------------------------------------------------------------------------- instructions
+
+
+@dataclass(frozen=True)
+class Copy:
+    """``COPY ... FROM STDIN (FORMAT BINARY)`` of ``rows`` with column ``types``; returns the row count."""
+
+    sql: str
+    types: tuple[str, ...]
+    rows: Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Commit the current transaction (the next query opens a new one)."""
+
+
+@dataclass
+class BulkResult:
+    """What :func:`import_messages` did."""
+
+    inserted: int = 0
+    skipped: int = 0
+    batches: int = 0
+    embedded: int = 0
+    deferred: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Messages handled per second."""
+        return (self.inserted + self.skipped) / self.seconds if self.seconds else 0.0
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _as_is(text: Any) -> str:
+    """The metadata is JSON text already (validated by ``check_json``): dump it unchanged."""
+    return str(text)
+
+
+def _chunks(items: Iterable[ConversationMessage], size: int) -> Iterable[list[ConversationMessage]]:
+    batch: list[ConversationMessage] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def import_messages(
+    core: Core,
+    messages: Iterable[ConversationMessage],
+    *,
+    batch_size: int = 5_000,
+    defer_embedding: bool = False,
+) -> Generator[Any, Any, BulkResult]:
+    """Bulk-store ``messages`` (any iterable, consumed lazily) with binary COPY; return a :class:`BulkResult`.
+
+    Each batch of ``batch_size`` is embedded with one embedder call (messages that carry an
+    ``embedding`` are not re-embedded) and written in one transaction; a failing batch rolls back
+    alone (earlier batches stay). With ``defer_embedding=True`` messages without an embedding are
+    stored with none, for :class:`EmbeddingWorker` to fill in. The sessions must exist.
+    """
+    if isinstance(messages, (str, bytes, ConversationMessage)):
+        raise ValidationError("import_messages expects an iterable of ConversationMessage")
+    batch_size = check_limit("batch_size", batch_size, minimum=1, maximum=1_000_000)
+    result = BulkResult()
+    started = time.perf_counter()
+    for batch in _chunks(messages, batch_size):
+        yield from _import_batch(core, batch, defer_embedding, result)
+        yield Commit()
+        result.batches += 1
+    result.seconds = time.perf_counter() - started
+    logger.info(
+        "bulk import: %d inserted, %d skipped in %d batches, %.2fs", result.inserted, result.skipped,
+        result.batches, result.seconds,
+    )  # fmt: skip
+    return result
+
+
+def _import_batch(
+    core: Core, batch: list[ConversationMessage], defer_embedding: bool, result: BulkResult
+) -> Generator[Any, Any, None]:
+    params = [ops._message_params(core, m) for m in batch]
+    missing = [i for i, p in enumerate(params) if p["embedding"] is None]
+    if missing and not defer_embedding:
+        from .recall import embedding_text  # the retrieval module decides what text represents a message
+
+        vectors = yield Embed(tuple(embedding_text(batch[i].content, batch[i].metadata) for i in missing))
+        for i, vector in zip(missing, vectors, strict=True):
+            params[i]["embedding"] = vector
+        result.embedded += len(missing)
+    elif missing:
+        result.deferred += len(missing)
+
+    session_ids = sorted({p["session_id"] for p in params})
+    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
+    owners = {r["session_id"]: r["user_id"] for r in locked}
+    next_index = {r["session_id"]: r["next_message_index"] for r in locked}
+    for sid in session_ids:
+        if sid not in owners:
+            raise SessionNotFoundError(sid)
+    given = {p["message_uuid"]: p["session_id"] for p, m in zip(params, batch, strict=True) if m.message_uuid}
+    existing: set[uuid.UUID] = set()
+    if given:
+        rows = yield Query(EXISTING_UUIDS, {"uuids": list(given)})
+        for row in rows:
+            if row["session_id"] != given[row["message_uuid"]]:
+                raise ValidationError(f"message_uuid {row['message_uuid']} is already used in another session")
+            existing.add(row["message_uuid"])
+    parent_ids = sorted({p["parent_message_id"] for p in params if p["parent_message_id"] is not None})
+    if parent_ids:
+        rows = yield Query(q.SELECT_PARENT_OWNERS, {"ids": parent_ids})
+        parent_owner = {r["message_id"]: r["user_id"] for r in rows}
+        for p in params:
+            pid = p["parent_message_id"]
+            if pid is not None and parent_owner.get(pid) != owners[p["session_id"]]:
+                raise ValidationError(f"parent_message_id {pid} names no message of this user")
+
+    now = (yield Query(TRANSACTION_NOW, fetch="one"))["now"]
+    rows_out: list[tuple[Any, ...]] = []
+    seen: set[uuid.UUID] = set()
+    for p in params:
+        key = p["message_uuid"]
+        if key in existing or key in seen:
+            result.skipped += 1
+            continue
+        seen.add(key)
+        sid = p["session_id"]
+        rows_out.append(
+            (
+                key, sid, owners[sid], p["role"], p["content"], p["message_type"], next_index[sid],
+                p["parent_message_id"], Jsonb(p["metadata"], dumps=_as_is), p["embedding"], p["relevance_score"],
+                p["is_context_message"], p["timestamp"] or now,
+            )
+        )  # fmt: skip
+        next_index[sid] += 1
+    if rows_out:
+        result.inserted += yield Copy(COPY_MESSAGES, COPY_TYPES, rows_out)
+        yield Query(
+            q.ADVANCE_MESSAGE_INDEX,
+            {"session_ids": session_ids, "next_indexes": [next_index[s] for s in session_ids]},
+            fetch="none",
+        )
+
+
+def embed_pending(core: Core, limit: int = 256) -> Generator[Any, Any, int]:
+    """Claim up to ``limit`` messages stored without an embedding (``FOR UPDATE SKIP LOCKED``), embed
+    them with one call and store the vectors; return how many were embedded (0: nothing pending)."""
+    limit = check_limit("limit", limit, minimum=1, maximum=100_000)
+    rows = yield Query(CLAIM_PENDING, {"limit": limit})
+    if not rows:
+        return 0
+    from .recall import embedding_text
+
+    vectors = yield Embed(tuple(embedding_text(r["content"], r["metadata"]) for r in rows))
+    yield Query(WRITE_EMBEDDINGS, {"ids": [r["message_id"] for r in rows], "embeddings": list(vectors)}, fetch="none")
+    return len(rows)
+
+
+def pending_embeddings(core: Core) -> Generator[Any, Any, int]:
+    """How many stored messages still wait for their embedding."""
+    row = yield Query(COUNT_PENDING, fetch="one")
+    return int(row["n"])
+
+
+def search_unembedded(
+    core: Core,
+    query: str,
+    session_id: str | None = None,
+    limit: int = 10,
+    *,
+    user_id: str | None = None,
+) -> Generator[Any, Any, list[tuple[ConversationMessage, float]]]:
+    """Messages still waiting for their embedding that match ``query``'s words (full text, English
+    stemming), as ``(message, rank)`` best first; same scopes as ``search_messages``."""
+    check_text("query", query, max_chars=core.settings.max_content_chars)
+    params: dict[str, Any] = {"query": query, "limit": check_limit("limit", limit, minimum=1, maximum=1_000)}
+    if session_id is not None:
+        params["session_id"] = check_id("session_id", session_id)
+    if user_id is not None:
+        params["user_id"] = check_id("user_id", user_id)
+    sql = (
+        SEARCH_UNEMBEDDED_IN_USER_SESSION
+        if session_id is not None and user_id is not None
+        else SEARCH_UNEMBEDDED_IN_SESSION
+        if session_id is not None
+        else SEARCH_UNEMBEDDED_OF_USER
+        if user_id is not None
+        else SEARCH_UNEMBEDDED_ALL
+    )
+    rows = yield Query(sql, params)
+    return [(q.message_from_row(r), float(r["rank"])) for r in rows]
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
+    """Run a bulk operation on a :class:`~ltst_memory.ConversationStorage` (transaction per Commit)."""
+    from ._executor import check_open
+
+    check_open(store._closed)
+    with ExitStack() as outer:
+        conn = None
+        tx: ExitStack | None = None
+        result: Any = None
+        try:
+            while True:
+                try:
+                    instruction = op.send(result)
+                except StopIteration as stop:
+                    if tx is not None:
+                        tx.close()
+                    return stop.value
+                if isinstance(instruction, Embed):
+                    result = embed_checked(store._core.embedder, instruction.texts)
+                    continue
+                if isinstance(instruction, Commit):
+                    if tx is not None:
+                        tx.close()  # commits
+                        tx = None
+                    result = None
+                    continue
+                if conn is None:
+                    conn = outer.enter_context(store._connection())
+                if tx is None:
+                    tx = ExitStack()
+                    tx.enter_context(conn.transaction())
+                if isinstance(instruction, Copy):
+                    with conn.cursor() as cur, cur.copy(instruction.sql) as copy:
+                        copy.set_types(list(instruction.types))
+                        for row in instruction.rows:
+                            copy.write_row(row)
+                    result = len(instruction.rows)
+                else:
+                    result = store._execute(conn, instruction)
+        except BaseException as exc:
+            if tx is not None:
+                tx.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
+            raise
+
+
+async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
+    """Run a bulk operation on an :class:`~ltst_memory.AsyncConversationStorage`."""
+    from ._executor import check_open
+
+    check_open(store._closed)
+    async with AsyncExitStack() as outer:
+        conn = None
+        tx: AsyncExitStack | None = None
+        result: Any = None
+        try:
+            while True:
+                try:
+                    instruction = op.send(result)
+                except StopIteration as stop:
+                    if tx is not None:
+                        await tx.aclose()
+                    return stop.value
+                if isinstance(instruction, Embed):
+                    result = await asyncio.to_thread(embed_checked, store._core.embedder, instruction.texts)
+                    continue
+                if isinstance(instruction, Commit):
+                    if tx is not None:
+                        await tx.aclose()
+                        tx = None
+                    result = None
+                    continue
+                if conn is None:
+                    conn = await outer.enter_async_context(store._connection())
+                if tx is None:
+                    tx = AsyncExitStack()
+                    await tx.enter_async_context(conn.transaction())
+                if isinstance(instruction, Copy):
+                    async with conn.cursor() as cur, cur.copy(instruction.sql) as copy:
+                        copy.set_types(list(instruction.types))
+                        for row in instruction.rows:
+                            await copy.write_row(row)
+                    result = len(instruction.rows)
+                else:
+                    result = await store._execute(conn, instruction)
+        except BaseException as exc:
+            if tx is not None:
+                await tx.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+
+def _signature(op: Callable[..., Any]) -> inspect.Signature:
+    from ._executor import _signature as core_signature
+
+    return core_signature(op, inspect.signature(op).return_annotation)
+
+
+def sync_bulk_method(op: Callable[..., Any]) -> Callable[..., Any]:
+    """Bind a bulk operation as a method of the sync store."""
+
+    @functools.wraps(op)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return run_sync(self, op(self._core, *args, **kwargs))
+
+    method.__signature__ = _signature(op)  # type: ignore[attr-defined]
+    del method.__wrapped__  # type: ignore[attr-defined]
+    return method
+
+
+def async_bulk_method(op: Callable[..., Any]) -> Callable[..., Any]:
+    """Bind a bulk operation as a coroutine method of the async store."""
+
+    @functools.wraps(op)
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return await run_async(self, op(self._core, *args, **kwargs))
+
+    method.__signature__ = _signature(op)  # type: ignore[attr-defined]
+    del method.__wrapped__  # type: ignore[attr-defined]
+    return method
+
+
+# --------------------------------------------------------------------------- background workers
+
+
+class EmbeddingWorker:
+    """A thread that embeds messages stored with ``defer_embedding=True``.
+
+    ``future = worker.start()`` returns a :class:`concurrent.futures.Future` resolved with the total
+    number of messages embedded when the worker stops; ``worker.stop(timeout)`` asks it to stop after
+    the current batch and waits. Several workers (threads or processes) can run at once: rows are
+    claimed with ``FOR UPDATE SKIP LOCKED``. An embedding failure is logged and retried after
+    ``poll_interval``; the claimed rows are released by the rollback.
+    """
+
+    def __init__(self, store: Any, *, batch_size: int = 256, poll_interval: float = 0.5) -> None:
+        self._store = store
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._stop = threading.Event()
+        self._future: concurrent.futures.Future[int] | None = None
+        self.embedded = 0
+
+    def run_once(self) -> int:
+        """Embed one batch now (in the caller's thread); return how many messages were embedded."""
+        done = int(run_sync(self._store, embed_pending(self._store._core, self._batch_size)))
+        self.embedded += done
+        return done
+
+    def _loop(self) -> None:
+        assert self._future is not None
+        try:
+            while not self._stop.is_set():
+                try:
+                    done = self.run_once()
+                except Exception:
+                    if self._store.closed:
+                        break
+                    logger.exception("embedding worker: batch failed; retrying")
+                    done = 0
+                if done == 0:
+                    self._stop.wait(self._poll_interval)
+        except BaseException as exc:  # pragma: no cover - defensive
+            self._future.set_exception(exc)
+            return
+        self._future.set_result(self.embedded)
+
+    def start(self) -> concurrent.futures.Future[int]:
+        """Start the worker thread (idempotent) and return its future."""
+        if self._future is not None and not self._future.done():
+            return self._future
+        self._stop.clear()
+        self._future = concurrent.futures.Future()
+        threading.Thread(target=self._loop, name="ltst-embedding-worker", daemon=True).start()
+        return self._future
+
+    def stop(self, timeout: float | None = 10.0) -> int:
+        """Stop after the current batch, wait up to ``timeout`` seconds; return messages embedded."""
+        self._stop.set()
+        if self._future is not None:
+            return self._future.result(timeout=timeout)
+        return self.embedded
+
+
+class AsyncEmbeddingWorker:
+    """The asyncio counterpart of :class:`EmbeddingWorker`: ``start()`` returns an :class:`asyncio.Task`."""
+
+    def __init__(self, store: Any, *, batch_size: int = 256, poll_interval: float = 0.5) -> None:
+        self._store = store
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[int] | None = None
+        self.embedded = 0
+
+    async def run_once(self) -> int:
+        """Embed one batch now; return how many messages were embedded."""
+        done = int(await run_async(self._store, embed_pending(self._store._core, self._batch_size)))
+        self.embedded += done
+        return done
+
+    async def _loop(self) -> int:
+        while not self._stop.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:
+                if self._store.closed:
+                    break
+                logger.exception("embedding worker: batch failed; retrying")
+                done = 0
+            if done == 0:
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self._poll_interval)
+        return self.embedded
+
+    def start(self) -> asyncio.Task[int]:
+        """Start the worker task (idempotent) and return it."""
+        if self._task is None or self._task.done():
+            self._stop.clear()
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="ltst-embedding-worker")
+        return self._task
+
+    async def stop(self, timeout: float | None = 10.0) -> int:
+        """Stop after the current batch, wait up to ``timeout`` seconds; return messages embedded."""
+        self._stop.set()
+        if self._task is not None:
+            return await asyncio.wait_for(self._task, timeout)
+        return self.embedded

@@ -1,0 +1,208 @@
+"""Encryption at rest of sensitive preferences (``UserPreference.is_sensitive``).
+
+A sensitive preference's value is stored as ``{"ltst_encrypted": "fernet-v1", "token": "<Fernet token>"}``
+instead of the plain JSON value. Fernet (from the ``cryptography`` package) is authenticated
+encryption: AES-128-CBC + HMAC-SHA256; a token altered by one bit, or read with the wrong key,
+fails to decrypt. The encrypted plaintext also names the row's ``user_id`` and ``preference_key``,
+so a token copied into another user's row (or another key) is refused on reading.
+
+Keys come from the environment, read at each use:
+
+``LTST_ENCRYPTION_KEYS``
+    comma-separated Fernet keys, newest first (``MultiFernet``): new values are encrypted with the
+    first key, values are decrypted with any of them. Generate one with :func:`generate_key`
+    (or ``python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"``).
+``LTST_ENCRYPTION_KEY``
+    a single key (used when ``LTST_ENCRYPTION_KEYS`` is unset).
+
+Rotation: put the new key first (``LTST_ENCRYPTION_KEYS=new,old``), run :func:`rotate_encryption_keys`
+(``storage.rotate_encryption_keys()``) which re-encrypts every sensitive value with the new key, then
+drop the old key. Without a key, storing a sensitive preference raises :class:`EncryptionKeyError`
+and nothing is written. Key material and decrypted values never appear in errors or logs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError, LTSTError
+
+if TYPE_CHECKING:
+    from ._ops import Core, Op
+
+__all__ = [
+    "ENCRYPTED_MARKER",
+    "EncryptionError",
+    "EncryptionKeyError",
+    "Keyring",
+    "generate_key",
+    "rotate_encryption_keys",
+]
+
+logger = logging.getLogger(__name__)
+
+ENCRYPTED_MARKER = "ltst_encrypted"
+SCHEME = "fernet-v1"
+KEYS_VARIABLE = "LTST_ENCRYPTION_KEYS"
+KEY_VARIABLE = "LTST_ENCRYPTION_KEY"
+
+
+class EncryptionError(LTSTError):
+    """A sensitive value could not be decrypted (wrong key, tampered or misplaced ciphertext)."""
+
+
+class EncryptionKeyError(EncryptionError, ConfigurationError):
+    """No usable encryption key is configured (``LTST_ENCRYPTION_KEYS``)."""
+
+
+def generate_key() -> str:
+    """A new random Fernet key (url-safe base64 text) for ``LTST_ENCRYPTION_KEYS``."""
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode("ascii")
+
+
+class Keyring:
+    """The configured keys: encrypts with the newest, decrypts with any."""
+
+    def __init__(self, keys: list[str]) -> None:
+        try:
+            from cryptography.fernet import Fernet, MultiFernet
+        except ImportError:  # pragma: no cover - a core dependency
+            raise EncryptionKeyError("the 'cryptography' package is needed for sensitive preferences") from None
+        if not keys:
+            raise EncryptionKeyError(
+                "storing a sensitive preference needs an encryption key: set LTST_ENCRYPTION_KEYS to one or more "
+                "comma-separated Fernet keys (newest first); generate one with ltst_memory.crypto.generate_key()"
+            )
+        fernets = []
+        for position, key in enumerate(keys, start=1):
+            try:
+                fernets.append(Fernet(key.encode("ascii")))
+            except (ValueError, UnicodeEncodeError):
+                # never echo the key itself
+                raise EncryptionKeyError(
+                    f"encryption key #{position} in {KEYS_VARIABLE} is not a valid Fernet key "
+                    "(32 url-safe base64-encoded bytes)"
+                ) from None
+        self._multi = MultiFernet(fernets)
+        self.size = len(fernets)
+
+    @classmethod
+    def from_env(cls) -> Keyring:
+        """The keys of ``LTST_ENCRYPTION_KEYS`` (or ``LTST_ENCRYPTION_KEY``); raises EncryptionKeyError if none."""
+        raw = os.environ.get(KEYS_VARIABLE) or os.environ.get(KEY_VARIABLE) or ""
+        return _keyring(raw)
+
+    def encrypt(self, user_id: str, preference_key: str, value: Any) -> dict[str, str]:
+        """The stored (JSON) form of ``value``, bound to ``user_id`` and ``preference_key``."""
+        plaintext = json.dumps({"u": user_id, "k": preference_key, "v": value}, ensure_ascii=False, allow_nan=False)
+        token = self._multi.encrypt(plaintext.encode("utf-8"))
+        return {ENCRYPTED_MARKER: SCHEME, "token": token.decode("ascii")}
+
+    def decrypt(self, user_id: str, preference_key: str, stored: Any) -> Any:
+        """The plain value of a stored encrypted value; raises EncryptionError if it cannot be trusted."""
+        from cryptography.fernet import InvalidToken
+
+        token = stored.get("token") if isinstance(stored, dict) else None
+        if not isinstance(token, str):
+            raise EncryptionError(f"sensitive preference {preference_key!r} of {user_id!r} has no valid ciphertext")
+        try:
+            payload = json.loads(self._multi.decrypt(token.encode("ascii")).decode("utf-8"))
+        except (InvalidToken, UnicodeError, ValueError):
+            raise EncryptionError(
+                f"cannot decrypt sensitive preference {preference_key!r} of {user_id!r}: wrong key (is the key "
+                f"that encrypted it still in {KEYS_VARIABLE}?) or altered ciphertext"
+            ) from None
+        if payload.get("u") != user_id or payload.get("k") != preference_key:
+            raise EncryptionError(
+                f"sensitive preference {preference_key!r} of {user_id!r} holds a value encrypted for another "
+                "row; refusing it"
+            )
+        return payload.get("v")
+
+    def rotate(self, stored: dict[str, str]) -> dict[str, str]:
+        """``stored`` re-encrypted with the newest key (same plaintext)."""
+        from cryptography.fernet import InvalidToken
+
+        try:
+            token = self._multi.rotate(stored["token"].encode("ascii"))
+        except (InvalidToken, KeyError, AttributeError, UnicodeError):
+            raise EncryptionError("cannot re-encrypt a sensitive preference: no configured key opens it") from None
+        return {ENCRYPTED_MARKER: SCHEME, "token": token.decode("ascii")}
+
+
+@functools.lru_cache(maxsize=8)
+def _keyring(raw: str) -> Keyring:
+    return Keyring([k.strip() for k in raw.split(",") if k.strip()])
+
+
+def is_encrypted(value: Any) -> bool:
+    """Whether a stored preference value is in the encrypted form."""
+    return isinstance(value, dict) and value.get(ENCRYPTED_MARKER) == SCHEME and isinstance(value.get("token"), str)
+
+
+# --------------------------------------------------------------------------- operations
+
+SELECT_SENSITIVE = """
+SELECT user_id, preference_key, preference_value FROM user_preferences
+WHERE is_sensitive ORDER BY user_id, preference_key FOR UPDATE
+"""
+UPDATE_VALUE = """
+UPDATE user_preferences SET preference_value = %(value)s::jsonb
+WHERE user_id = %(user_id)s AND preference_key = %(preference_key)s
+"""
+
+
+def rotate_encryption_keys(core: Core) -> Op[dict[str, int]]:
+    """Re-encrypt every sensitive preference with the newest key of ``LTST_ENCRYPTION_KEYS``.
+
+    Values stored in plain text while marked sensitive (by a version without encryption) are
+    encrypted too. Returns ``{"rotated": n, "encrypted": m}``. One transaction: all or nothing.
+    """
+    from ._ops import Query
+
+    keyring = Keyring.from_env()
+    rows = yield Query(SELECT_SENSITIVE)
+    updates = []
+    rotated = encrypted = 0
+    for row in rows:
+        value = row["preference_value"]
+        if is_encrypted(value):
+            keyring.decrypt(row["user_id"], row["preference_key"], value)  # refuse misplaced tokens
+            new = keyring.rotate(value)
+            rotated += 1
+        else:
+            new = keyring.encrypt(row["user_id"], row["preference_key"], value)
+            encrypted += 1
+        updates.append({"value": json.dumps(new), "user_id": row["user_id"], "preference_key": row["preference_key"]})
+    if updates:
+        yield Query(UPDATE_VALUE, many=updates, fetch="none")
+    logger.info("re-encrypted %d sensitive preferences (%d were plain text)", rotated + encrypted, encrypted)
+    return {"rotated": rotated, "encrypted": encrypted}
+
+
+# --------------------------------------------------------------------------- hooks of store/get_preferences
+
+
+def seal_preference_value(user_id: str, preference_key: str, value: Any) -> str:
+    """The JSON text stored for a sensitive preference (raises EncryptionKeyError without a key)."""
+    return json.dumps(Keyring.from_env().encrypt(user_id, preference_key, value), ensure_ascii=False)
+
+
+def open_preference(preference: Any) -> Any:
+    """``preference`` (a UserPreference read from the database) with its sensitive value decrypted."""
+    if preference.is_sensitive and is_encrypted(preference.preference_value):
+        preference.preference_value = Keyring.from_env().decrypt(
+            preference.user_id, preference.preference_key, preference.preference_value
+        )
+    elif preference.is_sensitive:
+        logger.warning(
+            "sensitive preference %r of a user is stored in plain text; run rotate_encryption_keys() to encrypt it",
+            preference.preference_key,
+        )
+    return preference

@@ -1,0 +1,92 @@
+"""Importers and exporters: ChatGPT exports, JSONL, LangChain dumps and langchain-postgres tables in;
+JSONL (lossless) out. All of them take a sync :class:`~ltst_memory.ConversationStorage`.
+
+Every importer is idempotent: message uuids and session ids are derived from the source's own ids
+(uuid5), so importing the same data twice adds nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import ValidationError
+from ._common import ImportResult, MessageRecord, SessionRecord, stable_uuid
+from .archive import export_jsonl, export_records, import_export
+from .chatgpt import import_chatgpt, parse_chatgpt
+from .jsonl import import_jsonl
+from .langchain import import_langchain_messages, import_langchain_postgres, import_langchain_vectorstore
+
+__all__ = [
+    "FORMATS",
+    "ImportResult",
+    "MessageRecord",
+    "SessionRecord",
+    "detect_format",
+    "export_jsonl",
+    "export_records",
+    "import_chatgpt",
+    "import_export",
+    "import_file",
+    "import_jsonl",
+    "import_langchain_messages",
+    "import_langchain_postgres",
+    "import_langchain_vectorstore",
+    "parse_chatgpt",
+    "stable_uuid",
+]
+
+#: File formats :func:`import_file` understands.
+FORMATS = ("ltst", "chatgpt", "jsonl", "langchain")
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format of ``path`` from its first bytes: one of :data:`FORMATS`."""
+    with open(path, encoding="utf-8") as handle:
+        head = handle.read(1 << 16)
+    stripped = head.lstrip()
+    if not stripped:
+        raise ValidationError(f"{path} is empty")
+    first_line = stripped.splitlines()[0]
+    try:
+        first = json.loads(first_line)
+    except json.JSONDecodeError:
+        first = None
+    if isinstance(first, dict):
+        if first.get("type") == "ltst-export":
+            return "ltst"
+        if "role" in first and "content" in first:
+            return "jsonl"
+        if "type" in first and isinstance(first.get("data"), dict):
+            return "langchain"
+    if stripped.startswith("["):
+        if '"mapping"' in head:
+            return "chatgpt"
+        if '"data"' in head and '"type"' in head:
+            return "langchain"
+    raise ValidationError(f"cannot tell the format of {path}; pass one of: {', '.join(FORMATS)}")
+
+
+def import_file(
+    store: Any,
+    path: str | Path,
+    *,
+    format: str = "auto",
+    user_id: str | None = None,
+    session_id: str | None = None,
+    progress: Any = None,
+) -> ImportResult:
+    """Import ``path`` in ``format`` (``"auto"`` guesses it). ``user_id`` is required except for ltst exports."""
+    kind = detect_format(path) if format == "auto" else format
+    if kind not in FORMATS:
+        raise ValidationError(f"unknown format {format!r}; use one of: auto, {', '.join(FORMATS)}")
+    if kind == "ltst":
+        return import_export(store, path, user_id=user_id, progress=progress)
+    if not user_id:
+        raise ValidationError(f"importing a {kind} file needs a user id (--user)")
+    if kind == "chatgpt":
+        return import_chatgpt(store, path, user_id, progress=progress)
+    if kind == "langchain":
+        return import_langchain_messages(store, path, user_id, session_id=session_id, progress=progress)
+    return import_jsonl(store, path, user_id, session_id=session_id, progress=progress)

@@ -1,0 +1,233 @@
+"""What the importers and the exporter share: deterministic ids, time parsing, the write operation.
+
+Every importer turns its source into :class:`SessionRecord` + :class:`MessageRecord` lists and hands
+them to :func:`write_conversation`, an operation (a generator, like those of
+:mod:`ltst_memory._ops`) that runs in one transaction per conversation. Message ids are uuid5 of
+the source's own ids, so importing the same file twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import _ops as ops
+from .._ops import Core, Embed, Op, Query
+from ..errors import ValidationError
+from ..models import ConversationMessage, ConversationSession, check_id
+from ..reembed import embedding_text
+
+logger = logging.getLogger(__name__)
+
+#: Namespace of every uuid5 minted by the importers (fixed forever: changing it breaks idempotency).
+LTST_NAMESPACE = uuid.UUID("6c747374-6d65-6d6f-7279-696d706f7274")
+
+
+def stable_uuid(*parts: object) -> str:
+    """A deterministic UUID (uuid5) of ``parts``: the same inputs give the same id in every run."""
+    return str(uuid.uuid5(LTST_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+def parse_time(value: object, what: str = "timestamp") -> datetime | None:
+    """A timezone-aware datetime from an ISO string, epoch seconds or a datetime (naive means UTC)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        result = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            result = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                return datetime.fromtimestamp(float(text), tz=timezone.utc)
+            except ValueError:
+                raise ValidationError(f"{what} {value!r} is neither an ISO date nor epoch seconds") from None
+    else:
+        raise ValidationError(f"{what} must be a string or a number, got {type(value).__name__}")
+    return result if result.tzinfo is not None else result.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class MessageRecord:
+    """A message to import, with its parent named by ``message_uuid`` (not by database id)."""
+
+    message: ConversationMessage
+    parent_uuid: str | None = None
+
+
+@dataclass
+class SessionRecord:
+    """A session to import with the timestamps it had at the source (``None``: now)."""
+
+    session: ConversationSession
+    messages: list[MessageRecord] = field(default_factory=list)
+    created_at: datetime | None = None
+    last_activity: datetime | None = None
+    summary: str | None = None
+
+
+@dataclass
+class ImportResult:
+    """What an import did. Re-running the same import gives ``messages_added == 0``."""
+
+    sessions_seen: int = 0
+    sessions_created: int = 0
+    messages_seen: int = 0
+    messages_added: int = 0
+    other_rows_added: int = 0
+    skipped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: ImportResult) -> None:
+        for name in ("sessions_seen", "sessions_created", "messages_seen", "messages_added", "other_rows_added"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.skipped += other.skipped
+        self.warnings.extend(other.warnings)
+
+
+Progress = Callable[[int], None]
+
+# --------------------------------------------------------------------------- SQL
+
+SELECT_SESSION_OWNER = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
+SELECT_EXISTING_UUIDS = (
+    "SELECT message_uuid::text AS message_uuid FROM conversation_messages WHERE message_uuid = ANY(%(uuids)s::uuid[])"
+)
+INSERT_SESSION_AT = """
+INSERT INTO conversation_sessions
+    (session_id, user_id, session_name, session_type, status, metadata, context_summary, relevance_score,
+     created_at, last_activity)
+VALUES (%(session_id)s, %(user_id)s, %(session_name)s, %(session_type)s, %(status)s, %(metadata)s::jsonb,
+        %(context_summary)s, %(relevance_score)s, coalesce(%(created_at)s, now()), coalesce(%(last_activity)s, now()))
+ON CONFLICT (session_id) DO NOTHING
+RETURNING session_id
+"""
+LINK_PARENTS = """
+UPDATE conversation_messages AS m SET parent_message_id = p.message_id
+FROM unnest(%(children)s::uuid[], %(parents)s::uuid[]) AS x(child, parent)
+JOIN conversation_messages AS p ON p.message_uuid = x.parent
+WHERE m.message_uuid = x.child AND p.user_id = m.user_id AND p.message_id <> m.message_id
+"""
+RESTORE_SESSION_TIMES = """
+UPDATE conversation_sessions SET
+    created_at = coalesce(%(created_at)s, (SELECT min("timestamp") FROM conversation_messages
+                                            WHERE session_id = %(session_id)s), created_at),
+    last_activity = coalesce(%(last_activity)s, (SELECT max("timestamp") FROM conversation_messages
+                                                  WHERE session_id = %(session_id)s), last_activity)
+WHERE session_id = %(session_id)s
+"""
+SET_SUMMARY_TEXT = "UPDATE session_summary SET summary = %(summary)s WHERE session_id = %(session_id)s"
+
+
+def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: bool = True) -> Op[tuple[bool, int]]:
+    """Create the session if missing and add the messages not yet stored; return ``(created, added)``.
+
+    One transaction: reads first, then one embedding call for the new messages, then the writes.
+    Parents are linked by uuid after the insert, so a message may name a parent anywhere in the
+    batch (or one stored before, in any session of the same user). When the session is created here,
+    its ``created_at``/``last_activity`` are restored from the record (or from its messages).
+    """
+    session = record.session
+    params = ops._session_params(session)
+    owner = yield Query(SELECT_SESSION_OWNER, {"session_id": params["session_id"]}, fetch="one")
+    if owner is not None and owner["user_id"] != params["user_id"]:
+        raise ValidationError(
+            f"session {params['session_id']!r} already exists and belongs to another user; "
+            "import with another --user or rename the session"
+        )
+    messages = [m.message for m in record.messages]
+    for m in messages:
+        if m.message_uuid is None:
+            raise ValidationError("imported messages need a message_uuid (deterministic ids make re-import safe)")
+        m.session_id = params["session_id"]
+    uuids = [str(m.message_uuid) for m in messages]
+    existing: set[str] = set()
+    if uuids:
+        rows = yield Query(SELECT_EXISTING_UUIDS, {"uuids": uuids})
+        existing = {r["message_uuid"] for r in rows}
+    new = [m for m in messages if str(m.message_uuid) not in existing]
+    if not trust_embeddings:
+        for m in new:
+            m.embedding = None
+    missing = [m for m in new if m.embedding is None]
+    if missing:
+        vectors = yield Embed(tuple(embedding_text(m.content, m.metadata) for m in missing))
+        for m, vector in zip(missing, vectors, strict=True):
+            m.embedding = vector
+    created = False
+    if owner is None:
+        row = yield Query(
+            INSERT_SESSION_AT,
+            {**params, "created_at": record.created_at, "last_activity": record.last_activity},
+            fetch="one",
+        )
+        created = row is not None
+    if new:
+        yield from ops.store_messages(core, new)
+        links = [
+            (str(r.message.message_uuid), r.parent_uuid)
+            for r in record.messages
+            if r.parent_uuid and str(r.message.message_uuid) not in existing
+        ]
+        if links:
+            yield Query(
+                LINK_PARENTS,
+                {"children": [c for c, _ in links], "parents": [p for _, p in links]},
+                fetch="none",
+            )
+    if created:
+        yield Query(
+            RESTORE_SESSION_TIMES,
+            {
+                "session_id": params["session_id"],
+                "created_at": record.created_at,
+                "last_activity": record.last_activity,
+            },
+            fetch="none",
+        )
+        if record.summary is not None:
+            yield Query(SET_SUMMARY_TEXT, {"session_id": params["session_id"], "summary": record.summary}, fetch="none")
+    return created, len({str(m.message_uuid) for m in new})
+
+
+def run_records(
+    store: Any,
+    records: Sequence[SessionRecord] | Iterator[SessionRecord],
+    *,
+    progress: Progress | None = None,
+    trust_embeddings: bool = True,
+) -> ImportResult:
+    """Write ``records`` with ``store`` (a :class:`~ltst_memory.ConversationStorage`), one transaction each."""
+    result = ImportResult()
+    run = _runner(store)
+    for record in records:
+        check_id("session_id", record.session.session_id)
+        created, added = run(write_conversation(store._core, record, trust_embeddings=trust_embeddings))
+        result.sessions_seen += 1
+        result.sessions_created += int(created)
+        result.messages_seen += len(record.messages)
+        result.messages_added += added
+        if progress is not None:
+            progress(len(record.messages))
+    if result.messages_added or result.sessions_created:
+        store.clear_cache()  # imported sessions changed outside the store's invalidating methods
+    return result
+
+
+def _runner(store: Any) -> Callable[[Op[Any]], Any]:
+    run = getattr(store, "_run", None)
+    if run is None:
+        raise ValidationError(
+            "importers and exporters take a ConversationStorage (sync); "
+            "with AsyncConversationStorage, run them in a thread on a sync store"
+        )
+    return run  # type: ignore[no-any-return]

@@ -1,0 +1,347 @@
+"""Hybrid retrieval: the past turns that answer a question, best first.
+
+:func:`recall` (``storage.recall(...)``) ranks a user's messages by a *fusion* of two signals computed
+in one SQL statement:
+
+* **Okapi BM25** over the words of the turn and its speaker's name (``metadata["speaker"]``), with
+  exact per-user term statistics kept by triggers (schema ``0002_retrieval.sql``) — questions name
+  people and things, and word matches find them;
+* **cosine similarity** of the question's embedding with the turn's embedding — which is the
+  embedding of ``"speaker: content"`` (see :func:`embedding_text`) — for paraphrases.
+
+Each signal is normalised over the candidate pool (BM25 divided by its best score, cosine rescaled
+between the pool's lowest and highest) and combined with ``lexical_weight``; a turn next to a strong
+hit inherits part of its neighbour's score (``neighbor_weight``: answers often sit in the turn after
+the one that matches the question's words). Options cover scope (one session, a user's sessions,
+related sessions, everything), metadata filters, a time range, recency weighting, returning the
+neighbouring turns of each hit, and MMR de-duplication. See ``docs/retrieval.md`` for the
+measurements behind the defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import numpy as np
+
+from . import _queries as q
+from . import _recall_queries as rq
+from ._ops import Core, Embed, Op, Query
+from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
+from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text
+
+__all__ = ["Candidate", "RecallScope", "embedding_text", "fuse", "recall"]
+
+logger = logging.getLogger(__name__)
+
+RecallScope = Literal["auto", "session", "user", "related", "all"]
+_SCOPES = ("auto", "session", "user", "related", "all")
+
+#: Defaults measured on LoCoMo (docs/retrieval.md).
+DEFAULT_LEXICAL_WEIGHT = 0.5
+DEFAULT_NEIGHBOR_WEIGHT = 0.35
+DEFAULT_CANDIDATES = 40
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+def embedding_text(content: str, metadata: Mapping[str, Any] | None) -> str:
+    """The text embedded for a message: ``"speaker: content"`` when ``metadata["speaker"]`` is a
+    non-empty string, else the content itself.
+
+    Questions name people ("What did Caroline paint?") while a person's own turns rarely contain their
+    name; embedding the speaker with the turn lets the vector side match them. The core store calls
+    this hook (``_ops.store_messages``) for every message it embeds.
+    """
+    speaker = metadata.get("speaker") if isinstance(metadata, Mapping) else None
+    if isinstance(speaker, str) and speaker.strip():
+        return f"{speaker.strip()}: {content}"
+    return content
+
+
+@dataclass
+class Candidate:
+    """One row of the candidate pool with its raw signals and fused score."""
+
+    message: ConversationMessage
+    bm25: float
+    cosine: float
+    score: float = 0.0
+    embedding: np.ndarray | None = None
+
+
+# --------------------------------------------------------------------------- pure scoring
+
+
+def fuse(
+    candidates: Sequence[Candidate],
+    *,
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+    neighbor_weight: float = DEFAULT_NEIGHBOR_WEIGHT,
+    recency_weight: float = 0.0,
+    recency_half_life_days: float = 30.0,
+    now: datetime | None = None,
+) -> None:
+    """Set ``score`` of every candidate in place (pure logic, no I/O).
+
+    ``score = lexical_weight * bm25 / max(bm25) + (1 - lexical_weight) * (cos - min) / (max - min)``,
+    (``lexical_weight`` counts as 0 when no candidate matches any query word), then
+    ``+ neighbor_weight * (best adjacent turn's score)``, then, with ``recency_weight`` > 0,
+    ``score * (1 - recency_weight) + recency_weight * 0.5 ** (age / half_life)``.
+    """
+    if not candidates:
+        return
+    top_bm25 = max(c.bm25 for c in candidates)
+    cos = [c.cosine for c in candidates]
+    lo, hi = min(cos), max(cos)
+    span = hi - lo
+    if top_bm25 <= 0:  # no word of the query occurs anywhere: meaning is the only signal
+        lexical_weight = 0.0
+    for c in candidates:
+        lexical = c.bm25 / top_bm25 if top_bm25 > 0 else 0.0
+        semantic = (c.cosine - lo) / span if span > 1e-9 else (1.0 if hi > 0 else 0.0)
+        c.score = lexical_weight * lexical + (1.0 - lexical_weight) * semantic
+    if neighbor_weight:
+        by_position = {(c.message.session_id, c.message.message_index): c.score for c in candidates}
+        base = dict(by_position)
+        for c in candidates:
+            key_prev = (c.message.session_id, (c.message.message_index or 0) - 1)
+            key_next = (c.message.session_id, (c.message.message_index or 0) + 1)
+            neighbour = max(base.get(key_prev, 0.0), base.get(key_next, 0.0))
+            c.score += neighbor_weight * neighbour
+    if recency_weight:
+        reference = now or datetime.now(timezone.utc)
+        half_life = max(recency_half_life_days, 1e-6) * 86_400.0
+        for c in candidates:
+            ts = c.message.timestamp
+            age = max((reference - ts).total_seconds(), 0.0) if ts is not None else math.inf
+            fresh = 0.0 if math.isinf(age) else 0.5 ** (age / half_life)
+            c.score = c.score * (1.0 - recency_weight) + recency_weight * fresh
+
+
+def mmr_select(candidates: Sequence[Candidate], k: int, lambda_: float) -> list[Candidate]:
+    """Maximal marginal relevance: pick ``k`` candidates trading score against similarity to those
+    already picked (``lambda_`` = 1 is pure score). Candidates need ``embedding``."""
+    pool = sorted(candidates, key=lambda c: -c.score)
+    if not pool:
+        return []
+    vectors = np.stack([_unit(c.embedding) for c in pool])
+    scores = np.array([c.score for c in pool])
+    chosen: list[int] = []
+    max_sim = np.full(len(pool), -np.inf)
+    while len(chosen) < min(k, len(pool)):
+        penalty = np.where(np.isinf(max_sim), 0.0, max_sim)
+        value = lambda_ * scores - (1.0 - lambda_) * penalty
+        value[chosen] = -np.inf
+        best = int(np.argmax(value))
+        chosen.append(best)
+        max_sim = np.maximum(max_sim, vectors @ vectors[best])
+    return [pool[i] for i in chosen]
+
+
+def _unit(vector: Any) -> np.ndarray:
+    array = np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm > 0 else array
+
+
+# --------------------------------------------------------------------------- the operation
+
+
+def _check_weight(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValidationError(f"{name} must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def recall(
+    core: Core,
+    query: str,
+    *,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    limit: int = 10,
+    scope: RecallScope = "auto",
+    metadata: Mapping[str, Any] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    roles: Sequence[str] | None = None,
+    exclude_message_ids: Sequence[int] | None = None,
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
+    neighbor_weight: float = DEFAULT_NEIGHBOR_WEIGHT,
+    recency_weight: float = 0.0,
+    recency_half_life_days: float = 30.0,
+    expand_neighbors: int = 0,
+    mmr: float | None = None,
+    min_score: float = 0.0,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> Op[list[tuple[ConversationMessage, float]]]:
+    """Messages that best answer ``query``, as ``(message, score)`` pairs best first (hybrid search).
+
+    Scope (``scope="auto"``): all of ``user_id``'s sessions when ``user_id`` is given (``session_id``,
+    if also given, must belong to that user, else :class:`AccessDeniedError`); else the one session
+    ``session_id``; else every stored message. Explicit scopes: ``"session"`` (only ``session_id``),
+    ``"user"`` (all sessions of ``user_id``, or of ``session_id``'s owner), ``"related"``
+    (``session_id`` and the sessions linked to it), ``"all"``.
+
+    Filters: ``metadata`` (JSON containment, e.g. ``{"speaker": "Caroline"}``), ``since`` /
+    ``until`` (timestamp range, ``until`` exclusive), ``roles``, ``exclude_message_ids``.
+
+    Ranking: ``lexical_weight`` (0 = vectors only, 1 = BM25 only), ``neighbor_weight`` (share of an
+    adjacent turn's score a turn inherits), ``recency_weight`` with ``recency_half_life_days``,
+    ``mmr`` (λ of maximal marginal relevance, e.g. 0.7; ``None`` = off), ``min_score``, and
+    ``candidates`` (rows taken from each of the BM25 and vector searches before fusion).
+    ``expand_neighbors=n`` adds the ``n`` turns before and after each hit (score slightly below
+    the hit's) so an answer comes with its context; they count towards ``limit``.
+
+    Scores are in [0, 1 + neighbor_weight] and comparable within one call only.
+    """
+    check_text("query", query, max_chars=core.settings.max_content_chars)
+    limit = check_limit("limit", limit, minimum=1, maximum=1_000)
+    candidates = check_limit("candidates", candidates, minimum=1, maximum=10_000)
+    expand_neighbors = check_limit("expand_neighbors", expand_neighbors, maximum=20)
+    lexical_weight = _check_weight("lexical_weight", lexical_weight)
+    neighbor_weight = _check_weight("neighbor_weight", neighbor_weight)
+    recency_weight = _check_weight("recency_weight", recency_weight)
+    if mmr is not None:
+        mmr = _check_weight("mmr", mmr)
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
+        raise ValidationError("min_score must be a number")
+    if isinstance(recency_half_life_days, bool) or not isinstance(recency_half_life_days, (int, float)):
+        raise ValidationError("recency_half_life_days must be a number")
+    if recency_half_life_days <= 0:
+        raise ValidationError("recency_half_life_days must be positive")
+    if scope not in _SCOPES:
+        raise ValidationError(f"scope must be one of {', '.join(_SCOPES)}, got {scope!r}")
+    params: dict[str, Any] = {"query": query, "k1": BM25_K1, "b": BM25_B, "candidates": max(candidates, limit)}
+    filters = ""
+    if metadata is not None:
+        params["metadata"] = check_json("metadata", metadata)
+        filters += rq.FILTER_METADATA
+    if since is not None:
+        params["since"] = check_datetime("since", since)
+        filters += rq.FILTER_SINCE
+    if until is not None:
+        params["until"] = check_datetime("until", until)
+        filters += rq.FILTER_UNTIL
+    if roles is not None:
+        from .models import normalize_role
+
+        if isinstance(roles, str) or not isinstance(roles, Sequence) or not roles:
+            raise ValidationError("roles must be a non-empty list of roles")
+        params["roles"] = [normalize_role(r) for r in roles]
+        filters += rq.FILTER_ROLES
+    if exclude_message_ids:
+        ids = list(exclude_message_ids)
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+            raise ValidationError("exclude_message_ids must be integers")
+        params["exclude_ids"] = ids
+        filters += rq.FILTER_EXCLUDE
+    if user_id is not None:
+        params["user_id"] = check_id("user_id", user_id)
+    if session_id is not None:
+        params["session_id"] = check_id("session_id", session_id)
+
+    if scope == "auto":
+        scope = "user" if user_id is not None else "session" if session_id is not None else "all"
+    if scope in ("session", "related") and session_id is None:
+        raise ValidationError(f"scope={scope!r} needs a session_id")
+    if scope == "user" and user_id is None and session_id is None:
+        raise ValidationError("scope='user' needs a user_id (or a session_id whose owner is used)")
+
+    vectors = yield Embed((query,))
+    params["embedding"] = vectors[0]
+
+    owner: str | None = None
+    if session_id is not None:
+        row = yield Query(rq.SESSION_OWNER, {"session_id": session_id}, fetch="one")
+        if row is None:
+            raise SessionNotFoundError(session_id)
+        owner = str(row["user_id"])
+        if user_id is not None and owner != user_id:
+            raise AccessDeniedError(f"session {session_id!r} does not belong to user {user_id!r}")
+    if scope == "user":
+        params["user_id"] = params.get("user_id") or owner
+        scope_sql = rq.SCOPE_USER
+    elif scope == "session":
+        scope_sql = rq.SCOPE_SESSION
+    elif scope == "related":
+        rows = yield Query(rq.SELECT_RELATED_SESSION_IDS, {"session_id": session_id})
+        params["session_ids"] = [session_id, *(r["session_id"] for r in rows)]
+        scope_sql = rq.SCOPE_SESSIONS
+    else:
+        scope_sql = rq.SCOPE_ALL
+    stats_user = params.get("user_id") or owner
+    if stats_user is not None:
+        params["stats_user"] = stats_user
+
+    sql = rq.candidates_sql(
+        scope=scope_sql,
+        filters=filters,
+        all_users=stats_user is None,
+        with_embedding=mmr is not None,
+        with_neighbors=neighbor_weight > 0,
+    )
+    ef_search = max(core.settings.hnsw_ef_search, params["candidates"])
+    yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(min(ef_search, 1000))}, fetch="none")
+    rows = yield Query(sql, params)
+    pool = [
+        Candidate(
+            message=q.message_from_row(r),
+            bm25=float(r["bm25"]),
+            cosine=float(r["cosine"]),
+            embedding=r.get("embedding"),
+        )
+        for r in rows
+    ]
+    fuse(
+        pool,
+        lexical_weight=lexical_weight,
+        neighbor_weight=neighbor_weight,
+        recency_weight=recency_weight,
+        recency_half_life_days=float(recency_half_life_days),
+    )
+    pool = [c for c in pool if c.score >= min_score]
+    pool.sort(key=lambda c: (-c.score, c.message.message_id or 0))
+    if mmr is not None and pool:
+        pool = mmr_select(pool[: max(limit * 4, 20)], limit, mmr)
+    hits = [(c.message, c.score) for c in pool[:limit]]
+    if expand_neighbors and hits:
+        hits = yield from _expand(hits, expand_neighbors, limit)
+    logger.debug("recall %r: %d candidates, %d returned", query[:60], len(rows), len(hits))
+    return hits
+
+
+def _expand(
+    hits: list[tuple[ConversationMessage, float]], n: int, limit: int
+) -> Op[list[tuple[ConversationMessage, float]]]:
+    """Interleave each hit with its ``n`` neighbours on either side (once each), up to ``limit``."""
+    wanted: list[tuple[str, int]] = []
+    for message, _ in hits:
+        for delta in range(-n, n + 1):
+            if delta:
+                wanted.append((message.session_id, (message.message_index or 0) + delta))
+    rows = yield Query(
+        rq.SELECT_MESSAGES_AT,
+        {"session_ids": [s for s, _ in wanted], "indexes": [i for _, i in wanted]},
+    )
+    at = {(r["session_id"], r["message_index"]): q.message_from_row(r) for r in rows}
+    out: list[tuple[ConversationMessage, float]] = []
+    seen: set[int | None] = set()
+    for message, score in hits:
+        group = []
+        for delta in range(-n, n + 1):
+            neighbour = message if delta == 0 else at.get((message.session_id, (message.message_index or 0) + delta))
+            if neighbour is not None:
+                group.append((neighbour, score if delta == 0 else score * (1.0 - 0.01 * abs(delta))))
+        for item in group:
+            if item[0].message_id not in seen:
+                seen.add(item[0].message_id)
+                out.append(item)
+    # a hit already added as another hit's neighbour keeps its first place
+    return out[:limit]

@@ -1,0 +1,496 @@
+"""User-scoped stores: ``storage.for_user(user_id)`` can read and write that user's data only.
+
+A scoped store is not a second implementation of the API. It takes every operation method of the
+store it was opened from (the generator operations of :mod:`ltst_memory._ops` and of any other module
+bound the same way, e.g. bulk import, recall, rehydration) and runs it through one wrapper,
+:func:`scoped_operation`, which
+
+1. fills in / checks every ``user_id`` argument: omitted or ``None`` becomes the scoped user, any
+   other user's id raises :class:`~ltst_memory.AccessDeniedError` before anything runs;
+2. before the operation's first statement in each transaction, sets the transaction-local setting
+   ``ltst.user_id`` (``set_config('ltst.user_id', <user>, true)``, the key of the Row Level Security
+   policies of ``schema/0005_security.sql``) and checks that every session the arguments name
+   (``session_id`` / ``*_session_id`` parameters and the fields of data-class arguments) belongs to
+   the user — another user's session raises :class:`~ltst_memory.AccessDeniedError`, a missing one
+   is left to the operation (``SessionNotFoundError``);
+3. checks the result before returning it: any returned object or dict carrying another user's
+   ``user_id``, or naming a session of another user, raises :class:`~ltst_memory.AccessDeniedError`
+   and rolls the transaction back — a last wall for operations added later that forget a filter.
+
+Operations that take no user or session reference at all (``cleanup_expired_data``, statistics,
+embedding workers, analytics export, key rotation) are administrative and are not exposed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import sys
+import types
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ._ops import Embed, Op, Query
+from .errors import AccessDeniedError, ValidationError
+from .models import check_id
+
+__all__ = ["AsyncUserScopedStorage", "UserScopedStorage", "for_user", "scope_generator", "scoped_operation"]
+
+logger = logging.getLogger(__name__)
+
+#: Sets the user of the current transaction (read by the RLS policies of schema/0005_security.sql).
+SET_SCOPE_USER = "SELECT set_config('ltst.user_id', %(user_id)s, true)"
+SELECT_SESSION_OWNERS = "SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s)"
+
+#: Data classes whose instances, passed as arguments, reference a user or a session.
+_SCOPED_TYPES = ("ConversationSession", "ConversationMessage", "ConversationContext", "UserPreference",
+                 "SessionRelationship")  # fmt: skip
+_ROW_TYPES = frozenset({*_SCOPED_TYPES, "SessionSummary"})
+_SESSION_FIELDS = ("session_id", "source_session_id", "target_session_id")
+_MAX_DEPTH = 6
+
+
+# --------------------------------------------------------------------------- what an argument / result names
+
+
+def _is_session_name(name: str) -> bool:
+    return name == "session_id" or name.endswith("_session_id") or name in ("session_ids",)
+
+
+def _usable_id(value: object) -> bool:
+    try:
+        check_id("id", value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _collect(value: Any, users: set[str], sessions: set[str], depth: int = 0, *, as_result: bool = False) -> None:
+    """Collect user ids and session ids named by ``value`` (data classes, mappings, sequences)."""
+    if depth > _MAX_DEPTH or value is None or isinstance(value, (str, bytes, int, float, bool)):
+        return
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        user = getattr(value, "user_id", None)
+        if isinstance(user, str):
+            users.add(user)
+        if not (as_result and isinstance(user, str)):  # a row that carries its user needs no session lookup
+            for name in _SESSION_FIELDS:
+                session = getattr(value, name, None)
+                if isinstance(session, str) and _usable_id(session):
+                    sessions.add(session)
+        if type(value).__name__ in _ROW_TYPES:
+            return  # a plain row: nothing nested but metadata and vectors
+        for f in dataclasses.fields(value):
+            if f.name not in ("metadata", "embedding", "user_id", *_SESSION_FIELDS):
+                _collect(getattr(value, f.name), users, sessions, depth + 1, as_result=as_result)
+        return
+    if isinstance(value, Mapping):
+        user = value.get("user_id")
+        if isinstance(user, str):
+            users.add(user)
+        for key, item in value.items():
+            if isinstance(key, str) and _is_session_name(key) and isinstance(item, str) and _usable_id(item):
+                if not (as_result and isinstance(user, str)):
+                    sessions.add(item)
+            elif key not in ("metadata", "embedding", "user_id"):
+                _collect(item, users, sessions, depth + 1, as_result=as_result)
+        return
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+        if items and isinstance(items[0], (int, float)) and not isinstance(items[0], bool):
+            return  # a vector
+        for item in items:
+            _collect(item, users, sessions, depth + 1, as_result=as_result)
+
+
+def _argument_references(arguments: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    users: set[str] = set()
+    sessions: set[str] = set()
+    for name, value in arguments.items():
+        if name == "user_id":
+            if isinstance(value, str):
+                users.add(value)
+        elif _is_session_name(name):
+            if isinstance(value, str):
+                if _usable_id(value):
+                    sessions.add(value)
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                sessions.update(v for v in value if isinstance(v, str) and _usable_id(v))
+        elif (
+            isinstance(value, (list, tuple))
+            or dataclasses.is_dataclass(value)
+            or (isinstance(value, Mapping) and name != "metadata")  # e.g. rehydrate(recall_options={...})
+        ):
+            _collect(value, users, sessions)
+        # lazy iterables (bulk import) are checked batch by batch as the operation consumes them
+    return users, sessions
+
+
+# --------------------------------------------------------------------------- the wrapper
+
+
+def _deny(user_id: str, what: str) -> AccessDeniedError:
+    return AccessDeniedError(f"this store is scoped to user {user_id!r}; {what} belongs to another user")
+
+
+def _check_owners(user_id: str, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        if row["user_id"] != user_id:
+            raise _deny(user_id, f"session {row['session_id']!r}")
+
+
+@functools.cache
+def _signature_of(op: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(op)
+
+
+def scoped_operation(op: Callable[..., Op[Any]], user_id: str) -> Callable[..., Op[Any]]:
+    """``op`` restricted to ``user_id`` (see the module docstring); same arguments, same result."""
+    signature = _signature_of(op)
+    has_user_parameter = "user_id" in signature.parameters
+
+    def wrapped(core: Any, *args: Any, **kwargs: Any) -> Op[Any]:
+        bound = signature.bind_partial(core, *args, **kwargs)
+        if has_user_parameter and bound.arguments.get("user_id") is None:
+            bound.arguments["user_id"] = user_id
+        arguments = {k: v for k, v in bound.arguments.items() if k != "core"}
+        return (yield from _drive(op(*bound.args, **bound.kwargs), arguments, user_id))
+
+    return wrapped
+
+
+def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any]:
+    """Run operation generator ``inner`` (called with ``arguments``) within the scope of ``user_id``."""
+    users, sessions = _argument_references(arguments)
+    for other in sorted(users - {user_id}):
+        raise _deny(user_id, f"user_id {other!r}")
+    lazies = [v for v in arguments.values() if isinstance(v, _Recording)]
+    in_transaction = False
+    checked: set[str] = set()
+    result: Any = None
+    while True:
+        try:
+            instruction = inner.send(result)
+        except StopIteration as stop:
+            value = stop.value
+            break
+        if not isinstance(instruction, Embed):
+            if not in_transaction:
+                in_transaction = True
+                yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none")
+            pending = (sessions | _drain(user_id, lazies)) - checked
+            if pending:
+                rows = yield Query(SELECT_SESSION_OWNERS, {"session_ids": sorted(pending)})
+                _check_owners(user_id, rows)
+                checked |= pending
+            if type(instruction).__name__ == "Commit":  # multi-transaction operations (bulk import)
+                in_transaction = False
+        result = yield instruction
+    result_users: set[str] = set()
+    result_sessions: set[str] = set()
+    _collect(value, result_users, result_sessions, as_result=True)
+    if result_users - {user_id}:
+        raise _deny(user_id, "a returned row")
+    unchecked = result_sessions - checked
+    if unchecked:
+        if not in_transaction:
+            yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none")
+        rows = yield Query(SELECT_SESSION_OWNERS, {"session_ids": sorted(unchecked)})
+        _check_owners(user_id, rows)
+    return value
+
+
+def scope_generator(generator: Op[Any], user_id: str) -> Op[Any]:
+    """An operation generator that was already called (as adapters do: ``store._run(op(core, ...))``),
+    restricted to ``user_id``. Its arguments are read from the generator before it starts. Stricter than
+    :func:`scoped_operation`, which can fill in arguments: a ``user_id`` argument left ``None`` is refused,
+    and so is an operation that names no user or session at all (it would act on every user)."""
+    if not inspect.isgenerator(generator) or inspect.getgeneratorstate(generator) != inspect.GEN_CREATED:
+        raise AccessDeniedError("a user-scoped store runs only operation generators that have not started yet")
+    frame = generator.gi_frame
+    code = generator.gi_code
+    count = code.co_argcount + code.co_kwonlyargcount
+    names = code.co_varnames[: count + bool(code.co_flags & inspect.CO_VARARGS)]
+    arguments = {n: frame.f_locals[n] for n in names if n != "core" and n in frame.f_locals}
+    if "user_id" in arguments and arguments["user_id"] is None:
+        raise AccessDeniedError(f"{code.co_name} was called without user_id on a user-scoped store; pass user_id")
+    users, sessions = _argument_references(arguments)
+    if not users and not sessions and not any(n == "user_id" or _is_session_name(n) for n in arguments):
+        raise AccessDeniedError(f"{code.co_name} names no user or session: not available on a user-scoped store")
+    return _drive(generator, arguments, user_id)
+
+
+def _drain(user_id: str, lazies: list[_Recording]) -> set[str]:
+    """Sessions named by the items lazy iterables (generators handed to bulk import) yielded so far.
+
+    Such iterables cannot be inspected up front without consuming them; an operation consumes a
+    batch before its first statement on it, so the batch is checked at that statement, inside the
+    transaction that writes it.
+    """
+    users: set[str] = set()
+    sessions: set[str] = set()
+    for lazy in lazies:
+        _collect(lazy.drain(), users, sessions)
+    for other in sorted(users - {user_id}):
+        raise _deny(user_id, f"user_id {other!r}")
+    return sessions
+
+
+class _Recording:
+    """Wraps a lazy iterable and remembers the items consumed since the last :meth:`drain`."""
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self._iterator = iter(iterable)
+        self._seen: list[Any] = []
+
+    def __iter__(self) -> _Recording:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self._iterator)
+        self._seen.append(item)
+        return item
+
+    def drain(self) -> list[Any]:
+        seen, self._seen = self._seen, []
+        return seen
+
+
+# --------------------------------------------------------------------------- discovering operations
+
+
+def _references_user(op: Callable[..., Any]) -> bool:
+    for name, parameter in list(inspect.signature(op).parameters.items())[1:]:
+        if name == "user_id" or _is_session_name(name):
+            return True
+        if any(t in str(parameter.annotation) for t in _SCOPED_TYPES):
+            return True
+    return False
+
+
+def _is_operation(value: Any) -> bool:
+    module = sys.modules.get(getattr(value, "__module__", ""), None)
+    return inspect.isgeneratorfunction(value) and getattr(module, value.__name__, None) is value
+
+
+def _closure_operations(function: Any, depth: int = 0) -> set[Any]:
+    """The generator operations a store method closes over, through wrappers (cache, bulk, ...)."""
+    found: set[Any] = set()
+    if depth > 4 or not inspect.isfunction(function) or not function.__closure__:
+        return found
+    for cell in function.__closure__:
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if _is_operation(value):
+            found.add(value)
+        elif inspect.isfunction(value):
+            found |= _closure_operations(value, depth + 1)
+    return found
+
+
+def _operation_of(method: Any) -> Callable[..., Op[Any]] | None:
+    """The one generator operation a store method was bound from (``sync_method(op)``, cache wrappers...)."""
+    found = _closure_operations(method)
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def _rebind(function: Any, op: Callable[..., Op[Any]], replacement: Callable[..., Op[Any]]) -> Any:
+    """A copy of ``function`` (and of the wrappers it closes over) running ``replacement`` instead of ``op``."""
+    cells = []
+    for cell in function.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            cells.append(cell)
+            continue
+        if value is op:
+            value = replacement
+        elif inspect.isfunction(value) and op in _closure_operations(value):
+            value = _rebind(value, op, replacement)
+        cells.append(types.CellType(value))
+    copy = types.FunctionType(
+        function.__code__, function.__globals__, function.__name__, function.__defaults__, tuple(cells)
+    )
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
+
+
+class _NeverHit:
+    """A view of a store's read cache that never answers (scoped reads always run their checks), while
+    writes through the scoped store still invalidate the shared cache."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+
+    def get(self, *args: Any, **kwargs: Any) -> tuple[bool, None]:
+        return False, None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cache, name)
+
+
+class _StoreView:
+    """What a rebound store method sees as ``self``: the store, but with a cache that never hits."""
+
+    def __init__(self, storage: Any) -> None:
+        self.__dict__["_ltst_storage"] = storage
+        try:
+            from .cache import cache_of
+        except ImportError:  # pragma: no cover - no cache in this version
+            return
+        self.__dict__["_session_cache"] = _NeverHit(cache_of(storage))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_ltst_storage"], name)
+
+
+def scoped_methods(storage_cls: type) -> dict[str, tuple[Any, Callable[..., Op[Any]]]]:
+    """``{name: (method, operation)}`` of the operations a scoped store of ``storage_cls`` exposes."""
+    found: dict[str, tuple[Any, Callable[..., Op[Any]]]] = {}
+    for name in dir(storage_cls):
+        if name.startswith("_"):
+            continue
+        method = inspect.getattr_static(storage_cls, name)
+        op = _operation_of(method)
+        if op is not None and _references_user(op):
+            found[name] = (method, op)
+    return found
+
+
+# --------------------------------------------------------------------------- the scoped stores
+
+
+class _ScopedBase:
+    _is_async = False
+
+    def __init__(self, storage: Any, user_id: str) -> None:
+        self._storage = storage
+        self._view = _StoreView(storage)
+        self._user_id = check_id("user_id", user_id)
+
+    @property
+    def user_id(self) -> str:
+        """The user this store is restricted to."""
+        return self._user_id
+
+    @property
+    def embedder(self) -> Any:
+        """The embedder of the underlying store."""
+        return self._storage.embedder
+
+    @property
+    def _core(self) -> Any:
+        return self._storage._core
+
+    def _run(self, op: Op[Any]) -> Any:
+        """Run an operation generator (as adapters do) within this user's scope: see :func:`scope_generator`."""
+        return self._storage._run(scope_generator(op, self._user_id))
+
+    async def _arun(self, op: Op[Any]) -> Any:
+        return await self._storage._arun(scope_generator(op, self._user_id))
+
+    @property
+    def closed(self) -> bool:
+        """Whether the underlying store is closed."""
+        return bool(self._storage.closed)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} user_id={self._user_id!r} on {self._storage.dsn}>"
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and hasattr(self._storage, name):
+            raise AttributeError(
+                f"{name!r} is not available on a user-scoped store (it is administrative or names no "
+                "user); call it on the unscoped store"
+            )
+        raise AttributeError(name)
+
+
+class UserScopedStorage(_ScopedBase):
+    """A :class:`~ltst_memory.ConversationStorage` restricted to one user (``storage.for_user(id)``).
+
+    It has every per-user method of the store — sessions, messages, search, context, preferences,
+    relationships, and the methods other modules add the same way — with the same signatures; a
+    ``user_id`` argument defaults to the scoped user. Another user's id or session raises
+    :class:`~ltst_memory.AccessDeniedError` and returns no data.
+    """
+
+
+class AsyncUserScopedStorage(_ScopedBase):
+    """The asyncio twin of :class:`UserScopedStorage` (``async_storage.for_user(id)``)."""
+
+    _is_async = True
+
+
+def _make_method(name: str, method: Any, op: Callable[..., Op[Any]], is_async: bool) -> Any:
+    def bind(self: _ScopedBase) -> Any:
+        return _rebind(method, op, scoped_operation(op, self._user_id))
+
+    if is_async:
+
+        async def scoped_async(self: _ScopedBase, *args: Any, **kwargs: Any) -> Any:
+            return await bind(self)(self._view, *_record(args), **_record_kwargs(kwargs))
+
+        function: Any = scoped_async
+    else:
+
+        def scoped_sync(self: _ScopedBase, *args: Any, **kwargs: Any) -> Any:
+            return bind(self)(self._view, *_record(args), **_record_kwargs(kwargs))
+
+        function = scoped_sync
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = method.__doc__
+    function.__signature__ = _scoped_signature(method)
+    return function
+
+
+def _record(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_wrap_lazy(a) for a in args)
+
+
+def _record_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: _wrap_lazy(v) for k, v in kwargs.items()}
+
+
+def _wrap_lazy(value: Any) -> Any:
+    """Lazy iterables (generators, deques, ...) are recorded so their items can be checked as consumed."""
+    if isinstance(value, (str, bytes, bytearray, Mapping, list, tuple, set, frozenset, np.ndarray)):
+        return value
+    if dataclasses.is_dataclass(value) or not isinstance(value, Iterable):
+        return value
+    return _Recording(value)
+
+
+def _scoped_signature(method: Any) -> inspect.Signature:
+    signature = inspect.signature(method)
+    parameters = []
+    for parameter in signature.parameters.values():
+        if parameter.name == "user_id" and parameter.default is inspect.Parameter.empty:
+            later = list(signature.parameters.values())[len(parameters) + 1 :]
+            if all(p.default is not inspect.Parameter.empty or p.kind is p.VAR_KEYWORD for p in later):
+                parameter = parameter.replace(default=None)
+        parameters.append(parameter)
+    return signature.replace(parameters=parameters)
+
+
+@functools.cache
+def _scoped_class(storage_cls: type, is_async: bool) -> type:
+    base = AsyncUserScopedStorage if is_async else UserScopedStorage
+    namespace = {name: _make_method(name, m, op, is_async) for name, (m, op) in scoped_methods(storage_cls).items()}
+    namespace["__doc__"] = base.__doc__
+    namespace["__module__"] = __name__
+    return type(base.__name__, (base,), namespace)
+
+
+def for_user(self: Any, user_id: str) -> UserScopedStorage | AsyncUserScopedStorage:
+    """A view of this store restricted to ``user_id``: same per-user methods, same signatures; any
+    other user's id or session raises :class:`~ltst_memory.AccessDeniedError` and returns no data.
+    Each transaction sets ``ltst.user_id`` for the Row Level Security policies (docs/security.md)."""
+    is_async = hasattr(self, "_arun")
+    return _scoped_class(type(self), is_async)(self, user_id)

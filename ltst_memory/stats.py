@@ -1,0 +1,344 @@
+"""Observability: operation timings, index usage, table sizes, storage growth and cache hit rates.
+
+Everything here is local. :func:`track_operation` times every store call (the executors wrap each
+operation in it) and keeps the figures in memory on the store; ``storage.stats()`` adds what
+PostgreSQL knows (row counts, sizes, index scans, buffer cache hits, growth per day). When the
+``opentelemetry-api`` package is installed each call also becomes a span (``ltst.<operation>``) of
+whatever tracer provider the application configured, and when ``prometheus-client`` is installed
+a histogram ``ltst_operation_seconds{operation=...}`` is updated in its default registry. Nothing
+is ever sent anywhere by ltst-memory itself: no telemetry, no exporter is configured here. Set
+``LTST_INSTRUMENTATION=0`` to skip OpenTelemetry and Prometheus even when they are installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._ops import Core, Op, Query
+from .models import check_limit
+
+__all__ = [
+    "OperationMetrics",
+    "async_stats_method",
+    "metrics_of",
+    "stats",
+    "sync_stats_method",
+    "track_operation",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How many recent durations per operation are kept for percentiles.
+WINDOW = 1024
+
+
+class OperationMetrics:
+    """Thread-safe timings of store operations, kept in memory (a window of recent calls per name)."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self._lock = threading.Lock()
+        self._window = window
+        self._counts: dict[str, list[float]] = {}  # name -> [calls, errors, total_s, max_s]
+        self._recent: dict[str, deque[float]] = {}
+        self.started = time.time()
+
+    def record(self, name: str, seconds: float, *, error: bool = False) -> None:
+        """Add one call of ``name`` that took ``seconds`` (``error`` if it raised)."""
+        with self._lock:
+            entry = self._counts.setdefault(name, [0, 0, 0.0, 0.0])
+            entry[0] += 1
+            entry[1] += int(error)
+            entry[2] += seconds
+            entry[3] = max(entry[3], seconds)
+            self._recent.setdefault(name, deque(maxlen=self._window)).append(seconds)
+
+    def snapshot(self) -> dict[str, dict[str, float | int]]:
+        """``{operation: {calls, errors, total_ms, mean_ms, p50_ms, p95_ms, max_ms}}``, sorted by name."""
+        with self._lock:
+            items = [(name, list(entry), sorted(self._recent[name])) for name, entry in self._counts.items()]
+        out: dict[str, dict[str, float | int]] = {}
+        for name, (calls, errors, total, worst), recent in sorted(items):
+            out[name] = {
+                "calls": int(calls),
+                "errors": int(errors),
+                "total_ms": round(total * 1000, 3),
+                "mean_ms": round(total * 1000 / calls, 3) if calls else 0.0,
+                "p50_ms": round(_percentile(recent, 0.50) * 1000, 3),
+                "p95_ms": round(_percentile(recent, 0.95) * 1000, 3),
+                "max_ms": round(worst * 1000, 3),
+            }
+        return out
+
+    def reset(self) -> None:
+        """Forget every recorded call."""
+        with self._lock:
+            self._counts.clear()
+            self._recent.clear()
+            self.started = time.time()
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+_METRICS_ATTRIBUTE = "_ltst_operation_metrics"
+_create_lock = threading.Lock()
+
+
+def metrics_of(core: Core) -> OperationMetrics:
+    """The :class:`OperationMetrics` of a store's core (created on first use)."""
+    metrics = core.__dict__.get(_METRICS_ATTRIBUTE)
+    if metrics is None:
+        with _create_lock:
+            metrics = core.__dict__.setdefault(_METRICS_ATTRIBUTE, OperationMetrics())
+    return metrics  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- optional instrumentation
+
+_instruments: dict[str, Any] = {}
+
+
+def _instrumentation() -> tuple[Any, Any]:
+    """``(tracer, histogram)`` or ``None`` for each, looked up once per process."""
+    if "ready" not in _instruments:
+        with _create_lock:
+            if "ready" not in _instruments:
+                tracer = histogram = None
+                if os.environ.get("LTST_INSTRUMENTATION", "1").strip().lower() not in ("0", "false", "no", "off"):
+                    with contextlib.suppress(ImportError):
+                        from opentelemetry import trace
+
+                        tracer = trace.get_tracer("ltst_memory")
+                    with contextlib.suppress(ImportError):
+                        import prometheus_client
+
+                        try:
+                            histogram = prometheus_client.Histogram(
+                                "ltst_operation_seconds",
+                                "Duration of ltst-memory store operations",
+                                ["operation"],
+                            )
+                        except ValueError:  # already registered (e.g. module reloaded)
+                            collector = prometheus_client.REGISTRY._names_to_collectors.get("ltst_operation_seconds")
+                            histogram = collector
+                _instruments.update(tracer=tracer, histogram=histogram, ready=True)
+    return _instruments["tracer"], _instruments["histogram"]
+
+
+@contextlib.contextmanager
+def track_operation(core: Core, op: object) -> Iterator[None]:
+    """Time one store call (an operation generator ``op``) and record it under the operation's name.
+
+    Used by the sync and async executors around each call; also opens an OpenTelemetry span and
+    feeds a Prometheus histogram when those packages are installed.
+    """
+    name = str(getattr(op, "__name__", None) or type(op).__name__)
+    tracer, histogram = _instrumentation()
+    span_cm: contextlib.AbstractContextManager[Any] = (
+        tracer.start_as_current_span(f"ltst.{name}", attributes={"ltst.operation": name})
+        if tracer is not None
+        else contextlib.nullcontext()
+    )
+    started = time.perf_counter()
+    error = False
+    try:
+        with span_cm:
+            yield
+    except BaseException:
+        error = True
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics_of(core).record(name, elapsed, error=error)
+        if histogram is not None:
+            histogram.labels(operation=name).observe(elapsed)
+
+
+# --------------------------------------------------------------------------- SQL
+
+TABLE_STATS = """
+SELECT c.relname AS table_name,
+       pg_total_relation_size(c.oid) AS total_bytes,
+       pg_relation_size(c.oid) AS table_bytes,
+       pg_indexes_size(c.oid) AS index_bytes,
+       coalesce(s.n_live_tup, 0) AS live_rows_estimate,
+       coalesce(s.seq_scan, 0) AS seq_scans,
+       coalesce(s.idx_scan, 0) AS index_scans,
+       s.last_autovacuum, s.last_autoanalyze
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid
+WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+ORDER BY pg_total_relation_size(c.oid) DESC, c.relname
+"""
+
+INDEX_STATS = """
+SELECT s.relname AS table_name, s.indexrelname AS index_name,
+       s.idx_scan AS scans, s.idx_tup_read AS tuples_read, s.idx_tup_fetch AS tuples_fetched,
+       pg_relation_size(s.indexrelid) AS bytes, am.amname AS method
+FROM pg_stat_user_indexes AS s
+JOIN pg_class AS i ON i.oid = s.indexrelid
+JOIN pg_am AS am ON am.oid = i.relam
+WHERE s.schemaname = current_schema()
+ORDER BY s.relname, s.indexrelname
+"""
+
+ROW_COUNTS = """
+SELECT (SELECT count(*) FROM conversation_sessions) AS sessions,
+       (SELECT count(*) FROM conversation_messages) AS messages,
+       (SELECT count(*) FROM conversation_messages WHERE embedding IS NULL) AS messages_without_embedding,
+       (SELECT count(DISTINCT user_id) FROM conversation_sessions) AS users,
+       (SELECT count(*) FROM conversation_context) AS context,
+       (SELECT count(*) FROM conversation_context WHERE expires_at IS NOT NULL AND expires_at <= now())
+           AS expired_context,
+       (SELECT count(*) FROM user_preferences) AS preferences,
+       (SELECT count(*) FROM session_relationships) AS relationships
+"""
+
+GROWTH = """
+WITH days AS (
+    SELECT generate_series(date_trunc('day', now()) - make_interval(days => %(days)s - 1),
+                           date_trunc('day', now()), interval '1 day') AS day
+)
+SELECT d.day::date AS day,
+       (SELECT count(*) FROM conversation_messages AS m
+         WHERE m."timestamp" >= d.day AND m."timestamp" < d.day + interval '1 day') AS messages,
+       (SELECT count(*) FROM conversation_sessions AS s
+         WHERE s.created_at >= d.day AND s.created_at < d.day + interval '1 day') AS sessions
+FROM days AS d
+ORDER BY d.day
+"""
+
+DATABASE_STATS = """
+SELECT current_database() AS database,
+       pg_database_size(current_database()) AS database_bytes,
+       current_setting('server_version') AS postgres,
+       (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector,
+       d.blks_hit, d.blks_read, d.xact_commit, d.xact_rollback
+FROM pg_stat_database AS d WHERE d.datname = current_database()
+"""
+
+METADATA = "SELECT key, value FROM ltst_metadata ORDER BY key"
+
+
+def _ratio(hits: float, misses: float) -> float | None:
+    total = hits + misses
+    return round(hits / total, 4) if total else None
+
+
+def _cache_stats(*owners: Any) -> dict[str, Any] | None:
+    """Hit rates of the in-memory cache of a store (its ``cache_stats()``) or of its core, if any."""
+    candidates = []
+    for owner in owners:
+        candidates.append(getattr(owner, "cache_stats", None))
+        for attribute in ("cache", "_cache"):
+            cache = getattr(owner, attribute, None)
+            if cache is not None:
+                candidates += [getattr(cache, "cache_stats", None), getattr(cache, "stats", None)]
+    for function in candidates:
+        if callable(function):
+            try:
+                value = function()
+            except Exception:  # observability must never break the caller
+                logger.warning("cache statistics unavailable", exc_info=True)
+                return None
+            return dict(value) if isinstance(value, dict) else {"value": value}
+    return None
+
+
+def sync_stats_method(op: Callable[..., Op[dict[str, Any]]]) -> Callable[..., dict[str, Any]]:
+    """Bind :func:`stats` to a sync store, adding the store's cache hit rates to the report."""
+    from ._executor import sync_method
+
+    bound = sync_method(op)
+
+    @functools.wraps(bound)
+    def method(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        report = bound(self, *args, **kwargs)
+        report["cache"] = _cache_stats(self, self._core)
+        return report
+
+    return method
+
+
+def async_stats_method(op: Callable[..., Op[dict[str, Any]]]) -> Callable[..., Any]:
+    """Bind :func:`stats` to an async store, adding the store's cache hit rates to the report."""
+    from ._executor import async_method
+
+    bound = async_method(op)
+
+    @functools.wraps(bound)
+    async def method(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        report = await bound(self, *args, **kwargs)
+        report["cache"] = _cache_stats(self, self._core)
+        return report
+
+    return method
+
+
+def stats(core: Core, growth_days: int = 30) -> Op[dict[str, Any]]:
+    """Everything worth watching about this store, as a JSON-serialisable dict.
+
+    Keys: ``operations`` (per operation of *this* store object since it opened: calls, errors, mean,
+    p50, p95 and max in milliseconds), ``rows`` (exact counts), ``tables`` (bytes on disk, index
+    bytes, sequential and index scans), ``indexes`` (scans and size of every index — an index with 0
+    scans is unused), ``growth`` (messages by message timestamp and sessions created, per day, for the
+    last ``growth_days`` days), ``database`` (size, versions, PostgreSQL buffer cache hit ratio),
+    ``embedding`` (model and dimension recorded in the database) and ``cache`` (hit rates of the
+    store's in-memory cache, or ``None`` without one). Server counters (scans, buffer hits) are
+    PostgreSQL's cumulative statistics and may lag a second behind.
+    """
+    days = check_limit("growth_days", growth_days, minimum=1, maximum=3650)
+    operations = metrics_of(core).snapshot()
+    database = yield Query(DATABASE_STATS, fetch="one")
+    rows = yield Query(ROW_COUNTS, fetch="one")
+    tables = yield Query(TABLE_STATS)
+    indexes = yield Query(INDEX_STATS)
+    growth = yield Query(GROWTH, {"days": days})
+    metadata = yield Query(METADATA)
+    meta = {r["key"]: r["value"] for r in metadata}
+    db = dict(database or {})
+    hits, reads = int(db.pop("blks_hit", 0) or 0), int(db.pop("blks_read", 0) or 0)
+    db["buffer_cache_hit_ratio"] = _ratio(hits, reads)
+    return {
+        "operations": operations,
+        "rows": {k: int(v) for k, v in (rows or {}).items()},
+        "tables": [_jsonable(r) for r in tables],
+        "indexes": [_jsonable(r) for r in indexes],
+        "unused_indexes": [r["index_name"] for r in indexes if not r["scans"]],
+        "growth": [{"day": r["day"].isoformat(), "messages": r["messages"], "sessions": r["sessions"]} for r in growth],
+        "database": _jsonable(db),
+        "embedding": {
+            "model": meta.get("embedding_model"),
+            "dimension": int(meta["embedding_dimension"]) if meta.get("embedding_dimension") else None,
+        },
+        "cache": _cache_stats(core),
+    }
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+def format_bytes(n: float | None) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover

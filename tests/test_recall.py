@@ -1,0 +1,269 @@
+"""Hybrid retrieval (storage.recall): quality with the real model, scope rules, filters, options."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import psycopg
+import pytest
+
+from ltst_memory import (
+    AccessDeniedError,
+    ConversationMessage,
+    ConversationSession,
+    SessionNotFoundError,
+    SessionRelationship,
+    ValidationError,
+)
+from ltst_memory.recall import Candidate, embedding_text, fuse
+
+T0 = datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
+
+OLD_SESSION = [
+    ("Caroline", "Hey Mel! Good to see you! How have you been?"),
+    ("Melanie", "Swamped with the kids and work. What's up with you?"),
+    ("Caroline", "I went to a support group yesterday and it was so powerful."),
+    ("Melanie", "That's great. I love painting landscapes in my free time."),
+    ("Caroline", "Last spring I adopted a beagle puppy and named him Biscuit."),
+    ("Melanie", "How lovely! My kids have been begging for a pet."),
+    ("Caroline", "I'm thinking about studying psychology next year."),
+    ("Melanie", "Yeah, I painted that lake sunrise last year! It's special to me."),
+]
+NEW_SESSION = [
+    ("Caroline", "Morning! The weather is finally warm."),
+    ("Melanie", "Finally! We're heading to the beach this weekend."),
+]
+
+
+def _messages(session_id: str, turns: list[tuple[str, str]], start: datetime) -> list[ConversationMessage]:
+    return [
+        ConversationMessage(
+            session_id=session_id,
+            role="human" if i % 2 == 0 else "ai",
+            content=text,
+            metadata={"speaker": speaker},
+            timestamp=start + timedelta(minutes=i),
+        )
+        for i, (speaker, text) in enumerate(turns)
+    ]
+
+
+def _load(store, user_id: str = "u1", prefix: str = "") -> None:
+    store.create_session(ConversationSession(session_id=f"{prefix}old", user_id=user_id))
+    store.create_session(ConversationSession(session_id=f"{prefix}new", user_id=user_id))
+    store.store_messages(_messages(f"{prefix}old", OLD_SESSION, T0))
+    store.store_messages(_messages(f"{prefix}new", NEW_SESSION, T0 + timedelta(days=60)))
+
+
+# --------------------------------------------------------------------------- quality (real model)
+
+
+def test_paraphrased_question_finds_a_fact_from_an_old_session(semantic_store):
+    _load(semantic_store)
+    # No word in common with "Last spring I adopted a beagle puppy and named him Biscuit." but the speaker.
+    for question in ("What breed is Caroline's dog?", "Does Caroline own any animals?"):
+        hits = semantic_store.recall(question, user_id="u1", limit=3)
+        assert hits, "recall returned nothing"
+        assert "beagle" in hits[0][0].content, question
+        assert hits[0][0].session_id == "old"
+        scores = [s for _, s in hits]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_question_naming_a_speaker_ranks_that_speakers_turn_first(semantic_store):
+    _load(semantic_store)
+    hits = semantic_store.recall("What did Melanie paint last year?", user_id="u1", limit=5)
+    assert hits[0][0].content.startswith("Yeah, I painted that lake sunrise")
+    assert hits[0][0].metadata["speaker"] == "Melanie"
+
+
+def test_hybrid_beats_either_signal_alone_on_a_mixed_query(semantic_store):
+    _load(semantic_store)
+    # "Caroline" only matches by words (speaker); "studies" / "university" only by meaning.
+    query = "What does Caroline want to study at university?"
+    hybrid = semantic_store.recall(query, user_id="u1", limit=1)
+    assert "psychology" in hybrid[0][0].content
+
+
+def test_embedding_text_hook_puts_the_speaker_in_the_embedded_text(semantic_store, minilm):
+    _load(semantic_store)
+    stored = semantic_store.get_messages("old", limit=1)[0]
+    with psycopg.connect(semantic_store.pool.conninfo) as conn:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        (vector,) = conn.execute(
+            "SELECT embedding FROM conversation_messages WHERE message_id = %s", (stored.message_id,)
+        ).fetchone()
+    expected = minilm.embed([f"Caroline: {OLD_SESSION[0][1]}"])[0]
+    got = np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector)
+    assert np.allclose(got, expected, atol=1e-5)
+    assert embedding_text("hi", {}) == "hi"
+    assert embedding_text("hi", {"speaker": "  Ann "}) == "Ann: hi"
+    assert embedding_text("hi", {"speaker": 3}) == "hi"
+
+
+# --------------------------------------------------------------------------- scope
+
+
+def test_one_users_memory_never_appears_in_anothers_recall(store):
+    _load(store, "u1", "a-")
+    _load(store, "u2", "b-")
+    for query in ("beagle puppy Biscuit", "painting landscapes", "support group"):
+        hits = store.recall(query, user_id="u1", limit=50)
+        assert hits
+        assert {m.user_id for m, _ in hits} == {"u1"}
+        assert {m.session_id for m, _ in hits} <= {"a-old", "a-new"}
+
+
+def test_session_scope_and_access_checks(store):
+    _load(store, "u1", "a-")
+    _load(store, "u2", "b-")
+    hits = store.recall("beach weekend", session_id="a-new", limit=20)
+    assert hits and {m.session_id for m, _ in hits} == {"a-new"}
+    hits = store.recall("beagle", user_id="u1", session_id="a-new", scope="session", limit=20)
+    assert all(m.session_id == "a-new" for m, _ in hits)
+    with pytest.raises(AccessDeniedError):
+        store.recall("beagle", user_id="u1", session_id="b-old")
+    with pytest.raises(SessionNotFoundError):
+        store.recall("beagle", session_id="nope")
+    # scope="user" with only a session: the session owner's sessions
+    hits = store.recall("beagle Biscuit", session_id="a-new", scope="user", limit=5)
+    assert hits[0][0].session_id == "a-old"
+
+
+def test_related_scope_covers_linked_sessions_only(store):
+    _load(store, "u1")
+    store.create_session(ConversationSession(session_id="other", user_id="u1"))
+    store.store_messages(_messages("other", [("Caroline", "Biscuit the beagle chewed my shoes")], T0))
+    before = {m.session_id for m, _ in store.recall("beagle Biscuit", session_id="new", scope="related", limit=50)}
+    assert before == {"new"}
+    store.store_relationship(SessionRelationship(source_session_id="new", target_session_id="old"))
+    hits = store.recall("beagle Biscuit", session_id="new", scope="related", limit=50)
+    assert {m.session_id for m, _ in hits} == {"new", "old"}
+    assert hits[0][0].session_id == "old"
+
+
+def test_unscoped_recall_searches_everything(store):
+    _load(store, "u1", "a-")
+    _load(store, "u2", "b-")
+    users = {m.user_id for m, _ in store.recall("beagle puppy Biscuit", limit=10)}
+    assert users == {"u1", "u2"}
+
+
+# --------------------------------------------------------------------------- filters and options
+
+
+def test_filters_metadata_time_roles_and_exclusions(store):
+    _load(store)
+    hits = store.recall("painting", user_id="u1", metadata={"speaker": "Caroline"}, limit=20)
+    assert hits and all(m.metadata["speaker"] == "Caroline" for m, _ in hits)
+    since = T0 + timedelta(days=30)
+    hits = store.recall("weekend beach weather", user_id="u1", since=since, limit=20)
+    assert hits and all(m.timestamp >= since for m, _ in hits)
+    hits = store.recall("weekend beach weather", user_id="u1", until=since, limit=20)
+    assert all(m.timestamp < since for m, _ in hits)
+    hits = store.recall("painting", user_id="u1", roles=["assistant"], limit=20)
+    assert hits and all(m.role == "ai" for m, _ in hits)
+    first = store.recall("beagle", user_id="u1", limit=1)[0][0]
+    again = store.recall("beagle", user_id="u1", limit=20, exclude_message_ids=[first.message_id])
+    assert first.message_id not in {m.message_id for m, _ in again}
+
+
+def test_expand_neighbors_returns_the_turns_around_a_hit(store):
+    _load(store)
+    hits = store.recall("beagle Biscuit", user_id="u1", limit=3, expand_neighbors=1, neighbor_weight=0.0)
+    indexes = [m.message_index for m, _ in hits]
+    assert indexes == [3, 4, 5]
+    assert hits[1][1] >= hits[0][1] and hits[1][1] >= hits[2][1]
+
+
+def test_mmr_removes_near_duplicates(store):
+    store.create_session(ConversationSession(session_id="s", user_id="u"))
+    dupes = ["I love my beagle Biscuit so much"] * 3 + ["Biscuit the beagle needs a vet visit for his ear"]
+    store.store_messages([ConversationMessage(session_id="s", role="human", content=t) for t in dupes])
+    plain = store.recall("beagle Biscuit", user_id="u", limit=2)
+    assert {m.content for m, _ in plain} == {dupes[0]}
+    diverse = store.recall("beagle Biscuit", user_id="u", limit=2, mmr=0.5)
+    assert {m.content for m, _ in diverse} == {dupes[0], dupes[3]}
+
+
+def test_recency_weighting_prefers_newer_turns(store):
+    store.create_session(ConversationSession(session_id="s", user_id="u"))
+    now = datetime.now(timezone.utc)
+    store.store_messages(
+        [
+            ConversationMessage(
+                session_id="s",
+                role="human",
+                content="my favourite tea is green tea",
+                timestamp=now - timedelta(days=400),
+            ),
+            ConversationMessage(
+                session_id="s", role="human", content="my favourite tea is black tea", timestamp=now - timedelta(days=1)
+            ),
+        ]
+    )
+    hits = store.recall("favourite tea", user_id="u", limit=2, recency_weight=0.5, recency_half_life_days=30)
+    assert "black" in hits[0][0].content
+
+
+def test_invalid_arguments_raise_validation_errors(store):
+    _load(store)
+    for kwargs in (
+        {"limit": 0},
+        {"scope": "everything"},
+        {"lexical_weight": 1.5},
+        {"mmr": -0.1},
+        {"roles": ["robot"]},
+        {"since": datetime(2023, 1, 1)},
+        {"exclude_message_ids": ["x"]},
+    ):
+        with pytest.raises(ValidationError):
+            store.recall("beagle", user_id="u1", **kwargs)
+    with pytest.raises(ValidationError):
+        store.recall("   ", user_id="u1")
+    with pytest.raises(ValidationError):
+        store.recall("beagle", scope="session")
+
+
+def test_term_statistics_stay_exact_after_writes_and_deletes(store):
+    _load(store, "u1", "a-")
+    _load(store, "u2", "b-")
+    store.delete_session("a-old")
+    with psycopg.connect(store.pool.conninfo) as conn:
+        kept = conn.execute("SELECT user_id, term, doc_count FROM ltst_term_stats ORDER BY 1, 2").fetchall()
+        truth = conn.execute(
+            "SELECT m.user_id, t.lexeme, count(*) FROM conversation_messages m, unnest(m.search_tsv) t "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        totals = conn.execute("SELECT user_id, doc_count FROM ltst_user_stats ORDER BY 1").fetchall()
+    assert kept == truth
+    assert totals == [("u1", len(NEW_SESSION)), ("u2", len(OLD_SESSION) + len(NEW_SESSION))]
+
+
+def test_fuse_is_pure_and_uses_neighbours():
+    def cand(index: int, bm25: float, cosine: float) -> Candidate:
+        return Candidate(
+            ConversationMessage(session_id="s", role="human", content="x", message_index=index), bm25, cosine
+        )
+
+    pool = [cand(0, 10.0, 0.2), cand(1, 0.0, 0.3), cand(5, 0.0, 0.25)]
+    fuse(pool, lexical_weight=0.5, neighbor_weight=0.0)
+    assert [round(c.score, 3) for c in pool] == [0.5, 0.5, 0.25]
+    fuse(pool, lexical_weight=0.5, neighbor_weight=0.5)
+    # adjacent turns 0 and 1 inherit half of each other's score; turn 5 has no neighbour in the pool
+    assert [round(c.score, 3) for c in pool] == [0.75, 0.75, 0.25]
+    fuse(pool, lexical_weight=1.0, neighbor_weight=0.0)
+    assert [round(c.score, 3) for c in pool] == [1.0, 0.0, 0.0]
+    no_words = [cand(0, 0.0, 0.1), cand(1, 0.0, 0.3)]
+    fuse(no_words, lexical_weight=1.0, neighbor_weight=0.0)  # no word matched: meaning decides
+    assert [c.score for c in no_words] == [0.0, 1.0]
+
+
+async def test_async_recall_matches_sync(astore):
+    await astore.create_session(ConversationSession(session_id="s", user_id="u"))
+    await astore.store_messages(_messages("s", OLD_SESSION, T0))
+    hits = await astore.recall("beagle Biscuit", user_id="u", limit=2)
+    assert "beagle" in hits[0][0].content

@@ -1,0 +1,177 @@
+"""Row Level Security (schema/0005_security.sql): the database itself keeps users apart.
+
+These tests connect as a separate, non-owner application role — the deployment docs/security.md
+recommends — and check that raw SQL through it sees and writes one user's rows only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from ltst_memory.schema import migration_files
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ltst_memory import (
+    AccessDeniedError,
+    ConversationContext,
+    ConversationMessage,
+    ConversationSession,
+    ConversationStorage,
+    SessionRelationship,
+    UserPreference,
+)
+
+TABLES = (
+    "conversation_sessions",
+    "conversation_messages",
+    "conversation_context",
+    "user_preferences",
+    "session_relationships",
+    "session_summary",
+    "ltst_retention_policies",
+)
+_roles = itertools.count()
+
+
+def _as_role(dsn: str, role: str) -> str:
+    params = conninfo_to_dict(dsn)
+    params["user"] = role
+    params.pop("password", None)
+    return make_conninfo("", **params)
+
+
+@pytest.fixture
+def seeded(store: ConversationStorage) -> ConversationStorage:
+    for user in ("alice", "bob"):
+        store.create_session(ConversationSession(session_id=f"{user}-1", user_id=user))
+        store.create_session(ConversationSession(session_id=f"{user}-2", user_id=user))
+        store.store_message(ConversationMessage(session_id=f"{user}-1", role="human", content=f"{user} private note"))
+        store.store_context(
+            ConversationContext(session_id=f"{user}-1", context_type="project", context_key="k", context_value=user)
+        )
+        store.store_preference(UserPreference(user_id=user, preference_key="lang", preference_value=user))
+        store.store_relationship(SessionRelationship(source_session_id=f"{user}-1", target_session_id=f"{user}-2"))
+        store.set_retention_policy(user_id=user, message_days=30)
+    return store
+
+
+@pytest.fixture
+def app_dsn(database_dsn: str, seeded: ConversationStorage) -> Iterator[str]:
+    """A DSN for a LOGIN role that is not the tables' owner, with ordinary read/write grants."""
+    role = f"ltst_app_{os.getpid()}_{next(_roles)}"
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        for statement in (
+            "GRANT USAGE ON SCHEMA public TO {}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}",
+            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}",
+        ):
+            conn.execute(sql.SQL(statement).format(sql.Identifier(role)))
+    try:
+        yield _as_role(database_dsn, role)
+    finally:
+        with psycopg.connect(database_dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
+                (role,),
+            )
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _counts(conn: psycopg.Connection) -> dict[str, int]:
+    return {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0] for t in TABLES}
+
+
+def test_owner_sees_everything(seeded: ConversationStorage) -> None:
+    with seeded.pool.connection() as conn:
+        counts = _counts(conn)
+    assert counts["conversation_sessions"] == 4 and counts["conversation_messages"] == 2
+    assert counts["ltst_retention_policies"] == 2
+
+
+def test_raw_sql_without_a_user_sees_and_writes_nothing(app_dsn: str) -> None:
+    with psycopg.connect(app_dsn) as conn:
+        assert set(_counts(conn).values()) == {0}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO conversation_sessions (session_id, user_id) VALUES ('x', 'mallory')")
+        conn.rollback()
+        assert conn.execute("UPDATE user_preferences SET preference_value = '1'").rowcount == 0
+        assert conn.execute("DELETE FROM conversation_messages").rowcount == 0
+
+
+def test_raw_sql_scoped_to_alice_cannot_read_or_touch_bobs_rows(app_dsn: str, seeded: ConversationStorage) -> None:
+    with psycopg.connect(app_dsn) as conn:
+        conn.execute("SELECT set_config('ltst.user_id', 'alice', true)")
+        counts = _counts(conn)
+        assert counts == {
+            "conversation_sessions": 2,
+            "conversation_messages": 1,
+            "conversation_context": 1,
+            "user_preferences": 1,
+            "session_relationships": 1,
+            "session_summary": 2,
+            "ltst_retention_policies": 1,
+        }
+        users = conn.execute(
+            "SELECT DISTINCT user_id FROM conversation_messages UNION SELECT user_id FROM conversation_sessions"
+        ).fetchall()
+        assert users == [("alice",)]
+        # an attacker-chosen predicate still cannot reach bob's rows
+        assert conn.execute("SELECT count(*) FROM conversation_messages WHERE user_id = 'bob' OR true").fetchone() == (
+            1,
+        )
+        assert conn.execute("DELETE FROM conversation_messages WHERE user_id = 'bob'").rowcount == 0
+        assert conn.execute("UPDATE conversation_sessions SET session_name = 'x' WHERE user_id = 'bob'").rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # cannot write rows for bob
+            conn.execute(
+                "INSERT INTO user_preferences (user_id, preference_key, preference_value) VALUES ('bob','k','1')"
+            )
+        conn.rollback()
+        # the setting is transaction-local: after the transaction the connection sees nothing again
+        assert set(_counts(conn).values()) == {0}
+    with seeded.pool.connection() as conn:  # bob's rows are intact
+        assert conn.execute("SELECT count(*) FROM conversation_messages WHERE user_id = 'bob'").fetchone() == (1,)
+
+
+def test_the_library_on_the_application_role(app_dsn: str, hashing_embedder) -> None:
+    """for_user() works through RLS; the unscoped store on the app role sees nothing (fail closed)."""
+    with ConversationStorage(app_dsn, embedder=hashing_embedder, auto_migrate=False) as app:
+        alice = app.for_user("alice")
+        alice.store_message(ConversationMessage(session_id="alice-1", role="ai", content="reply"))
+        assert [m.content for m in alice.get_messages("alice-1")] == ["alice private note", "reply"]
+        assert {m.user_id for m, _ in alice.search_messages("private note", limit=20)} == {"alice"}
+        assert [p.preference_value for p in alice.get_preferences()] == ["alice"]
+        assert alice.get_session_summary("alice-1").total_messages == 2
+        alice.create_session(ConversationSession(session_id="alice-3", user_id="alice"))
+        # RLS hides bob's session from alice: it looks missing rather than forbidden
+        assert alice.get_session("bob-1") is None
+        with pytest.raises((AccessDeniedError, LookupError)):
+            alice.get_messages("bob-1")
+        assert app.get_user_sessions("bob") == []
+        assert app.search_messages("private note") == []
+        removed = alice.delete_user("alice")
+        assert removed["sessions"] == 3 and removed["messages"] == 2
+    with psycopg.connect(app_dsn) as conn:
+        conn.execute("SELECT set_config('ltst.user_id', 'bob', true)")
+        assert _counts(conn)["conversation_messages"] == 1
+
+
+def test_security_migration_is_idempotent(database_dsn: str) -> None:
+    (text,) = [sql_text for name, sql_text in migration_files() if name == "0005_security.sql"]
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute(text.encode())
+        conn.execute(text.encode())
+        policies = conn.execute(
+            "SELECT tablename FROM pg_policies WHERE policyname = 'ltst_user_isolation' ORDER BY 1"
+        ).fetchall()
+        forced = conn.execute(
+            "SELECT relname FROM pg_class WHERE relname = ANY(%s) AND NOT relrowsecurity", (list(TABLES),)
+        ).fetchall()
+    assert set(TABLES) <= {p[0] for p in policies}
+    assert forced == []
