@@ -11,7 +11,7 @@ is harmless.
 Deferred embedding stores rows with a NULL embedding at once; :class:`EmbeddingWorker` (thread) or
 :class:`AsyncEmbeddingWorker` (task) claims them with ``FOR UPDATE SKIP LOCKED`` (several workers,
 several processes: no row is embedded twice), embeds a batch with one call and writes the vectors.
-Until then :func:`search_unembedded` finds them by words (full-text ``content_tsv``).
+Until then :func:`search_unembedded` finds them by words (full-text ``search_tsv``).
 
 Operations here are generators like those of :mod:`ltst_memory._ops`, plus two instructions of
 their own (:class:`Copy`, :class:`Commit`) run by :func:`run_sync` / :func:`run_async`.
@@ -110,9 +110,9 @@ WHERE m.message_id = x.message_id
 COUNT_PENDING = "SELECT count(*) AS n FROM conversation_messages WHERE embedding IS NULL"
 
 _SEARCH_UNEMBEDDED = f"""
-SELECT {q.MESSAGE_COLUMNS}, ts_rank_cd(content_tsv, query) AS rank
+SELECT {q.MESSAGE_COLUMNS}, ts_rank_cd(search_tsv, query) AS rank
 FROM conversation_messages, websearch_to_tsquery('english', %(query)s) AS query
-WHERE embedding IS NULL AND content_tsv @@ query {{scope}}
+WHERE embedding IS NULL AND search_tsv @@ query {{scope}}
 ORDER BY rank DESC, message_id
 LIMIT %(limit)s
 """

@@ -74,7 +74,8 @@ def test_expected_indexes_exist(database_dsn: str) -> None:
         ).fetchall()
     defs = " ".join(d for _, d in rows)
     assert "USING hnsw (embedding vector_cosine_ops)" in defs
-    assert "USING gin (content_tsv)" in defs
+    assert "USING gin (search_tsv)" in defs
+    assert "(content_tsv)" not in defs  # one full-text index (0006 dropped the duplicate)
     assert "USING gin (metadata jsonb_path_ops)" in defs
     assert "USING hash (content)" in defs
 
