@@ -212,6 +212,44 @@ def get_session_summary(core: Core, session_id: str) -> Op[SessionSummary]:
 # --------------------------------------------------------------------------- messages
 
 
+def lock_sessions_for_write(
+    params: list[dict[str, Any]], uuid_given: list[bool], existing_sql: str
+) -> Op[tuple[dict[str, str], dict[str, int], dict[uuid.UUID, dict[str, Any]]]]:
+    """Lock the sessions a write touches (in id order, so concurrent writers cannot deadlock) and check
+    it: every session exists, a client-given ``message_uuid`` is not used in another session, and every
+    ``parent_message_id`` names a message of the same user. Shared by ``store_messages`` and bulk import.
+
+    Returns the owner and next free ``message_index`` of each session, and the already stored rows
+    (fetched with ``existing_sql``) of the client-given uuids.
+    """
+    session_ids = sorted({p["session_id"] for p in params})
+    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
+    owners = {r["session_id"]: r["user_id"] for r in locked}
+    next_index = {r["session_id"]: r["next_message_index"] for r in locked}
+    for sid in session_ids:
+        if sid not in owners:
+            raise SessionNotFoundError(sid)
+
+    given = {p["message_uuid"]: p["session_id"] for p, was_given in zip(params, uuid_given, strict=True) if was_given}
+    existing: dict[uuid.UUID, dict[str, Any]] = {}
+    if given:
+        rows = yield Query(existing_sql, {"uuids": list(given)})
+        existing = {r["message_uuid"]: r for r in rows}
+        for key, row in existing.items():
+            if row["session_id"] != given[key]:
+                raise ValidationError(f"message_uuid {key} is already used in another session")
+
+    parent_ids = sorted({p["parent_message_id"] for p in params if p["parent_message_id"] is not None})
+    if parent_ids:
+        rows = yield Query(q.SELECT_PARENT_OWNERS, {"ids": parent_ids})
+        parent_owner = {r["message_id"]: r["user_id"] for r in rows}
+        for p in params:
+            pid = p["parent_message_id"]
+            if pid is not None and parent_owner.get(pid) != owners[p["session_id"]]:
+                raise ValidationError(f"parent_message_id {pid} names no message of this user")
+    return owners, next_index, existing
+
+
 def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[list[ConversationMessage]]:
     """Store ``messages`` in one transaction with one embedding call; return them as stored, in order.
 
@@ -233,30 +271,9 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
             params[i]["embedding"] = vector
 
     session_ids = sorted({p["session_id"] for p in params})
-    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
-    owners = {r["session_id"]: r["user_id"] for r in locked}
-    next_index = {r["session_id"]: r["next_message_index"] for r in locked}
-    for sid in session_ids:
-        if sid not in owners:
-            raise SessionNotFoundError(sid)
-
-    given = {p["message_uuid"]: p["session_id"] for i, p in enumerate(params) if messages[i].message_uuid}
-    existing: dict[uuid.UUID, dict[str, Any]] = {}
-    if given:
-        rows = yield Query(q.SELECT_MESSAGES_BY_UUID, {"uuids": list(given)})
-        existing = {r["message_uuid"]: r for r in rows}
-        for key, row in existing.items():
-            if row["session_id"] != given[key]:
-                raise ValidationError(f"message_uuid {key} is already used in another session")
-
-    parent_ids = sorted({p["parent_message_id"] for p in params if p["parent_message_id"] is not None})
-    if parent_ids:
-        rows = yield Query(q.SELECT_PARENT_OWNERS, {"ids": parent_ids})
-        parent_owner = {r["message_id"]: r["user_id"] for r in rows}
-        for p in params:
-            pid = p["parent_message_id"]
-            if pid is not None and parent_owner.get(pid) != owners[p["session_id"]]:
-                raise ValidationError(f"parent_message_id {pid} names no message of this user")
+    owners, next_index, existing = yield from lock_sessions_for_write(
+        params, [m.message_uuid is not None for m in messages], q.SELECT_MESSAGES_BY_UUID
+    )
 
     to_insert: list[dict[str, Any]] = []
     seen: set[uuid.UUID] = set()

@@ -36,9 +36,9 @@ from psycopg.types.json import Jsonb
 
 from . import _ops as ops
 from . import _queries as q
-from ._ops import Core, Embed, Query
+from ._ops import Core, Embed, Query, lock_sessions_for_write
 from .embeddings import embed_checked
-from .errors import SessionNotFoundError, ValidationError
+from .errors import ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
 
 __all__ = [
@@ -223,28 +223,9 @@ def _import_batch(
         result.deferred += len(missing)
 
     session_ids = sorted({p["session_id"] for p in params})
-    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
-    owners = {r["session_id"]: r["user_id"] for r in locked}
-    next_index = {r["session_id"]: r["next_message_index"] for r in locked}
-    for sid in session_ids:
-        if sid not in owners:
-            raise SessionNotFoundError(sid)
-    given = {p["message_uuid"]: p["session_id"] for p, m in zip(params, batch, strict=True) if m.message_uuid}
-    existing: set[uuid.UUID] = set()
-    if given:
-        rows = yield Query(EXISTING_UUIDS, {"uuids": list(given)})
-        for row in rows:
-            if row["session_id"] != given[row["message_uuid"]]:
-                raise ValidationError(f"message_uuid {row['message_uuid']} is already used in another session")
-            existing.add(row["message_uuid"])
-    parent_ids = sorted({p["parent_message_id"] for p in params if p["parent_message_id"] is not None})
-    if parent_ids:
-        rows = yield Query(q.SELECT_PARENT_OWNERS, {"ids": parent_ids})
-        parent_owner = {r["message_id"]: r["user_id"] for r in rows}
-        for p in params:
-            pid = p["parent_message_id"]
-            if pid is not None and parent_owner.get(pid) != owners[p["session_id"]]:
-                raise ValidationError(f"parent_message_id {pid} names no message of this user")
+    owners, next_index, existing = yield from lock_sessions_for_write(
+        params, [m.message_uuid is not None for m in batch], EXISTING_UUIDS
+    )
 
     now = (yield Query(TRANSACTION_NOW, fetch="one"))["now"]
     rows_out: list[tuple[Any, ...]] = []
