@@ -22,6 +22,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the LangChain adapter needs langchain-core: pip install "ltst-memory[langchain]"') from exc
 
+from ltst_memory.errors import ValidationError
 from ltst_memory.models import ConversationMessage
 
 from . import _langchain_ops as lc_ops
@@ -214,9 +215,9 @@ class LTSTVectorStore(VectorStore):
     ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
         texts = list(texts)
         if metadatas is not None and len(metadatas) != len(texts):
-            raise ValueError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
+            raise ValidationError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
         if ids is not None and len(ids) != len(texts):
-            raise ValueError(f"got {len(ids)} ids for {len(texts)} texts")
+            raise ValidationError(f"got {len(ids)} ids for {len(texts)} texts")
         metas = [dict(m) for m in metadatas] if metadatas is not None else [{} for _ in texts]
         id_list = [str(i) if i is not None else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
         return texts, metas, id_list
@@ -420,7 +421,7 @@ class LTSTVectorStore(VectorStore):
     ) -> LTSTVectorStore:
         """Create a store on ``storage`` (required keyword) and add ``texts``."""
         if storage is None:
-            raise ValueError("LTSTVectorStore.from_texts needs storage=ConversationStorage(...)")
+            raise ValidationError("LTSTVectorStore.from_texts needs storage=ConversationStorage(...)")
         store = cls(storage, embedding, collection_name=collection_name, **kwargs)
         store.add_texts(texts, metadatas, ids=ids)
         return store
@@ -438,7 +439,7 @@ class LTSTVectorStore(VectorStore):
         **kwargs: Any,
     ) -> LTSTVectorStore:
         if storage is None:
-            raise ValueError("LTSTVectorStore.afrom_texts needs storage=...")
+            raise ValidationError("LTSTVectorStore.afrom_texts needs storage=...")
         store = cls(storage, embedding, collection_name=collection_name, **kwargs)
         await store.aadd_texts(texts, metadatas, ids=ids)
         return store

@@ -122,7 +122,7 @@ class LTSTStore(BaseStore):
                         else:
                             texts.extend((i, f"{path}.{j}", t) for j, t in enumerate(found))
             else:
-                raise ValueError(f"unknown operation {type(op).__name__}")
+                raise ValidationError(f"unknown operation {type(op).__name__}")
         return plan, texts, queries
 
     def _finish_plan(
@@ -259,7 +259,7 @@ def _matches(condition: MatchCondition, namespace: tuple[str, ...]) -> bool:
     elif condition.match_type == "suffix":
         pairs = zip(reversed(namespace), reversed(path), strict=False)
     else:
-        raise ValueError(f"unsupported match type {condition.match_type!r}")
+        raise ValidationError(f"unsupported match type {condition.match_type!r}")
     return all(p == "*" or n == p for n, p in pairs)
 
 
