@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import psycopg
 import pytest
+from _helpers import speaker_turns
 
 from ltst_memory import (
     AccessDeniedError,
@@ -36,24 +37,11 @@ NEW_SESSION = [
 ]
 
 
-def _messages(session_id: str, turns: list[tuple[str, str]], start: datetime) -> list[ConversationMessage]:
-    return [
-        ConversationMessage(
-            session_id=session_id,
-            role="human" if i % 2 == 0 else "ai",
-            content=text,
-            metadata={"speaker": speaker},
-            timestamp=start + timedelta(minutes=i),
-        )
-        for i, (speaker, text) in enumerate(turns)
-    ]
-
-
 def _load(store, user_id: str = "u1", prefix: str = "") -> None:
     store.create_session(ConversationSession(session_id=f"{prefix}old", user_id=user_id))
     store.create_session(ConversationSession(session_id=f"{prefix}new", user_id=user_id))
-    store.store_messages(_messages(f"{prefix}old", OLD_SESSION, T0))
-    store.store_messages(_messages(f"{prefix}new", NEW_SESSION, T0 + timedelta(days=60)))
+    store.store_messages(speaker_turns(f"{prefix}old", OLD_SESSION, T0))
+    store.store_messages(speaker_turns(f"{prefix}new", NEW_SESSION, T0 + timedelta(days=60)))
 
 
 # --------------------------------------------------------------------------- quality (real model)
@@ -136,7 +124,7 @@ def test_session_scope_and_access_checks(store):
 def test_related_scope_covers_linked_sessions_only(store):
     _load(store, "u1")
     store.create_session(ConversationSession(session_id="other", user_id="u1"))
-    store.store_messages(_messages("other", [("Caroline", "Biscuit the beagle chewed my shoes")], T0))
+    store.store_messages(speaker_turns("other", [("Caroline", "Biscuit the beagle chewed my shoes")], T0))
     before = {m.session_id for m, _ in store.recall("beagle Biscuit", session_id="new", scope="related", limit=50)}
     assert before == {"new"}
     store.store_relationship(SessionRelationship(source_session_id="new", target_session_id="old"))
@@ -264,6 +252,6 @@ def test_fuse_is_pure_and_uses_neighbours():
 
 async def test_async_recall_matches_sync(astore):
     await astore.create_session(ConversationSession(session_id="s", user_id="u"))
-    await astore.store_messages(_messages("s", OLD_SESSION, T0))
+    await astore.store_messages(speaker_turns("s", OLD_SESSION, T0))
     hits = await astore.recall("beagle Biscuit", user_id="u", limit=2)
     assert "beagle" in hits[0][0].content

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from _helpers import speaker_turns
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,24 +38,11 @@ NEW = [
 ]
 
 
-def _messages(session_id: str, turns: list[tuple[str, str]], start: datetime) -> list[ConversationMessage]:
-    return [
-        ConversationMessage(
-            session_id=session_id,
-            role="human" if i % 2 == 0 else "ai",
-            content=text,
-            metadata={"speaker": speaker},
-            timestamp=start + timedelta(minutes=i),
-        )
-        for i, (speaker, text) in enumerate(turns)
-    ]
-
-
 def _load(store, user_id: str = "u1", prefix: str = "") -> None:
     store.create_session(ConversationSession(session_id=f"{prefix}old", user_id=user_id, session_name="Spring chat"))
     store.create_session(ConversationSession(session_id=f"{prefix}new", user_id=user_id))
-    store.store_messages(_messages(f"{prefix}old", OLD, T0))
-    store.store_messages(_messages(f"{prefix}new", NEW, T0 + timedelta(days=60)))
+    store.store_messages(speaker_turns(f"{prefix}old", OLD, T0))
+    store.store_messages(speaker_turns(f"{prefix}new", NEW, T0 + timedelta(days=60)))
     store.store_preference(UserPreference(user_id=user_id, preference_key="tone", preference_value="friendly"))
     store.store_context(
         ConversationContext(
@@ -137,7 +125,7 @@ def test_one_users_memory_never_appears_in_anothers_rehydration(store):
     _load(store, "u1", "a-")
     _load(store, "u2", "b-")
     store.store_preference(UserPreference(user_id="u2", preference_key="only_u2", preference_value=True))
-    store.store_messages(_messages("b-old", [("Zed", "Biscuit beagle leash psychology sunrise secret of u2")], T0))
+    store.store_messages(speaker_turns("b-old", [("Zed", "Biscuit beagle leash psychology sunrise secret of u2")], T0))
     for query in ("beagle Biscuit", "psychology", "secret of u2", None):
         result = store.rehydrate("a-new", query, token_budget=5_000, memory_limit=100)
         assert all(item.message.user_id == "u1" for item in result.memories + result.recent)
@@ -195,7 +183,7 @@ def test_single_session_and_errors(store):
 
 async def test_async_rehydrate(astore):
     await astore.create_session(ConversationSession(session_id="s", user_id="u"))
-    await astore.store_messages(_messages("s", OLD + NEW, T0))
+    await astore.store_messages(speaker_turns("s", OLD + NEW, T0))
     result = await astore.rehydrate("s", "beagle Biscuit", token_budget=300, recent_turns=2)
     assert result.recent and result.memories
     assert estimate_tokens(result.to_prompt()) <= 300
