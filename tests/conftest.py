@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from _helpers import scratch_database
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -83,31 +84,15 @@ def template_db(pg_admin_dsn: str) -> str:
 @pytest.fixture
 def database_dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
     """A DSN of a brand-new database with the ltst schema installed."""
-    name = f"ltst_test_{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    try:
-        yield _with_db(pg_admin_dsn, name)
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(pg_admin_dsn, template_db) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 def empty_database_dsn(pg_admin_dsn: str) -> Iterator[str]:
     """A DSN of a brand-new database without any schema."""
-    name = f"ltst_empty_{os.getpid()}_{next(_counter)}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield _with_db(pg_admin_dsn, name)
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(pg_admin_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")

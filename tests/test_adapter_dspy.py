@@ -7,12 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import dspy
-import psycopg
 import pytest
+from _helpers import scratch_database
 from dspy.utils import DummyLM
 from ltst_memory.adapters.dspy import LTSTMemory, LTSTRetriever
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from ltst_memory import (
     AccessDeniedError,
@@ -26,18 +24,12 @@ from ltst_memory import (
 @pytest.fixture(scope="module")
 async def module_stores(pg_admin_dsn, template_db, hashing_embedder) -> AsyncIterator[tuple[Any, Any]]:
     """A sync and an async store on one fresh database for this module (tests use unique ids)."""
-    name = f"ltst_dspy_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
-        conn.execute(create.format(sql.Identifier(name), sql.Identifier(template_db)))
-    dsn = make_conninfo(pg_admin_dsn, dbname=name)
-    try:
-        with ConversationStorage(dsn, embedder=hashing_embedder) as sync:
-            async with AsyncConversationStorage(dsn, embedder=hashing_embedder) as astore:
-                yield sync, astore
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with (
+        scratch_database(pg_admin_dsn, template_db) as dsn,
+        ConversationStorage(dsn, embedder=hashing_embedder) as sync,
+    ):
+        async with AsyncConversationStorage(dsn, embedder=hashing_embedder) as astore:
+            yield sync, astore
 
 
 def uid(prefix: str) -> str:

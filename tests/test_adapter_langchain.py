@@ -6,10 +6,8 @@ import inspect
 import uuid
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from _helpers import scratch_database
 
 pytest.importorskip("langchain_core")
 pytest.importorskip("langchain_tests")
@@ -56,18 +54,12 @@ async def module_stores(
     Tests keep apart by unique session ids and collection names (a fresh database per test costs
     seconds on a busy machine, and the standard suites have 80 tests).
     """
-    name = f"ltst_lc_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
-        conn.execute(create.format(sql.Identifier(name), sql.Identifier(template_db)))
-    dsn = make_conninfo(pg_admin_dsn, dbname=name)
-    try:
-        with ConversationStorage(dsn, embedder=hashing_embedder) as sync:
-            async with AsyncConversationStorage(dsn, embedder=hashing_embedder) as astore:
-                yield sync, astore
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with (
+        scratch_database(pg_admin_dsn, template_db) as dsn,
+        ConversationStorage(dsn, embedder=hashing_embedder) as sync,
+    ):
+        async with AsyncConversationStorage(dsn, embedder=hashing_embedder) as astore:
+            yield sync, astore
 
 
 @pytest.fixture

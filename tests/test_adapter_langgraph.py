@@ -8,12 +8,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from _helpers import scratch_database
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langgraph.store.base import GetOp, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
 from ltst_memory.adapters.langgraph import LTSTStore
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from ltst_memory import AsyncConversationStorage, ConfigurationError, ConversationStorage, ValidationError
 
@@ -21,19 +20,12 @@ from ltst_memory import AsyncConversationStorage, ConfigurationError, Conversati
 @pytest.fixture(scope="module")
 async def module_stores(pg_admin_dsn, template_db, hashing_embedder) -> AsyncIterator[tuple[Any, Any, str]]:
     """A sync and an async store on one fresh database for this module (tests use unique namespaces)."""
-    name = f"ltst_lg_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_db))
-        )
-    dsn = make_conninfo(pg_admin_dsn, dbname=name)
-    try:
-        with ConversationStorage(dsn, embedder=hashing_embedder) as sync:
-            async with AsyncConversationStorage(dsn, embedder=hashing_embedder) as astore:
-                yield sync, astore, dsn
-    finally:
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with (
+        scratch_database(pg_admin_dsn, template_db) as dsn,
+        ConversationStorage(dsn, embedder=hashing_embedder) as sync,
+    ):
+        async with AsyncConversationStorage(dsn, embedder=hashing_embedder) as astore:
+            yield sync, astore, dsn
 
 
 @pytest.fixture
