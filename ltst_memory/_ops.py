@@ -289,13 +289,11 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
 
     inserted: dict[uuid.UUID, dict[str, Any]] = {}
     if to_insert:
-        rows = yield Query(q.INSERT_MESSAGE, many=to_insert)
+        columns: dict[str, Any] = {c: [p[c] for p in to_insert] for c in q.INSERT_MESSAGES_COLUMNS}
+        columns["session_ids"] = session_ids
+        columns["next_indexes"] = [next_index[s] for s in session_ids]
+        rows = yield Query(q.INSERT_MESSAGES, columns)
         inserted = {r["message_uuid"]: r for r in rows}
-        yield Query(
-            q.ADVANCE_MESSAGE_INDEX,
-            {"session_ids": session_ids, "next_indexes": [next_index[s] for s in session_ids]},
-            fetch="none",
-        )
     result = []
     for p in params:
         row = inserted.get(p["message_uuid"]) or existing[p["message_uuid"]]

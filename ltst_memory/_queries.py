@@ -118,15 +118,49 @@ SELECT_MESSAGES_BY_UUID = f"""
 SELECT {MESSAGE_COLUMNS}, embedding FROM conversation_messages WHERE message_uuid = ANY(%(uuids)s::uuid[])
 """
 
-INSERT_MESSAGE = f"""
-INSERT INTO conversation_messages
-    (message_uuid, session_id, user_id, role, content, message_type, message_index, parent_message_id,
-     metadata, embedding, relevance_score, is_context_message, "timestamp")
-VALUES (%(message_uuid)s, %(session_id)s, %(user_id)s, %(role)s, %(content)s, %(message_type)s,
-        %(message_index)s, %(parent_message_id)s, %(metadata)s::jsonb, %(embedding)s, %(relevance_score)s,
-        %(is_context_message)s, coalesce(%(timestamp)s, now()))
-RETURNING {MESSAGE_COLUMNS}
+# One statement for a whole batch (rows as parallel arrays): the statement-level triggers (summary,
+# activity, BM25 term statistics) fire once per batch, and the sessions' next_message_index advances
+# in the same statement. Callers hold the session rows locked (LOCK_SESSIONS) and assign the indexes.
+INSERT_MESSAGES = f"""
+WITH inserted AS (
+    INSERT INTO conversation_messages
+        (message_uuid, session_id, user_id, role, content, message_type, message_index, parent_message_id,
+         metadata, embedding, relevance_score, is_context_message, "timestamp")
+    SELECT x.message_uuid, x.session_id, x.user_id, x.role, x.content, x.message_type, x.message_index,
+           x.parent_message_id, x.metadata, x.embedding, x.relevance_score, x.is_context_message,
+           coalesce(x.ts, now())
+    FROM unnest(%(message_uuid)s::uuid[], %(session_id)s::text[], %(user_id)s::text[], %(role)s::text[],
+                %(content)s::text[], %(message_type)s::text[], %(message_index)s::int[],
+                %(parent_message_id)s::bigint[], %(metadata)s::jsonb[], %(embedding)b::vector[],
+                %(relevance_score)s::float8[], %(is_context_message)s::bool[], %(timestamp)s::timestamptz[])
+         AS x(message_uuid, session_id, user_id, role, content, message_type, message_index,
+              parent_message_id, metadata, embedding, relevance_score, is_context_message, ts)
+    RETURNING {MESSAGE_COLUMNS}
+),
+advanced AS (
+    UPDATE conversation_sessions AS s SET next_message_index = a.next_index
+    FROM unnest(%(session_ids)s::text[], %(next_indexes)s::int[]) AS a(session_id, next_index)
+    WHERE s.session_id = a.session_id
+)
+SELECT * FROM inserted
 """
+
+#: The columns of INSERT_MESSAGES, each bound as one array.
+INSERT_MESSAGES_COLUMNS = (
+    "message_uuid",
+    "session_id",
+    "user_id",
+    "role",
+    "content",
+    "message_type",
+    "message_index",
+    "parent_message_id",
+    "metadata",
+    "embedding",
+    "relevance_score",
+    "is_context_message",
+    "timestamp",
+)
 
 SELECT_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS} FROM conversation_messages
@@ -198,6 +232,9 @@ SCOPE_SIZE_OF_USER = """
 SELECT coalesce(sum(ss.total_messages), 0) AS n
 FROM conversation_sessions AS s JOIN session_summary AS ss USING (session_id)
 WHERE s.user_id = %(user_id)s
+"""
+SCOPE_SIZE_OF_SESSIONS = """
+SELECT coalesce(sum(total_messages), 0) AS n FROM session_summary WHERE session_id = ANY(%(session_ids)s::text[])
 """
 
 # --------------------------------------------------------------------------- context

@@ -39,8 +39,8 @@ totals AS (
 ),
 idf AS (
     SELECT s.term, ln(1.0 + (tt.n - s.doc_count + 0.5) / (s.doc_count + 0.5)) AS idf
-    FROM ltst_term_stats AS s JOIN terms USING (term) CROSS JOIN totals AS tt
-    WHERE s.user_id = %(stats_user)s
+    FROM ltst_term_stats AS s CROSS JOIN totals AS tt
+    WHERE s.user_id = %(stats_user)s AND s.term = ANY(ARRAY(SELECT term FROM terms))
 )"""
 
 STATS_OF_ALL = """
@@ -55,16 +55,51 @@ idf AS (
     CROSS JOIN totals AS tt
 )"""
 
-_CANDIDATES = """
+# The query's lexemes and, from the term statistics, their idf; "tsq" ORs the lexemes the user has
+# ever used (a lexeme absent from the statistics matches nothing in scope).
+_HEAD = """
 WITH terms AS (
     SELECT DISTINCT t.lexeme AS term FROM unnest(to_tsvector('english', %(query)s)) AS t
 ),
 {stats},
+tsq AS (
+    SELECT string_agg(quote_literal(term), ' | ')::tsquery AS q FROM idf
+),"""
+
+# A large scope: BM25 matches come from the GIN index on search_tsv, the nearest rows from HNSW.
+_MATCH_BY_INDEX = """
 matches AS MATERIALIZED (
     SELECT m.message_id, m.search_tsv FROM conversation_messages AS m
-    WHERE {scope}{filters}
-      AND m.search_tsv @@ (SELECT string_agg(quote_literal(term), ' | ')::tsquery FROM idf)
+    WHERE {scope}{filters} AND m.search_tsv @@ (SELECT q FROM tsq)
 ),
+semantic AS (
+    SELECT m.message_id FROM conversation_messages AS m
+    WHERE {scope}{filters} AND m.embedding IS NOT NULL
+    ORDER BY m.embedding <=> %(embedding)s
+    LIMIT %(candidates)s
+),"""
+
+# A small scope (a few thousand rows, known from session_summary): one pass over the scope's rows
+# (btree on user_id / session_id) computes each row's distance and keeps the tsvector of the rows
+# that match. Exact, and no posting list of a common word is read across every user's messages.
+_MATCH_BY_SCAN = """
+scoped AS MATERIALIZED (
+    SELECT m.message_id,
+           CASE WHEN m.search_tsv @@ (SELECT q FROM tsq) THEN m.search_tsv END AS search_tsv,
+           m.embedding <=> %(embedding)s AS distance
+    FROM conversation_messages AS m
+    WHERE {scope}{filters}
+),
+matches AS (
+    SELECT message_id, search_tsv FROM scoped WHERE search_tsv IS NOT NULL
+),
+semantic AS (
+    SELECT message_id FROM scoped WHERE distance IS NOT NULL
+    ORDER BY distance, message_id
+    LIMIT %(candidates)s
+),"""
+
+_TAIL = """
 bm25 AS MATERIALIZED (
     SELECT x.message_id,
            sum(i.idf * (f.tf * (%(k1)s + 1.0))
@@ -78,12 +113,6 @@ bm25 AS MATERIALIZED (
 ),
 lexical AS (
     SELECT message_id FROM bm25 ORDER BY score DESC, message_id LIMIT %(candidates)s
-),
-semantic AS (
-    SELECT m.message_id FROM conversation_messages AS m
-    WHERE {scope}{filters} AND m.embedding IS NOT NULL
-    ORDER BY m.embedding <=> %(embedding)s
-    LIMIT %(candidates)s
 ),
 seed AS (
     SELECT message_id FROM lexical UNION SELECT message_id FROM semantic
@@ -113,17 +142,19 @@ _POOL_WITH_NEIGHBOURS = """
     WHERE {scope}{filters}"""
 
 
-def candidates_sql(*, scope: str, filters: str, all_users: bool, with_embedding: bool, with_neighbors: bool) -> str:
-    """The candidate statement for one scope fragment and a concatenation of filter fragments."""
+def candidates_sql(
+    *, scope: str, filters: str, all_users: bool, with_embedding: bool, with_neighbors: bool, scan: bool = False
+) -> str:
+    """The candidate statement for one scope fragment and a concatenation of filter fragments.
+
+    ``scan`` reads the scope's rows directly (right for a small scope) instead of going through the
+    full-text and vector indexes (right for a large one).
+    """
     pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
-    return _CANDIDATES.format(
-        pool=pool,
-        stats=STATS_OF_ALL if all_users else STATS_OF_USER,
-        scope=scope,
-        filters=filters,
-        columns=_M_COLUMNS,
-        extra=", m.embedding" if with_embedding else "",
-    )
+    match = (_MATCH_BY_SCAN if scan else _MATCH_BY_INDEX).format(scope=scope, filters=filters)
+    head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
+    tail = _TAIL.format(pool=pool, columns=_M_COLUMNS, extra=", m.embedding" if with_embedding else "")
+    return head + match + tail
 
 
 # Messages at given (session_id, message_index) positions, e.g. the neighbours of a hit.

@@ -280,15 +280,26 @@ def recall(
     if stats_user is not None:
         params["stats_user"] = stats_user
 
+    # A small scope is read directly (exact, no index posting lists); a large one goes through the
+    # GIN and HNSW indexes. The size comes from the trigger-maintained session_summary.
+    size_sql = {"user": q.SCOPE_SIZE_OF_USER, "session": q.SCOPE_SIZE_OF_SESSION}.get(scope)
+    if scope == "related":
+        size_sql = q.SCOPE_SIZE_OF_SESSIONS
+    scan = False
+    if size_sql is not None:
+        size = yield Query(size_sql, params, fetch="one")
+        scan = int(size["n"]) <= core.settings.exact_search_max_rows
     sql = rq.candidates_sql(
         scope=scope_sql,
         filters=filters,
         all_users=stats_user is None,
         with_embedding=mmr is not None,
         with_neighbors=neighbor_weight > 0,
+        scan=scan,
     )
-    ef_search = max(core.settings.hnsw_ef_search, params["candidates"])
-    yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(min(ef_search, 1000))}, fetch="none")
+    if not scan:
+        ef_search = max(core.settings.hnsw_ef_search, params["candidates"])
+        yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(min(ef_search, 1000))}, fetch="none")
     rows = yield Query(sql, params)
     pool = [
         Candidate(
