@@ -255,3 +255,25 @@ async def test_async_recall_matches_sync(astore):
     await astore.store_messages(speaker_turns("s", OLD_SESSION, T0))
     hits = await astore.recall("beagle Biscuit", user_id="u", limit=2)
     assert "beagle" in hits[0][0].content
+
+
+def test_small_scope_scan_and_index_paths_rank_alike(store, database_dsn):
+    """Small scopes are read directly, large ones through GIN + HNSW: the ranking must not depend on it."""
+    from ltst_memory import ConversationStorage, Settings
+
+    _load(store, "u1", "a-")
+    _load(store, "u2", "b-")
+    store.store_relationship(SessionRelationship("a-new", "a-old", "continuation"))
+    settings = Settings.from_env(dsn=database_dsn, exact_search_max_rows=0)  # every scope via the indexes
+    with ConversationStorage(settings=settings, embedder=store.embedder) as indexed:
+        for query, kwargs in (
+            ("beagle puppy Biscuit", {"user_id": "u1"}),
+            ("painting landscapes lake", {"session_id": "a-old", "scope": "session"}),
+            ("weekend beach", {"session_id": "a-new", "scope": "related"}),
+            ("support group", {"user_id": "u1", "metadata": {"speaker": "Caroline"}}),
+        ):
+            scanned = store.recall(query, limit=5, **kwargs)
+            via_index = indexed.recall(query, limit=5, **kwargs)
+            assert scanned, query
+            assert [m.message_id for m, _ in scanned] == [m.message_id for m, _ in via_index], query
+            assert [round(s, 6) for _, s in scanned] == [round(s, 6) for _, s in via_index], query
