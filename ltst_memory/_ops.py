@@ -250,6 +250,20 @@ def lock_sessions_for_write(
     return owners, next_index, existing
 
 
+# The per-row arrays of INSERT_MESSAGES_ONE_SESSION (session, owner and indexes come from the session row).
+_ONE_SESSION_ARRAYS = (
+    "message_uuid",
+    "role",
+    "content",
+    "message_type",
+    "metadata",
+    "embedding",
+    "relevance_score",
+    "is_context_message",
+    "timestamp",
+)
+
+
 def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[list[ConversationMessage]]:
     """Store ``messages`` in one transaction with one embedding call; return them as stored, in order.
 
@@ -271,9 +285,24 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
             params[i]["embedding"] = vector
 
     session_ids = sorted({p["session_id"] for p in params})
-    owners, next_index, existing = yield from lock_sessions_for_write(
-        params, [m.message_uuid is not None for m in messages], q.SELECT_MESSAGES_BY_UUID
-    )
+    uuid_given = [m.message_uuid is not None for m in messages]
+    if len(session_ids) == 1 and not any(uuid_given) and all(p["parent_message_id"] is None for p in params):
+        # the common case (one session, ids and parents left to the store): one statement
+        columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
+        columns["session_id"] = session_ids[0]
+        rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns)
+        if not rows:
+            raise SessionNotFoundError(session_ids[0])
+        by_uuid = {r["message_uuid"]: r for r in rows}
+        stored = []
+        for p in params:
+            message = q.message_from_row(by_uuid[p["message_uuid"]])
+            message.embedding = [float(x) for x in p["embedding"]]
+            stored.append(message)
+        logger.debug("stored %d messages", len(stored))
+        return stored
+
+    owners, next_index, existing = yield from lock_sessions_for_write(params, uuid_given, q.SELECT_MESSAGES_BY_UUID)
 
     to_insert: list[dict[str, Any]] = []
     seen: set[uuid.UUID] = set()

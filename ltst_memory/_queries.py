@@ -145,6 +145,32 @@ advanced AS (
 SELECT * FROM inserted
 """
 
+# The common case in one statement: messages of ONE session, ids and parents left to the store.
+# The UPDATE both locks the session row (concurrent writers queue on it) and reserves the indexes
+# [first_index, first_index + n); no session row means no insert (the caller reports the session
+# as unknown).
+INSERT_MESSAGES_ONE_SESSION = f"""
+WITH session AS (
+    UPDATE conversation_sessions
+    SET next_message_index = next_message_index + cardinality(%(content)s::text[])
+    WHERE session_id = %(session_id)s
+    RETURNING user_id, next_message_index - cardinality(%(content)s::text[]) AS first_index
+)
+INSERT INTO conversation_messages
+    (message_uuid, session_id, user_id, role, content, message_type, message_index, metadata, embedding,
+     relevance_score, is_context_message, "timestamp")
+SELECT x.message_uuid, %(session_id)s, s.user_id, x.role, x.content, x.message_type,
+       s.first_index + x.n::int - 1, x.metadata, x.embedding, x.relevance_score, x.is_context_message,
+       coalesce(x.ts, now())
+FROM session AS s,
+     unnest(%(message_uuid)s::uuid[], %(role)s::text[], %(content)s::text[], %(message_type)s::text[],
+            %(metadata)s::jsonb[], %(embedding)b::vector[], %(relevance_score)s::float8[],
+            %(is_context_message)s::bool[], %(timestamp)s::timestamptz[])
+         WITH ORDINALITY AS x(message_uuid, role, content, message_type, metadata, embedding, relevance_score,
+                              is_context_message, ts, n)
+RETURNING {MESSAGE_COLUMNS}
+"""
+
 #: The columns of INSERT_MESSAGES, each bound as one array.
 INSERT_MESSAGES_COLUMNS = (
     "message_uuid",
