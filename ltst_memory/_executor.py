@@ -1,5 +1,5 @@
 """What the sync and async stores share: settings resolution, binding operations to methods,
-and turning an instruction's cursor into its result."""
+turning an instruction's cursor into its result, and which operations may run on a read replica."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import psycopg
+from psycopg import conninfo as _conninfo
+
+from ._connection import check_vector_extension, redact
 from ._ops import Core, Op, Query
 from .config import Settings
 from .embeddings import Embedder, default_embedder
-from .errors import ConfigurationError, StoreClosedError
+from .errors import ConfigurationError, DatabaseUnavailableError, StoreClosedError
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +34,9 @@ def resolve_settings(
     overrides: dict[str, Any],
 ) -> Settings:
     """Explicit arguments > ``settings`` > environment > defaults."""
-    if dsn is not None and not isinstance(dsn, str):
-        raise ConfigurationError(f"dsn must be a string, got {type(dsn).__name__}")
+    for name, value in (("dsn", dsn), ("read_dsn", overrides.get("read_dsn"))):
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
     if settings is None:
         return Settings.from_env(dsn=dsn, data_dir=data_dir, **overrides)
     given = {k: v for k, v in {"dsn": dsn, "data_dir": data_dir, **overrides}.items() if v is not None}
@@ -72,10 +79,11 @@ def _signature(op: Callable[..., Any], returns: Any) -> inspect.Signature:
 
 def sync_method(op: Callable[Concatenate[Core, P], Op[R]]) -> Callable[Concatenate[Any, P], R]:
     """Bind operation ``op`` as a method of a sync store (which provides ``_run``)."""
+    readonly = is_read_only(op)  # decided here, so a rebound copy (scoped.py) keeps it
 
     @functools.wraps(op)
     def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._run(op(self._core, *args, **kwargs))  # type: ignore[no-any-return]
+        return self._run(op(self._core, *args, **kwargs), readonly=readonly)  # type: ignore[no-any-return]
 
     method.__signature__ = _signature(op, inspect.signature(op).return_annotation)  # type: ignore[attr-defined]
     del method.__wrapped__  # type: ignore[attr-defined]
@@ -84,10 +92,11 @@ def sync_method(op: Callable[Concatenate[Core, P], Op[R]]) -> Callable[Concatena
 
 def async_method(op: Callable[Concatenate[Core, P], Op[R]]) -> Callable[Concatenate[Any, P], Any]:
     """Bind operation ``op`` as a coroutine method of an async store (which provides ``_arun``)."""
+    readonly = is_read_only(op)
 
     @functools.wraps(op)
     async def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self._arun(op(self._core, *args, **kwargs))  # type: ignore[no-any-return]
+        return await self._arun(op(self._core, *args, **kwargs), readonly=readonly)  # type: ignore[no-any-return]
 
     method.__signature__ = _signature(op, inspect.signature(op).return_annotation)  # type: ignore[attr-defined]
     del method.__wrapped__  # type: ignore[attr-defined]
@@ -97,3 +106,100 @@ def async_method(op: Callable[Concatenate[Core, P], Op[R]]) -> Callable[Concaten
 def check_open(closed: bool) -> None:
     if closed:
         raise StoreClosedError("this store is closed; open a new ConversationStorage")
+
+
+# --------------------------------------------------------------------------- read replica
+
+#: The operations that only read: a store opened with ``read_dsn`` / ``read_pool`` runs them on the
+#: replica, everything else on the primary. The one list for both stores (``module.function``; a test
+#: checks every name resolves). Add an operation only if it, and everything it calls, never writes.
+READ_ONLY_OPERATIONS = frozenset(
+    {
+        "ltst_memory._ops.get_session",
+        "ltst_memory._ops.get_user_sessions",
+        "ltst_memory._ops.get_session_summary",
+        "ltst_memory._ops.get_messages",
+        "ltst_memory._ops.get_recent_messages",
+        "ltst_memory._ops.search_messages",
+        "ltst_memory._ops.get_context",
+        "ltst_memory._ops.get_preferences",
+        "ltst_memory._ops.get_related_sessions",
+        "ltst_memory.recall.recall",
+        "ltst_memory.rehydrate.rehydrate",
+    }
+)
+
+
+def is_read_only(op: Any) -> bool:
+    """Whether ``op`` (an operation function, or a generator it returned) is in READ_ONLY_OPERATIONS."""
+    if inspect.isgenerator(op):
+        frame = op.gi_frame
+        name = f"{frame.f_globals.get('__name__')}.{op.gi_code.co_name}" if frame is not None else ""
+    else:
+        name = f"{getattr(op, '__module__', '')}.{getattr(op, '__qualname__', '')}"
+    return name in READ_ONLY_OPERATIONS
+
+
+#: ids of the stores whose operations run on the primary in the current thread / asyncio task.
+_on_primary: ContextVar[frozenset[int]] = ContextVar("ltst_on_primary", default=frozenset())
+
+
+def on_replica(store: Any, op: Op[Any], readonly: bool | None) -> bool:
+    """Whether ``store`` runs ``op`` on its read replica: it has one, the operation only reads
+    (``readonly``; ``None``: look ``op`` up), and no ``with store.primary:`` block is active."""
+    if store._read_pool is None:
+        return False
+    if readonly is None:
+        readonly = is_read_only(op)
+    return readonly and id(store) not in _on_primary.get()
+
+
+class OnPrimary:
+    """``with store.primary:`` — within the block (this thread or asyncio task), every operation of
+    ``store`` runs on the primary, so reads see the writes just committed. Re-entrant; a no-op for a
+    store without a read replica."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._tokens: list[Token[frozenset[int]]] = []
+
+    def __enter__(self) -> Any:
+        self._tokens.append(_on_primary.set(_on_primary.get() | {id(self._store)}))
+        return self._store
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _on_primary.reset(self._tokens.pop())
+
+
+def primary_reads(self: Any) -> OnPrimary:
+    """A context manager: inside ``with store.primary:`` this store reads from the primary, not
+    the read replica (read-your-writes in the current thread or asyncio task). See docs/scaling.md."""
+    return OnPrimary(self)
+
+
+def check_replica(dsn: str, timeout: float) -> None:
+    """Connect once to the read replica ``dsn`` (failing fast, before a pool would retry for ``timeout``
+    seconds) and check that it has the schema. Never migrates: migrations run on the primary only."""
+    try:
+        conn = psycopg.connect(dsn, connect_timeout=max(1, int(timeout)))
+    except psycopg.OperationalError as exc:
+        raise replica_unavailable(dsn, exc) from None
+    with conn:
+        check_vector_extension(conn)
+
+
+def replica_unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
+    """A DatabaseUnavailableError for the read replica ``dsn`` that never shows its password."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        password = _conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:  # an unparseable DSN: redact() says so
+        password = None
+    if password:
+        detail = detail.replace(str(password), "***")
+    return DatabaseUnavailableError(
+        f"cannot connect to the read replica at {redact(dsn)}: {detail}. Check that it runs and that "
+        "read_dsn / LTST_READ_DATABASE_URL is right (or unset it to read from the primary)."
+    )

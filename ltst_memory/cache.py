@@ -10,6 +10,11 @@ old) answer in the cache (a per-session generation counter guards it). Writes ma
 processes or by SQL outside the store are not seen until the entry expires: keep the TTL short, or
 call ``clear_cache()``, when several processes write the same sessions.
 
+With a read replica (``read_dsn``), a miss that will be cached is read from the primary: an answer
+from a lagging replica, cached after this store's own write invalidated the entry, would hide that
+write for the whole TTL. With caching off (``ttl`` 0) ``get_session`` reads the replica like the
+other read-only operations.
+
 Counters: ``store.cache_stats()`` -> ``{"hits", "misses", "hit_rate", "invalidations", "evictions",
 "size", "ttl"}``.
 """
@@ -27,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._executor import _signature
+from ._executor import _signature, is_read_only
 from .errors import ConfigurationError
 
 __all__ = ["DEFAULT_TTL", "SessionCache"]
@@ -185,6 +190,7 @@ def _wrap(method: Callable[..., Any], doc_from: Callable[..., Any]) -> None:
 
 def sync_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
     """A sync store method running ``op(session_id)`` through the cache."""
+    readonly = is_read_only(op)
 
     @functools.wraps(op)
     def method(self: Any, session_id: str) -> Any:
@@ -193,7 +199,7 @@ def sync_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
         if hit:
             return value
         generation = cache.generation(session_id) if isinstance(session_id, str) else (0, 0)
-        value = self._run(op(self._core, session_id))
+        value = self._run(op(self._core, session_id), readonly=readonly and cache.ttl <= 0)  # module docstring
         if value is not None:
             cache.put(kind, session_id, value, generation)
         return value
@@ -205,6 +211,7 @@ def sync_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
 
 def async_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
     """An async store method running ``op(session_id)`` through the cache."""
+    readonly = is_read_only(op)
 
     @functools.wraps(op)
     async def method(self: Any, session_id: str) -> Any:
@@ -213,7 +220,7 @@ def async_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
         if hit:
             return value
         generation = cache.generation(session_id) if isinstance(session_id, str) else (0, 0)
-        value = await self._arun(op(self._core, session_id))
+        value = await self._arun(op(self._core, session_id), readonly=readonly and cache.ttl <= 0)
         if value is not None:
             cache.put(kind, session_id, value, generation)
         return value

@@ -34,7 +34,8 @@ def _env_int(name: str, default: int) -> int:
 class Settings:
     """Everything a store needs to know before it opens.
 
-    ``dsn`` of ``None`` means "use the embedded PostgreSQL in ``data_dir``".
+    ``dsn`` of ``None`` means "use the embedded PostgreSQL in ``data_dir``". ``read_dsn`` names a
+    read replica for the operations that only read (``None``: they run on ``dsn`` too).
     """
 
     dsn: str | None = None
@@ -49,11 +50,13 @@ class Settings:
     #: Scoped searches over at most this many messages are exact (btree + full distance sort);
     #: larger scopes use the HNSW index with pgvector's iterative scans.
     exact_search_max_rows: int = 5_000
+    #: A streaming replica (``LTST_READ_DATABASE_URL``) for read-only operations; see docs/scaling.md.
+    read_dsn: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Build settings from ``LTST_*`` / ``DATABASE_URL`` variables; ``overrides`` that are not
-        ``None`` win over the environment."""
+        """Build settings from ``LTST_*`` / ``DATABASE_URL`` variables (a read replica from
+        ``LTST_READ_DATABASE_URL``); ``overrides`` that are not ``None`` win over the environment."""
         env = os.environ
         dsn = env.get("LTST_DATABASE_URL") or env.get("DATABASE_URL") or None
         data_dir = Path(env["LTST_DATA_DIR"]).expanduser() if env.get("LTST_DATA_DIR") else default_data_dir()
@@ -63,6 +66,7 @@ class Settings:
             embedding_model=env.get("LTST_EMBEDDING_MODEL") or DEFAULT_EMBEDDING_MODEL,
             max_content_chars=_env_int("LTST_MAX_CONTENT_CHARS", 100_000),
             pool_max_size=_env_int("LTST_POOL_MAX_SIZE", 10),
+            read_dsn=env.get("LTST_READ_DATABASE_URL") or None,
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         if "data_dir" in given:

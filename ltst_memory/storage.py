@@ -28,11 +28,22 @@ from ._connection import (
     release_embedded,
     unavailable,
 )
-from ._executor import check_open, describe, make_core, resolve_settings, result_of, sync_method
+from ._executor import (
+    check_open,
+    check_replica,
+    describe,
+    make_core,
+    on_replica,
+    primary_reads,
+    replica_unavailable,
+    resolve_settings,
+    result_of,
+    sync_method,
+)
 from ._ops import Embed, Op, Query, R
 from .config import Settings
 from .embeddings import Embedder, embed_checked
-from .errors import DatabaseUnavailableError
+from .errors import ConfigurationError, DatabaseUnavailableError
 from .migrate import ensure_embedding_model, migrate
 from .stats import track_operation
 
@@ -49,6 +60,11 @@ class ConversationStorage:
     over your own psycopg ``ConnectionPool`` as ``pool`` (the store does not close it). The schema is
     migrated on open unless ``auto_migrate=False``. Use it as a context manager or call :meth:`close`.
 
+    ``read_dsn`` (or ``LTST_READ_DATABASE_URL``, or your own ``read_pool``) names a read replica: the
+    reads of sessions, messages, context, preferences and relationships, ``search_messages``,
+    ``recall`` and ``rehydrate`` run there, everything else on the primary. Replica reads may lag:
+    ``with store.primary:`` reads the primary (docs/scaling.md).
+
     Every method runs in one transaction: a call either fully happens or changes nothing.
     """
 
@@ -59,6 +75,8 @@ class ConversationStorage:
         data_dir: str | Path | None = None,
         embedder: Embedder | None = None,
         pool: ConnectionPool[Any] | None = None,
+        read_dsn: str | None = None,
+        read_pool: ConnectionPool[Any] | None = None,
         settings: Settings | None = None,
         auto_migrate: bool | None = None,
         max_content_chars: int | None = None,
@@ -68,18 +86,29 @@ class ConversationStorage:
             dsn,
             data_dir,
             settings,
-            {"auto_migrate": auto_migrate, "max_content_chars": max_content_chars, "pool_max_size": pool_max_size},
+            {
+                "auto_migrate": auto_migrate,
+                "max_content_chars": max_content_chars,
+                "pool_max_size": pool_max_size,
+                "read_dsn": read_dsn,
+            },
         )
+        if read_dsn is not None and read_pool is not None:
+            raise ConfigurationError("pass read_dsn or read_pool, not both")
         self._core = make_core(self._settings, embedder)
         self._closed = True
         self._embedded_dir: Path | None = None
         self._owns_pool = pool is None
+        self._given_read_pool = read_pool
+        self._read_pool: ConnectionPool[Any] | None = None  # None: every operation runs on the primary
+        self._read_conninfo = "" if read_pool is not None else (self._settings.read_dsn or "")
         self._registered: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         conninfo = self._settings.dsn
         if pool is None and conninfo is None:
             self._embedded_dir = self._settings.data_dir
             conninfo = acquire_embedded(self._embedded_dir)
         self._conninfo = conninfo or ""
+        opened: list[ConnectionPool[Any]] = []
         try:
             if pool is None:
                 self._prepare_database(self._conninfo)
@@ -93,16 +122,22 @@ class ConversationStorage:
                     name="ltst-memory",
                     open=False,
                 )
-                pool.open(wait=True, timeout=self._settings.pool_timeout)
+                opened.append(pool)
+                try:
+                    pool.open(wait=True, timeout=self._settings.pool_timeout)
+                except PoolTimeout as exc:
+                    raise unavailable(self._conninfo, exc) from None
             self._pool = pool
-        except PoolTimeout as exc:
-            self._release_embedded()
-            raise unavailable(self._conninfo, exc) from None
+            self._read_pool = self._open_read_pool(opened)
         except BaseException:
+            for opened_pool in opened:
+                opened_pool.close()
             self._release_embedded()
             raise
         self._closed = False
         logger.info("ltst-memory store open on %s", redact(self._conninfo) if self._conninfo else "a given pool")
+        if self._read_pool is not None:
+            logger.info("ltst-memory reads on replica %s", self.read_dsn)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -118,16 +153,40 @@ class ConversationStorage:
             embedder = self._core.embedder
             ensure_embedding_model(conn, embedder.model_name, embedder.dimension)
 
+    def _open_read_pool(self, opened: list[ConnectionPool[Any]]) -> ConnectionPool[Any] | None:
+        """The read replica's pool: the given ``read_pool``, one opened on ``read_dsn``, or ``None``."""
+        if self._given_read_pool is not None or not self._read_conninfo:
+            return self._given_read_pool
+        check_replica(self._read_conninfo, self._settings.pool_timeout)
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self._read_conninfo,
+            min_size=self._settings.pool_min_size,
+            max_size=self._settings.pool_max_size,
+            timeout=self._settings.pool_timeout,
+            configure=_configure_replica,
+            check=ConnectionPool.check_connection,
+            name="ltst-memory-read",
+            open=False,
+        )
+        opened.append(pool)
+        try:
+            pool.open(wait=True, timeout=self._settings.pool_timeout)
+        except PoolTimeout as exc:
+            raise replica_unavailable(self._read_conninfo, exc) from None
+        return pool
+
     def _release_embedded(self) -> None:
         if self._embedded_dir is not None:
             release_embedded(self._embedded_dir)
             self._embedded_dir = None
 
     def close(self) -> None:
-        """Close the pool (if the store opened it) and release the embedded server. Idempotent."""
+        """Close the pools (those the store opened) and release the embedded server. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._read_pool is not None and self._given_read_pool is None:
+            self._read_pool.close()
         if self._owns_pool:
             self._pool.close()
         self._release_embedded()
@@ -162,6 +221,16 @@ class ConversationStorage:
         return redact(self._conninfo) if self._conninfo else "<external pool>"
 
     @property
+    def read_dsn(self) -> str | None:
+        """The read replica's connection string, password redacted (``"<external pool>"`` for a given
+        ``read_pool``); ``None`` when every operation runs on the primary."""
+        if self._given_read_pool is not None:
+            return "<external pool>"
+        return redact(self._read_conninfo) if self._read_conninfo else None
+
+    primary = property(primary_reads)  # `with store.primary:` reads the primary (ltst_memory/_executor.py)
+
+    @property
     def pool(self) -> ConnectionPool[Any]:
         """The psycopg connection pool (for advanced use: your own queries on the same database)."""
         return self._pool
@@ -180,23 +249,34 @@ class ConversationStorage:
     # ------------------------------------------------------------------ executor
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _connection(self, replica: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the primary pool, or of the read replica's with ``replica``."""
+        replica = replica and self._read_pool is not None
+        pool = self._read_pool if replica and self._read_pool is not None else self._pool
+        given = self._given_read_pool is not None if replica else not self._owns_pool
         try:
-            with self._pool.connection() as conn:
-                if not self._owns_pool and conn not in self._registered:
+            with pool.connection() as conn:
+                if given and conn not in self._registered:
                     register_vector(conn)
                     self._registered.add(conn)
                 yield conn
         except PoolTimeout as exc:
             raise DatabaseUnavailableError(
-                f"no database connection available within {self._settings.pool_timeout}s "
-                f"(pool of {self._pool.max_size}); is the server up at {self.dsn}?"
+                f"no {'read replica ' if replica else 'database '}connection available within "
+                f"{self._settings.pool_timeout}s (pool of {pool.max_size}); "
+                f"is the server up at {self.read_dsn if replica else self.dsn}?"
             ) from exc
         except psycopg.OperationalError as exc:
-            raise unavailable(self._conninfo, exc) from exc
+            raise self._unavailable(replica, exc) from exc
 
-    def _run(self, op: Op[R]) -> R:
+    def _unavailable(self, replica: bool, exc: BaseException) -> DatabaseUnavailableError:
+        return replica_unavailable(self._read_conninfo, exc) if replica else unavailable(self._conninfo, exc)
+
+    def _run(self, op: Op[R], *, readonly: bool | None = None) -> R:
+        """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
+        (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS)."""
         check_open(self._closed)
+        replica = on_replica(self, op, readonly)
         with ExitStack() as stack:
             stack.enter_context(track_operation(self._core, op))  # timings by operation: ltst_memory/stats.py
             conn: psycopg.Connection[Any] | None = None
@@ -210,11 +290,11 @@ class ConversationStorage:
                     result = embed_checked(self._core.embedder, instruction.texts)
                     continue
                 if conn is None:
-                    conn = stack.enter_context(self._connection())
+                    conn = stack.enter_context(self._connection(replica))
                     stack.enter_context(conn.transaction())
-                result = self._execute(conn, instruction)
+                result = self._execute(conn, instruction, replica)
 
-    def _execute(self, conn: psycopg.Connection[Any], query: Query) -> Any:
+    def _execute(self, conn: psycopg.Connection[Any], query: Query, replica: bool = False) -> Any:
         logger.debug("query %s", describe(query))
         try:
             with conn.cursor(row_factory=ROW_FACTORY) as cur:
@@ -231,7 +311,7 @@ class ConversationStorage:
                     if not cur.nextset():
                         return rows
         except psycopg.OperationalError as exc:
-            raise unavailable(self._conninfo, exc) from exc
+            raise self._unavailable(replica, exc) from exc
 
     # ------------------------------------------------------------------ API
 
@@ -274,6 +354,13 @@ class ConversationStorage:
     # in-process session cache (ltst_memory/cache.py)
     cache_stats = cache.cache_stats
     clear_cache = cache.clear_cache
+
+
+def _configure_replica(conn: psycopg.Connection[Any]) -> None:
+    """Connections of a replica pool the store opens run read-only transactions: a write routed there by
+    mistake fails, even on a server that is not a hot standby."""
+    conn.read_only = True
+    register_vector(conn)
 
 
 def _versions() -> Op[dict[str, str]]:

@@ -33,11 +33,22 @@ from ._connection import (
     release_embedded,
     unavailable,
 )
-from ._executor import async_method, check_open, describe, make_core, resolve_settings, result_of
+from ._executor import (
+    async_method,
+    check_open,
+    check_replica,
+    describe,
+    make_core,
+    on_replica,
+    primary_reads,
+    replica_unavailable,
+    resolve_settings,
+    result_of,
+)
 from ._ops import Embed, Op, Query, R
 from .config import Settings
 from .embeddings import Embedder, embed_checked
-from .errors import DatabaseUnavailableError
+from .errors import ConfigurationError, DatabaseUnavailableError
 from .migrate import ensure_embedding_model, migrate
 from .stats import track_operation
 
@@ -51,7 +62,8 @@ class AsyncConversationStorage:
 
     Create it with ``await AsyncConversationStorage.open(...)`` or ``async with
     AsyncConversationStorage(...) as store:``; the arguments are those of
-    :class:`~ltst_memory.ConversationStorage`. Every method is a coroutine running one transaction.
+    :class:`~ltst_memory.ConversationStorage` (``pool`` and ``read_pool`` are ``AsyncConnectionPool``s).
+    Every method is a coroutine running one transaction.
     """
 
     def __init__(
@@ -61,6 +73,8 @@ class AsyncConversationStorage:
         data_dir: str | Path | None = None,
         embedder: Embedder | None = None,
         pool: AsyncConnectionPool[Any] | None = None,
+        read_dsn: str | None = None,
+        read_pool: AsyncConnectionPool[Any] | None = None,
         settings: Settings | None = None,
         auto_migrate: bool | None = None,
         max_content_chars: int | None = None,
@@ -70,12 +84,22 @@ class AsyncConversationStorage:
             dsn,
             data_dir,
             settings,
-            {"auto_migrate": auto_migrate, "max_content_chars": max_content_chars, "pool_max_size": pool_max_size},
+            {
+                "auto_migrate": auto_migrate,
+                "max_content_chars": max_content_chars,
+                "pool_max_size": pool_max_size,
+                "read_dsn": read_dsn,
+            },
         )
+        if read_dsn is not None and read_pool is not None:
+            raise ConfigurationError("pass read_dsn or read_pool, not both")
         self._core = make_core(self._settings, embedder)
         self._given_pool = pool
         self._pool: AsyncConnectionPool[Any] | None = None
         self._owns_pool = pool is None
+        self._given_read_pool = read_pool
+        self._read_pool: AsyncConnectionPool[Any] | None = None  # None: every operation runs on the primary
+        self._read_conninfo = "" if read_pool is not None else (self._settings.read_dsn or "")
         self._embedded_dir: Path | None = None
         self._conninfo = ""
         self._closed = True
@@ -92,37 +116,70 @@ class AsyncConversationStorage:
         """Start/join the database, migrate and open the pool. Called by ``open`` and ``async with``."""
         if not self._closed:
             return
-        if self._given_pool is not None:
-            self._pool = self._given_pool
-            self._closed = False
-            return
+        opened: list[AsyncConnectionPool[Any]] = []
+        try:
+            if self._given_pool is not None:
+                pool = self._given_pool
+            else:
+                pool = await self._open_pool(opened)
+            read_pool = await self._open_read_pool(opened)
+        except BaseException:
+            for opened_pool in opened:
+                await opened_pool.close()
+            self._release_embedded()
+            raise
+        self._pool = pool
+        self._read_pool = read_pool
+        self._closed = False
+        logger.info("ltst-memory async store open on %s", self.dsn)
+        if read_pool is not None:
+            logger.info("ltst-memory async store reads on replica %s", self.read_dsn)
+
+    async def _open_pool(self, opened: list[AsyncConnectionPool[Any]]) -> AsyncConnectionPool[Any]:
         conninfo = self._settings.dsn
         if conninfo is None:
             self._embedded_dir = self._settings.data_dir
             conninfo = await asyncio.to_thread(acquire_embedded, self._embedded_dir)
         self._conninfo = conninfo
+        await asyncio.to_thread(self._prepare_database, conninfo)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo,
+            min_size=self._settings.pool_min_size,
+            max_size=self._settings.pool_max_size,
+            timeout=self._settings.pool_timeout,
+            configure=register_vector_async,
+            check=AsyncConnectionPool.check_connection,  # drop connections a server restart killed
+            name="ltst-memory-async",
+            open=False,
+        )
+        opened.append(pool)
         try:
-            await asyncio.to_thread(self._prepare_database, conninfo)
-            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                conninfo,
-                min_size=self._settings.pool_min_size,
-                max_size=self._settings.pool_max_size,
-                timeout=self._settings.pool_timeout,
-                configure=register_vector_async,
-                check=AsyncConnectionPool.check_connection,  # drop connections a server restart killed
-                name="ltst-memory-async",
-                open=False,
-            )
             await pool.open(wait=True, timeout=self._settings.pool_timeout)
         except PoolTimeout as exc:
-            self._release_embedded()
             raise unavailable(conninfo, exc) from None
-        except BaseException:
-            self._release_embedded()
-            raise
-        self._pool = pool
-        self._closed = False
-        logger.info("ltst-memory async store open on %s", redact(conninfo))
+        return pool
+
+    async def _open_read_pool(self, opened: list[AsyncConnectionPool[Any]]) -> AsyncConnectionPool[Any] | None:
+        """The read replica's pool: the given ``read_pool``, one opened on ``read_dsn``, or ``None``."""
+        if self._given_read_pool is not None or not self._read_conninfo:
+            return self._given_read_pool
+        await asyncio.to_thread(check_replica, self._read_conninfo, self._settings.pool_timeout)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            self._read_conninfo,
+            min_size=self._settings.pool_min_size,
+            max_size=self._settings.pool_max_size,
+            timeout=self._settings.pool_timeout,
+            configure=_configure_replica,
+            check=AsyncConnectionPool.check_connection,
+            name="ltst-memory-async-read",
+            open=False,
+        )
+        opened.append(pool)
+        try:
+            await pool.open(wait=True, timeout=self._settings.pool_timeout)
+        except PoolTimeout as exc:
+            raise replica_unavailable(self._read_conninfo, exc) from None
+        return pool
 
     def _prepare_database(self, conninfo: str) -> None:
         try:
@@ -141,10 +198,12 @@ class AsyncConversationStorage:
             self._embedded_dir = None
 
     async def close(self) -> None:
-        """Close the pool (if the store opened it) and release the embedded server. Idempotent."""
+        """Close the pools (those the store opened) and release the embedded server. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._read_pool is not None and self._given_read_pool is None:
+            await self._read_pool.close()
         if self._owns_pool and self._pool is not None:
             await self._pool.close()
         self._release_embedded()
@@ -178,6 +237,16 @@ class AsyncConversationStorage:
         """The connection string in use, password redacted."""
         return redact(self._conninfo) if self._conninfo else "<external pool>"
 
+    @property
+    def read_dsn(self) -> str | None:
+        """The read replica's connection string, password redacted (``"<external pool>"`` for a given
+        ``read_pool``); ``None`` when every operation runs on the primary."""
+        if self._given_read_pool is not None:
+            return "<external pool>"
+        return redact(self._read_conninfo) if self._read_conninfo else None
+
+    primary = property(primary_reads)  # `with store.primary:` reads the primary (ltst_memory/_executor.py)
+
     async def versions(self) -> dict[str, str]:
         """``{"postgres": ..., "pgvector": ...}`` versions of the server."""
         from .storage import _versions
@@ -187,24 +256,34 @@ class AsyncConversationStorage:
     # ------------------------------------------------------------------ executor
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(self, replica: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection of the primary pool, or of the read replica's with ``replica``."""
         assert self._pool is not None  # guarded by check_open
+        replica = replica and self._read_pool is not None
+        pool = self._read_pool if replica and self._read_pool is not None else self._pool
+        given = self._given_read_pool is not None if replica else not self._owns_pool
         try:
-            async with self._pool.connection() as conn:
-                if not self._owns_pool and conn not in self._registered:
+            async with pool.connection() as conn:
+                if given and conn not in self._registered:
                     await register_vector_async(conn)
                     self._registered.add(conn)
                 yield conn
         except PoolTimeout as exc:
             raise DatabaseUnavailableError(
-                f"no database connection available within {self._settings.pool_timeout}s; "
-                f"is the server up at {self.dsn}?"
+                f"no {'read replica ' if replica else 'database '}connection available within "
+                f"{self._settings.pool_timeout}s; is the server up at {self.read_dsn if replica else self.dsn}?"
             ) from exc
         except psycopg.OperationalError as exc:
-            raise unavailable(self._conninfo, exc) from exc
+            raise self._unavailable(replica, exc) from exc
 
-    async def _arun(self, op: Op[R]) -> R:
+    def _unavailable(self, replica: bool, exc: BaseException) -> DatabaseUnavailableError:
+        return replica_unavailable(self._read_conninfo, exc) if replica else unavailable(self._conninfo, exc)
+
+    async def _arun(self, op: Op[R], *, readonly: bool | None = None) -> R:
+        """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
+        (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS)."""
         check_open(self._closed)
+        replica = on_replica(self, op, readonly)
         async with AsyncExitStack() as stack:
             stack.enter_context(track_operation(self._core, op))  # timings by operation: ltst_memory/stats.py
             conn: psycopg.AsyncConnection[Any] | None = None
@@ -218,11 +297,11 @@ class AsyncConversationStorage:
                     result = await asyncio.to_thread(embed_checked, self._core.embedder, instruction.texts)
                     continue
                 if conn is None:
-                    conn = await stack.enter_async_context(self._connection())
+                    conn = await stack.enter_async_context(self._connection(replica))
                     await stack.enter_async_context(conn.transaction())
-                result = await self._execute(conn, instruction)
+                result = await self._execute(conn, instruction, replica)
 
-    async def _execute(self, conn: psycopg.AsyncConnection[Any], query: Query) -> Any:
+    async def _execute(self, conn: psycopg.AsyncConnection[Any], query: Query, replica: bool = False) -> Any:
         logger.debug("query %s", describe(query))
         try:
             async with conn.cursor(row_factory=ROW_FACTORY) as cur:
@@ -239,7 +318,7 @@ class AsyncConversationStorage:
                     if not cur.nextset():
                         return rows
         except psycopg.OperationalError as exc:
-            raise unavailable(self._conninfo, exc) from exc
+            raise self._unavailable(replica, exc) from exc
 
     # ------------------------------------------------------------------ API
 
@@ -282,6 +361,12 @@ class AsyncConversationStorage:
     # in-process session cache (ltst_memory/cache.py)
     cache_stats = cache.cache_stats
     clear_cache = cache.clear_cache
+
+
+async def _configure_replica(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Connections of a replica pool the store opens run read-only transactions (see storage.py)."""
+    await conn.set_read_only(True)
+    await register_vector_async(conn)
 
 
 async def _fetch(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
