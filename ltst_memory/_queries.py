@@ -59,7 +59,7 @@ INSERT INTO conversation_sessions
     (session_id, user_id, session_name, session_type, status, metadata, context_summary, relevance_score)
 VALUES (%(session_id)s, %(user_id)s, %(session_name)s, %(session_type)s, %(status)s, %(metadata)s::jsonb,
         %(context_summary)s, %(relevance_score)s)
-ON CONFLICT (session_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING {SESSION_COLUMNS}
 """
 
@@ -270,7 +270,7 @@ INSERT INTO conversation_context AS c
     (session_id, user_id, context_type, context_key, context_value, relevance_score, metadata, expires_at)
 VALUES (%(session_id)s, %(user_id)s, %(context_type)s, %(context_key)s, %(context_value)s,
         %(relevance_score)s, %(metadata)s::jsonb, %(expires_at)s)
-ON CONFLICT (session_id, context_type, context_key) DO UPDATE SET
+ON CONFLICT ON CONSTRAINT conversation_context_key DO UPDATE SET
     context_value = EXCLUDED.context_value,
     relevance_score = EXCLUDED.relevance_score,
     metadata = EXCLUDED.metadata,
@@ -322,7 +322,7 @@ INSERT INTO session_relationships AS r
     (source_session_id, target_session_id, relationship_type, relationship_strength, metadata)
 VALUES (%(source_session_id)s, %(target_session_id)s, %(relationship_type)s, %(relationship_strength)s,
         %(metadata)s::jsonb)
-ON CONFLICT (source_session_id, target_session_id, relationship_type) DO UPDATE SET
+ON CONFLICT ON CONSTRAINT session_relationships_key DO UPDATE SET
     relationship_strength = EXCLUDED.relationship_strength,
     metadata = EXCLUDED.metadata
 RETURNING {RELATIONSHIP_COLUMNS}

@@ -108,7 +108,7 @@ INSERT INTO conversation_sessions
      created_at, last_activity)
 VALUES (%(session_id)s, %(user_id)s, %(session_name)s, %(session_type)s, %(status)s, %(metadata)s::jsonb,
         %(context_summary)s, %(relevance_score)s, coalesce(%(created_at)s, now()), coalesce(%(last_activity)s, now()))
-ON CONFLICT (session_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING session_id
 """
 LINK_PARENTS = """

@@ -70,7 +70,7 @@ INSERT INTO conversation_context
 SELECT s.session_id, s.user_id, %(context_type)s, %(context_key)s, %(context_value)s, %(relevance_score)s,
        %(metadata)s::jsonb, %(expires_at)s, coalesce(%(created_at)s, now()), coalesce(%(updated_at)s, now())
 FROM conversation_sessions AS s WHERE s.session_id = %(session_id)s
-ON CONFLICT (session_id, context_type, context_key) DO NOTHING
+ON CONFLICT DO NOTHING
 """
 IMPORT_PREFERENCE = """
 INSERT INTO user_preferences
@@ -89,7 +89,7 @@ WHERE (SELECT count(DISTINCT user_id) FROM conversation_sessions
         WHERE session_id IN (%(source_session_id)s, %(target_session_id)s)) = 1
   AND (SELECT count(*) FROM conversation_sessions
         WHERE session_id IN (%(source_session_id)s, %(target_session_id)s)) = 2
-ON CONFLICT (source_session_id, target_session_id, relationship_type) DO NOTHING
+ON CONFLICT DO NOTHING
 """
 
 # --------------------------------------------------------------------------- export

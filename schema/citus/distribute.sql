@@ -1,0 +1,439 @@
+-- ltst-memory: make a database migrated to 0007 distributable with Citus, distribution column user_id.
+--
+-- Opt-in, and NOT a numbered migration: `ltst migrate` never applies it, and a single-node database
+-- keeps the keys of 0001-0007 (session ids unique across all users, and so on). See docs/citus.md.
+--
+--   psql -d DB -v ON_ERROR_STOP=1 -f schema/citus/distribute.sql      or      ltst citus-prepare --dsn DB
+--
+-- Plain SQL, idempotent (a second run changes nothing). Two steps:
+--   1. one transaction rewrites the schema so that it satisfies Citus's co-location rules:
+--        * session_summary and session_relationships get a user_id column (backfilled from
+--          conversation_sessions), so that every per-user table carries the distribution column;
+--        * every PRIMARY KEY / UNIQUE constraint of a per-user table includes user_id. It is appended
+--          to the existing columns, so each index still leads with the column the library looks rows up
+--          by (session_id, message_id, ...) and no lookup loses its index. Constraint names are kept.
+--        * every foreign key between per-user tables pairs user_id with user_id, at the same position
+--          on both sides. Citus refuses ON UPDATE CASCADE and ON DELETE SET NULL on such keys: the
+--          session keys lose ON UPDATE CASCADE (the library never changes a session's id or owner), and
+--          the parent_message_id key becomes ON DELETE NO ACTION, DEFERRABLE INITIALLY DEFERRED, with a
+--          trigger that clears parent_message_id of the replies when their parent is deleted (what
+--          ON DELETE SET NULL did);
+--        * the trigger functions that name a changed key (session summaries: ON CONFLICT targets and
+--          joins), ltst_delete_user and the Row Level Security policies of the two tables are rewritten
+--          to work by user_id;
+--        * ltst_citus_tables() lists, table by table, what Citus is to do with it (in order).
+--   2. only where the citus extension is installed, one DO block creates the reference tables and the
+--      distributed tables, in the order of ltst_citus_tables() (skipping the tables already done).
+--
+-- Run it again after applying a newer ltst-memory migration, and after re-running a numbered migration
+-- by hand with psql (0001, 0002 and 0005 re-create the trigger functions this file rewrites).
+
+BEGIN;
+
+DO $$
+BEGIN
+    IF to_regclass('ltst_migrations') IS NULL THEN
+        RAISE EXCEPTION 'distribute.sql needs a database migrated by ltst-memory: run `ltst migrate` first';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM ltst_migrations WHERE name = '0007_inline_vectors.sql') THEN
+        RAISE EXCEPTION 'distribute.sql needs a database migrated to 0007 at least: run `ltst migrate` first';
+    END IF;
+END
+$$;
+
+-- The first time, writers wait until the conversion is committed (then their triggers run the new
+-- functions). A converted database (marked at the end of this transaction) is not locked again.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM ltst_metadata WHERE key = 'citus_distribution_column') THEN
+        LOCK TABLE conversation_sessions, conversation_messages, conversation_context, session_summary,
+            session_relationships IN SHARE ROW EXCLUSIVE MODE;
+    END IF;
+END
+$$;
+
+-- 1. user_id on every per-user table ------------------------------------------------------------------
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                    WHERE attrelid = 'session_summary'::regclass AND attname = 'user_id' AND NOT attisdropped) THEN
+        ALTER TABLE session_summary ADD COLUMN user_id text;
+        UPDATE session_summary AS m SET user_id = s.user_id
+          FROM conversation_sessions AS s WHERE s.session_id = m.session_id;
+        ALTER TABLE session_summary ALTER COLUMN user_id SET NOT NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                    WHERE attrelid = 'session_relationships'::regclass AND attname = 'user_id' AND NOT attisdropped) THEN
+        -- both ends of a relationship belong to one user (the library checks it; the new keys enforce it)
+        ALTER TABLE session_relationships ADD COLUMN user_id text;
+        UPDATE session_relationships AS r SET user_id = s.user_id
+          FROM conversation_sessions AS s WHERE s.session_id = r.source_session_id;
+        ALTER TABLE session_relationships ALTER COLUMN user_id SET NOT NULL;
+    END IF;
+END
+$$;
+
+-- 2. Keys and foreign keys -------------------------------------------------------------------------------
+-- The foreign keys wanted at the end. Those that differ are dropped first (they depend on the keys being
+-- rewritten), then the keys are rewritten, then the missing foreign keys are added.
+
+CREATE TEMPORARY TABLE ltst_citus_fkeys (
+    tbl        text,
+    con        text,
+    cols       text[],
+    ref        text,
+    ref_cols   text[],
+    on_delete  "char",     -- 'c' CASCADE, 'a' NO ACTION
+    deferred   boolean     -- DEFERRABLE INITIALLY DEFERRED
+) ON COMMIT DROP;
+
+INSERT INTO ltst_citus_fkeys VALUES
+    ('conversation_messages', 'conversation_messages_session_fkey',
+     '{session_id,user_id}', 'conversation_sessions', '{session_id,user_id}', 'c', false),
+    ('conversation_messages', 'conversation_messages_parent_message_id_fkey',
+     '{parent_message_id,user_id}', 'conversation_messages', '{message_id,user_id}', 'a', true),
+    ('conversation_context', 'conversation_context_session_fkey',
+     '{session_id,user_id}', 'conversation_sessions', '{session_id,user_id}', 'c', false),
+    ('session_summary', 'session_summary_session_id_fkey',
+     '{session_id,user_id}', 'conversation_sessions', '{session_id,user_id}', 'c', false),
+    ('session_relationships', 'session_relationships_source_session_id_fkey',
+     '{source_session_id,user_id}', 'conversation_sessions', '{session_id,user_id}', 'c', false),
+    ('session_relationships', 'session_relationships_target_session_id_fkey',
+     '{target_session_id,user_id}', 'conversation_sessions', '{session_id,user_id}', 'c', false);
+
+-- Columns of a constraint, in order.
+CREATE TEMPORARY VIEW ltst_citus_constraints AS
+SELECT c.conrelid::regclass::text AS tbl, c.conname::text AS con, c.contype, c.confrelid,
+       ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, pos)
+               JOIN pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum ORDER BY k.pos) AS cols,
+       ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, pos)
+               JOIN pg_attribute AS a ON a.attrelid = c.confrelid AND a.attnum = k.attnum ORDER BY k.pos) AS ref_cols,
+       c.confdeltype, c.confupdtype, c.condeferrable, c.condeferred
+FROM pg_constraint AS c
+WHERE c.connamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'conversation_sessions'::regclass);
+
+DO $$
+DECLARE
+    f record;
+    k record;
+BEGIN
+    -- (a) drop the foreign keys that are not yet what they should be
+    FOR f IN
+        SELECT w.* FROM ltst_citus_fkeys AS w
+        WHERE EXISTS (SELECT 1 FROM ltst_citus_constraints AS c WHERE c.tbl = w.tbl AND c.con = w.con)
+          AND NOT EXISTS (
+              SELECT 1 FROM ltst_citus_constraints AS c
+              WHERE c.tbl = w.tbl AND c.con = w.con AND c.contype = 'f' AND c.cols = w.cols
+                AND c.confrelid = w.ref::regclass AND c.ref_cols = w.ref_cols AND c.confdeltype = w.on_delete
+                AND c.confupdtype = 'a' AND c.condeferrable = w.deferred AND c.condeferred = w.deferred)
+    LOOP
+        EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', f.tbl, f.con);
+    END LOOP;
+
+    -- (b) every primary key and unique constraint of a per-user table includes user_id
+    FOR k IN
+        SELECT w.* FROM (VALUES
+            ('conversation_sessions', 'conversation_sessions_pkey', 'PRIMARY KEY', '{session_id,user_id}'::text[]),
+            ('conversation_messages', 'conversation_messages_pkey', 'PRIMARY KEY', '{message_id,user_id}'),
+            ('conversation_messages', 'conversation_messages_session_index_key', 'UNIQUE',
+             '{session_id,message_index,user_id}'),
+            ('conversation_messages', 'conversation_messages_uuid_key', 'UNIQUE', '{message_uuid,user_id}'),
+            ('conversation_context', 'conversation_context_pkey', 'PRIMARY KEY', '{context_id,user_id}'),
+            ('conversation_context', 'conversation_context_key', 'UNIQUE',
+             '{session_id,context_type,context_key,user_id}'),
+            ('session_summary', 'session_summary_pkey', 'PRIMARY KEY', '{session_id,user_id}'),
+            ('session_relationships', 'session_relationships_pkey', 'PRIMARY KEY', '{relationship_id,user_id}'),
+            ('session_relationships', 'session_relationships_key', 'UNIQUE',
+             '{source_session_id,target_session_id,relationship_type,user_id}')
+        ) AS w(tbl, con, kind, cols)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM ltst_citus_constraints AS c
+            WHERE c.tbl = w.tbl AND c.con = w.con AND c.cols = w.cols
+              AND c.contype = CASE w.kind WHEN 'PRIMARY KEY' THEN 'p' ELSE 'u' END)
+    LOOP
+        EXECUTE format('ALTER TABLE %I DROP CONSTRAINT IF EXISTS %I, ADD CONSTRAINT %I %s (%s)',
+                       k.tbl, k.con, k.con, k.kind,
+                       (SELECT string_agg(quote_ident(col), ', ') FROM unnest(k.cols) AS col));
+    END LOOP;
+    -- the primary key (session_id, user_id) makes 0001's UNIQUE (session_id, user_id) redundant
+    IF EXISTS (SELECT 1 FROM ltst_citus_constraints
+                WHERE tbl = 'conversation_sessions' AND con = 'conversation_sessions_session_user_key') THEN
+        ALTER TABLE conversation_sessions DROP CONSTRAINT conversation_sessions_session_user_key;
+    END IF;
+
+    -- (c) add the foreign keys that are missing
+    FOR f IN
+        SELECT w.* FROM ltst_citus_fkeys AS w
+        WHERE NOT EXISTS (SELECT 1 FROM ltst_citus_constraints AS c WHERE c.tbl = w.tbl AND c.con = w.con)
+    LOOP
+        EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I FOREIGN KEY (%s) REFERENCES %I (%s) ON DELETE %s%s',
+                       f.tbl, f.con,
+                       (SELECT string_agg(quote_ident(col), ', ') FROM unnest(f.cols) AS col),
+                       f.ref,
+                       (SELECT string_agg(quote_ident(col), ', ') FROM unnest(f.ref_cols) AS col),
+                       CASE f.on_delete WHEN 'c' THEN 'CASCADE' ELSE 'NO ACTION' END,
+                       CASE WHEN f.deferred THEN ' DEFERRABLE INITIALLY DEFERRED' ELSE '' END);
+    END LOOP;
+END
+$$;
+
+DROP VIEW ltst_citus_constraints;
+
+-- 3. Triggers ---------------------------------------------------------------------------------------------
+-- The session summary triggers of 0001, keyed by (session_id, user_id) instead of session_id.
+
+CREATE OR REPLACE FUNCTION ltst_sessions_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO session_summary (session_id, user_id)
+    SELECT session_id, user_id FROM new_sessions
+    ON CONFLICT (session_id, user_id) DO NOTHING;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ltst_messages_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO session_summary AS s (
+        session_id, user_id, total_messages, human_messages, ai_messages, system_messages, tool_messages,
+        first_message_at, last_message_at, total_tokens_estimate, updated_at)
+    SELECT session_id, user_id,
+           count(*),
+           count(*) FILTER (WHERE role = 'human'),
+           count(*) FILTER (WHERE role = 'ai'),
+           count(*) FILTER (WHERE role = 'system'),
+           count(*) FILTER (WHERE role = 'tool'),
+           min("timestamp"), max("timestamp"),
+           sum(ltst_token_estimate(content)),
+           now()
+    FROM new_messages
+    GROUP BY session_id, user_id
+    ON CONFLICT (session_id, user_id) DO UPDATE SET
+        total_messages        = s.total_messages + EXCLUDED.total_messages,
+        human_messages        = s.human_messages + EXCLUDED.human_messages,
+        ai_messages           = s.ai_messages + EXCLUDED.ai_messages,
+        system_messages       = s.system_messages + EXCLUDED.system_messages,
+        tool_messages         = s.tool_messages + EXCLUDED.tool_messages,
+        first_message_at      = LEAST(s.first_message_at, EXCLUDED.first_message_at),
+        last_message_at       = GREATEST(s.last_message_at, EXCLUDED.last_message_at),
+        total_tokens_estimate = s.total_tokens_estimate + EXCLUDED.total_tokens_estimate,
+        updated_at            = now();
+
+    UPDATE conversation_sessions AS cs
+       SET last_activity = GREATEST(cs.last_activity, now())
+      FROM (SELECT DISTINCT session_id, user_id FROM new_messages) AS n
+     WHERE cs.session_id = n.session_id AND cs.user_id = n.user_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ltst_messages_after_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE session_summary AS s
+       SET total_messages        = c.total_messages,
+           human_messages        = c.human_messages,
+           ai_messages           = c.ai_messages,
+           system_messages       = c.system_messages,
+           tool_messages         = c.tool_messages,
+           first_message_at      = c.first_message_at,
+           last_message_at       = c.last_message_at,
+           total_tokens_estimate = c.total_tokens_estimate,
+           updated_at            = now()
+      FROM (
+        SELECT d.session_id, d.user_id,
+               count(m.message_id)                                  AS total_messages,
+               count(m.message_id) FILTER (WHERE m.role = 'human')  AS human_messages,
+               count(m.message_id) FILTER (WHERE m.role = 'ai')     AS ai_messages,
+               count(m.message_id) FILTER (WHERE m.role = 'system') AS system_messages,
+               count(m.message_id) FILTER (WHERE m.role = 'tool')   AS tool_messages,
+               min(m."timestamp")                                   AS first_message_at,
+               max(m."timestamp")                                   AS last_message_at,
+               coalesce(sum(ltst_token_estimate(m.content)), 0)     AS total_tokens_estimate
+          FROM (SELECT DISTINCT session_id, user_id FROM old_messages) AS d
+          LEFT JOIN conversation_messages AS m ON m.session_id = d.session_id AND m.user_id = d.user_id
+         GROUP BY d.session_id, d.user_id
+      ) AS c
+     WHERE s.session_id = c.session_id AND s.user_id = c.user_id;
+    RETURN NULL;
+END;
+$$;
+
+-- What ON DELETE SET NULL (parent_message_id) did: replies of a deleted message keep no dangling parent.
+-- (The deferred foreign key then finds no reply pointing at the deleted row when it is checked.)
+CREATE OR REPLACE FUNCTION ltst_messages_clear_parent() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE conversation_messages AS m
+       SET parent_message_id = NULL
+      FROM (SELECT DISTINCT user_id, message_id FROM old_messages) AS o
+     WHERE m.user_id = o.user_id AND m.parent_message_id = o.message_id;
+    RETURN NULL;
+END;
+$$;
+
+-- A relationship stored without user_id (the library of 0.1 names only the two sessions) gets the owner
+-- of its source session. On a Citus cluster the coordinator needs user_id in the INSERT itself to route
+-- the row, so there the writer must pass it (docs/citus.md); on one server this keeps old writers working.
+CREATE OR REPLACE FUNCTION ltst_relationships_fill_user() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    owners text[];
+BEGIN
+    IF NEW.user_id IS NULL THEN
+        SELECT array_agg(DISTINCT s.user_id) INTO owners
+          FROM conversation_sessions AS s WHERE s.session_id = NEW.source_session_id;
+        IF coalesce(cardinality(owners), 0) = 0 THEN
+            RAISE EXCEPTION 'session % does not exist', NEW.source_session_id
+                USING ERRCODE = 'foreign_key_violation';
+        ELSIF cardinality(owners) > 1 THEN
+            RAISE EXCEPTION 'session id % belongs to several users: store the relationship with its user_id',
+                NEW.source_session_id USING ERRCODE = 'cardinality_violation';
+        END IF;
+        NEW.user_id := owners[1];
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'conversation_messages'::regclass
+                                              AND tgname = 'trg_messages_clear_parent') THEN
+        CREATE TRIGGER trg_messages_clear_parent
+            AFTER DELETE ON conversation_messages
+            REFERENCING OLD TABLE AS old_messages
+            FOR EACH STATEMENT EXECUTE FUNCTION ltst_messages_clear_parent();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'session_relationships'::regclass
+                                              AND tgname = 'trg_relationships_fill_user') THEN
+        CREATE TRIGGER trg_relationships_fill_user
+            BEFORE INSERT ON session_relationships
+            FOR EACH ROW EXECUTE FUNCTION ltst_relationships_fill_user();
+    END IF;
+END
+$$;
+
+-- 4. Erasure of a user and Row Level Security, by user_id ---------------------------------------------------
+-- 0005's ltst_delete_user reached summaries and relationships through the user's sessions; now every
+-- per-user table has user_id, so each DELETE names the user (one shard on Citus).
+
+CREATE OR REPLACE FUNCTION ltst_delete_user(p_user_id text)
+RETURNS TABLE (kind text, removed bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t record;
+    n bigint;
+BEGIN
+    -- lock the user's sessions first: writers to them wait, then find them gone
+    PERFORM 1 FROM conversation_sessions AS s WHERE s.user_id = p_user_id ORDER BY s.session_id FOR UPDATE;
+
+    FOR t IN
+        SELECT c.oid::regclass AS tbl, c.relname::text AS name
+          FROM pg_class AS c
+          JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
+         WHERE c.relkind IN ('r', 'p')
+           AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'conversation_sessions'::regclass)
+           AND c.relname <> 'conversation_sessions'
+         ORDER BY CASE c.relname WHEN 'conversation_messages' THEN 0 WHEN 'conversation_context' THEN 1 ELSE 2 END,
+                  c.relname
+    LOOP
+        EXECUTE format('DELETE FROM %s WHERE user_id = $1', t.tbl) USING p_user_id;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        kind := t.name;
+        removed := n;
+        RETURN NEXT;
+    END LOOP;
+
+    DELETE FROM conversation_sessions AS s WHERE s.user_id = p_user_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    kind := 'conversation_sessions';
+    removed := n;
+    RETURN NEXT;
+END;
+$$;
+
+-- 0005 gave these two tables policies that look the owner up in conversation_sessions; now they carry
+-- user_id and get the same policy as every other per-user table (skipped when already so).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['session_summary', 'session_relationships'] LOOP
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_policy AS p, pg_policy AS model
+             WHERE p.polrelid = t::regclass AND p.polname = 'ltst_user_isolation'
+               AND model.polrelid = 'conversation_sessions'::regclass AND model.polname = 'ltst_user_isolation'
+               AND pg_get_expr(p.polqual, p.polrelid) = pg_get_expr(model.polqual, model.polrelid)
+               AND pg_get_expr(p.polwithcheck, p.polrelid) = pg_get_expr(model.polwithcheck, model.polrelid)) THEN
+            PERFORM ltst_enable_rls(t::regclass);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- 5. The distribution plan ----------------------------------------------------------------------------------
+-- In the order Citus needs: reference tables first, then each co-location group's first table, then the
+-- tables that reference it.
+--   reference, small and global:
+--     ltst_migrations          which migrations ran (read by every store that opens)
+--     ltst_metadata            the embedding model and dimension (read by every store that opens)
+--     ltst_retention_policies  a few rows per user at most, and the policies of "any user" ('') apply to
+--                              every user's rows: replicated, the retention sweep joins them locally on
+--                              every shard
+--   distributed by user_id, co-located with conversation_sessions: every per-user table
+--   distributed by collection: the LangChain vector store (a collection and its documents on one shard)
+--   distributed by ns_path: the LangGraph store (a namespace and its vectors on one shard)
+CREATE OR REPLACE FUNCTION ltst_citus_tables()
+RETURNS TABLE (step integer, table_name text, method text, distribution_column text, colocate_with text)
+LANGUAGE sql IMMUTABLE AS $$
+    VALUES
+        (1,  'ltst_migrations',         'reference',   NULL,         NULL),
+        (2,  'ltst_metadata',           'reference',   NULL,         NULL),
+        (3,  'ltst_retention_policies', 'reference',   NULL,         NULL),
+        (4,  'conversation_sessions',   'distributed', 'user_id',    'none'),
+        (5,  'conversation_messages',   'distributed', 'user_id',    'conversation_sessions'),
+        (6,  'conversation_context',    'distributed', 'user_id',    'conversation_sessions'),
+        (7,  'session_summary',         'distributed', 'user_id',    'conversation_sessions'),
+        (8,  'session_relationships',   'distributed', 'user_id',    'conversation_sessions'),
+        (9,  'user_preferences',        'distributed', 'user_id',    'conversation_sessions'),
+        (10, 'ltst_term_stats',         'distributed', 'user_id',    'conversation_sessions'),
+        (11, 'ltst_user_stats',         'distributed', 'user_id',    'conversation_sessions'),
+        (12, 'ltst_collections',        'distributed', 'collection', 'none'),
+        (13, 'ltst_documents',          'distributed', 'collection', 'ltst_collections'),
+        (14, 'ltst_store_items',        'distributed', 'ns_path',    'none'),
+        (15, 'ltst_store_vectors',      'distributed', 'ns_path',    'ltst_store_items')
+$$;
+
+INSERT INTO ltst_metadata (key, value) VALUES ('citus_distribution_column', 'user_id')
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now();
+
+COMMIT;
+
+-- 6. Distribute (only with the citus extension) ----------------------------------------------------------
+-- One statement, so atomic. Tables already known to Citus are skipped, so a second run does nothing.
+-- The summary and term-statistics triggers write co-located rows only (same user_id, so same shard);
+-- Citus runs triggers on distributed tables only with citus.enable_unsafe_triggers, for this database.
+DO $$
+DECLARE
+    t record;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE NOTICE 'ltst-memory: schema ready for Citus; the citus extension is not installed, tables stay local';
+        RETURN;
+    END IF;
+    PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+    EXECUTE format('ALTER DATABASE %I SET citus.enable_unsafe_triggers = on', current_database());
+    FOR t IN SELECT * FROM ltst_citus_tables() ORDER BY step LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t.table_name::regclass);
+        IF t.method = 'reference' THEN
+            PERFORM create_reference_table(t.table_name::regclass);
+        ELSE
+            PERFORM create_distributed_table(t.table_name::regclass, t.distribution_column,
+                                             colocate_with => t.colocate_with);
+        END IF;
+    END LOOP;
+END
+$$;
