@@ -183,6 +183,8 @@ SEARCH_VARIANTS = {
     "hnsw ef=200 relaxed": "SET LOCAL hnsw.ef_search = 200; SET LOCAL hnsw.iterative_scan = relaxed_order",
     "hnsw ef=100 strict": "SET LOCAL hnsw.ef_search = 100; SET LOCAL hnsw.iterative_scan = strict_order",
     "exact (user's rows via btree)": "SET LOCAL enable_indexscan = off",
+    # what search_messages(user_id=...) runs for a user of <= exact_search_max_rows messages
+    "store's exact path (EXACT_SEARCH_OF_USER)": "",
 }
 
 
@@ -201,10 +203,11 @@ def search_variants(dsn: str, probe: np.ndarray, users: int) -> dict[str, dict[s
             for i, v in enumerate(probe):
                 params = {"query": v, "user_id": f"u{i % users}", "limit": K, "threshold": -1.0}
                 t = time.perf_counter()
+                sql = q.EXACT_SEARCH_OF_USER if not settings else q.SEARCH_MESSAGES_OF_USER
                 with conn.transaction():
-                    for statement in settings.split(";"):
+                    for statement in filter(None, settings.split(";")):
                         conn.execute(statement)
-                    got.append({r[0] for r in conn.execute(q.SEARCH_MESSAGES_OF_USER, params).fetchall()})
+                    got.append({r[0] for r in conn.execute(sql, params).fetchall()})
                 samples.append(time.perf_counter() - t)
             answers[name] = got
             out[name] = {**stats(samples), "short_results": sum(len(ids) < K for ids in got)}

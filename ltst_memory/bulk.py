@@ -4,9 +4,12 @@
 each batch with ONE embedder call (or not at all with ``defer_embedding=True``), and writes each
 batch in ONE transaction: lock the batch's sessions, ``COPY`` the rows in binary (vectors included),
 advance the sessions' ``next_message_index``. ``message_index`` stays dense per session and the
-statement-level triggers keep ``session_summary`` and ``last_activity`` right (COPY fires them once
-per batch). Messages whose ``message_uuid`` is already stored are skipped, so re-running an import
-is harmless.
+statement-level triggers keep ``session_summary``, ``last_activity`` and the BM25 term statistics
+right (COPY fires them once per batch). Messages whose ``message_uuid`` is already stored are
+skipped, so re-running an import is harmless.
+
+Validation and the binary encoding are column-wise and hand-written (:mod:`ltst_memory._bulk_rows`),
+a few microseconds per message: the time of an import is the server's (see ``docs/benchmarks.md``).
 
 Deferred embedding stores rows with a NULL embedding at once; :class:`EmbeddingWorker` (thread) or
 :class:`AsyncEmbeddingWorker` (task) claims them with ``FOR UPDATE SKIP LOCKED`` (several workers,
@@ -27,14 +30,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable
 from contextlib import AsyncExitStack, ExitStack, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
-from . import _ops as ops
+from . import _bulk_rows as bulk_rows
 from . import _queries as q
 from ._ops import Core, Embed, Query, lock_sessions_for_write
 from .embeddings import embed_checked
@@ -55,39 +56,12 @@ logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- SQL
 
-COPY_COLUMNS = (
-    "message_uuid",
-    "session_id",
-    "user_id",
-    "role",
-    "content",
-    "message_type",
-    "message_index",
-    "parent_message_id",
-    "metadata",
-    "embedding",
-    "relevance_score",
-    "is_context_message",
-    '"timestamp"',
-)
-COPY_TYPES = (
-    "uuid",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int4",
-    "int8",
-    "jsonb",
-    "vector",
-    "float8",
-    "bool",
-    "timestamptz",
-)
-COPY_MESSAGES = f"COPY conversation_messages ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+COPY_MESSAGES = f"COPY conversation_messages ({', '.join(bulk_rows.COPY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
-TRANSACTION_NOW = "SELECT now() AS now"
+# The transaction's time (for messages without a timestamp), and enough work_mem for the batch: the
+# statement-level triggers read the COPY's transition table, which spills to a temporary file beyond
+# work_mem (4 MB by default: ~1,500 rows with a 384-d vector); keeping it in memory saves ~15 %.
+TRANSACTION_NOW = "SELECT now() AS now, set_config('work_mem', %(work_mem)s, true) AS work_mem"
 
 EXISTING_UUIDS = (
     "SELECT message_uuid, session_id FROM conversation_messages WHERE message_uuid = ANY(%(uuids)s::uuid[])"
@@ -128,11 +102,11 @@ SEARCH_UNEMBEDDED_IN_USER_SESSION = _SEARCH_UNEMBEDDED.format(
 
 @dataclass(frozen=True)
 class Copy:
-    """``COPY ... FROM STDIN (FORMAT BINARY)`` of ``rows`` with column ``types``; returns the row count."""
+    """``COPY ... FROM STDIN (FORMAT BINARY)``: write ``chunks`` (the whole binary stream, signature and
+    trailer included; a lazy iterable is consumed while the server inserts); returns the row count."""
 
     sql: str
-    types: tuple[str, ...]
-    rows: Sequence[Sequence[Any]]
+    chunks: Iterable[bytes]
 
 
 @dataclass(frozen=True)
@@ -150,6 +124,11 @@ class BulkResult:
     embedded: int = 0
     deferred: int = 0
     seconds: float = 0.0
+    #: Of ``seconds``: validating and encoding the rows in Python.
+    encode_seconds: float = 0.0
+    #: Of ``seconds``: inside ``COPY`` (the server inserting the rows, maintaining the indexes and running
+    #: the statement-level triggers), encoding excluded.
+    copy_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -158,11 +137,6 @@ class BulkResult:
 
 
 # --------------------------------------------------------------------------- operations
-
-
-def _as_is(text: Any) -> str:
-    """The metadata is JSON text already (validated by ``check_json``): dump it unchanged."""
-    return str(text)
 
 
 def _chunks(items: Iterable[ConversationMessage], size: int) -> Iterable[list[ConversationMessage]]:
@@ -207,46 +181,62 @@ def import_messages(
     return result
 
 
+def _work_mem(prepared: bulk_rows.Prepared) -> str:
+    """A ``work_mem`` that holds the batch's transition table (rows plus tsvectors), within 16-256 MB."""
+    row = 400 + prepared.vectors.shape[1] * 4 + sum(len(c) for c in prepared.contents) * 3 // max(len(prepared), 1)
+    return f"{min(max(len(prepared) * row * 3 // 2 >> 20, 16), 256)}MB"
+
+
 def _import_batch(
     core: Core, batch: list[ConversationMessage], defer_embedding: bool, result: BulkResult
 ) -> Generator[Any, Any, None]:
-    params = [ops._message_params(core, m) for m in batch]
-    missing = [i for i, p in enumerate(params) if p["embedding"] is None]
+    began = time.perf_counter()
+    prepared = bulk_rows.prepare(core, batch)
+    result.encode_seconds += time.perf_counter() - began
+    missing = prepared.missing
     if missing and not defer_embedding:
         from .recall import embedding_text  # the retrieval module decides what text represents a message
 
         vectors = yield Embed(tuple(embedding_text(batch[i].content, batch[i].metadata) for i in missing))
-        for i, vector in zip(missing, vectors, strict=True):
-            params[i]["embedding"] = vector
+        prepared.set_vectors(missing, vectors)
         result.embedded += len(missing)
     elif missing:
         result.deferred += len(missing)
 
-    session_ids = sorted({p["session_id"] for p in params})
     owners, next_index, existing = yield from lock_sessions_for_write(
-        params, [m.message_uuid is not None for m in batch], EXISTING_UUIDS
+        prepared.params(), [g is not None for g in prepared.given_uuids], EXISTING_UUIDS
     )
+    now = (yield Query(TRANSACTION_NOW, {"work_mem": _work_mem(prepared)}, fetch="one"))["now"]
 
-    now = (yield Query(TRANSACTION_NOW, fetch="one"))["now"]
-    rows_out: list[tuple[Any, ...]] = []
+    began = time.perf_counter()
+    keep: list[int] = []
+    indexes: list[int] = []
     seen: set[uuid.UUID] = set()
-    for p in params:
-        key = p["message_uuid"]
-        if key in existing or key in seen:
-            result.skipped += 1
-            continue
-        seen.add(key)
-        sid = p["session_id"]
-        rows_out.append(
-            (
-                key, sid, owners[sid], p["role"], p["content"], p["message_type"], next_index[sid],
-                p["parent_message_id"], Jsonb(p["metadata"], dumps=_as_is), p["embedding"], p["relevance_score"],
-                p["is_context_message"], p["timestamp"] or now,
-            )
-        )  # fmt: skip
+    for i, (sid, key) in enumerate(zip(prepared.session_ids, prepared.given_uuids, strict=True)):
+        if key is not None:
+            if key in existing or key in seen:
+                result.skipped += 1
+                continue
+            seen.add(key)
+        keep.append(i)
+        indexes.append(next_index[sid])
         next_index[sid] += 1
-    if rows_out:
-        result.inserted += yield Copy(COPY_MESSAGES, COPY_TYPES, rows_out)
+    owner_fields = {sid: bulk_rows.text_field(owner) for sid, owner in owners.items()}
+    result.encode_seconds += time.perf_counter() - began
+    if keep:
+        encoded = 0.0
+
+        def clock(seconds: float) -> None:
+            nonlocal encoded
+            encoded += seconds
+
+        stream = prepared.encode(keep, indexes, owner_fields, bulk_rows.timestamp_micros(now), clock)
+        began = time.perf_counter()
+        count = yield Copy(COPY_MESSAGES, stream)
+        result.copy_seconds += time.perf_counter() - began - encoded
+        result.encode_seconds += encoded
+        result.inserted += count
+        session_ids = sorted(owners)
         yield Query(
             q.ADVANCE_MESSAGE_INDEX,
             {"session_ids": session_ids, "next_indexes": [next_index[s] for s in session_ids]},
@@ -338,11 +328,11 @@ def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
                     tx = ExitStack()
                     tx.enter_context(conn.transaction())
                 if isinstance(instruction, Copy):
-                    with conn.cursor() as cur, cur.copy(instruction.sql) as copy:
-                        copy.set_types(list(instruction.types))
-                        for row in instruction.rows:
-                            copy.write_row(row)
-                    result = len(instruction.rows)
+                    with conn.cursor() as cur:
+                        with cur.copy(instruction.sql) as copy:
+                            for chunk in instruction.chunks:
+                                copy.write(chunk)
+                        result = cur.rowcount
                 else:
                     result = store._execute(conn, instruction)
         except BaseException as exc:
@@ -383,11 +373,11 @@ async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
                     tx = AsyncExitStack()
                     await tx.enter_async_context(conn.transaction())
                 if isinstance(instruction, Copy):
-                    async with conn.cursor() as cur, cur.copy(instruction.sql) as copy:
-                        copy.set_types(list(instruction.types))
-                        for row in instruction.rows:
-                            await copy.write_row(row)
-                    result = len(instruction.rows)
+                    async with conn.cursor() as cur:
+                        async with cur.copy(instruction.sql) as copy:
+                            for chunk in instruction.chunks:
+                                await copy.write(chunk)
+                        result = cur.rowcount
                 else:
                     result = await store._execute(conn, instruction)
         except BaseException as exc:
