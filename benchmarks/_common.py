@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -44,6 +45,7 @@ def server(dsn: str | None = None) -> Iterator[str]:
         yield with_db(acquire_embedded(data_dir), "postgres")
     finally:
         release_embedded(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)  # a benchmark's server is throw-away
 
 
 def fresh_database(admin_dsn: str, name: str) -> str:
