@@ -102,20 +102,14 @@ def register(app: typer.Typer) -> None:
         if show_sql:
             typer.echo(distribute_sql(), nl=False)
             return
-        import psycopg
         from rich.table import Table
 
-        from ._connection import unavailable
+        from ._connection import connect
         from .migrate import migrate
 
-        with _database(dsn, data_dir) as (conninfo, _settings):
-            try:
-                conn = psycopg.connect(conninfo)
-            except psycopg.OperationalError as exc:
-                raise unavailable(conninfo, exc) from None
-            with conn:
-                migrate(conn)
-                result = prepare_for_citus(conn)
+        with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
+            migrate(conn)
+            result = prepare_for_citus(conn)
         table = Table(title="Citus plan (ltst_citus_tables())")
         for column in ("step", "table", "kind", "distribution column", "co-located with"):
             table.add_column(column)

@@ -36,16 +36,34 @@ def redact(dsn: str) -> str:
     return _conninfo.make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
-def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
-    """A DatabaseUnavailableError for ``dsn`` that never shows its password."""
+def unavailable(dsn: str, exc: BaseException, *, replica: bool = False) -> DatabaseUnavailableError:
+    """A DatabaseUnavailableError for ``dsn`` (the primary, or the read replica) that never shows its
+    password."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    password = _conninfo.conninfo_to_dict(dsn).get("password") if "password" in dsn else None
+    try:
+        password = _conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:  # an unparseable DSN: redact() says so
+        password = None
     if password:
         detail = detail.replace(str(password), "***")
+    if replica:
+        return DatabaseUnavailableError(
+            f"cannot connect to the read replica at {redact(dsn)}: {detail}. Check that it runs and that "
+            "read_dsn / LTST_READ_DATABASE_URL is right (or unset it to read from the primary)."
+        )
     return DatabaseUnavailableError(
         f"cannot connect to PostgreSQL at {redact(dsn)}: {detail}. Check that the server runs and "
         "that LTST_DATABASE_URL / DATABASE_URL is right (or unset both to use the embedded server)."
     )
+
+
+def connect(conninfo: str, *, replica: bool = False, connect_timeout: int | None = None) -> psycopg.Connection[Any]:
+    """``psycopg.connect(conninfo)``, or a DatabaseUnavailableError that never shows the password."""
+    options = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
+    try:
+        return psycopg.connect(conninfo, **options)
+    except psycopg.OperationalError as exc:
+        raise unavailable(conninfo, exc, replica=replica) from None
 
 
 def acquire_embedded(data_dir: Path) -> str:

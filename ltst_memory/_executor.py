@@ -12,14 +12,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import psycopg
-from psycopg import conninfo as _conninfo
-
-from ._connection import check_vector_extension, redact
+from ._connection import check_vector_extension, connect
 from ._ops import Core, Op, Query
 from .config import Settings
 from .embeddings import Embedder, default_embedder
-from .errors import ConfigurationError, DatabaseUnavailableError, StoreClosedError
+from .errors import ConfigurationError, StoreClosedError
+from .migrate import ensure_embedding_model, migrate
 
 logger = logging.getLogger(__name__)
 
@@ -182,24 +180,20 @@ def primary_reads(self: Any) -> OnPrimary:
 def check_replica(dsn: str, timeout: float) -> None:
     """Connect once to the read replica ``dsn`` (failing fast, before a pool would retry for ``timeout``
     seconds) and check that it has the schema. Never migrates: migrations run on the primary only."""
-    try:
-        conn = psycopg.connect(dsn, connect_timeout=max(1, int(timeout)))
-    except psycopg.OperationalError as exc:
-        raise replica_unavailable(dsn, exc) from None
-    with conn:
+    with connect(dsn, replica=True, connect_timeout=max(1, int(timeout))) as conn:
         check_vector_extension(conn)
 
 
-def replica_unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
-    """A DatabaseUnavailableError for the read replica ``dsn`` that never shows its password."""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    try:
-        password = _conninfo.conninfo_to_dict(dsn).get("password")
-    except psycopg.ProgrammingError:  # an unparseable DSN: redact() says so
-        password = None
-    if password:
-        detail = detail.replace(str(password), "***")
-    return DatabaseUnavailableError(
-        f"cannot connect to the read replica at {redact(dsn)}: {detail}. Check that it runs and that "
-        "read_dsn / LTST_READ_DATABASE_URL is right (or unset it to read from the primary)."
-    )
+def prepare_database(conninfo: str, settings: Settings, embedder: Embedder) -> None:
+    """Before a store opens its pool on the primary: migrate (unless ``auto_migrate`` is off), check
+    pgvector and that the database was set up for ``embedder``'s model."""
+    with connect(conninfo, connect_timeout=int(settings.pool_timeout)) as conn:
+        if settings.auto_migrate:
+            migrate(conn)
+        check_vector_extension(conn)
+        ensure_embedding_model(conn, embedder.model_name, embedder.dimension)
+
+
+def pool_sizes(settings: Settings) -> dict[str, Any]:
+    """The size and timeout arguments of every pool a store opens (primary and replica, sync and async)."""
+    return {"min_size": settings.pool_min_size, "max_size": settings.pool_max_size, "timeout": settings.pool_timeout}

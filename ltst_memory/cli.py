@@ -150,18 +150,11 @@ def migrate(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
 
     Example: ltst migrate --dsn postgresql://localhost/app
     """
-    import psycopg
-
-    from ._connection import unavailable
+    from ._connection import connect
     from .migrate import migrate as run_migrations
 
-    with _database(dsn, data_dir) as (conninfo, _settings):
-        try:
-            conn = psycopg.connect(conninfo)
-        except psycopg.OperationalError as exc:
-            raise unavailable(conninfo, exc) from None
-        with conn:
-            applied = run_migrations(conn)
+    with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
+        applied = run_migrations(conn)
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 

@@ -23,7 +23,6 @@ from . import summarize as summarize_ops
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
-    check_vector_extension,
     redact,
     release_embedded,
     unavailable,
@@ -34,8 +33,9 @@ from ._executor import (
     describe,
     make_core,
     on_replica,
+    pool_sizes,
+    prepare_database,
     primary_reads,
-    replica_unavailable,
     resolve_settings,
     result_of,
     sync_method,
@@ -44,7 +44,7 @@ from ._ops import Embed, Op, Query, R
 from .config import Settings
 from .embeddings import Embedder, embed_checked
 from .errors import ConfigurationError, DatabaseUnavailableError
-from .migrate import ensure_embedding_model, migrate
+from .migrate import migrate
 from .stats import track_operation
 
 __all__ = ["ConversationStorage"]
@@ -111,22 +111,8 @@ class ConversationStorage:
         opened: list[ConnectionPool[Any]] = []
         try:
             if pool is None:
-                self._prepare_database(self._conninfo)
-                pool = ConnectionPool(
-                    self._conninfo,
-                    min_size=self._settings.pool_min_size,
-                    max_size=self._settings.pool_max_size,
-                    timeout=self._settings.pool_timeout,
-                    configure=register_vector,
-                    check=ConnectionPool.check_connection,  # drop connections a server restart killed
-                    name="ltst-memory",
-                    open=False,
-                )
-                opened.append(pool)
-                try:
-                    pool.open(wait=True, timeout=self._settings.pool_timeout)
-                except PoolTimeout as exc:
-                    raise unavailable(self._conninfo, exc) from None
+                prepare_database(self._conninfo, self._settings, self._core.embedder)
+                pool = self._start_pool(self._conninfo, opened, replica=False)
             self._pool = pool
             self._read_pool = self._open_read_pool(opened)
         except BaseException:
@@ -141,39 +127,30 @@ class ConversationStorage:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _prepare_database(self, conninfo: str) -> None:
-        try:
-            conn = psycopg.connect(conninfo, connect_timeout=int(self._settings.pool_timeout))
-        except psycopg.OperationalError as exc:
-            raise unavailable(conninfo, exc) from None
-        with conn:
-            if self._settings.auto_migrate:
-                migrate(conn)
-            check_vector_extension(conn)
-            embedder = self._core.embedder
-            ensure_embedding_model(conn, embedder.model_name, embedder.dimension)
-
-    def _open_read_pool(self, opened: list[ConnectionPool[Any]]) -> ConnectionPool[Any] | None:
-        """The read replica's pool: the given ``read_pool``, one opened on ``read_dsn``, or ``None``."""
-        if self._given_read_pool is not None or not self._read_conninfo:
-            return self._given_read_pool
-        check_replica(self._read_conninfo, self._settings.pool_timeout)
+    def _start_pool(self, conninfo: str, opened: list[ConnectionPool[Any]], *, replica: bool) -> ConnectionPool[Any]:
+        """Open a pool on the primary or the replica; it goes into ``opened`` first, so a failed open
+        is closed by the caller."""
         pool: ConnectionPool[Any] = ConnectionPool(
-            self._read_conninfo,
-            min_size=self._settings.pool_min_size,
-            max_size=self._settings.pool_max_size,
-            timeout=self._settings.pool_timeout,
-            configure=_configure_replica,
-            check=ConnectionPool.check_connection,
-            name="ltst-memory-read",
+            conninfo,
+            **pool_sizes(self._settings),
+            configure=_configure_replica if replica else register_vector,
+            check=ConnectionPool.check_connection,  # drop connections a server restart killed
+            name="ltst-memory-read" if replica else "ltst-memory",
             open=False,
         )
         opened.append(pool)
         try:
             pool.open(wait=True, timeout=self._settings.pool_timeout)
         except PoolTimeout as exc:
-            raise replica_unavailable(self._read_conninfo, exc) from None
+            raise unavailable(conninfo, exc, replica=replica) from None
         return pool
+
+    def _open_read_pool(self, opened: list[ConnectionPool[Any]]) -> ConnectionPool[Any] | None:
+        """The read replica's pool: the given ``read_pool``, one opened on ``read_dsn``, or ``None``."""
+        if self._given_read_pool is not None or not self._read_conninfo:
+            return self._given_read_pool
+        check_replica(self._read_conninfo, self._settings.pool_timeout)
+        return self._start_pool(self._read_conninfo, opened, replica=True)
 
     def _release_embedded(self) -> None:
         if self._embedded_dir is not None:
@@ -270,7 +247,7 @@ class ConversationStorage:
             raise self._unavailable(replica, exc) from exc
 
     def _unavailable(self, replica: bool, exc: BaseException) -> DatabaseUnavailableError:
-        return replica_unavailable(self._read_conninfo, exc) if replica else unavailable(self._conninfo, exc)
+        return unavailable(self._read_conninfo if replica else self._conninfo, exc, replica=replica)
 
     def _run(self, op: Op[R], *, readonly: bool | None = None) -> R:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads

@@ -28,7 +28,6 @@ from . import summarize as summarize_ops
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
-    check_vector_extension,
     redact,
     release_embedded,
     unavailable,
@@ -40,8 +39,9 @@ from ._executor import (
     describe,
     make_core,
     on_replica,
+    pool_sizes,
+    prepare_database,
     primary_reads,
-    replica_unavailable,
     resolve_settings,
     result_of,
 )
@@ -49,7 +49,6 @@ from ._ops import Embed, Op, Query, R
 from .config import Settings
 from .embeddings import Embedder, embed_checked
 from .errors import ConfigurationError, DatabaseUnavailableError
-from .migrate import ensure_embedding_model, migrate
 from .stats import track_operation
 
 __all__ = ["AsyncConversationStorage"]
@@ -141,22 +140,27 @@ class AsyncConversationStorage:
             self._embedded_dir = self._settings.data_dir
             conninfo = await asyncio.to_thread(acquire_embedded, self._embedded_dir)
         self._conninfo = conninfo
-        await asyncio.to_thread(self._prepare_database, conninfo)
+        await asyncio.to_thread(prepare_database, conninfo, self._settings, self._core.embedder)
+        return await self._start_pool(conninfo, opened, replica=False)
+
+    async def _start_pool(
+        self, conninfo: str, opened: list[AsyncConnectionPool[Any]], *, replica: bool
+    ) -> AsyncConnectionPool[Any]:
+        """Open a pool on the primary or the replica; it goes into ``opened`` first, so a failed open
+        is closed by the caller."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
-            min_size=self._settings.pool_min_size,
-            max_size=self._settings.pool_max_size,
-            timeout=self._settings.pool_timeout,
-            configure=register_vector_async,
+            **pool_sizes(self._settings),
+            configure=_configure_replica if replica else register_vector_async,
             check=AsyncConnectionPool.check_connection,  # drop connections a server restart killed
-            name="ltst-memory-async",
+            name="ltst-memory-async-read" if replica else "ltst-memory-async",
             open=False,
         )
         opened.append(pool)
         try:
             await pool.open(wait=True, timeout=self._settings.pool_timeout)
         except PoolTimeout as exc:
-            raise unavailable(conninfo, exc) from None
+            raise unavailable(conninfo, exc, replica=replica) from None
         return pool
 
     async def _open_read_pool(self, opened: list[AsyncConnectionPool[Any]]) -> AsyncConnectionPool[Any] | None:
@@ -164,33 +168,7 @@ class AsyncConversationStorage:
         if self._given_read_pool is not None or not self._read_conninfo:
             return self._given_read_pool
         await asyncio.to_thread(check_replica, self._read_conninfo, self._settings.pool_timeout)
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self._read_conninfo,
-            min_size=self._settings.pool_min_size,
-            max_size=self._settings.pool_max_size,
-            timeout=self._settings.pool_timeout,
-            configure=_configure_replica,
-            check=AsyncConnectionPool.check_connection,
-            name="ltst-memory-async-read",
-            open=False,
-        )
-        opened.append(pool)
-        try:
-            await pool.open(wait=True, timeout=self._settings.pool_timeout)
-        except PoolTimeout as exc:
-            raise replica_unavailable(self._read_conninfo, exc) from None
-        return pool
-
-    def _prepare_database(self, conninfo: str) -> None:
-        try:
-            conn = psycopg.connect(conninfo, connect_timeout=int(self._settings.pool_timeout))
-        except psycopg.OperationalError as exc:
-            raise unavailable(conninfo, exc) from None
-        with conn:
-            if self._settings.auto_migrate:
-                migrate(conn)
-            check_vector_extension(conn)
-            ensure_embedding_model(conn, self._core.embedder.model_name, self._core.embedder.dimension)
+        return await self._start_pool(self._read_conninfo, opened, replica=True)
 
     def _release_embedded(self) -> None:
         if self._embedded_dir is not None:
@@ -277,7 +255,7 @@ class AsyncConversationStorage:
             raise self._unavailable(replica, exc) from exc
 
     def _unavailable(self, replica: bool, exc: BaseException) -> DatabaseUnavailableError:
-        return replica_unavailable(self._read_conninfo, exc) if replica else unavailable(self._conninfo, exc)
+        return unavailable(self._read_conninfo if replica else self._conninfo, exc, replica=replica)
 
     async def _arun(self, op: Op[R], *, readonly: bool | None = None) -> R:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads

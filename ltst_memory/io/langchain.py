@@ -107,12 +107,9 @@ def import_langchain_messages(
 def _source(dsn: str) -> psycopg.Connection[Any]:
     from pgvector.psycopg import register_vector
 
-    try:
-        conn = psycopg.connect(dsn)
-    except psycopg.OperationalError as exc:
-        from .._connection import unavailable
+    from .._connection import connect
 
-        raise unavailable(dsn, exc) from None
+    conn = connect(dsn)
     try:
         register_vector(conn)
     except psycopg.ProgrammingError:
