@@ -39,13 +39,9 @@ import argparse
 import cProfile
 import json
 import pstats
-import shutil
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +49,7 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import clustered_vectors, fresh_database, machine, texts, with_db
+from _common import clustered_vectors, fresh_database, machine, server, texts
 
 HNSW_INDEX = (
     "CREATE INDEX IF NOT EXISTS idx_messages_embedding_hnsw ON conversation_messages "
@@ -68,23 +64,6 @@ SECONDARY_INDEXES = (
     "idx_messages_metadata",
     "idx_messages_search_tsv",
 )
-
-
-@contextmanager
-def server(dsn: str | None) -> Iterator[str]:
-    """An admin DSN: the given one, or a private embedded server whose data directory (~1-2 GB after a
-    100k + 100k run) is deleted afterwards."""
-    if dsn:
-        yield dsn
-        return
-    from ltst_memory._connection import acquire_embedded, release_embedded
-
-    data_dir = Path(tempfile.mkdtemp(prefix="ltst-bench-bulk-"))
-    try:
-        yield with_db(acquire_embedded(data_dir), "postgres")
-    finally:
-        release_embedded(data_dir)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def messages(start: int, n: int, args: argparse.Namespace, corpus: list[str], vectors: Any) -> Any:

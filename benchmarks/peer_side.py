@@ -79,19 +79,11 @@ def table_bytes(dsn: str, tables: list[str]) -> int:
 
 
 def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray, n: int) -> dict[str, Any]:
-    from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, HashingEmbedder
+    from _common import PrecomputedEmbedder
 
-    class Lookup(HashingEmbedder):
-        """Returns precomputed vectors: nothing is embedded in the timed operations."""
+    from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
 
-        def __init__(self) -> None:
-            super().__init__(384, model_name="precomputed")
-            self.table: dict[str, np.ndarray] = {}
-
-        def embed(self, items: Any) -> np.ndarray:
-            return np.stack([self.table[t] for t in items])
-
-    embedder = Lookup()
+    embedder = PrecomputedEmbedder()
     size = len(texts)
     sessions = size // PER_SESSION
     out: dict[str, Any] = {}

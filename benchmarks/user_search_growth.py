@@ -27,7 +27,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import clustered_vectors, fresh_database, machine, server, texts
+from _common import PrecomputedEmbedder, clustered_vectors, fresh_database, machine, server, texts
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -49,22 +49,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, HashingEmbedder
+    from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
     from ltst_memory import _queries as q
-
-    class Lookup(HashingEmbedder):
-        def __init__(self) -> None:
-            super().__init__(384, model_name="precomputed")
-            self.table: dict[str, np.ndarray] = {}
-
-        def embed(self, items: Any) -> np.ndarray:
-            return np.stack([self.table[t] for t in items])
 
     top = max(args.sizes)
     vectors = clustered_vectors(top + args.n, seed=3)
     probe, vectors = vectors[top:], vectors[:top]
     corpus = texts(top)
-    embedder = Lookup()
+    embedder = PrecomputedEmbedder()
     queries = [f"query {i}" for i in range(args.n)]
     embedder.table.update(zip(queries, probe, strict=True))
     report: dict[str, Any] = {"machine": machine(), "steps": []}
