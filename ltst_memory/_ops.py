@@ -293,14 +293,8 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns)
         if not rows:
             raise SessionNotFoundError(session_ids[0])
-        by_uuid = {r["message_uuid"]: r for r in rows}
-        stored = []
-        for p in params:
-            message = q.message_from_row(by_uuid[p["message_uuid"]])
-            message.embedding = [float(x) for x in p["embedding"]]
-            stored.append(message)
-        logger.debug("stored %d messages", len(stored))
-        return stored
+        logger.debug("stored %d messages", len(rows))
+        return _as_stored(params, {r["message_uuid"]: r for r in rows})
 
     owners, next_index, existing = yield from lock_sessions_for_write(params, uuid_given, q.SELECT_MESSAGES_BY_UUID)
 
@@ -316,21 +310,26 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         next_index[sid] += 1
         to_insert.append(p)
 
-    inserted: dict[uuid.UUID, dict[str, Any]] = {}
+    rows_by_uuid = dict(existing)
     if to_insert:
-        columns: dict[str, Any] = {c: [p[c] for p in to_insert] for c in q.INSERT_MESSAGES_COLUMNS}
-        columns["session_ids"] = session_ids
-        columns["next_indexes"] = [next_index[s] for s in session_ids]
-        rows = yield Query(q.INSERT_MESSAGES, columns)
-        inserted = {r["message_uuid"]: r for r in rows}
+        batch: dict[str, Any] = {c: [p[c] for p in to_insert] for c in q.INSERT_MESSAGES_COLUMNS}
+        batch["session_ids"] = session_ids
+        batch["next_indexes"] = [next_index[s] for s in session_ids]
+        rows = yield Query(q.INSERT_MESSAGES, batch)
+        rows_by_uuid.update((r["message_uuid"], r) for r in rows)
+    logger.debug("stored %d messages (%d already present)", len(to_insert), len(params) - len(to_insert))
+    return _as_stored(params, rows_by_uuid)
+
+
+def _as_stored(params: list[dict[str, Any]], rows: dict[uuid.UUID, dict[str, Any]]) -> list[ConversationMessage]:
+    """The messages of ``params`` as stored (their rows, keyed by ``message_uuid``), in order, each with
+    the embedding it was stored with."""
     result = []
     for p in params:
-        row = inserted.get(p["message_uuid"]) or existing[p["message_uuid"]]
-        message = q.message_from_row(row)
+        message = q.message_from_row(rows[p["message_uuid"]])
         if message.embedding is None:
             message.embedding = [float(x) for x in p["embedding"]]
         result.append(message)
-    logger.debug("stored %d messages (%d already present)", len(to_insert), len(params) - len(to_insert))
     return result
 
 

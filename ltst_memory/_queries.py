@@ -137,11 +137,7 @@ WITH inserted AS (
               parent_message_id, metadata, embedding, relevance_score, is_context_message, ts)
     RETURNING {MESSAGE_COLUMNS}
 ),
-advanced AS (
-    UPDATE conversation_sessions AS s SET next_message_index = a.next_index
-    FROM unnest(%(session_ids)s::text[], %(next_indexes)s::int[]) AS a(session_id, next_index)
-    WHERE s.session_id = a.session_id
-)
+advanced AS ({ADVANCE_MESSAGE_INDEX})
 SELECT * FROM inserted
 """
 
