@@ -397,14 +397,21 @@ def search_messages(
     return [(q.message_from_row(r), float(r["similarity"])) for r in rows]
 
 
+def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any]) -> Op[bool]:
+    """Whether the scope counted by ``size_sql`` (from the trigger-maintained ``session_summary``) holds
+    at most ``exact_search_max_rows`` messages: small scopes are read directly, exactly; large ones
+    through the HNSW / GIN indexes. Shared by ``search_messages`` and ``recall``."""
+    size = yield Query(size_sql, params, fetch="one")
+    return int(size["n"]) <= core.settings.exact_search_max_rows
+
+
 def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
     """Pick exact search for small scopes, HNSW with iterative scans for large ones and for no scope."""
     scoped_to_session = "session_id" in params
     scoped_to_user = "user_id" in params
     if scoped_to_session or scoped_to_user:
         size_sql = q.SCOPE_SIZE_OF_SESSION if scoped_to_session else q.SCOPE_SIZE_OF_USER
-        size = yield Query(size_sql, params, fetch="one")
-        if int(size["n"]) <= core.settings.exact_search_max_rows:
+        if (yield from scope_is_small(core, size_sql, params)):
             if scoped_to_session and scoped_to_user:
                 return q.EXACT_SEARCH_IN_USER_SESSION
             return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _queries as q
 from . import _recall_queries as rq
-from ._ops import Core, Embed, Op, Query
+from ._ops import Core, Embed, Op, Query, scope_is_small
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
 from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text
 
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 RecallScope = Literal["auto", "session", "user", "related", "all"]
 _SCOPES = ("auto", "session", "user", "related", "all")
+# How many messages each scope holds (none for "all": it is never read directly).
+_SCOPE_SIZE = {"user": q.SCOPE_SIZE_OF_USER, "session": q.SCOPE_SIZE_OF_SESSION, "related": q.SCOPE_SIZE_OF_SESSIONS}
 
 #: Defaults measured on LoCoMo (docs/retrieval.md).
 DEFAULT_LEXICAL_WEIGHT = 0.5
@@ -282,13 +284,8 @@ def recall(
 
     # A small scope is read directly (exact, no index posting lists); a large one goes through the
     # GIN and HNSW indexes. The size comes from the trigger-maintained session_summary.
-    size_sql = {"user": q.SCOPE_SIZE_OF_USER, "session": q.SCOPE_SIZE_OF_SESSION}.get(scope)
-    if scope == "related":
-        size_sql = q.SCOPE_SIZE_OF_SESSIONS
-    scan = False
-    if size_sql is not None:
-        size = yield Query(size_sql, params, fetch="one")
-        scan = int(size["n"]) <= core.settings.exact_search_max_rows
+    size_sql = _SCOPE_SIZE.get(scope)
+    scan = size_sql is not None and (yield from scope_is_small(core, size_sql, params))
     sql = rq.candidates_sql(
         scope=scope_sql,
         filters=filters,
