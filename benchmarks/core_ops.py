@@ -47,7 +47,9 @@ def import_time(runs: int = 5) -> float:
     return sorted(samples)[len(samples) // 2] * 1000
 
 
-def load(store, dsn: str, n_messages: int, n_sessions: int, users: int, embedder) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def load(  # type: ignore[no-untyped-def]
+    store, dsn: str, n_messages: int, n_sessions: int, users: int, embedder, import_workers: int = 2
+) -> dict[str, float]:
     from ltst_memory import ConversationMessage, ConversationSession
 
     corpus = texts(n_messages)
@@ -68,7 +70,7 @@ def load(store, dsn: str, n_messages: int, n_sessions: int, users: int, embedder
         )
         for i in range(n_messages)
     )
-    result = store.import_messages(messages, batch_size=10_000)
+    result = store.import_messages(messages, batch_size=10_000, workers=import_workers)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute("SET max_parallel_maintenance_workers = 1")
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--sessions", type=int, default=1_000)
     parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--import-workers", type=int, default=2, help="import_messages(workers=...) for the load")
     parser.add_argument("--n", type=int, default=200, help="timed calls per operation")
     parser.add_argument("--dsn", help="superuser DSN of a server to use instead of a private embedded one")
     parser.add_argument("--json", type=Path, help="also write the report here")
@@ -98,13 +101,14 @@ def main() -> None:
     from ltst_memory.embeddings import SentenceTransformerEmbedder
 
     report: dict[str, object] = {"machine": machine(), "messages": args.messages, "sessions": args.sessions}
+    report["import_workers"] = args.import_workers
     report["import ltst_memory (ms)"] = import_time()
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     embedder.embed(["warm up"])
     with server(args.dsn) as admin:
         dsn = fresh_database(admin, "ltst_bench_core")
         with ConversationStorage(dsn, embedder=embedder) as store:
-            report["load"] = load(store, dsn, args.messages, args.sessions, args.users, embedder)
+            report["load"] = load(store, dsn, args.messages, args.sessions, args.users, embedder, args.import_workers)
             rng = np.random.default_rng(7)
             probe = texts(args.n + 10, seed=99)
             vectors = embedder.embed(probe)

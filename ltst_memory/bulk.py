@@ -111,7 +111,17 @@ class Copy:
 
 @dataclass(frozen=True)
 class Commit:
-    """Commit the current transaction (the next query opens a new one)."""
+    """Commit the current transaction and give its connection back to the pool (the next query takes
+    a connection and opens a new transaction)."""
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """Run ``ops`` (bulk operations) at the same time, each on its own pool connection, with no
+    transaction of the caller open; returns their results in order. When one fails, the others still
+    finish (their committed transactions stay) and the first failure is raised."""
+
+    ops: tuple[Generator[Any, Any, Any], ...]
 
 
 @dataclass
@@ -135,6 +145,11 @@ class BulkResult:
         """Messages handled per second."""
         return (self.inserted + self.skipped) / self.seconds if self.seconds else 0.0
 
+    def add(self, other: BulkResult) -> None:
+        """Add the counts and the encode / COPY seconds of ``other`` (``seconds`` stays this one's)."""
+        for name in ("inserted", "skipped", "batches", "embedded", "deferred", "encode_seconds", "copy_seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 # --------------------------------------------------------------------------- operations
 
@@ -156,6 +171,7 @@ def import_messages(
     *,
     batch_size: int = 5_000,
     defer_embedding: bool = False,
+    workers: int = 1,
 ) -> Generator[Any, Any, BulkResult]:
     """Bulk-store ``messages`` (any iterable, consumed lazily) with binary COPY; return a :class:`BulkResult`.
 
@@ -163,10 +179,46 @@ def import_messages(
     ``embedding`` are not re-embedded) and written in one transaction; a failing batch rolls back
     alone (earlier batches stay). With ``defer_embedding=True`` messages without an embedding are
     stored with none, for :class:`EmbeddingWorker` to fill in. The sessions must exist.
+
+    ``workers`` > 1 writes on that many connections at once (the server inserts on one CPU per
+    connection): ``workers * batch_size`` messages are read at a time and split by the sessions'
+    owner, so each user's messages go through one connection, in order, and concurrent transactions
+    never wait for each other's session or statistics rows. Each part is written in transactions of
+    up to ``batch_size`` messages. If one part fails, the parts running beside it still commit and the
+    first error is raised. The store's pool needs ``workers`` free connections.
     """
     if isinstance(messages, (str, bytes, ConversationMessage)):
         raise ValidationError("import_messages expects an iterable of ConversationMessage")
     batch_size = check_limit("batch_size", batch_size, minimum=1, maximum=1_000_000)
+    workers = check_limit("workers", workers, minimum=1, maximum=64)
+    result = BulkResult()
+    started = time.perf_counter()
+    if workers == 1:
+        result = yield from _import_part(core, messages, batch_size, defer_embedding)
+    else:
+        owners: dict[str, str] = {}
+        for round_ in _chunks(messages, batch_size * workers):
+            unknown = {m.session_id for m in round_ if isinstance(getattr(m, "session_id", None), str)} - owners.keys()
+            if unknown:
+                rows = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": sorted(unknown)})
+                owners.update((r["session_id"], r["user_id"]) for r in rows)
+                yield Commit()
+            parts = _partition_by_owner(round_, owners, workers)
+            done = yield Parallel(tuple(_import_part(core, part, batch_size, defer_embedding) for part in parts))
+            for part_result in done:
+                result.add(part_result)
+    result.seconds = time.perf_counter() - started
+    logger.info(
+        "bulk import: %d inserted, %d skipped in %d batches, %.2fs", result.inserted, result.skipped,
+        result.batches, result.seconds,
+    )  # fmt: skip
+    return result
+
+
+def _import_part(
+    core: Core, messages: Iterable[ConversationMessage], batch_size: int, defer_embedding: bool
+) -> Generator[Any, Any, BulkResult]:
+    """Import ``messages`` on one connection, one transaction per batch of ``batch_size``."""
     result = BulkResult()
     started = time.perf_counter()
     for batch in _chunks(messages, batch_size):
@@ -174,11 +226,36 @@ def import_messages(
         yield Commit()
         result.batches += 1
     result.seconds = time.perf_counter() - started
-    logger.info(
-        "bulk import: %d inserted, %d skipped in %d batches, %.2fs", result.inserted, result.skipped,
-        result.batches, result.seconds,
-    )  # fmt: skip
     return result
+
+
+def _partition_by_owner(
+    messages: list[ConversationMessage], owners: dict[str, str], parts: int
+) -> list[list[ConversationMessage]]:
+    """``messages`` split into at most ``parts`` non-empty lists of similar size, all messages of one user
+    (their session's owner in ``owners``; an unknown session counts as its own user) in the same list,
+    in their order. Users are placed largest first, each on the list with the fewest messages so far."""
+    keys = [_owner_key(m, owners) for m in messages]
+    sizes: dict[str, int] = {}
+    for key in keys:
+        sizes[key] = sizes.get(key, 0) + 1
+    loads = [0] * parts
+    place: dict[str, int] = {}
+    for key in sorted(sizes, key=lambda k: (-sizes[k], k)):
+        target = loads.index(min(loads))
+        place[key] = target
+        loads[target] += sizes[key]
+    split: list[list[ConversationMessage]] = [[] for _ in range(parts)]
+    for message, key in zip(messages, keys, strict=True):
+        split[place[key]].append(message)
+    return [part for part in split if part]
+
+
+def _owner_key(message: Any, owners: dict[str, str]) -> str:
+    session_id = getattr(message, "session_id", None)
+    if not isinstance(session_id, str):
+        return ""  # not a valid message: validation will reject it
+    return "u:" + owners[session_id] if session_id in owners else "s:" + session_id
 
 
 def _work_mem(prepared: bulk_rows.Prepared) -> str:
@@ -297,93 +374,112 @@ def search_unembedded(
 
 
 def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
-    """Run a bulk operation on a :class:`~ltst_memory.ConversationStorage` (transaction per Commit)."""
+    """Run a bulk operation on a :class:`~ltst_memory.ConversationStorage`: a transaction (and a pool
+    connection) per :class:`Commit`, threads for :class:`Parallel`."""
     from ._executor import check_open
 
     check_open(store._closed)
-    with ExitStack() as outer:
-        conn = None
-        tx: ExitStack | None = None
-        result: Any = None
-        try:
-            while True:
-                try:
-                    instruction = op.send(result)
-                except StopIteration as stop:
-                    if tx is not None:
-                        tx.close()
-                    return stop.value
-                if isinstance(instruction, Embed):
-                    result = embed_checked(store._core.embedder, instruction.texts)
-                    continue
-                if isinstance(instruction, Commit):
-                    if tx is not None:
-                        tx.close()  # commits
-                        tx = None
-                    result = None
-                    continue
-                if conn is None:
-                    conn = outer.enter_context(store._connection())
-                if tx is None:
-                    tx = ExitStack()
-                    tx.enter_context(conn.transaction())
-                if isinstance(instruction, Copy):
-                    with conn.cursor() as cur:
-                        with cur.copy(instruction.sql) as copy:
-                            for chunk in instruction.chunks:
-                                copy.write(chunk)
-                        result = cur.rowcount
-                else:
-                    result = store._execute(conn, instruction)
-        except BaseException as exc:
-            if tx is not None:
-                tx.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
-            raise
+    tx: ExitStack | None = None  # the pool connection and its open transaction
+    conn: Any = None
+    result: Any = None
+    try:
+        while True:
+            try:
+                instruction = op.send(result)
+            except StopIteration as stop:
+                if tx is not None:
+                    tx.close()  # commits
+                return stop.value
+            if isinstance(instruction, Embed):
+                result = embed_checked(store._core.embedder, instruction.texts)
+                continue
+            if isinstance(instruction, (Commit, Parallel)):
+                if tx is not None:
+                    tx.close()  # commits, returns the connection
+                    tx = None
+                result = _run_parallel_sync(store, instruction.ops) if isinstance(instruction, Parallel) else None
+                continue
+            if tx is None:
+                tx = ExitStack()
+                conn = tx.enter_context(store._connection())
+                tx.enter_context(conn.transaction())
+            if isinstance(instruction, Copy):
+                with conn.cursor() as cur:
+                    with cur.copy(instruction.sql) as copy:
+                        for chunk in instruction.chunks:
+                            copy.write(chunk)
+                    result = cur.rowcount
+            else:
+                result = store._execute(conn, instruction)
+    except BaseException as exc:
+        if tx is not None:
+            tx.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
+        raise
+
+
+def _run_parallel_sync(store: Any, ops: tuple[Generator[Any, Any, Any], ...]) -> list[Any]:
+    if len(ops) == 1:
+        return [run_sync(store, ops[0])]
+    with concurrent.futures.ThreadPoolExecutor(len(ops), thread_name_prefix="ltst-import") as pool:
+        futures = [pool.submit(run_sync, store, op) for op in ops]
+        concurrent.futures.wait(futures)
+    return _results_or_first_error([f.exception() or f.result() for f in futures])
+
+
+def _results_or_first_error(outcomes: list[Any]) -> list[Any]:
+    """``outcomes`` (results, or the exceptions of the operations that failed) if none failed; else
+    raise the first exception."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes
 
 
 async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
-    """Run a bulk operation on an :class:`~ltst_memory.AsyncConversationStorage`."""
+    """Run a bulk operation on an :class:`~ltst_memory.AsyncConversationStorage` (as :func:`run_sync`,
+    with tasks for :class:`Parallel`)."""
     from ._executor import check_open
 
     check_open(store._closed)
-    async with AsyncExitStack() as outer:
-        conn = None
-        tx: AsyncExitStack | None = None
-        result: Any = None
-        try:
-            while True:
-                try:
-                    instruction = op.send(result)
-                except StopIteration as stop:
-                    if tx is not None:
-                        await tx.aclose()
-                    return stop.value
-                if isinstance(instruction, Embed):
-                    result = await asyncio.to_thread(embed_checked, store._core.embedder, instruction.texts)
-                    continue
-                if isinstance(instruction, Commit):
-                    if tx is not None:
-                        await tx.aclose()
-                        tx = None
-                    result = None
-                    continue
-                if conn is None:
-                    conn = await outer.enter_async_context(store._connection())
-                if tx is None:
-                    tx = AsyncExitStack()
-                    await tx.enter_async_context(conn.transaction())
-                if isinstance(instruction, Copy):
-                    async with conn.cursor() as cur:
-                        async with cur.copy(instruction.sql) as copy:
-                            for chunk in instruction.chunks:
-                                await copy.write(chunk)
-                        result = cur.rowcount
-                else:
-                    result = await store._execute(conn, instruction)
-        except BaseException as exc:
-            if tx is not None:
-                await tx.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+    tx: AsyncExitStack | None = None
+    conn: Any = None
+    result: Any = None
+    try:
+        while True:
+            try:
+                instruction = op.send(result)
+            except StopIteration as stop:
+                if tx is not None:
+                    await tx.aclose()
+                return stop.value
+            if isinstance(instruction, Embed):
+                result = await asyncio.to_thread(embed_checked, store._core.embedder, instruction.texts)
+                continue
+            if isinstance(instruction, (Commit, Parallel)):
+                if tx is not None:
+                    await tx.aclose()
+                    tx = None
+                result = None
+                if isinstance(instruction, Parallel):
+                    runs = (run_async(store, o) for o in instruction.ops)
+                    result = _results_or_first_error(list(await asyncio.gather(*runs, return_exceptions=True)))
+                continue
+            if tx is None:
+                tx = AsyncExitStack()
+                conn = await tx.enter_async_context(store._connection())
+                await tx.enter_async_context(conn.transaction())
+            if isinstance(instruction, Copy):
+                async with conn.cursor() as cur:
+                    async with cur.copy(instruction.sql) as copy:
+                        for chunk in instruction.chunks:
+                            await copy.write(chunk)
+                    result = cur.rowcount
+            else:
+                result = await store._execute(conn, instruction)
+    except BaseException as exc:
+        if tx is not None:
+            await tx.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
 
 
 def _signature(op: Callable[..., Any]) -> inspect.Signature:

@@ -189,6 +189,12 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
                 checked |= pending
             if type(instruction).__name__ == "Commit":  # multi-transaction operations (bulk import)
                 in_transaction = False
+            elif type(instruction).__name__ == "Parallel":  # bulk import's workers, each on its own connection
+                from .bulk import Commit, Parallel
+
+                yield Commit()  # the checks above ran in a transaction of their own
+                in_transaction = False
+                instruction = Parallel(tuple(_drive(op, {}, user_id) for op in instruction.ops))
         result = yield instruction
     result_users: set[str] = set()
     result_sessions: set[str] = set()
