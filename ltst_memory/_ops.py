@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from . import _queries as q
-from . import crypto
+from . import crypto, hnsw
 from .config import Settings
 from .embeddings import Embedder
 from .errors import EmbeddingDimensionError, SessionExistsError, SessionNotFoundError, ValidationError
@@ -77,6 +77,9 @@ class Core:
     settings: Settings
     embedder: Embedder
     stats: dict[str, int] = field(default_factory=dict)
+    #: "vector" or "halfvec": how the database's HNSW index stores vectors (ltst_memory/hnsw.py); looked
+    #: up on the first search that walks the index.
+    hnsw_storage: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -417,11 +420,21 @@ def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
             return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER
     ef_search = max(core.settings.hnsw_ef_search, params["limit"] * 2)
     yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(ef_search)}, fetch="none")
+    order = yield from hnsw_order(core)
     if scoped_to_session and scoped_to_user:
-        return q.SEARCH_MESSAGES_IN_USER_SESSION
+        return q.search_messages_sql("user_session", order)
     if scoped_to_session:
-        return q.SEARCH_MESSAGES_IN_SESSION
-    return q.SEARCH_MESSAGES_OF_USER if scoped_to_user else q.SEARCH_MESSAGES_ALL
+        return q.search_messages_sql("session", order)
+    return q.search_messages_sql("user" if scoped_to_user else "all", order)
+
+
+def hnsw_order(core: Core, *, column: str = "embedding", param: str = "query") -> Op[str]:
+    """The distance expression the HNSW index orders by (``hnsw.order_by``), for ``column`` and query
+    parameter ``param``. The index's storage is looked up once per store."""
+    if core.hnsw_storage is None:
+        row = yield Query(hnsw.INDEX_DEFINITION, fetch="one")
+        core.hnsw_storage = hnsw.storage_of(row["definition"] if row else None)
+    return hnsw.order_by(core.hnsw_storage, core.embedder.dimension, column=column, param=param)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- context

@@ -75,7 +75,7 @@ matches AS MATERIALIZED (
 semantic AS (
     SELECT m.message_id FROM conversation_messages AS m
     WHERE {scope}{filters} AND m.embedding IS NOT NULL
-    ORDER BY m.embedding <=> %(embedding)s
+    ORDER BY {order}
     LIMIT %(candidates)s
 ),"""
 
@@ -143,15 +143,23 @@ _POOL_WITH_NEIGHBOURS = """
 
 
 def candidates_sql(
-    *, scope: str, filters: str, all_users: bool, with_embedding: bool, with_neighbors: bool, scan: bool = False
+    *,
+    scope: str,
+    filters: str,
+    all_users: bool,
+    with_embedding: bool,
+    with_neighbors: bool,
+    scan: bool = False,
+    order: str = "m.embedding <=> %(embedding)s",
 ) -> str:
     """The candidate statement for one scope fragment and a concatenation of filter fragments.
 
     ``scan`` reads the scope's rows directly (right for a small scope) instead of going through the
-    full-text and vector indexes (right for a large one).
+    full-text and vector indexes (right for a large one), whose HNSW walk orders by ``order``
+    (``hnsw.order_by`` for ``m.embedding`` and the ``embedding`` parameter).
     """
     pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
-    match = (_MATCH_BY_SCAN if scan else _MATCH_BY_INDEX).format(scope=scope, filters=filters)
+    match = (_MATCH_BY_SCAN if scan else _MATCH_BY_INDEX).format(scope=scope, filters=filters, order=order)
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
     tail = _TAIL.format(pool=pool, columns=_M_COLUMNS, extra=", m.embedding" if with_embedding else "")
     return head + match + tail

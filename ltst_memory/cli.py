@@ -158,6 +158,33 @@ def migrate(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
+@app.command("hnsw-storage")
+@_command
+def hnsw_storage(
+    storage: Annotated[
+        str | None, typer.Argument(help="vector (float32) or halfvec (float16, half the index); omit to show.")
+    ] = None,
+    concurrently: Annotated[
+        bool, typer.Option("--concurrently", help="Build the new index beside the old one; writes go on.")
+    ] = False,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Show or change how the HNSW index stores vectors (docs/scaling.md, "HNSW storage").
+
+    Example: ltst hnsw-storage halfvec --concurrently
+    """
+    from ._connection import connect
+    from .hnsw import index_storage, set_index_storage
+
+    with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
+        if storage is None:
+            console.print(f"HNSW index storage: {index_storage(conn)}")
+            return
+        changed = set_index_storage(conn, storage, concurrently=concurrently)
+    console.print(f"HNSW index rebuilt as {storage}" if changed else f"HNSW index already uses {storage}")
+
+
 @app.command()
 def doctor(dsn: DsnOption = None, data_dir: DataDirOption = None, model: ModelOption = None) -> None:
     """Check the database, PostgreSQL, pgvector, the schema and the embedding model; say what to fix.

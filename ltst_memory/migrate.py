@@ -101,17 +101,17 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
                 "model, or re-embed every message with `ltst reembed`"
             )
         if stored_dim != dimension:
+            from .hnsw import index_ddl, index_storage
+
             logger.info("resizing the embedding column from %s to %s dimensions", stored_dim, dimension)
+            storage = index_storage(conn)  # the index is rebuilt as it was: vector or halfvec
             conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
             conn.execute(
                 psycopg.sql.SQL("ALTER TABLE conversation_messages ALTER COLUMN embedding TYPE vector({})").format(
                     psycopg.sql.Literal(int(dimension))
                 )
             )
-            conn.execute(
-                "CREATE INDEX IF NOT EXISTS idx_messages_embedding_hnsw ON conversation_messages "
-                "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-            )
+            conn.execute(index_ddl(storage, dimension))
         for key, value in (("embedding_model", model_name), ("embedding_dimension", str(dimension))):
             conn.execute(
                 "INSERT INTO ltst_metadata (key, value) VALUES (%s, %s) "

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _queries as q
 from . import _recall_queries as rq
-from ._ops import Core, Embed, Op, Query, scope_is_small
+from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
 from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text
 
@@ -286,6 +286,7 @@ def recall(
     # GIN and HNSW indexes. The size comes from the trigger-maintained session_summary.
     size_sql = _SCOPE_SIZE.get(scope)
     scan = size_sql is not None and (yield from scope_is_small(core, size_sql, params))
+    order = "" if scan else (yield from hnsw_order(core, column="m.embedding", param="embedding"))
     sql = rq.candidates_sql(
         scope=scope_sql,
         filters=filters,
@@ -293,6 +294,7 @@ def recall(
         with_embedding=mmr is not None,
         with_neighbors=neighbor_weight > 0,
         scan=scan,
+        order=order,
     )
     if not scan:
         ef_search = max(core.settings.hnsw_ef_search, params["candidates"])
