@@ -331,7 +331,7 @@ def _as_stored(params: list[dict[str, Any]], rows: dict[uuid.UUID, dict[str, Any
     for p in params:
         message = q.message_from_row(rows[p["message_uuid"]])
         if message.embedding is None:
-            message.embedding = [float(x) for x in p["embedding"]]
+            message.embedding = np.asarray(p["embedding"], dtype=np.float32).tolist()
         result.append(message)
     return result
 
