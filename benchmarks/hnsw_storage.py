@@ -1,6 +1,7 @@
 """The HNSW index stored as ``vector`` vs ``halfvec`` (ltst_memory/hnsw.py), through the store's API.
 
-    HF_HUB_OFFLINE=1 python benchmarks/hnsw_storage.py [--messages 100000] [--n 200] [--dsn ...] [--json FILE]
+    HF_HUB_OFFLINE=1 python benchmarks/hnsw_storage.py [--messages 100000] [--n 200] [--ef-search 100 200]
+        [--dsn ...] [--json FILE]
 
 Loads ``--messages`` messages (1,000 sessions of 100 users; vectors clustered around real MiniLM
 vectors) with ``import_messages(workers=2)``, builds the default ``vector`` index, then for each
@@ -40,32 +41,41 @@ def message_ids(dsn: str, count: int) -> np.ndarray:
     return ids
 
 
-def measure(store: Any, dsn: str, corpus_vectors: np.ndarray, probe: np.ndarray, n: int) -> dict[str, Any]:
-    from _common import percentiles
-
-    from ltst_memory import ConversationMessage
-
-    out: dict[str, Any] = {}
+def index_mb(dsn: str) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE conversation_messages")
         size = conn.execute("SELECT pg_relation_size('idx_messages_embedding_hnsw')").fetchone()
-        out["index_mb"] = size[0] / 2**20 if size else 0.0
+    return size[0] / 2**20 if size else 0.0
+
+
+def exact_top(dsn: str, corpus_vectors: np.ndarray, probe: np.ndarray) -> list[set[int]]:
+    """The brute-force top 10 message ids of each probe vector."""
+    ids = message_ids(dsn, len(corpus_vectors))
+    return [set(ids[np.argsort(-(corpus_vectors @ v), kind="stable")[:K]].tolist()) for v in probe]
+
+
+def measure_search(store: Any, probe: np.ndarray, truth: list[set[int]], n: int) -> dict[str, Any]:
+    """Unscoped search_messages (the HNSW walk): p50/p95 and recall@10 against ``truth``."""
+    from _common import percentiles
+
     queries = [f"probe {i}" for i in range(len(probe))]
     for text, vector in zip(queries, probe, strict=True):
         store.embedder.table[text] = vector
-    ids = message_ids(dsn, len(corpus_vectors))
-    hits, short = 0, 0
-    samples = []
+    hits, short, samples = 0, 0, []
     for i in range(n):
         t = time.perf_counter()
         found = store.search_messages(queries[i % len(queries)], limit=K)
         samples.append(time.perf_counter() - t)
-        truth = set(ids[np.argsort(-(corpus_vectors @ probe[i % len(probe)]), kind="stable")[:K]].tolist())
-        hits += len(truth & {m.message_id for m, _ in found})
+        hits += len(truth[i % len(truth)] & {m.message_id for m, _ in found})
         short += len(found) < K
-    out["search_all"] = {**percentiles(samples), "recall_at_10": hits / (K * n), "short_results": short}
+    return {**percentiles(samples), "recall_at_10": hits / (K * n), "short_results": short}
+
+
+def measure_writes(store: Any, probe: np.ndarray, n: int) -> dict[str, float]:
+    from ltst_memory import ConversationMessage
+
     rng = np.random.default_rng(3)
-    out["store_message"] = timed(
+    return timed(
         lambda i: store.store_message(
             ConversationMessage(
                 session_id=f"s{rng.integers(1000)}", role="human", content=f"new {i}", embedding=probe[i % len(probe)]
@@ -73,18 +83,18 @@ def measure(store: Any, dsn: str, corpus_vectors: np.ndarray, probe: np.ndarray,
         ),
         n,
     )
-    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[100], help="hnsw_ef_search values to time")
     parser.add_argument("--dsn", help="superuser DSN of a server to use instead of a private embedded one")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
+    from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, Settings
     from ltst_memory.embeddings import SentenceTransformerEmbedder
     from ltst_memory.hnsw import set_index_storage
 
@@ -109,6 +119,7 @@ def main() -> None:
                 batch_size=10_000,
                 workers=2,
             )
+            truth: list[set[int]] = []
             for storage in ("vector", "halfvec"):
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute("ALTER DATABASE ltst_bench_hnsw_storage SET maintenance_work_mem = '1GB'")
@@ -117,8 +128,15 @@ def main() -> None:
                     t = time.perf_counter()
                     set_index_storage(conn, storage)
                     build_s = time.perf_counter() - t
-                with ConversationStorage(dsn, embedder=embedder) as fresh:  # learns the index storage
-                    report[storage] = {"build_s": build_s, **measure(fresh, dsn, vectors, probe, args.n)}
+                truth = truth or exact_top(dsn, vectors, probe)
+                report[storage] = {"build_s": build_s, "index_mb": index_mb(dsn), "search_by_ef": {}}
+                for ef in args.ef_search:
+                    settings = Settings.from_env(dsn=dsn, hnsw_ef_search=ef)
+                    with ConversationStorage(settings=settings, embedder=embedder) as fresh:  # learns the storage
+                        report[storage]["search_by_ef"][ef] = measure_search(fresh, probe, truth, args.n)
+                report[storage]["search_all"] = report[storage]["search_by_ef"][args.ef_search[0]]
+                with ConversationStorage(dsn, embedder=embedder) as fresh:
+                    report[storage]["store_message"] = measure_writes(fresh, probe, args.n)
                 # the timed store_message calls added rows: keep the brute-force truth in step
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute("DELETE FROM conversation_messages WHERE content LIKE 'new %'")
@@ -132,6 +150,10 @@ def main() -> None:
             f"| {storage} | {r['build_s']:.1f} | {r['index_mb']:.0f} | {s['p50']:.2f} / {s['p95']:.2f} | "
             f"{s['recall_at_10']:.3f} | {w['p50']:.2f} / {w['p95']:.2f} |"
         )
+    for storage in ("vector", "halfvec"):
+        for ef, r in report[storage]["search_by_ef"].items():
+            timing = f"p50 {r['p50']:.2f} / p95 {r['p95']:.2f} ms"
+            print(f"{storage} ef_search={ef}: {timing}, recall@10 {r['recall_at_10']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 
