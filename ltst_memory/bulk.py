@@ -185,7 +185,7 @@ def import_messages(
     owner, so each user's messages go through one connection, in order, and concurrent transactions
     never wait for each other's session or statistics rows. Each part is written in transactions of
     up to ``batch_size`` messages. If one part fails, the parts running beside it still commit and the
-    first error is raised. The store's pool needs ``workers`` free connections.
+    first error is raised. At most ``pool_max_size`` parts run at once.
     """
     if isinstance(messages, (str, bytes, ConversationMessage)):
         raise ValidationError("import_messages expects an iterable of ConversationMessage")
@@ -417,13 +417,36 @@ def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
         raise
 
 
+def _parallelism(store: Any, count: int) -> int:
+    """How many of ``count`` parts run at once: never more than the store's pool holds, so a part
+    never waits out ``pool_timeout`` for a connection its siblings hold."""
+    return max(1, min(count, store._pool.max_size))
+
+
 def _run_parallel_sync(store: Any, ops: tuple[Generator[Any, Any, Any], ...]) -> list[Any]:
-    if len(ops) == 1:
-        return [run_sync(store, ops[0])]
-    with concurrent.futures.ThreadPoolExecutor(len(ops), thread_name_prefix="ltst-import") as pool:
+    if _parallelism(store, len(ops)) == 1:
+        return _results_or_first_error([_outcome_sync(store, op) for op in ops])
+    with concurrent.futures.ThreadPoolExecutor(_parallelism(store, len(ops)), thread_name_prefix="ltst-import") as pool:
         futures = [pool.submit(run_sync, store, op) for op in ops]
         concurrent.futures.wait(futures)
     return _results_or_first_error([f.exception() or f.result() for f in futures])
+
+
+def _outcome_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
+    try:
+        return run_sync(store, op)
+    except Exception as exc:  # the others still run (as with threads); the first error is raised after
+        return exc
+
+
+async def _run_parallel_async(store: Any, ops: tuple[Generator[Any, Any, Any], ...]) -> list[Any]:
+    slots = asyncio.Semaphore(_parallelism(store, len(ops)))
+
+    async def run(op: Generator[Any, Any, Any]) -> Any:
+        async with slots:
+            return await run_async(store, op)
+
+    return _results_or_first_error(list(await asyncio.gather(*(run(op) for op in ops), return_exceptions=True)))
 
 
 def _results_or_first_error(outcomes: list[Any]) -> list[Any]:
@@ -461,8 +484,7 @@ async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
                     tx = None
                 result = None
                 if isinstance(instruction, Parallel):
-                    runs = (run_async(store, o) for o in instruction.ops)
-                    result = _results_or_first_error(list(await asyncio.gather(*runs, return_exceptions=True)))
+                    result = await _run_parallel_async(store, instruction.ops)
                 continue
             if tx is None:
                 tx = AsyncExitStack()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -15,6 +16,7 @@ from ltst_memory import (
     ConversationMessage,
     ConversationStorage,
     SessionNotFoundError,
+    Settings,
     ValidationError,
 )
 
@@ -132,3 +134,45 @@ async def test_async_parallel_import(astore: AsyncConversationStorage) -> None:
     messages.append(ConversationMessage(session_id="no-such-session", role="human", content="orphan"))
     with pytest.raises(SessionNotFoundError):
         await astore.import_messages(messages[-5:], workers=2)
+
+
+class PeakEmbedder:
+    """Records how many embedding calls were in flight at once (each takes 0.2 s)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.model_name = inner.model_name  # type: ignore[attr-defined]
+        self.dimension = inner.dimension  # type: ignore[attr-defined]
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(0.2)
+        with self.lock:
+            self.active -= 1
+        return self.inner.embed(texts)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_parts_never_outnumber_the_pool(database_dsn: str, hashing_embedder: object) -> None:
+    embedder = PeakEmbedder(hashing_embedder)
+    settings = Settings.from_env(dsn=database_dsn, pool_max_size=2)
+    with ConversationStorage(settings=settings, embedder=embedder) as store:  # type: ignore[arg-type]
+        _sessions(store, SESSIONS)  # 4 users: 4 parts
+        assert store.import_messages(_messages(48), batch_size=12, workers=4).inserted == 48
+    assert embedder.peak == 2  # two at a time, as many as the pool has connections
+
+
+async def test_async_parts_never_outnumber_the_pool(database_dsn: str, hashing_embedder: object) -> None:
+    from ltst_memory import ConversationSession
+
+    embedder = PeakEmbedder(hashing_embedder)
+    settings = Settings.from_env(dsn=database_dsn, pool_max_size=2)
+    async with AsyncConversationStorage(settings=settings, embedder=embedder) as astore:  # type: ignore[arg-type]
+        for session_id, user_id in SESSIONS.items():
+            await astore.create_session(ConversationSession(session_id=session_id, user_id=user_id))
+        assert (await astore.import_messages(_messages(48), batch_size=12, workers=4)).inserted == 48
+    assert embedder.peak == 2
