@@ -79,7 +79,7 @@ class Core:
     stats: dict[str, int] = field(default_factory=dict)
     #: "vector" or "halfvec": how the database's HNSW index stores vectors (ltst_memory/hnsw.py); looked
     #: up on the first search that walks the index.
-    hnsw_storage: str | None = None
+    hnsw_storage: hnsw.HnswStorage | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -434,7 +434,7 @@ def hnsw_order(core: Core, *, column: str = "embedding", param: str = "query") -
     if core.hnsw_storage is None:
         row = yield Query(hnsw.INDEX_DEFINITION, fetch="one")
         core.hnsw_storage = hnsw.storage_of(row["definition"] if row else None)
-    return hnsw.order_by(core.hnsw_storage, core.embedder.dimension, column=column, param=param)  # type: ignore[arg-type]
+    return hnsw.order_by(core.hnsw_storage, core.embedder.dimension, column=column, param=param)
 
 
 # --------------------------------------------------------------------------- context

@@ -31,6 +31,8 @@ MESSAGE_COLUMNS = (
     "message_id, message_uuid, session_id, user_id, role, content, message_type, message_index, "
     'parent_message_id, metadata, relevance_score, is_context_message, "timestamp"'
 )
+#: MESSAGE_COLUMNS of a message table aliased ``m`` (joins).
+M_MESSAGE_COLUMNS = ", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(","))
 CONTEXT_COLUMNS = (
     "context_id, session_id, user_id, context_type, context_key, context_value, relevance_score, "
     "metadata, expires_at, created_at, updated_at"
@@ -258,14 +260,13 @@ FROM best JOIN conversation_messages AS m USING (message_id)
 WHERE 1 - best.distance >= %(threshold)s {outer_scope}
 ORDER BY best.distance, m.message_id
 """
-_M_COLUMNS = ", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(","))
 _IN_SESSION = "AND {t}session_id = %(session_id)s"
 _OF_USER = "AND {t}user_id = %(user_id)s"  # also lets Citus route the join to the user's shard
 
 
 def _exact_search(*scopes: str) -> str:
     return _EXACT_SEARCH_TEMPLATE.format(
-        columns=_M_COLUMNS,
+        columns=M_MESSAGE_COLUMNS,
         scope=" ".join(s.format(t="") for s in scopes),
         outer_scope=" ".join(s.format(t="m.") for s in scopes),
     )

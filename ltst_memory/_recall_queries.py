@@ -14,9 +14,7 @@ always bound parameters. One statement computes, inside PostgreSQL:
 
 from __future__ import annotations
 
-from ._queries import MESSAGE_COLUMNS
-
-_M_COLUMNS = ", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(","))
+from ._queries import M_MESSAGE_COLUMNS
 
 # --------------------------------------------------------------------------- fragments
 
@@ -161,13 +159,13 @@ def candidates_sql(
     pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
     match = (_MATCH_BY_SCAN if scan else _MATCH_BY_INDEX).format(scope=scope, filters=filters, order=order)
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
-    tail = _TAIL.format(pool=pool, columns=_M_COLUMNS, extra=", m.embedding" if with_embedding else "")
+    tail = _TAIL.format(pool=pool, columns=M_MESSAGE_COLUMNS, extra=", m.embedding" if with_embedding else "")
     return head + match + tail
 
 
 # Messages at given (session_id, message_index) positions, e.g. the neighbours of a hit.
 SELECT_MESSAGES_AT = f"""
-SELECT {_M_COLUMNS}
+SELECT {M_MESSAGE_COLUMNS}
 FROM unnest(%(session_ids)s::text[], %(indexes)s::int[]) AS n(session_id, message_index)
 JOIN conversation_messages AS m ON m.session_id = n.session_id AND m.message_index = n.message_index
 """

@@ -424,19 +424,10 @@ def _parallelism(store: Any, count: int) -> int:
 
 
 def _run_parallel_sync(store: Any, ops: tuple[Generator[Any, Any, Any], ...]) -> list[Any]:
-    if _parallelism(store, len(ops)) == 1:
-        return _results_or_first_error([_outcome_sync(store, op) for op in ops])
     with concurrent.futures.ThreadPoolExecutor(_parallelism(store, len(ops)), thread_name_prefix="ltst-import") as pool:
         futures = [pool.submit(run_sync, store, op) for op in ops]
         concurrent.futures.wait(futures)
     return _results_or_first_error([f.exception() or f.result() for f in futures])
-
-
-def _outcome_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
-    try:
-        return run_sync(store, op)
-    except Exception as exc:  # the others still run (as with threads); the first error is raised after
-        return exc
 
 
 async def _run_parallel_async(store: Any, ops: tuple[Generator[Any, Any, Any], ...]) -> list[Any]:

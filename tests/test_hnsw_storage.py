@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from test_semantic_search import FACTS as SEMANTIC_FACTS
 from typer.testing import CliRunner
 
 from ltst_memory import (
@@ -19,12 +20,7 @@ from ltst_memory.cli import app
 from ltst_memory.hnsw import index_storage, order_by, set_index_storage
 
 FACTS = [
-    ("human", "I adopted a golden retriever puppy named Biscuit last spring."),
-    ("ai", "Congratulations! Golden retrievers are wonderful family dogs."),
-    ("human", "My favourite programming language is Rust because of its borrow checker."),
-    ("human", "We are flying to Tokyo in October for our anniversary."),
-    ("ai", "October is a great time to visit Japan; the autumn leaves are beautiful."),
-    ("human", "I can't eat peanuts, I'm severely allergic."),
+    *SEMANTIC_FACTS,
     ("human", "On weekends I paint watercolour landscapes by the lake."),
     ("ai", "Watercolour by the water sounds relaxing."),
 ]
