@@ -138,6 +138,15 @@ def is_read_only(op: Any) -> bool:
     return name in READ_ONLY_OPERATIONS
 
 
+def needs_transaction(readonly: bool, query: Query) -> bool:
+    """Whether ``query`` runs in the operation's transaction (opened now if it is not yet): every query
+    of an operation that writes, and those of a read-only operation from its first ``local`` query
+    (transaction-local settings) on. Before that a read-only operation's statements run on their own,
+    which spares the BEGIN and COMMIT round trips and changes nothing at READ COMMITTED, where each
+    statement of a transaction takes a new snapshot anyway."""
+    return not readonly or query.local
+
+
 #: ids of the stores whose operations run on the primary in the current thread / asyncio task.
 _on_primary: ContextVar[frozenset[int]] = ContextVar("ltst_on_primary", default=frozenset())
 

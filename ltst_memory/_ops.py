@@ -51,12 +51,18 @@ Fetch = Literal["none", "one", "all", "rowcount"]
 @dataclass(frozen=True)
 class Query:
     """Run ``sql`` with ``params`` (or once per item of ``many``) and return what ``fetch`` says:
-    ``"all"`` a list of dict rows, ``"one"`` one dict row or ``None``, ``"rowcount"`` an int."""
+    ``"all"`` a list of dict rows, ``"one"`` one dict row or ``None``, ``"rowcount"`` an int.
+
+    ``local`` marks a query that sets transaction-local settings (``set_config(..., true)``): what
+    follows must share its transaction. A write operation runs in one transaction from its first query;
+    a read-only one runs its queries on their own (no BEGIN/COMMIT round trips) until a ``local`` query
+    opens the transaction (``ltst_memory._executor.needs_transaction``)."""
 
     sql: str
     params: Mapping[str, Any] | None = None
     fetch: Fetch = "all"
     many: Sequence[Mapping[str, Any]] | None = None
+    local: bool = False
 
 
 @dataclass(frozen=True)
@@ -419,7 +425,7 @@ def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
                 return q.EXACT_SEARCH_IN_USER_SESSION
             return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER
     ef_search = max(core.settings.hnsw_ef_search, params["limit"] * 2)
-    yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(ef_search)}, fetch="none")
+    yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(ef_search)}, fetch="none", local=True)
     order = yield from hnsw_order(core)
     if scoped_to_session and scoped_to_user:
         return q.search_messages_sql("user_session", order)

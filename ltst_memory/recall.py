@@ -298,7 +298,7 @@ def recall(
     )
     if not scan:
         ef_search = max(core.settings.hnsw_ef_search, params["candidates"])
-        yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(min(ef_search, 1000))}, fetch="none")
+        yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(min(ef_search, 1000))}, fetch="none", local=True)
     rows = yield Query(sql, params)
     pool = [
         Candidate(

@@ -181,7 +181,7 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
         if not isinstance(instruction, Embed):
             if not in_transaction:
                 in_transaction = True
-                yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none")
+                yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True)
             pending = (sessions | _drain(user_id, lazies)) - checked
             if pending:
                 rows = yield Query(SELECT_SESSION_OWNERS, {"session_ids": sorted(pending)})
@@ -204,7 +204,7 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
     unchecked = result_sessions - checked
     if unchecked:
         if not in_transaction:
-            yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none")
+            yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True)
         rows = yield Query(SELECT_SESSION_OWNERS, {"session_ids": sorted(unchecked)})
         _check_owners(user_id, rows)
     return value

@@ -5,17 +5,16 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import psycopg
-from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _ops as ops
-from . import bulk, cache, crypto, privacy, retention, scoped
+from . import _pooled, bulk, cache, crypto, privacy, retention, scoped
 from . import recall as recall_ops
 from . import rehydrate as rehydrate_ops
 from . import stats as stats_ops
@@ -31,7 +30,9 @@ from ._executor import (
     check_open,
     check_replica,
     describe,
+    is_read_only,
     make_core,
+    needs_transaction,
     on_replica,
     pool_sizes,
     prepare_database,
@@ -133,8 +134,8 @@ class ConversationStorage:
         pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
             **pool_sizes(self._settings),
-            configure=_configure_replica if replica else register_vector,
-            check=ConnectionPool.check_connection,  # drop connections a server restart killed
+            configure=_pooled.configure_replica if replica else _pooled.configure,
+            check=_pooled.check,  # drop connections a server restart killed
             name="ltst-memory-read" if replica else "ltst-memory",
             open=False,
         )
@@ -234,9 +235,12 @@ class ConversationStorage:
         try:
             with pool.connection() as conn:
                 if given and conn not in self._registered:
-                    register_vector(conn)
+                    _pooled.configure(conn)
                     self._registered.add(conn)
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    _pooled.handed_back(conn)
         except PoolTimeout as exc:
             raise DatabaseUnavailableError(
                 f"no {'read replica ' if replica else 'database '}connection available within "
@@ -253,10 +257,12 @@ class ConversationStorage:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
         (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS)."""
         check_open(self._closed)
+        readonly = is_read_only(op) if readonly is None else readonly
         replica = on_replica(self, op, readonly)
         with ExitStack() as stack:
             stack.enter_context(track_operation(self._core, op))  # timings by operation: ltst_memory/stats.py
             conn: psycopg.Connection[Any] | None = None
+            in_transaction = False
             result: Any = None
             while True:
                 try:
@@ -266,9 +272,15 @@ class ConversationStorage:
                 if isinstance(instruction, Embed):
                     result = embed_checked(self._core.embedder, instruction.texts)
                     continue
+                begin = needs_transaction(readonly, instruction)
                 if conn is None:
                     conn = stack.enter_context(self._connection(replica))
+                    if not begin:  # a read-only operation's statements run on their own until a `local` query
+                        conn.autocommit = True
+                        stack.callback(_end_autocommit, conn)
+                if begin and not in_transaction:
                     stack.enter_context(conn.transaction())
+                    in_transaction = True
                 result = self._execute(conn, instruction, replica)
 
     def _execute(self, conn: psycopg.Connection[Any], query: Query, replica: bool = False) -> Any:
@@ -333,11 +345,9 @@ class ConversationStorage:
     clear_cache = cache.clear_cache
 
 
-def _configure_replica(conn: psycopg.Connection[Any]) -> None:
-    """Connections of a replica pool the store opens run read-only transactions: a write routed there by
-    mistake fails, even on a server that is not a hot standby."""
-    conn.read_only = True
-    register_vector(conn)
+def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
+    with suppress(psycopg.Error):  # a broken connection: the pool discards it anyway
+        conn.autocommit = False
 
 
 def _versions() -> Op[dict[str, str]]:

@@ -10,17 +10,16 @@ import asyncio
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import psycopg
-from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import _ops as ops
-from . import bulk, cache, crypto, privacy, retention, scoped
+from . import _pooled, bulk, cache, crypto, privacy, retention, scoped
 from . import recall as recall_ops
 from . import rehydrate as rehydrate_ops
 from . import stats as stats_ops
@@ -37,7 +36,9 @@ from ._executor import (
     check_open,
     check_replica,
     describe,
+    is_read_only,
     make_core,
+    needs_transaction,
     on_replica,
     pool_sizes,
     prepare_database,
@@ -151,8 +152,8 @@ class AsyncConversationStorage:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
             **pool_sizes(self._settings),
-            configure=_configure_replica if replica else register_vector_async,
-            check=AsyncConnectionPool.check_connection,  # drop connections a server restart killed
+            configure=_pooled.configure_replica_async if replica else _pooled.configure_async,
+            check=_pooled.check_async,  # drop connections a server restart killed
             name="ltst-memory-async-read" if replica else "ltst-memory-async",
             open=False,
         )
@@ -243,9 +244,12 @@ class AsyncConversationStorage:
         try:
             async with pool.connection() as conn:
                 if given and conn not in self._registered:
-                    await register_vector_async(conn)
+                    await _pooled.configure_async(conn)
                     self._registered.add(conn)
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    _pooled.handed_back(conn)
         except PoolTimeout as exc:
             raise DatabaseUnavailableError(
                 f"no {'read replica ' if replica else 'database '}connection available within "
@@ -261,10 +265,12 @@ class AsyncConversationStorage:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
         (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS)."""
         check_open(self._closed)
+        readonly = is_read_only(op) if readonly is None else readonly
         replica = on_replica(self, op, readonly)
         async with AsyncExitStack() as stack:
             stack.enter_context(track_operation(self._core, op))  # timings by operation: ltst_memory/stats.py
             conn: psycopg.AsyncConnection[Any] | None = None
+            in_transaction = False
             result: Any = None
             while True:
                 try:
@@ -274,9 +280,15 @@ class AsyncConversationStorage:
                 if isinstance(instruction, Embed):
                     result = await asyncio.to_thread(embed_checked, self._core.embedder, instruction.texts)
                     continue
+                begin = needs_transaction(readonly, instruction)
                 if conn is None:
                     conn = await stack.enter_async_context(self._connection(replica))
+                    if not begin:  # a read-only operation's statements run on their own until a `local` query
+                        await conn.set_autocommit(True)
+                        stack.push_async_callback(_end_autocommit, conn)
+                if begin and not in_transaction:
                     await stack.enter_async_context(conn.transaction())
+                    in_transaction = True
                 result = await self._execute(conn, instruction, replica)
 
     async def _execute(self, conn: psycopg.AsyncConnection[Any], query: Query, replica: bool = False) -> Any:
@@ -341,10 +353,9 @@ class AsyncConversationStorage:
     clear_cache = cache.clear_cache
 
 
-async def _configure_replica(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Connections of a replica pool the store opens run read-only transactions (see storage.py)."""
-    await conn.set_read_only(True)
-    await register_vector_async(conn)
+async def _end_autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+    with suppress(psycopg.Error):  # a broken connection: the pool discards it anyway
+        await conn.set_autocommit(False)
 
 
 async def _fetch(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:

@@ -1,0 +1,124 @@
+"""The connections of a store's pools: how they are set up, and the check before each is handed out.
+
+**Set-up** (the pool's ``configure``): pgvector's types, and a JSON loader that returns ``{}`` for the
+empty object without running the JSON parser (most rows' ``metadata``). A replica pool's sessions are
+also made read-only with ``default_transaction_read_only``, which holds for statements run outside an
+explicit transaction too (read-only operations run that way: ltst_memory/_executor.py).
+
+**Check** (the pool's ``check``): psycopg_pool's ``check_connection`` costs a round trip on every
+``getconn``. A connection handed back by this store less than :data:`QUIET_SECONDS` ago, idle, whose
+socket has nothing to read, skips it: a server that ends a session (restart, crash, a killed backend,
+``idle_session_timeout``) sends an error message or closes the socket, which makes it readable. Any
+other connection gets psycopg_pool's check.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import time
+import weakref
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector, register_vector_async
+from psycopg.pq import TransactionStatus
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+__all__ = [
+    "QUIET_SECONDS",
+    "check",
+    "check_async",
+    "configure",
+    "configure_async",
+    "configure_replica",
+    "configure_replica_async",
+    "handed_back",
+]
+
+#: A connection handed back at most this long ago, with a quiet socket, is handed out without a round trip.
+QUIET_SECONDS = 10.0
+
+_EMPTY_OBJECT = b"{}"
+_READ_ONLY_SESSION = "SET default_transaction_read_only = on"
+_handed_back: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+def loads(data: bytes) -> Any:
+    """``json.loads``, with a shortcut for ``{}``."""
+    return {} if data == _EMPTY_OBJECT else json.loads(data)
+
+
+def configure(conn: psycopg.Connection[Any]) -> None:
+    """Set up a new connection of a primary pool (or a given pool's, on first use)."""
+    register_vector(conn)
+    set_json_loads(loads, conn)
+
+
+async def configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """:func:`configure` for an async connection."""
+    await register_vector_async(conn)
+    set_json_loads(loads, conn)
+
+
+def configure_replica(conn: psycopg.Connection[Any]) -> None:
+    """Set up a new connection of a replica pool the store opens: a write routed there by mistake fails,
+    even on a server that is not a hot standby."""
+    configure(conn)
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        conn.execute(_READ_ONLY_SESSION)
+    finally:
+        conn.autocommit = autocommit
+
+
+async def configure_replica_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """:func:`configure_replica` for an async connection."""
+    await configure_async(conn)
+    autocommit = conn.autocommit
+    await conn.set_autocommit(True)
+    try:
+        await conn.execute(_READ_ONLY_SESSION)
+    finally:
+        await conn.set_autocommit(autocommit)
+
+
+def handed_back(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Note that the store is done with ``conn`` (it goes back to its pool now)."""
+    _handed_back[conn] = time.monotonic()
+
+
+def _readable(fileno: int) -> bool:
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fileno], [], [], 0)  # pragma: no cover - Windows
+    return bool(readable)
+
+
+def is_quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether ``conn`` may be handed out without a round trip (see the module's docstring)."""
+    returned = _handed_back.get(conn)
+    if returned is None or time.monotonic() - returned > QUIET_SECONDS:
+        return False
+    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        return not _readable(conn.fileno())
+    except (OSError, ValueError, psycopg.Error):
+        return False
+
+
+def check(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check: raises if ``conn`` is broken (the pool then opens another)."""
+    if not is_quiet(conn):
+        ConnectionPool.check_connection(conn)
+
+
+async def check_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """:func:`check` for an async pool."""
+    if not is_quiet(conn):
+        await AsyncConnectionPool.check_connection(conn)

@@ -1,0 +1,150 @@
+"""The store's connections: read-only operations without BEGIN/COMMIT, the pool's check without a round
+trip on a quiet connection, the JSON loader's shortcut, read-only replica sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from ltst_memory import (
+    AsyncConversationStorage,
+    ConversationMessage,
+    ConversationSession,
+    ConversationStorage,
+    _pooled,
+)
+from ltst_memory._ops import Op, Query
+from ltst_memory._queries import SET_SEARCH_SETTINGS
+
+NOW = "SELECT now() AS t, current_setting('hnsw.ef_search', true) AS ef"
+
+
+def _two_statements(*, local: bool) -> Op[list[Any]]:
+    """Two statements 20 ms apart; with ``local``, a transaction-local setting comes first."""
+    if local:
+        yield Query(SET_SEARCH_SETTINGS, {"ef_search": "777"}, fetch="none", local=True)
+    first = yield Query(NOW, fetch="one")
+    yield Query("SELECT pg_sleep(0.02)", fetch="none")
+    second = yield Query(NOW, fetch="one")
+    return [first, second]
+
+
+def test_read_only_statements_run_on_their_own_and_writes_in_one_transaction(store: ConversationStorage) -> None:
+    first, second = store._run(_two_statements(local=False), readonly=True)
+    assert second["t"] > first["t"]  # now() moved on: no transaction around them
+    first, second = store._run(_two_statements(local=False), readonly=False)
+    assert second["t"] == first["t"]  # one transaction
+
+
+def test_a_local_setting_opens_the_transaction_and_ends_with_it(store: ConversationStorage) -> None:
+    first, second = store._run(_two_statements(local=True), readonly=True)
+    assert first["ef"] == second["ef"] == "777"  # the setting holds for what follows
+    assert first["t"] == second["t"]
+    after, _ = store._run(_two_statements(local=False), readonly=True)
+    assert after["ef"] != "777"  # and ends with its transaction, on the same pooled connection
+
+
+def test_pooled_connections_stay_transactional_for_your_own_queries(store: ConversationStorage) -> None:
+    store.create_session(ConversationSession("s", "u"))
+    for _ in range(3):
+        store.get_messages("s")
+        store.search_messages("anything", session_id="s")
+    with store.pool.connection() as conn:
+        assert conn.autocommit is False
+        conn.execute("UPDATE conversation_sessions SET metadata = '{\"x\": 1}' WHERE session_id = 's'")
+        conn.rollback()
+    assert store.get_session("s").metadata == {}  # type: ignore[union-attr]
+
+
+def test_empty_json_objects_are_fresh_dicts(store: ConversationStorage) -> None:
+    store.create_session(ConversationSession("s", "u"))
+    store.store_messages(
+        [ConversationMessage("s", "human", "one"), ConversationMessage("s", "ai", "two", metadata={"k": [1, "a"]})]
+    )
+    first, second = store.get_messages("s")
+    assert first.metadata == {} and second.metadata == {"k": [1, "a"]}
+    first.metadata["changed"] = True
+    again = store.get_messages("s")[0]
+    assert again.metadata == {} and again.metadata is not first.metadata
+
+
+def _wait_readable(conn: psycopg.Connection[Any]) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not _pooled.is_quiet(conn):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_quiet_check_sees_a_connection_the_server_ended(database_dsn: str) -> None:
+    with psycopg.connect(database_dsn, autocommit=True) as admin, psycopg.connect(database_dsn) as conn:
+        assert not _pooled.is_quiet(conn)  # never handed back by a store: the full check
+        _pooled.handed_back(conn)
+        assert _pooled.is_quiet(conn)
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        assert _wait_readable(conn)  # the server's goodbye makes the socket readable
+        with pytest.raises(psycopg.OperationalError):
+            _pooled.check(conn)
+
+
+def test_quiet_check_is_short_lived(database_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with psycopg.connect(database_dsn) as conn:
+        _pooled.handed_back(conn)
+        assert _pooled.is_quiet(conn)
+        later = time.monotonic() + _pooled.QUIET_SECONDS + 1
+        monkeypatch.setattr(_pooled.time, "monotonic", lambda: later)
+        assert not _pooled.is_quiet(conn)
+        conn.execute("SELECT 1")  # in a transaction: never quiet
+        monkeypatch.undo()
+        _pooled.handed_back(conn)
+        assert not _pooled.is_quiet(conn)
+
+
+def test_store_recovers_when_its_idle_connections_are_killed(database_dsn: str, hashing_embedder: Any) -> None:
+    with ConversationStorage(database_dsn, embedder=hashing_embedder) as store:
+        store.create_session(ConversationSession("s", "u"))
+        with psycopg.connect(database_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        time.sleep(0.1)
+        for _ in range(5):  # every pooled connection is dead; none of these calls fails
+            assert store.get_messages("s") == []
+
+
+def test_replica_sessions_refuse_writes_outside_transactions_too(database_dsn: str, hashing_embedder: Any) -> None:
+    with ConversationStorage(database_dsn, read_dsn=database_dsn, embedder=hashing_embedder) as store:
+        store.create_session(ConversationSession("s", "u"))
+        assert store.get_messages("s") == []
+        assert store._read_pool is not None
+        with store._read_pool.connection() as conn:
+            conn.autocommit = True
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("DELETE FROM conversation_sessions")
+            conn.autocommit = False
+    with ConversationStorage(database_dsn, embedder=hashing_embedder) as store:
+        assert store.get_session("s") is not None
+
+
+def test_async_store_reads_and_writes_the_same_way(database_dsn: str, hashing_embedder: Any) -> None:
+    async def main() -> None:
+        async with AsyncConversationStorage(database_dsn, embedder=hashing_embedder) as store:
+            first, second = await store._arun(_two_statements(local=False), readonly=True)
+            assert second["t"] > first["t"]
+            first, second = await store._arun(_two_statements(local=True), readonly=True)
+            assert first["ef"] == second["ef"] == "777" and first["t"] == second["t"]
+            first, second = await store._arun(_two_statements(local=False), readonly=False)
+            assert first["t"] == second["t"]
+            await store.create_session(ConversationSession("s", "u"))
+            assert (await store.get_messages("s")) == []
+            assert store._pool is not None
+            async with store._pool.connection() as conn:
+                assert conn.autocommit is False
+
+    asyncio.run(main())
