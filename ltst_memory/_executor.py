@@ -139,12 +139,12 @@ def is_read_only(op: Any) -> bool:
 
 
 def needs_transaction(readonly: bool, query: Query) -> bool:
-    """Whether ``query`` runs in the operation's transaction (opened now if it is not yet): every query
-    of an operation that writes, and those of a read-only operation from its first ``local`` query
-    (transaction-local settings) on. Before that a read-only operation's statements run on their own,
+    """Whether ``query`` runs in the operation's transaction (opened now if it is not yet): the queries of
+    an operation that writes, but for a lone ``atomic`` statement, and those of a read-only operation
+    from its first ``local`` query (transaction-local settings) on. Other statements run on their own,
     which spares the BEGIN and COMMIT round trips and changes nothing at READ COMMITTED, where each
     statement of a transaction takes a new snapshot anyway."""
-    return not readonly or query.local
+    return query.local or not (readonly or query.atomic)
 
 
 #: ids of the stores whose operations run on the primary in the current thread / asyncio task.

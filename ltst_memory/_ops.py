@@ -54,15 +54,18 @@ class Query:
     ``"all"`` a list of dict rows, ``"one"`` one dict row or ``None``, ``"rowcount"`` an int.
 
     ``local`` marks a query that sets transaction-local settings (``set_config(..., true)``): what
-    follows must share its transaction. A write operation runs in one transaction from its first query;
-    a read-only one runs its queries on their own (no BEGIN/COMMIT round trips) until a ``local`` query
-    opens the transaction (``ltst_memory._executor.needs_transaction``)."""
+    follows must share its transaction. ``atomic`` marks the only write of its operation, one statement
+    that is all-or-nothing by itself (its triggers included); nothing the operation runs after it writes.
+    A write operation runs in one transaction from its first query that is not ``atomic``; a read-only
+    one runs its queries on their own (no BEGIN/COMMIT round trips) until a ``local`` query opens the
+    transaction (``ltst_memory._executor.needs_transaction``)."""
 
     sql: str
     params: Mapping[str, Any] | None = None
     fetch: Fetch = "all"
     many: Sequence[Mapping[str, Any]] | None = None
     local: bool = False
+    atomic: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def create_session(core: Core, session: ConversationSession) -> Op[ConversationS
     """Create ``session``; raise SessionExistsError if its id is taken."""
     if not isinstance(session, ConversationSession):
         raise ValidationError(f"expected a ConversationSession, got {type(session).__name__}")
-    row = yield Query(q.INSERT_SESSION, _session_params(session), fetch="one")
+    row = yield Query(q.INSERT_SESSION, _session_params(session), fetch="one", atomic=True)
     if row is None:
         raise SessionExistsError(session.session_id)
     return q.session_from_row(row)
@@ -299,7 +302,7 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         # the common case (one session, ids and parents left to the store): one statement
         columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
         columns["session_id"] = session_ids[0]
-        rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns)
+        rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns, atomic=True)
         if not rows:
             raise SessionNotFoundError(session_ids[0])
         logger.debug("stored %d messages", len(rows))

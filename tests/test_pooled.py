@@ -15,6 +15,8 @@ from ltst_memory import (
     ConversationMessage,
     ConversationSession,
     ConversationStorage,
+    SessionExistsError,
+    SessionNotFoundError,
     _pooled,
 )
 from ltst_memory._ops import Op, Query
@@ -38,6 +40,28 @@ def test_read_only_statements_run_on_their_own_and_writes_in_one_transaction(sto
     assert second["t"] > first["t"]  # now() moved on: no transaction around them
     first, second = store._run(_two_statements(local=False), readonly=False)
     assert second["t"] == first["t"]  # one transaction
+
+
+def test_a_lone_atomic_write_runs_on_its_own(store: ConversationStorage) -> None:
+    def op() -> Op[list[Any]]:
+        first = yield Query(NOW, fetch="one", atomic=True)
+        yield Query("SELECT pg_sleep(0.02)", fetch="none")
+        second = yield Query(NOW, fetch="one")
+        third = yield Query(NOW, fetch="one")
+        return [first, second, third]
+
+    first, second, third = store._run(op(), readonly=False)
+    assert second["t"] > first["t"]  # no transaction around the atomic statement
+    assert second["t"] == third["t"]  # the next query opened the operation's transaction
+    store.create_session(ConversationSession("s", "u"))
+    with pytest.raises(SessionExistsError):
+        store.create_session(ConversationSession("s", "u"))
+    stored = store.store_messages([ConversationMessage("s", "human", f"m{i}") for i in range(3)])
+    assert [m.message_index for m in stored] == [0, 1, 2]
+    with pytest.raises(SessionNotFoundError):
+        store.store_message(ConversationMessage("nope", "human", "x"))
+    summary = store.get_session_summary("s")
+    assert summary is not None and summary.total_messages == 3
 
 
 def test_a_local_setting_opens_the_transaction_and_ends_with_it(store: ConversationStorage) -> None:
