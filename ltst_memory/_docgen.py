@@ -92,10 +92,12 @@ EXAMPLES: dict[str, str] = {
         "print(message.message_id, message.message_index)  # ids and index filled in"
     ),
     "store_messages": (
-        "storage.store_messages([\n"
-        '    ConversationMessage(session_id="s1", role="ai", content="Good choice: pgvector 0.8 has iterative scans."),\n'
-        '    ConversationMessage(session_id="s2", role="human", content="My sister Ana is vegetarian."),\n'
-        "])"
+        "storage.store_messages(\n"
+        "    [\n"
+        '        ConversationMessage(session_id="s1", role="ai", content="Good choice: pgvector 0.8 has iterative scans."),\n'
+        '        ConversationMessage(session_id="s2", role="human", content="My sister Ana is vegetarian."),\n'
+        "    ]\n"
+        ")"
     ),
     "get_messages": 'for m in storage.get_messages("s1", limit=100, offset=0):\n    print(m.message_index, m.role, m.content)',
     "get_recent_messages": 'last_two = storage.get_recent_messages("s1", limit=2)  # oldest first',
@@ -104,11 +106,16 @@ EXAMPLES: dict[str, str] = {
         '    print(f"{similarity:.2f} {message.session_id} {message.content}")'
     ),
     "store_context": (
-        "storage.store_context(ConversationContext(\n"
-        '    session_id="s1", context_type="project", context_key="current_task",\n'
-        '    context_value="LTST memory system", relevance_score=0.9,\n'
-        "    expires_at=datetime.now(timezone.utc) + timedelta(days=7),\n"
-        "))"
+        "storage.store_context(\n"
+        "    ConversationContext(\n"
+        '        session_id="s1",\n'
+        '        context_type="project",\n'
+        '        context_key="current_task",\n'
+        '        context_value="LTST memory system",\n'
+        "        relevance_score=0.9,\n"
+        "        expires_at=datetime.now(timezone.utc) + timedelta(days=7),\n"
+        "    )\n"
+        ")"
     ),
     "get_context": 'for c in storage.get_context("s1", context_type="project"):\n    print(c.context_key, c.context_value)',
     "store_preference": 'storage.store_preference(UserPreference(user_id="u1", preference_key="tone", preference_value="concise"))',
