@@ -280,11 +280,8 @@ EXACT_SEARCH_IN_USER_SESSION = _exact_search(_OF_USER, _IN_SESSION)
 SCOPE_SIZE_OF_SESSION = (
     "SELECT coalesce(max(total_messages), 0) AS n FROM session_summary WHERE session_id = %(session_id)s"
 )
-SCOPE_SIZE_OF_USER = """
-SELECT coalesce(sum(ss.total_messages), 0) AS n
-FROM conversation_sessions AS s JOIN session_summary AS ss USING (session_id)
-WHERE s.user_id = %(user_id)s
-"""
+#: The user's message count, kept exact by the BM25 statistics triggers (schema/0002, 0008): one row.
+SCOPE_SIZE_OF_USER = "SELECT coalesce((SELECT doc_count FROM ltst_user_stats WHERE user_id = %(user_id)s), 0) AS n"
 SCOPE_SIZE_OF_SESSIONS = """
 SELECT coalesce(sum(total_messages), 0) AS n FROM session_summary WHERE session_id = ANY(%(session_ids)s::text[])
 """

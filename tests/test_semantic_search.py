@@ -82,3 +82,25 @@ def test_exact_and_index_paths_agree(memory: ConversationStorage, database_dsn: 
             approx = ann.search_messages("pets and travel plans", limit=5, **kwargs)  # type: ignore[arg-type]
             assert [m.message_id for m, _ in exact] == [m.message_id for m, _ in approx]
             assert [round(s, 5) for _, s in exact] == [round(s, 5) for _, s in approx]
+
+
+def test_user_scope_size_is_the_user_message_count(store: ConversationStorage) -> None:
+    """search_messages and recall pick the exact or the index path by the user's message count, read
+    from one trigger-maintained row; it stays equal to a count of the rows through writes and deletes."""
+    from ltst_memory._queries import SCOPE_SIZE_OF_USER
+
+    def sizes() -> tuple[int, int]:
+        with store.pool.connection() as conn:
+            kept = conn.execute(SCOPE_SIZE_OF_USER, {"user_id": "dana"}).fetchone()
+            counted = conn.execute("SELECT count(*) FROM conversation_messages WHERE user_id = 'dana'").fetchone()
+        assert kept is not None and counted is not None
+        return int(kept[0]), int(counted[0])
+
+    assert sizes() == (0, 0)
+    for s in ("a", "b"):
+        store.create_session(ConversationSession(s, "dana"))
+        store.store_messages([ConversationMessage(s, "human", f"{s} message {i}") for i in range(7)])
+    store.store_message(ConversationMessage("a", "ai", "🙂"))  # no words: still a message
+    assert sizes() == (15, 15)
+    store.delete_session("a")
+    assert sizes() == (7, 7)
