@@ -24,7 +24,7 @@ ltst_memory/_docgen.py. Do not edit by hand: tests/test_docs.py fails when this 
 
 Everything is importable from `ltst_memory`. `ConversationStorage` is the synchronous store and
 `AsyncConversationStorage` the asyncio one: they have the same methods with the same signatures
-(the async ones are coroutines). Every method runs in one transaction. Errors derive from
+(the async ones are coroutines). Every method that writes is atomic (one transaction). Errors derive from
 `ltst_memory.LTSTError`; bad arguments raise `ValidationError` (a `ValueError`) and write nothing.
 
 The examples below run one after the other, in this order, against a fresh database

@@ -66,7 +66,8 @@ class ConversationStorage:
     ``recall`` and ``rehydrate`` run there, everything else on the primary. Replica reads may lag:
     ``with store.primary:`` reads the primary (docs/scaling.md).
 
-    Every method runs in one transaction: a call either fully happens or changes nothing.
+    Every method that writes runs in one transaction (or one statement): a call either fully happens or
+    changes nothing.
     """
 
     def __init__(
@@ -275,7 +276,7 @@ class ConversationStorage:
                 begin = needs_transaction(readonly, instruction)
                 if conn is None:
                     conn = stack.enter_context(self._connection(replica))
-                    if not begin:  # a read-only operation's statements run on their own until a `local` query
+                    if not begin and not conn.autocommit:  # statements on their own until one needs the transaction
                         conn.autocommit = True
                         stack.callback(_end_autocommit, conn)
                 if begin and not in_transaction:

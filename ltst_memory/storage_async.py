@@ -63,7 +63,7 @@ class AsyncConversationStorage:
     Create it with ``await AsyncConversationStorage.open(...)`` or ``async with
     AsyncConversationStorage(...) as store:``; the arguments are those of
     :class:`~ltst_memory.ConversationStorage` (``pool`` and ``read_pool`` are ``AsyncConnectionPool``s).
-    Every method is a coroutine running one transaction.
+    Every method is a coroutine; those that write are atomic (one transaction or one statement).
     """
 
     def __init__(
@@ -283,7 +283,7 @@ class AsyncConversationStorage:
                 begin = needs_transaction(readonly, instruction)
                 if conn is None:
                     conn = await stack.enter_async_context(self._connection(replica))
-                    if not begin:  # a read-only operation's statements run on their own until a `local` query
+                    if not begin and not conn.autocommit:  # statements on their own until one needs the transaction
                         await conn.set_autocommit(True)
                         stack.push_async_callback(_end_autocommit, conn)
                 if begin and not in_transaction:

@@ -172,3 +172,20 @@ def test_async_store_reads_and_writes_the_same_way(database_dsn: str, hashing_em
                 assert conn.autocommit is False
 
     asyncio.run(main())
+
+
+def test_your_own_pool_keeps_its_autocommit(database_dsn: str, hashing_embedder: Any) -> None:
+    from psycopg_pool import ConnectionPool
+
+    with ConnectionPool(database_dsn, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool:
+        with ConversationStorage(pool=pool, embedder=hashing_embedder) as store:
+            store.create_session(ConversationSession("s", "u"))
+            store.store_messages([ConversationMessage("s", "human", f"m{i}") for i in range(3)])
+            assert len(store.get_messages("s")) == 3
+            assert store.search_messages("m1", session_id="s")
+            with pytest.raises(SessionNotFoundError):  # a failing write still changes nothing
+                store.store_messages([ConversationMessage("s", "human", "x"), ConversationMessage("gone", "ai", "y")])
+            assert len(store.get_messages("s")) == 3
+        for _ in range(2):
+            with pool.connection() as conn:
+                assert conn.autocommit is True
