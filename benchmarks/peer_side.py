@@ -198,7 +198,7 @@ def search_variants(dsn: str, probe: np.ndarray, users: int) -> dict[str, dict[s
             for i, v in enumerate(probe):
                 params = {"query": v, "user_id": f"u{i % users}", "limit": K, "threshold": -1.0}
                 t = time.perf_counter()
-                sql = q.EXACT_SEARCH_OF_USER if not settings else q.SEARCH_MESSAGES_OF_USER
+                sql = q.EXACT_SEARCH_OF_USER if not settings else q.search_messages_sql("user")
                 with conn.transaction():
                     for statement in filter(None, settings.split(";")):
                         conn.execute(statement)

@@ -410,7 +410,7 @@ def search_messages(
 
 
 def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any]) -> Op[bool]:
-    """Whether the scope counted by ``size_sql`` (from the trigger-maintained ``session_summary``) holds
+    """Whether the scope counted by ``size_sql`` (``session_summary`` / ``ltst_user_stats``, kept by triggers) holds
     at most ``exact_search_max_rows`` messages: small scopes are read directly, exactly; large ones
     through the HNSW / GIN indexes. Shared by ``search_messages`` and ``recall``."""
     size = yield Query(size_sql, params, fetch="one")

@@ -237,11 +237,6 @@ def search_messages_sql(scope: str, order: str = "embedding <=> %(query)s") -> s
     return _SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope=SEARCH_SCOPES[scope], order=order)
 
 
-SEARCH_MESSAGES_IN_SESSION = search_messages_sql("session")
-SEARCH_MESSAGES_OF_USER = search_messages_sql("user")
-SEARCH_MESSAGES_IN_USER_SESSION = search_messages_sql("user_session")
-SEARCH_MESSAGES_ALL = search_messages_sql("all")
-
 # Exact search over a small scope: the rows come from the btree on session_id / user_id and every
 # distance is computed, so the answer is complete and exact (HNSW with a selective filter may stop
 # at hnsw.max_scan_tuples before it has seen every row of the scope). Only the ids and distances of
@@ -276,7 +271,7 @@ EXACT_SEARCH_IN_SESSION = _exact_search(_IN_SESSION)
 EXACT_SEARCH_OF_USER = _exact_search(_OF_USER)
 EXACT_SEARCH_IN_USER_SESSION = _exact_search(_OF_USER, _IN_SESSION)
 
-# How many messages a scope holds, from the trigger-maintained summaries (no scan of messages).
+# How many messages a scope holds, from rows the triggers keep current (no scan of messages).
 SCOPE_SIZE_OF_SESSION = (
     "SELECT coalesce(max(total_messages), 0) AS n FROM session_summary WHERE session_id = %(session_id)s"
 )

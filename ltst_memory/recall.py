@@ -283,7 +283,7 @@ def recall(
         params["stats_user"] = stats_user
 
     # A small scope is read directly (exact, no index posting lists); a large one goes through the
-    # GIN and HNSW indexes. The size comes from the trigger-maintained session_summary.
+    # GIN and HNSW indexes. The size comes from trigger-maintained rows (_queries.SCOPE_SIZE_OF_*).
     size_sql = _SCOPE_SIZE.get(scope)
     scan = size_sql is not None and (yield from scope_is_small(core, size_sql, params))
     order = "" if scan else (yield from hnsw_order(core, column="m.embedding", param="embedding"))
