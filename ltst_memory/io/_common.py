@@ -99,9 +99,13 @@ Progress = Callable[[int], None]
 # --------------------------------------------------------------------------- SQL
 
 SELECT_SESSION_OWNER = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
-SELECT_EXISTING_UUIDS = (
-    "SELECT message_uuid::text AS message_uuid FROM conversation_messages WHERE message_uuid = ANY(%(uuids)s::uuid[])"
+SELECT_SESSION_OWNERS = (
+    "SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s::text[])"
 )
+SELECT_EXISTING_UUIDS = """
+SELECT message_uuid::text AS message_uuid, user_id FROM conversation_messages
+WHERE message_uuid = ANY(%(uuids)s::uuid[])
+"""
 INSERT_SESSION_AT = """
 INSERT INTO conversation_sessions
     (session_id, user_id, session_name, session_type, status, metadata, context_summary, relevance_score,
@@ -153,6 +157,11 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
     existing: set[str] = set()
     if uuids:
         rows = yield Query(SELECT_EXISTING_UUIDS, {"uuids": uuids})
+        if any(r["user_id"] != params["user_id"] for r in rows):
+            raise ValidationError(
+                f"session {params['session_id']!r}: a message_uuid of the file is already used by a message "
+                "that is not this user's; nothing was imported for this session"
+            )
         existing = {r["message_uuid"] for r in rows}
     new = [m for m in messages if str(m.message_uuid) not in existing]
     if not trust_embeddings:
@@ -199,6 +208,23 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
     return created, len({str(m.message_uuid) for m in new})
 
 
+def check_session_owners(core: Core, owners: dict[str, str]) -> Op[None]:
+    """Refuse, before anything is written, an import that names a stored session of another user.
+
+    ``owners`` maps each session id that the import touches to the user it is imported for. A session
+    that exists and belongs to someone else raises :class:`ValidationError`; nothing is written.
+    """
+    if not owners:
+        return
+    rows = yield Query(SELECT_SESSION_OWNERS, {"session_ids": list(owners)})
+    foreign = sorted(r["session_id"] for r in rows if r["user_id"] != owners[r["session_id"]])
+    if foreign:
+        raise ValidationError(
+            f"session {foreign[0]!r} already exists and belongs to another user; nothing was imported "
+            "(import with another --user or rename the session)"
+        )
+
+
 def run_records(
     store: Any,
     records: Sequence[SessionRecord] | Iterator[SessionRecord],
@@ -209,6 +235,9 @@ def run_records(
     """Write ``records`` with ``store`` (a :class:`~ltst_memory.ConversationStorage`), one transaction each."""
     result = ImportResult()
     run = _runner(store)
+    if isinstance(records, Sequence):
+        owners = {check_id("session_id", r.session.session_id): check_id("user_id", r.session.user_id) for r in records}
+        run(check_session_owners(store._core, owners))
     for record in records:
         check_id("session_id", record.session.session_id)
         created, added = run(write_conversation(store._core, record, trust_embeddings=trust_embeddings))

@@ -22,7 +22,16 @@ from .. import _queries as q
 from .._ops import Core, Op, Query
 from ..errors import SessionNotFoundError, ValidationError
 from ..models import ConversationMessage, ConversationSession, check_id, check_json, check_score, check_text
-from ._common import ImportResult, MessageRecord, Progress, SessionRecord, _runner, parse_time, write_conversation
+from ._common import (
+    ImportResult,
+    MessageRecord,
+    Progress,
+    SessionRecord,
+    _runner,
+    check_session_owners,
+    parse_time,
+    write_conversation,
+)
 from .jsonl import iter_jsonl
 
 __all__ = ["FORMAT_VERSION", "export_jsonl", "import_export"]
@@ -69,7 +78,7 @@ INSERT INTO conversation_context
      created_at, updated_at)
 SELECT s.session_id, s.user_id, %(context_type)s, %(context_key)s, %(context_value)s, %(relevance_score)s,
        %(metadata)s::jsonb, %(expires_at)s, coalesce(%(created_at)s, now()), coalesce(%(updated_at)s, now())
-FROM conversation_sessions AS s WHERE s.session_id = %(session_id)s
+FROM conversation_sessions AS s WHERE s.session_id = %(session_id)s AND s.user_id = %(user_id)s
 ON CONFLICT DO NOTHING
 """
 IMPORT_PREFERENCE = """
@@ -85,10 +94,9 @@ INSERT INTO session_relationships
     (source_session_id, target_session_id, relationship_type, relationship_strength, metadata, created_at)
 SELECT %(source_session_id)s, %(target_session_id)s, %(relationship_type)s, %(relationship_strength)s,
        %(metadata)s::jsonb, coalesce(%(created_at)s, now())
-WHERE (SELECT count(DISTINCT user_id) FROM conversation_sessions
-        WHERE session_id IN (%(source_session_id)s, %(target_session_id)s)) = 1
-  AND (SELECT count(*) FROM conversation_sessions
-        WHERE session_id IN (%(source_session_id)s, %(target_session_id)s)) = 2
+WHERE (SELECT count(*) FROM conversation_sessions
+        WHERE session_id IN (%(source_session_id)s, %(target_session_id)s) AND user_id = %(user_id)s)
+      = CASE WHEN %(source_session_id)s = %(target_session_id)s THEN 1 ELSE 2 END
 ON CONFLICT DO NOTHING
 """
 
@@ -217,10 +225,13 @@ def _message(record: dict[str, Any], where: str) -> MessageRecord:
 
 
 def import_other_rows(core: Core, kind: str, rows: list[dict[str, Any]]) -> Op[int]:
+    """Insert the context, relationship or preference lines ``rows`` (each already checked by
+    :func:`_check_references` and carrying the ``user_id`` it is imported for)."""
     added = 0
     for r in rows:
         if kind == "context":
             params = {
+                "user_id": check_id("user_id", r["user_id"]),
                 "session_id": check_id("session_id", r["session_id"]),
                 "context_type": check_id("context_type", r["context_type"]),
                 "context_key": check_id("context_key", r["context_key"]),
@@ -247,6 +258,7 @@ def import_other_rows(core: Core, kind: str, rows: list[dict[str, Any]]) -> Op[i
             sql = IMPORT_PREFERENCE
         else:
             params = {
+                "user_id": check_id("user_id", r["user_id"]),
                 "source_session_id": check_id("source_session_id", r["source_session_id"]),
                 "target_session_id": check_id("target_session_id", r["target_session_id"]),
                 "relationship_type": check_id("relationship_type", r.get("relationship_type") or "related"),
@@ -259,6 +271,95 @@ def import_other_rows(core: Core, kind: str, rows: list[dict[str, Any]]) -> Op[i
     return added
 
 
+def _check_references(
+    kind: str,
+    obj: dict[str, Any],
+    where: str,
+    records: dict[str, SessionRecord],
+    user_id: str | None,
+    header: dict[str, Any],
+) -> dict[str, Any]:
+    """``obj`` (a context, relationship or preference line) with the user it is imported for, or a
+    :class:`ValidationError` when it reaches outside the archive.
+
+    A context or relationship line may only name sessions that the archive itself declares by a
+    ``session`` line before it (and so that are created for, or already belong to, the importing
+    user: :func:`check_session_owners` checks that before anything is written). A preference line
+    belongs to ``user_id`` when the import is re-homed, otherwise to the user the header names (a
+    user export) or to the owner of a session of the archive.
+    """
+
+    def declared(field: str) -> SessionRecord:
+        session_id = obj.get(field)
+        record = records.get(session_id) if isinstance(session_id, str) else None
+        if record is None:
+            raise ValidationError(
+                f"{where}: {kind} line names session {session_id!r}, which this archive does not declare "
+                "before it; an import only writes into the sessions it carries"
+            )
+        return record
+
+    if kind == "context":
+        return {**obj, "user_id": declared("session_id").session.user_id}
+    if kind == "relationship":
+        source, target = declared("source_session_id"), declared("target_session_id")
+        if source.session.user_id != target.session.user_id:
+            raise ValidationError(f"{where}: relationship line links sessions of two different users")
+        return {**obj, "user_id": source.session.user_id}
+    if user_id is not None:
+        return {**obj, "user_id": user_id}
+    owners = {r.session.user_id for r in records.values()}
+    scope = header.get("scope")
+    if isinstance(scope, dict) and isinstance(scope.get("user_id"), str):
+        owners.add(scope["user_id"])
+    if obj.get("user_id") not in owners:
+        raise ValidationError(
+            f"{where}: preference line of user {obj.get('user_id')!r}, who is neither the archive's user "
+            "nor the owner of one of its sessions"
+        )
+    return obj
+
+
+def _read_line(
+    obj: dict[str, Any],
+    where: str,
+    records: dict[str, SessionRecord],
+    others: dict[str, list[dict[str, Any]]],
+    user_id: str | None,
+    header: dict[str, Any],
+) -> None:
+    """Add one line of an archive to ``records`` (sessions and their messages) or ``others``."""
+    kind = obj.get("type")
+    if kind == "session":
+        owner = user_id or obj.get("user_id")
+        if obj.get("session_id") in records:
+            raise ValidationError(f"{where}: session {obj.get('session_id')!r} is declared twice")
+        session = ConversationSession(
+            session_id=obj["session_id"],
+            user_id=owner,
+            session_name=obj.get("session_name"),
+            session_type=obj.get("session_type") or "conversation",
+            status=obj.get("status") or "active",
+            metadata=obj.get("metadata") or {},
+            context_summary=obj.get("context_summary"),
+            relevance_score=obj.get("relevance_score", 0.0),
+        )
+        records[session.session_id] = SessionRecord(
+            session,
+            created_at=parse_time(obj.get("created_at")),
+            last_activity=parse_time(obj.get("last_activity")),
+            summary=obj.get("summary"),
+        )
+    elif kind == "message":
+        if obj.get("session_id") not in records:
+            raise ValidationError(f"{where}: message of a session not declared before it")
+        records[obj["session_id"]].messages.append(_message(obj, where))
+    elif kind in others:
+        others[kind].append(_check_references(kind, obj, where, records, user_id, header))
+    else:
+        raise ValidationError(f"{where}: unknown record type {kind!r}")
+
+
 def import_export(
     store: Any, path: str | Path, *, user_id: str | None = None, progress: Progress | None = None
 ) -> ImportResult:
@@ -266,6 +367,11 @@ def import_export(
 
     Embeddings in the file are used when the file's model and dimension are the store's; otherwise
     messages are re-embedded with the store's model (a warning says so).
+
+    An import only writes inside the sessions it carries: a ``context`` or ``relationship`` line must
+    name sessions that the file declares, a ``preference`` line must belong to the importing user, and
+    a declared session that already exists for another user refuses the whole file. These checks run
+    before anything is written (:class:`~ltst_memory.ValidationError`, nothing stored).
     """
     lines = iter_jsonl(path)
     first = next(lines, None)
@@ -287,37 +393,15 @@ def import_export(
     records: dict[str, SessionRecord] = {}
     others: dict[str, list[dict[str, Any]]] = {"context": [], "relationship": [], "preference": []}
     for number, obj in lines:
-        kind = obj.get("type")
         where = f"{path}:{number}"
-        if kind == "session":
-            owner = user_id or obj["user_id"]
-            session = ConversationSession(
-                session_id=obj["session_id"],
-                user_id=owner,
-                session_name=obj.get("session_name"),
-                session_type=obj.get("session_type") or "conversation",
-                status=obj.get("status") or "active",
-                metadata=obj.get("metadata") or {},
-                context_summary=obj.get("context_summary"),
-                relevance_score=obj.get("relevance_score", 0.0),
-            )
-            records[session.session_id] = SessionRecord(
-                session,
-                created_at=parse_time(obj.get("created_at")),
-                last_activity=parse_time(obj.get("last_activity")),
-                summary=obj.get("summary"),
-            )
-        elif kind == "message":
-            if obj.get("session_id") not in records:
-                raise ValidationError(f"{where}: message of a session not declared before it")
-            records[obj["session_id"]].messages.append(_message(obj, where))
-        elif kind in others:
-            if kind == "preference" and user_id is not None:
-                obj = {**obj, "user_id": user_id}
-            others[kind].append(obj)
-        else:
-            raise ValidationError(f"{where}: unknown record type {kind!r}")
+        try:
+            _read_line(obj, where, records, others, user_id, header)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValidationError(
+                f"{where}: malformed {obj.get('type')!r} line ({type(exc).__name__}: {exc})"
+            ) from None
     run = _runner(store)
+    run(check_session_owners(store._core, {sid: r.session.user_id for sid, r in records.items()}))
     for record in records.values():
         created, added = run(write_conversation(store._core, record, trust_embeddings=trust))
         result.sessions_seen += 1
