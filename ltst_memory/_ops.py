@@ -23,7 +23,13 @@ from . import _queries as q
 from . import crypto, hnsw
 from .config import Settings
 from .embeddings import Embedder
-from .errors import EmbeddingDimensionError, SessionExistsError, SessionNotFoundError, ValidationError
+from .errors import (
+    AccessDeniedError,
+    EmbeddingDimensionError,
+    SessionExistsError,
+    SessionNotFoundError,
+    ValidationError,
+)
 from .models import (
     ConversationContext,
     ConversationMessage,
@@ -89,6 +95,9 @@ class Core:
     #: "vector" or "halfvec": how the database's HNSW index stores vectors (ltst_memory/hnsw.py); looked
     #: up on the first search that walks the index.
     hnsw_storage: hnsw.HnswStorage | None = None
+    #: The user a scoped store (``for_user``) is restricted to; ``None`` on an unscoped store. Operations
+    #: that take a user filter take it from here (:func:`scoped_user`), inside their SQL.
+    scope_user: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -104,6 +113,21 @@ def _vector(core: Core, value: Sequence[float] | np.ndarray, what: str) -> np.nd
     if not np.isfinite(array).all():
         raise ValidationError(f"{what} contains NaN or infinite values")
     return array
+
+
+def scoped_user(core: Core, user_id: str | None) -> str | None:
+    """The user filter of an operation: ``user_id`` (checked) on an unscoped store; on a scoped store
+    (``core.scope_user`` set) always the scoped user, and another user's id raises AccessDeniedError
+    before any query runs."""
+    if user_id is not None:
+        user_id = check_id("user_id", user_id)
+    if core.scope_user is None:
+        return user_id
+    if user_id is not None and user_id != core.scope_user:
+        raise AccessDeniedError(
+            f"this store is scoped to user {core.scope_user!r}; user_id {user_id!r} belongs to another user"
+        )
+    return core.scope_user
 
 
 def _require_session(session_id: str) -> Op[str]:
@@ -197,7 +221,7 @@ def update_session_activity(core: Core, session_id: str) -> Op[datetime]:
 
 def get_user_sessions(core: Core, user_id: str, limit: int = 50) -> Op[list[ConversationSession]]:
     """The user's sessions, most recently active first."""
-    params = {"user_id": check_id("user_id", user_id), "limit": check_limit("limit", limit)}
+    params = {"user_id": scoped_user(core, check_id("user_id", user_id)), "limit": check_limit("limit", limit)}
     rows = yield Query(q.SELECT_USER_SESSIONS, params)
     return [q.session_from_row(r) for r in rows]
 
@@ -398,8 +422,9 @@ def search_messages(
     }
     if session_id is not None:
         params["session_id"] = check_id("session_id", session_id)
+    user_id = scoped_user(core, user_id)
     if user_id is not None:
-        params["user_id"] = check_id("user_id", user_id)
+        params["user_id"] = user_id
     vectors = yield Embed((query,))
     params["query"] = vectors[0]
     sql = yield from _search_statement(core, params)
@@ -516,7 +541,7 @@ def store_preference(core: Core, preference: UserPreference) -> Op[UserPreferenc
 
 def get_preferences(core: Core, user_id: str, preference_type: str | None = None) -> Op[list[UserPreference]]:
     """The user's preferences (optionally of one type), most confident first."""
-    params = {"user_id": check_id("user_id", user_id)}
+    params = {"user_id": scoped_user(core, check_id("user_id", user_id))}
     sql = q.SELECT_PREFERENCES
     if preference_type is not None:
         params["preference_type"] = check_id("preference_type", preference_type)

@@ -358,7 +358,8 @@ FROM session_relationships AS r
 JOIN conversation_sessions AS s
   ON s.session_id = CASE WHEN r.source_session_id = %(session_id)s
                          THEN r.target_session_id ELSE r.source_session_id END
-WHERE r.source_session_id = %(session_id)s OR r.target_session_id = %(session_id)s
+WHERE (r.source_session_id = %(session_id)s OR r.target_session_id = %(session_id)s)
+  AND s.user_id = (SELECT o.user_id FROM conversation_sessions AS o WHERE o.session_id = %(session_id)s)
 ORDER BY r.relationship_strength DESC, s.last_activity DESC
 LIMIT %(limit)s
 """

@@ -28,6 +28,7 @@ FILTER_SINCE = ' AND m."timestamp" >= %(since)s'
 FILTER_UNTIL = ' AND m."timestamp" < %(until)s'
 FILTER_ROLES = " AND m.role = ANY(%(roles)s::text[])"
 FILTER_EXCLUDE = " AND m.message_id <> ALL(%(exclude_ids)s::bigint[])"
+FILTER_USER = " AND m.user_id = %(user_id)s"
 
 # Term statistics of one user (the usual case) or summed over every user (an unscoped search).
 STATS_OF_USER = """

@@ -37,7 +37,7 @@ from typing import Any
 
 from . import _bulk_rows as bulk_rows
 from . import _queries as q
-from ._ops import Core, Embed, Query, lock_sessions_for_write
+from ._ops import Core, Embed, Query, lock_sessions_for_write, scoped_user
 from .embeddings import embed_checked
 from .errors import ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
@@ -355,8 +355,9 @@ def search_unembedded(
     params: dict[str, Any] = {"query": query, "limit": check_limit("limit", limit, minimum=1, maximum=1_000)}
     if session_id is not None:
         params["session_id"] = check_id("session_id", session_id)
+    user_id = scoped_user(core, user_id)
     if user_id is not None:
-        params["user_id"] = check_id("user_id", user_id)
+        params["user_id"] = user_id
     sql = (
         SEARCH_UNEMBEDDED_IN_USER_SESSION
         if session_id is not None and user_id is not None

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _queries as q
 from . import _recall_queries as rq
-from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small
+from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
 from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text
 
@@ -244,10 +244,16 @@ def recall(
             raise ValidationError("exclude_message_ids must be integers")
         params["exclude_ids"] = ids
         filters += rq.FILTER_EXCLUDE
+    user_id = scoped_user(core, user_id)
     if user_id is not None:
-        params["user_id"] = check_id("user_id", user_id)
+        params["user_id"] = user_id
     if session_id is not None:
         params["session_id"] = check_id("session_id", session_id)
+    if core.scope_user is not None:
+        # a scoped store: every scope is limited to the user inside the SQL ("all" is the user's rows)
+        filters += rq.FILTER_USER
+        if scope == "all":
+            scope = "user"
 
     if scope == "auto":
         scope = "user" if user_id is not None else "session" if session_id is not None else "all"

@@ -1,23 +1,24 @@
 """User-scoped stores: ``storage.for_user(user_id)`` can read and write that user's data only.
 
-A scoped store is not a second implementation of the API. It takes every operation method of the
-store it was opened from (the generator operations of :mod:`ltst_memory._ops` and of any other module
-bound the same way, e.g. bulk import, recall, rehydration) and runs it through one wrapper,
-:func:`scoped_operation`, which
+A scoped store is not a second implementation of the API. It runs the operation methods of the store
+it was opened from (the generator operations of :mod:`ltst_memory._ops` and of the modules bound the
+same way: bulk import, recall, rehydration, ...) with
 
-1. fills in / checks every ``user_id`` argument: omitted or ``None`` becomes the scoped user, any
-   other user's id raises :class:`~ltst_memory.AccessDeniedError` before anything runs;
-2. before the operation's first statement in each transaction, sets the transaction-local setting
-   ``ltst.user_id`` (``set_config('ltst.user_id', <user>, true)``, the key of the Row Level Security
-   policies of ``schema/0005_security.sql``) and checks that every session the arguments name
-   (``session_id`` / ``*_session_id`` parameters and the fields of data-class arguments) belongs to
-   the user — another user's session raises :class:`~ltst_memory.AccessDeniedError`, a missing one
-   is left to the operation (``SessionNotFoundError``);
-3. checks the result before returning it: any returned object or dict carrying another user's
-   ``user_id``, or naming a session of another user, raises :class:`~ltst_memory.AccessDeniedError`
-   and rolls the transaction back — a last wall for operations added later that forget a filter.
+1. a copy of the store's :class:`~ltst_memory._ops.Core` whose ``scope_user`` is the user: every
+   operation that filters by user takes its filter from it (:func:`ltst_memory._ops.scoped_user`), so
+   the filter is part of the SQL — ``scope="all"`` and unscoped searches mean this user's rows, and
+   another user's rows never reach the ranking (no yes/no oracle through errors or scores);
+2. one wrapper, :func:`scoped_operation`, which before anything runs fills in / checks every
+   ``user_id`` argument (omitted or ``None`` becomes the scoped user, any other user's id raises
+   :class:`~ltst_memory.AccessDeniedError` before any query), and before the operation's first
+   statement in each transaction sets the transaction-local ``ltst.user_id`` (the key of the Row Level
+   Security policies of ``schema/0005_security.sql``) and checks in SQL, by that same user key, that no
+   session the arguments name (``session_id`` / ``*_session_id`` parameters and the fields of data-class
+   arguments) belongs to another user — such a session raises :class:`~ltst_memory.AccessDeniedError`,
+   a missing one is left to the operation (``SessionNotFoundError``).
 
-Operations that take no user or session reference at all (``cleanup_expired_data``, statistics,
+Results are not inspected after the fact: what an operation returns is what its SQL selected for the
+user. Operations that take no user or session reference at all (``cleanup_expired_data``, statistics,
 embedding workers, analytics export, key rotation) are administrative and are not exposed.
 """
 
@@ -44,12 +45,17 @@ logger = logging.getLogger(__name__)
 
 #: Sets the user of the current transaction (read by the RLS policies of schema/0005_security.sql).
 SET_SCOPE_USER = "SELECT set_config('ltst.user_id', %(user_id)s, true)"
-SELECT_SESSION_OWNERS = "SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s)"
+#: The sessions among ``session_ids`` that belong to a user other than ``user_id`` (the RLS key).
+SELECT_FOREIGN_SESSIONS = """
+SELECT session_id FROM conversation_sessions
+WHERE session_id = ANY(%(session_ids)s::text[]) AND user_id <> %(user_id)s
+ORDER BY session_id LIMIT 1
+"""
 
 #: Data classes whose instances, passed as arguments, reference a user or a session.
 _SCOPED_TYPES = ("ConversationSession", "ConversationMessage", "ConversationContext", "UserPreference",
                  "SessionRelationship")  # fmt: skip
-_ROW_TYPES = frozenset({*_SCOPED_TYPES, "SessionSummary"})
+_ROW_TYPES = frozenset(_SCOPED_TYPES)
 _SESSION_FIELDS = ("session_id", "source_session_id", "target_session_id")
 _MAX_DEPTH = 6
 
@@ -69,7 +75,7 @@ def _usable_id(value: object) -> bool:
     return True
 
 
-def _collect(value: Any, users: set[str], sessions: set[str], depth: int = 0, *, as_result: bool = False) -> None:
+def _collect(value: Any, users: set[str], sessions: set[str], depth: int = 0) -> None:
     """Collect user ids and session ids named by ``value`` (data classes, mappings, sequences)."""
     if depth > _MAX_DEPTH or value is None or isinstance(value, (str, bytes, int, float, bool)):
         return
@@ -77,16 +83,15 @@ def _collect(value: Any, users: set[str], sessions: set[str], depth: int = 0, *,
         user = getattr(value, "user_id", None)
         if isinstance(user, str):
             users.add(user)
-        if not (as_result and isinstance(user, str)):  # a row that carries its user needs no session lookup
-            for name in _SESSION_FIELDS:
-                session = getattr(value, name, None)
-                if isinstance(session, str) and _usable_id(session):
-                    sessions.add(session)
+        for name in _SESSION_FIELDS:
+            session = getattr(value, name, None)
+            if isinstance(session, str) and _usable_id(session):
+                sessions.add(session)
         if type(value).__name__ in _ROW_TYPES:
             return  # a plain row: nothing nested but metadata and vectors
         for f in dataclasses.fields(value):
             if f.name not in ("metadata", "embedding", "user_id", *_SESSION_FIELDS):
-                _collect(getattr(value, f.name), users, sessions, depth + 1, as_result=as_result)
+                _collect(getattr(value, f.name), users, sessions, depth + 1)
         return
     if isinstance(value, Mapping):
         user = value.get("user_id")
@@ -94,17 +99,16 @@ def _collect(value: Any, users: set[str], sessions: set[str], depth: int = 0, *,
             users.add(user)
         for key, item in value.items():
             if isinstance(key, str) and _is_session_name(key) and isinstance(item, str) and _usable_id(item):
-                if not (as_result and isinstance(user, str)):
-                    sessions.add(item)
+                sessions.add(item)
             elif key not in ("metadata", "embedding", "user_id"):
-                _collect(item, users, sessions, depth + 1, as_result=as_result)
+                _collect(item, users, sessions, depth + 1)
         return
     if isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)
         if items and isinstance(items[0], (int, float)) and not isinstance(items[0], bool):
             return  # a vector
         for item in items:
-            _collect(item, users, sessions, depth + 1, as_result=as_result)
+            _collect(item, users, sessions, depth + 1)
 
 
 def _argument_references(arguments: Mapping[str, Any]) -> tuple[set[str], set[str]]:
@@ -137,10 +141,11 @@ def _deny(user_id: str, what: str) -> AccessDeniedError:
     return AccessDeniedError(f"this store is scoped to user {user_id!r}; {what} belongs to another user")
 
 
-def _check_owners(user_id: str, rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        if row["user_id"] != user_id:
-            raise _deny(user_id, f"session {row['session_id']!r}")
+def _check_sessions(user_id: str, session_ids: set[str]) -> Op[None]:
+    """Raise AccessDeniedError if one of ``session_ids`` belongs to another user (decided in SQL)."""
+    rows = yield Query(SELECT_FOREIGN_SESSIONS, {"session_ids": sorted(session_ids), "user_id": user_id})
+    if rows:
+        raise _deny(user_id, f"session {rows[0]['session_id']!r}")
 
 
 @functools.cache
@@ -176,16 +181,14 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
         try:
             instruction = inner.send(result)
         except StopIteration as stop:
-            value = stop.value
-            break
+            return stop.value
         if not isinstance(instruction, Embed):
             if not in_transaction:
                 in_transaction = True
                 yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True)
             pending = (sessions | _drain(user_id, lazies)) - checked
             if pending:
-                rows = yield Query(SELECT_SESSION_OWNERS, {"session_ids": sorted(pending)})
-                _check_owners(user_id, rows)
+                yield from _check_sessions(user_id, pending)
                 checked |= pending
             if type(instruction).__name__ == "Commit":  # multi-transaction operations (bulk import)
                 in_transaction = False
@@ -196,18 +199,6 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
                 in_transaction = False
                 instruction = Parallel(tuple(_drive(op, {}, user_id) for op in instruction.ops))
         result = yield instruction
-    result_users: set[str] = set()
-    result_sessions: set[str] = set()
-    _collect(value, result_users, result_sessions, as_result=True)
-    if result_users - {user_id}:
-        raise _deny(user_id, "a returned row")
-    unchecked = result_sessions - checked
-    if unchecked:
-        if not in_transaction:
-            yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True)
-        rows = yield Query(SELECT_SESSION_OWNERS, {"session_ids": sorted(unchecked)})
-        _check_owners(user_id, rows)
-    return value
 
 
 def scope_generator(generator: Op[Any], user_id: str) -> Op[Any]:
@@ -342,10 +333,12 @@ class _NeverHit:
 
 
 class _StoreView:
-    """What a rebound store method sees as ``self``: the store, but with a cache that never hits."""
+    """What a rebound store method sees as ``self``: the store, but with the scoped user's core and a
+    cache that never hits."""
 
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Any, core: Any) -> None:
         self.__dict__["_ltst_storage"] = storage
+        self.__dict__["_core"] = core
         try:
             from .cache import cache_of
         except ImportError:  # pragma: no cover - no cache in this version
@@ -377,8 +370,9 @@ class _ScopedBase:
 
     def __init__(self, storage: Any, user_id: str) -> None:
         self._storage = storage
-        self._view = _StoreView(storage)
         self._user_id = check_id("user_id", user_id)
+        self._scoped_core = dataclasses.replace(storage._core, scope_user=self._user_id)
+        self._view = _StoreView(storage, self._scoped_core)
 
     @property
     def user_id(self) -> str:
@@ -392,7 +386,8 @@ class _ScopedBase:
 
     @property
     def _core(self) -> Any:
-        return self._storage._core
+        """The store's core with ``scope_user`` set: operations run on it filter by this user."""
+        return self._scoped_core
 
     def _run(self, op: Op[Any]) -> Any:
         """Run an operation generator (as adapters do) within this user's scope: see :func:`scope_generator`."""
