@@ -1,19 +1,23 @@
-"""In-process TTL cache for session data, with hit/miss counters.
+"""In-process TTL cache for session data, with hit/miss counters. **Off by default.**
 
-``get_session`` answers (the session row) are kept per store for ``ttl`` seconds (default one hour,
-``LTST_CACHE_TTL`` to change, ``0`` to disable). ``get_session_summary`` is not cached: the summary
-changes with every message, wherever it is written from, and is one primary-key read anyway. Every
-write through the same store that changes a session's row (``update_session``, ``update_session_activity``,
-``delete_session``, ``store_message(s)``, ``import_messages``) invalidates that session's entries
-*after its transaction committed*; a read that overlapped such a write does not put its (possibly
-old) answer in the cache (a per-session generation counter guards it). Writes made by other
-processes or by SQL outside the store are not seen until the entry expires: keep the TTL short, or
-call ``clear_cache()``, when several processes write the same sessions.
+The cache is per store object: a session changed or deleted by another store, another process or SQL
+outside the store (``delete_user`` elsewhere, a second worker, an admin job) is served from it, stale,
+until its entry expires. That is why it is off unless asked for: ``LTST_CACHE_TTL=<seconds>`` (or
+``cache_of(store).ttl = ...``) turns it on for a deployment where one store writes the sessions it
+reads; keep the TTL at one second or less when other processes write them too.
+
+When on, ``get_session`` answers (the session row) are kept per store for ``ttl`` seconds.
+``get_session_summary`` is not cached: the summary changes with every message, wherever it is written
+from, and is one primary-key read anyway. Every write through the same store that changes a session's
+row (``update_session``, ``update_session_activity``, ``delete_session``, ``store_message(s)``,
+``summarize_session``, ``import_messages``, ``delete_user``, ``cleanup_expired_data``) invalidates that
+session's entries *after its transaction committed*; a read that overlapped such a write does not put
+its (possibly old) answer in the cache (a per-session generation counter guards it).
 
 With a read replica (``read_dsn``), a miss that will be cached is read from the primary: an answer
 from a lagging replica, cached after this store's own write invalidated the entry, would hide that
-write for the whole TTL. With caching off (``ttl`` 0) ``get_session`` reads the replica like the
-other read-only operations.
+write for the whole TTL. With caching off ``get_session`` reads the replica like the other read-only
+operations.
 
 Counters: ``store.cache_stats()`` -> ``{"hits", "misses", "hit_rate", "invalidations", "evictions",
 "size", "ttl"}``.
@@ -39,7 +43,8 @@ __all__ = ["DEFAULT_TTL", "SessionCache"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TTL = 3600.0
+#: Seconds an entry lives; 0 = the cache is off (the default, see the module docstring).
+DEFAULT_TTL = 0.0
 DEFAULT_MAX_ENTRIES = 10_000
 
 
@@ -174,6 +179,7 @@ TOUCHES: dict[str, Callable[[tuple[Any, ...], dict[str, Any]], list[str] | None]
     "update_session": _session_object,
     "update_session_activity": _session_arg,
     "delete_session": _session_arg,
+    "summarize_session": _session_arg,
     "store_message": _message_sessions,
     "store_messages": _message_sessions,
     "import_messages": every_session,

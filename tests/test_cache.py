@@ -15,9 +15,20 @@ def _rename_behind_the_store(dsn: str, session_id: str, name: str) -> None:
         conn.execute("UPDATE conversation_sessions SET session_name = %s WHERE session_id = %s", (name, session_id))
 
 
-def test_default_ttl_is_one_hour(store: ConversationStorage) -> None:
-    assert DEFAULT_TTL == 3600
-    assert store.cache_stats()["ttl"] == 3600
+@pytest.fixture(autouse=True)
+def _cache_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache is off by default; these tests turn it on (one hour) unless they test the default."""
+    if request.node.name != "test_cache_is_off_by_default":
+        monkeypatch.setenv("LTST_CACHE_TTL", "3600")
+
+
+def test_cache_is_off_by_default(store: ConversationStorage, database_dsn: str) -> None:
+    assert DEFAULT_TTL == 0
+    assert store.cache_stats()["ttl"] == 0
+    store.create_session(ConversationSession(session_id="s", user_id="u", session_name="first"))
+    assert store.get_session("s").session_name == "first"
+    _rename_behind_the_store(database_dsn, "s", "changed in SQL")
+    assert store.get_session("s").session_name == "changed in SQL"
 
 
 def test_second_read_is_a_hit_and_served_from_memory(store: ConversationStorage, database_dsn: str) -> None:

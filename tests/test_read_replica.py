@@ -337,7 +337,7 @@ async def test_sync_reads_follow_a_lagging_replica(
     store = ConversationStorage(database_dsn, embedder=hashing_embedder, read_dsn=lagging_replica)
     try:
         assert store.cache_stats()["ttl"] == 0  # the store's cache is made on first use: this one is off
-        monkeypatch.delenv("LTST_CACHE_TTL")
+        monkeypatch.setenv("LTST_CACHE_TTL", "3600")  # the cache is off by default: turned on here
         with ConversationStorage(database_dsn, embedder=hashing_embedder, read_dsn=lagging_replica) as cached:
             assert cached.cache_stats()["ttl"] > 0
             assert SECRET not in str(cached.read_dsn) and "***" in str(cached.read_dsn)
@@ -358,7 +358,7 @@ async def test_async_reads_follow_a_lagging_replica(
     store = await AsyncConversationStorage.open(database_dsn, embedder=hashing_embedder, read_dsn=lagging_replica)
     try:
         assert store.cache_stats()["ttl"] == 0
-        monkeypatch.delenv("LTST_CACHE_TTL")
+        monkeypatch.setenv("LTST_CACHE_TTL", "3600")  # the cache is off by default: turned on here
         async with AsyncConversationStorage(
             database_dsn, embedder=hashing_embedder, read_dsn=lagging_replica
         ) as cached:
