@@ -79,6 +79,29 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     return applied_now
 
 
+#: Whether any message has an embedding, seen by the schema owner (RLS would hide rows from other roles).
+EMBEDDINGS_EXIST = "SELECT ltst_embeddings_exist()"
+EMBEDDINGS_EXIST_DIRECT = "SELECT EXISTS (SELECT 1 FROM conversation_messages WHERE embedding IS NOT NULL)"
+ROW_SECURITY_ACTIVE = "SELECT row_security_active('conversation_messages')"
+HAS_EMBEDDINGS_EXIST = "SELECT to_regprocedure('ltst_embeddings_exist()') IS NOT NULL"
+
+
+def _embeddings_exist(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the store holds any embedding, whatever rows the connection's role may see."""
+    row = conn.execute(HAS_EMBEDDINGS_EXIST).fetchone()
+    if row and row[0]:
+        found = conn.execute(EMBEDDINGS_EXIST).fetchone()
+        return bool(found and found[0])
+    restricted = conn.execute(ROW_SECURITY_ACTIVE).fetchone()
+    if restricted and restricted[0]:  # a schema before 0009 on a role under RLS: it cannot tell
+        raise MigrationError(
+            "this role is subject to Row Level Security and the database lacks migration 0009: the "
+            "embedding-model check cannot see every row; run `ltst migrate` as the tables' owner"
+        )
+    found = conn.execute(EMBEDDINGS_EXIST_DIRECT).fetchone()
+    return bool(found and found[0])
+
+
 def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimension: int) -> None:
     """Check that the database was set up for this embedding model, adopting it on an empty store.
 
@@ -93,8 +116,7 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
         stored_dim = int(meta.get("embedding_dimension", "0") or 0)
         if stored_model == model_name and stored_dim == dimension:
             return
-        row = conn.execute("SELECT EXISTS (SELECT 1 FROM conversation_messages WHERE embedding IS NOT NULL)").fetchone()
-        if row and row[0]:
+        if _embeddings_exist(conn):
             raise EmbeddingDimensionError(
                 f"this database holds embeddings of {stored_model!r} ({stored_dim} dimensions) but the "
                 f"store was opened with {model_name!r} ({dimension} dimensions); open it with the same "

@@ -11,27 +11,46 @@ from datetime import datetime
 from typing import Any
 
 from ._ops import Core, Op, Query
+from ._tables import OWNED_TABLES
 from .errors import ValidationError
 from .models import check_datetime, check_id
 
-__all__ = ["ANALYTICS_SALT_VARIABLE", "delete_user", "export_analytics"]
+__all__ = ["ANALYTICS_SALT_VARIABLE", "ErasureResult", "delete_user", "export_analytics"]
 
 logger = logging.getLogger(__name__)
 
 ANALYTICS_SALT_VARIABLE = "LTST_ANALYTICS_SALT"
 
+#: Erasing a user acts as that user: under Row Level Security the caller then reaches exactly their rows.
+SET_ERASE_USER = "SELECT set_config('ltst.user_id', %(user_id)s, true)"
 DELETE_USER = "SELECT kind, removed FROM ltst_delete_user(%(user_id)s)"
+#: Planner statistics hold sampled values (ids, words) of the rows: refreshed on the tables an erase touched.
+ANALYZE_TABLES = "SELECT ltst_analyze_owned_tables(%(tables)s::text[])"
 
-#: Friendly names of the core tables in delete_user's result; other tables keep their own name.
-_KINDS = {
-    "conversation_sessions": "sessions",
-    "conversation_messages": "messages",
-    "conversation_context": "context",
-    "user_preferences": "preferences",
-    "session_relationships": "relationships",
-    "session_summary": "summaries",
-    "ltst_retention_policies": "retention_policies",
-}
+_KINDS = {t.name: t.result_key for t in OWNED_TABLES}
+
+
+class ErasureResult(dict[str, int]):
+    """What :func:`delete_user` removed: ``{kind: rows}`` (``"sessions"``, ``"messages"``, ``"context"``,
+    ``"preferences"``, ``"relationships"``, ``"summaries"``, ``"retention_policies"``, ``"term_stats"``,
+    ``"user_stats"``, and the adapter tables' kinds once they carry an owner), plus ``complete``: whether
+    every table of the library that can hold the user's rows was reached, and ``not_reached``: the
+    tables holding rows that could not be attributed to a user (an adapter table without its owner
+    column). ``analyzed``: the tables whose planner statistics were refreshed."""
+
+    complete: bool
+    not_reached: tuple[str, ...]
+    analyzed: tuple[str, ...]
+
+    def __init__(self, counts: dict[str, int], not_reached: tuple[str, ...], analyzed: tuple[str, ...]) -> None:
+        super().__init__(counts)
+        self.not_reached = not_reached
+        self.complete = not not_reached
+        self.analyzed = analyzed
+
+    def __repr__(self) -> str:
+        return f"ErasureResult({dict(self)!r}, complete={self.complete}, not_reached={self.not_reached!r})"
+
 
 _EXPORT = """
 SELECT m.message_uuid, m.session_id, m.user_id, s.session_type, m.role, m.message_type, m.message_index,
@@ -47,14 +66,31 @@ EXPORT_ROWS = _EXPORT.format(content="")
 EXPORT_ROWS_WITH_CONTENT = _EXPORT.format(content=", m.content")
 
 
-def delete_user(core: Core, user_id: str) -> Op[dict[str, int]]:
-    """Erase every row of ``user_id`` — sessions, messages, context, preferences, relationships,
-    summaries, retention policies and the per-user rows of any other LTST table with a ``user_id``
-    column — in one transaction. Returns the rows removed per kind (all zero for an unknown user)."""
-    rows = yield Query(DELETE_USER, {"user_id": check_id("user_id", user_id)})
-    counts = {_KINDS.get(r["kind"], r["kind"]): int(r["removed"]) for r in rows}
+def delete_user(core: Core, user_id: str) -> Op[ErasureResult]:
+    """Erase every row of ``user_id`` from the library's tables (``ltst_memory/_tables.py``: sessions,
+    messages, context, preferences, relationships, summaries, retention policies, retrieval statistics,
+    adapter rows that carry an owner) in one transaction, then refresh the planner statistics of the
+    tables of user data when it removed anything (``ANALYZE``), so sampled values of the user do not stay in
+    ``pg_stats``. Tables the library does not own are never touched.
+
+    Returns an :class:`ErasureResult`: the rows removed per kind (all zero for an unknown user) and
+    whether the erase is ``complete``. Works the same on the tables' owner and on a role under Row
+    Level Security (the transaction acts as ``user_id``). Sessions cached by other processes'
+    stores are not seen by them before their cache entries expire (the cache is off by default).
+    """
+    params = {"user_id": check_id("user_id", user_id)}
+    yield Query(SET_ERASE_USER, params, fetch="none", local=True)
+    rows = yield Query(DELETE_USER, params)
+    counts = {_KINDS.get(r["kind"], r["kind"]): int(r["removed"]) for r in rows if r["removed"] is not None}
+    not_reached = tuple(r["kind"] for r in rows if r["removed"] is None)
+    # triggers also remove rows (the retrieval statistics), so every table of user data is refreshed
+    touched = [r["kind"] for r in rows if r["removed"] is not None] if any(r["removed"] for r in rows) else []
+    if touched:
+        yield Query(ANALYZE_TABLES, {"tables": touched}, fetch="none")
+    if not_reached:
+        logger.warning("delete_user could not reach rows in %s (no owner column)", ", ".join(not_reached))
     logger.info("deleted user data: %s", ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "nothing")
-    return counts
+    return ErasureResult(counts, not_reached, tuple(touched))
 
 
 def _pseudonym(key: bytes, kind: str, value: str) -> str:

@@ -76,31 +76,9 @@ SELECT user_id, session_type, message_days, context_days, created_at, updated_at
 WHERE user_id = %(user_id)s ORDER BY session_type
 """
 
-# The policy that applies to session s: the most specific match.
-_POLICY_OF_SESSION = """
-LATERAL (
-    SELECT p.{column} AS days FROM ltst_retention_policies AS p
-    WHERE p.user_id IN (s.user_id, '') AND p.session_type IN (s.session_type, '')
-    ORDER BY (p.user_id <> '') DESC, (p.session_type <> '') DESC
-    LIMIT 1
-) AS policy
-"""
-
-DELETE_EXPIRED_CONTEXT = "DELETE FROM conversation_context WHERE expires_at IS NOT NULL AND expires_at <= now()"
-
-DELETE_OLD_MESSAGES = f"""
-DELETE FROM conversation_messages AS m
-USING conversation_sessions AS s, {_POLICY_OF_SESSION.format(column="message_days")}
-WHERE m.session_id = s.session_id AND policy.days IS NOT NULL
-  AND m."timestamp" < now() - make_interval(days => policy.days)
-"""
-
-DELETE_OLD_CONTEXT = f"""
-DELETE FROM conversation_context AS c
-USING conversation_sessions AS s, {_POLICY_OF_SESSION.format(column="context_days")}
-WHERE c.session_id = s.session_id AND policy.days IS NOT NULL
-  AND c.updated_at < now() - make_interval(days => policy.days)
-"""
+#: Retention over every user, by a SECURITY DEFINER function of schema/0009_owned_tables.sql: the same
+#: sweep on the tables' owner and on a role under Row Level Security (which sees no row by itself).
+CLEANUP_EXPIRED_DATA = "SELECT context, messages FROM ltst_cleanup_expired_data()"
 
 
 def _policy_from_row(row: dict[str, Any]) -> RetentionPolicy:
@@ -165,14 +143,13 @@ def get_retention_policies(core: Core) -> Op[list[RetentionPolicy]]:
 
 
 def cleanup_expired_data(core: Core) -> Op[dict[str, int]]:
-    """Delete expired context and the data retention policies no longer keep, in one transaction.
+    """Delete expired context and the data retention policies no longer keep, in one transaction, over
+    every user (also on a role under Row Level Security: see schema/0009_owned_tables.sql).
 
     Returns the rows removed per kind: ``{"context": ..., "messages": ...}``.
     """
-    expired = yield Query(DELETE_EXPIRED_CONTEXT, fetch="rowcount")
-    old_context = yield Query(DELETE_OLD_CONTEXT, fetch="rowcount")
-    old_messages = yield Query(DELETE_OLD_MESSAGES, fetch="rowcount")
-    counts = {"context": int(expired) + int(old_context), "messages": int(old_messages)}
+    row = yield Query(CLEANUP_EXPIRED_DATA, fetch="one")
+    counts = {"context": int(row["context"]), "messages": int(row["messages"])}
     if any(counts.values()):
         logger.info(
             "retention cleanup removed %d context entries and %d messages", counts["context"], counts["messages"]

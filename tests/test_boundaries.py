@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -207,3 +207,259 @@ def test_explicit_other_user_is_refused_before_any_query(store: ConversationStor
     for call in calls:
         with pytest.raises(AccessDeniedError):
             call()
+
+
+# --------------------------------------------------------------------------- finding 4: tables we do not own
+
+APP_TABLES = ("app_orders", "app_invoices")
+
+
+def _create_app_tables(dsn: str) -> None:
+    """An application's own tables with user_id columns, in the same schema, created before ltst-memory."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE app_orders (id serial PRIMARY KEY, user_id text NOT NULL, total numeric)")
+        conn.execute("CREATE TABLE app_invoices (id serial PRIMARY KEY, user_id text NOT NULL, note text)")
+        conn.execute("INSERT INTO app_orders (user_id, total) VALUES ('bob', 10), ('alice', 20), ('bob', 30)")
+        conn.execute("INSERT INTO app_invoices (user_id, note) VALUES ('bob', 'paid'), ('carol', 'due')")
+        # the application's own RLS on one of them, and its own grants
+        conn.execute("ALTER TABLE app_invoices ENABLE ROW LEVEL SECURITY")
+        conn.execute("CREATE POLICY app_own ON app_invoices USING (note <> 'hidden')")
+        conn.execute("GRANT SELECT ON app_orders TO PUBLIC")
+
+
+def _app_fingerprint(dsn: str) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        return {
+            table: {
+                "rows": conn.execute(
+                    sql.SQL("SELECT to_jsonb(t)::text FROM {} AS t ORDER BY 1").format(sql.Identifier(table))
+                ).fetchall(),
+                "class": conn.execute(
+                    "SELECT relrowsecurity, relforcerowsecurity, relacl::text FROM pg_class WHERE oid = %s::regclass",
+                    (table,),
+                ).fetchone(),
+                "policies": conn.execute(
+                    "SELECT polname, pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polrelid = %s::regclass "
+                    "ORDER BY 1",
+                    (table,),
+                ).fetchall(),
+            }
+            for table in APP_TABLES
+        }
+
+
+def test_tables_the_library_does_not_own_are_untouched(empty_database_dsn: str, hashing_embedder: Any) -> None:
+    """Application tables with user_id columns beside the store: migrate, RLS app role, delete_user and
+    retention leave their rows, policies, grants and RLS flags as they were."""
+    from ltst_memory._tables import owned_table_names
+
+    _create_app_tables(empty_database_dsn)
+    before = _app_fingerprint(empty_database_dsn)
+    with ConversationStorage(empty_database_dsn, embedder=hashing_embedder) as store:  # migrates
+        store.create_session(ConversationSession(session_id="bob-1", user_id="bob"))
+        store.store_message(ConversationMessage(session_id="bob-1", role="human", content="hello"))
+        store.set_retention_policy(message_days=0)
+        assert _app_fingerprint(empty_database_dsn) == before
+        role = f"ltst_bnd_{os.getpid()}_{next(_roles)}"
+        with psycopg.connect(empty_database_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+            for table in sorted(owned_table_names()):  # the library's tables only (docs/security.md)
+                conn.execute(
+                    sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                        sql.Identifier(table), sql.Identifier(role)
+                    )
+                )
+        try:
+            with ConversationStorage(
+                _as_role(empty_database_dsn, role), embedder=hashing_embedder, auto_migrate=False
+            ) as app:
+                app.for_user("bob").get_user_sessions()
+                app.delete_user("alice")
+                app.cleanup_expired_data()
+        finally:
+            with psycopg.connect(empty_database_dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        removed = store.delete_user("bob")
+        assert removed["sessions"] == 1 and removed["messages"] == 0  # retention took the message
+        store.cleanup_expired_data()
+        store.migrate()
+    after = _app_fingerprint(empty_database_dsn)
+    assert after == before
+
+
+def test_0009_repairs_a_database_that_0005_gave_to_rls(empty_database_dsn: str, hashing_embedder: Any) -> None:
+    """A database migrated by an earlier version (0005 put its policy on app tables): 0009 removes it."""
+    _create_app_tables(empty_database_dsn)
+    before = _app_fingerprint(empty_database_dsn)
+    with ConversationStorage(empty_database_dsn, embedder=hashing_embedder):
+        pass
+    from ltst_memory.schema import migration_files
+
+    (repair,) = [text for name, text in migration_files() if name.startswith("0009_")]
+    with psycopg.connect(empty_database_dsn, autocommit=True) as conn:
+        for table in APP_TABLES:  # what 0005 did before it named its tables
+            conn.execute(sql.SQL("SELECT ltst_enable_rls({}::regclass)").format(sql.Literal(table)))
+        assert _app_fingerprint(empty_database_dsn) != before
+        conn.execute(repair.encode())
+        conn.execute(repair.encode())
+    assert _app_fingerprint(empty_database_dsn) == before
+
+
+def test_the_owned_table_list_is_the_databases(store: ConversationStorage) -> None:
+    """ltst_memory/_tables.py and the database's ltst_owned_tables (read by the SQL functions) agree, and
+    every table the migrations created is in the list."""
+    from ltst_memory._tables import OWNED_TABLES
+
+    with store.pool.connection() as conn:
+        listed = {
+            r[0]: (r[1], tuple(r[2]), r[3])
+            for r in conn.execute(
+                "SELECT table_name, user_column, session_columns, erase_order FROM ltst_owned_tables"
+            ).fetchall()
+        }
+        created = {
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace"
+            ).fetchall()
+        }
+    assert listed == {t.name: (t.user_column, t.session_columns, t.erase_order) for t in OWNED_TABLES}
+    assert created <= set(listed)
+
+
+# --------------------------------------------------------------------------- finding 9: no silent no-ops
+
+
+def _seed_two_users(store: ConversationStorage) -> None:
+    old = datetime.now(timezone.utc) - timedelta(days=10)
+    for user in ("alice", "bob"):
+        store.create_session(ConversationSession(session_id=f"{user}-1", user_id=user))
+        store.store_messages(
+            [
+                ConversationMessage(session_id=f"{user}-1", role="human", content=f"{user} old", timestamp=old),
+                ConversationMessage(session_id=f"{user}-1", role="ai", content=f"{user} new"),
+            ]
+        )
+        store.store_context(
+            ConversationContext(
+                session_id=f"{user}-1", context_type="t", context_key="gone", context_value="x", expires_at=old
+            )
+        )
+        store.store_preference(UserPreference(user_id=user, preference_key="k", preference_value=user))
+    store.set_retention_policy(user_id="bob", message_days=5)
+
+
+def _count(store: ConversationStorage, table: str, user: str) -> int:
+    with store.pool.connection() as conn:
+        query = sql.SQL("SELECT count(*) FROM {} WHERE user_id = %s").format(sql.Identifier(table))
+        return int(conn.execute(query, (user,)).fetchone()[0])
+
+
+def test_erase_and_retention_work_on_the_rls_app_role(
+    store: ConversationStorage, app_role: str, hashing_embedder: Any
+) -> None:
+    """Unscoped delete_user and cleanup_expired_data on the RLS app role do what they do on the owner."""
+    _seed_two_users(store)
+    with ConversationStorage(app_role, embedder=hashing_embedder, auto_migrate=False) as app:
+        assert app.get_user_sessions("bob") == []  # the unscoped app role sees no row by itself
+        cleaned = app.cleanup_expired_data()
+        assert cleaned == {"context": 2, "messages": 1}
+        assert _count(store, "conversation_messages", "bob") == 1
+        erased = app.delete_user("bob")
+        assert erased["sessions"] == 1 and erased["messages"] == 1 and erased["preferences"] == 1
+        assert erased.complete
+    for table in ("conversation_sessions", "conversation_messages", "user_preferences", "ltst_term_stats"):
+        assert _count(store, table, "bob") == 0, table
+    assert _count(store, "conversation_messages", "alice") == 2  # alice untouched
+
+
+# --------------------------------------------------------------------------- finding 6: model check under RLS
+
+
+def test_model_check_sees_every_row_on_the_rls_app_role(store: ConversationStorage, app_role: str) -> None:
+    from ltst_memory import EmbeddingDimensionError, HashingEmbedder
+
+    _seed_two_users(store)
+    other_model = HashingEmbedder(store.embedder.dimension, model_name="another-model")
+    with pytest.raises(EmbeddingDimensionError):
+        ConversationStorage(app_role, embedder=other_model, auto_migrate=False)
+    with store.pool.connection() as conn:
+        meta = dict(conn.execute("SELECT key, value FROM ltst_metadata").fetchall())
+    assert meta["embedding_model"] == store.embedder.model_name
+    with ConversationStorage(store.dsn, embedder=store.embedder) as owner:  # the owner still opens it
+        assert owner.get_session("bob-1") is not None
+
+
+# --------------------------------------------------------------------------- finding 8: a complete erase
+
+
+def test_erase_is_complete_rows_statistics_and_other_stores(store: ConversationStorage, hashing_embedder: Any) -> None:
+    """After delete_user: no row of the user in any library table, no sampled value of theirs in
+    pg_stats, and another store on the same database does not serve their session."""
+    from ltst_memory._tables import OWNED_TABLES
+
+    _seed_two_users(store)
+    store.store_messages(
+        [ConversationMessage(session_id="bob-1", role="human", content="bob-secret-token") for _ in range(200)]
+    )
+    other = ConversationStorage(store.dsn, embedder=hashing_embedder)
+    try:
+        assert other.get_session("bob-1") is not None
+        with store.pool.connection() as conn:
+            conn.execute("ANALYZE")
+            stats = conn.execute("SELECT string_agg(most_common_vals::text, ' ') FROM pg_stats").fetchone()[0]
+        assert "bob-secret-token" in stats and "bob" in stats
+        erased = store.delete_user("bob")
+        assert erased.complete and erased["messages"] == 202
+        with store.pool.connection() as conn:
+            for table in OWNED_TABLES:
+                columns = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND NOT attisdropped",
+                        (table.name,),
+                    ).fetchall()
+                }
+                if table.user_column in columns:
+                    assert _count(store, table.name, "bob") == 0, table.name
+                for column in table.session_columns:
+                    query = sql.SQL("SELECT count(*) FROM {} WHERE {} = 'bob-1'").format(
+                        sql.Identifier(table.name), sql.Identifier(column)
+                    )
+                    assert conn.execute(query).fetchone() == (0,), table.name
+            leftovers = conn.execute(
+                "SELECT tablename, attname FROM pg_stats WHERE tablename = ANY(%s) AND "
+                "(coalesce(most_common_vals::text, '') || coalesce(histogram_bounds::text, '')) ~ 'bob'",
+                ([t.name for t in OWNED_TABLES],),
+            ).fetchall()
+        assert leftovers == []
+        assert other.get_session("bob-1") is None  # the second store's cache (off by default) serves nothing
+        assert other.get_user_sessions("bob") == []
+    finally:
+        other.close()
+
+
+def test_erase_says_when_a_table_holds_rows_it_cannot_attribute(store: ConversationStorage) -> None:
+    """An adapter table without its owner column (before migration 0010) cannot be erased by user:
+    delete_user says so instead of claiming a complete erase."""
+    with store.pool.connection() as conn:
+        conn.execute("INSERT INTO ltst_collections (collection) VALUES ('bob-notes')")
+        has_owner = conn.execute("SELECT ltst_has_owner_column('ltst_collections')").fetchone()[0]
+    erased = store.delete_user("bob")
+    if has_owner:  # migration 0010 gave adapter rows an owner: the ownerless row is no one's, and reached
+        assert erased.complete
+    else:
+        assert not erased.complete and erased.not_reached == ("ltst_collections",)
+
+
+def test_summarize_session_invalidates_the_cache(store: ConversationStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ltst_memory.cache import cache_of
+
+    cache_of(store).ttl = 3600  # turned on for this store
+    store.create_session(ConversationSession(session_id="s", user_id="u"))
+    store.store_message(ConversationMessage(session_id="s", role="human", content="we talked about tea"))
+    assert store.get_session("s").context_summary is None  # now cached
+    store.summarize_session("s", summary="tea")
+    assert store.get_session("s").context_summary == "tea"

@@ -320,6 +320,14 @@ $$;
 -- 0005's ltst_delete_user reached summaries and relationships through the user's sessions; now every
 -- per-user table has user_id, so each DELETE names the user (one shard on Citus).
 
+-- With migration 0009 applied, its ltst_delete_user (which names the library's tables, and erases by
+-- user_id where a table has it) is kept; before 0009, this version.
+DO $do$
+BEGIN
+    IF to_regclass('ltst_owned_tables') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE $sql$
 CREATE OR REPLACE FUNCTION ltst_delete_user(p_user_id text)
 RETURNS TABLE (kind text, removed bigint)
 LANGUAGE plpgsql AS $$
@@ -354,6 +362,9 @@ BEGIN
     RETURN NEXT;
 END;
 $$;
+$sql$;
+END
+$do$;
 
 -- 0005 gave these two tables policies that look the owner up in conversation_sessions; now they carry
 -- user_id and get the same policy as every other per-user table (skipped when already so).
@@ -404,7 +415,8 @@ LANGUAGE sql IMMUTABLE AS $$
         (12, 'ltst_collections',        'distributed', 'collection', 'none'),
         (13, 'ltst_documents',          'distributed', 'collection', 'ltst_collections'),
         (14, 'ltst_store_items',        'distributed', 'ns_path',    'none'),
-        (15, 'ltst_store_vectors',      'distributed', 'ns_path',    'ltst_store_items')
+        (15, 'ltst_store_vectors',      'distributed', 'ns_path',    'ltst_store_items'),
+        (16, 'ltst_owned_tables',       'reference',   NULL,         NULL)  -- 0009: the library's table list
 $$;
 
 INSERT INTO ltst_metadata (key, value) VALUES ('citus_distribution_column', 'user_id')
@@ -427,6 +439,7 @@ BEGIN
     PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
     EXECUTE format('ALTER DATABASE %I SET citus.enable_unsafe_triggers = on', current_database());
     FOR t IN SELECT * FROM ltst_citus_tables() ORDER BY step LOOP
+        CONTINUE WHEN to_regclass(t.table_name) IS NULL;  -- a table of a later migration not applied yet
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t.table_name::regclass);
         IF t.method = 'reference' THEN
             PERFORM create_reference_table(t.table_name::regclass);
