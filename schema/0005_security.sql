@@ -4,7 +4,8 @@
 -- `ltst migrate` or with `psql -v ON_ERROR_STOP=1 -f 0005_security.sql`. See docs/security.md.
 --
 -- Row Level Security, the second wall behind ConversationStorage.for_user():
---   * every LTST table holding user data gets RLS ENABLED with one policy, `ltst_user_isolation`:
+--   * every LTST table holding user data (named; never another table) gets RLS ENABLED with one policy,
+--     `ltst_user_isolation`:
 --     a row is visible and writable only when it belongs to the user named by the transaction-local
 --     setting `ltst.user_id` (set by every call of a user-scoped store with set_config(..., true)).
 --   * an UNSET (NULL) or empty `ltst.user_id` matches no row: a role subject to RLS sees nothing and
@@ -45,21 +46,17 @@ BEGIN
 END;
 $$;
 
--- Every table of this schema with a user_id column (the core tables, retention policies, and the
--- per-user tables of earlier migrations such as the retrieval statistics).
+-- The library's tables with a user_id column, by name (never an application's table beside them; the
+-- full list is ltst_owned_tables of 0009, which re-creates this function and ltst_delete_user: re-run
+-- 0009 after re-running this file by hand).
 DO $$
 DECLARE
-    t regclass;
+    t text;
 BEGIN
-    FOR t IN
-        SELECT c.oid::regclass
-          FROM pg_class AS c
-          JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
-         WHERE c.relkind IN ('r', 'p')
-           AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'conversation_sessions'::regclass)
-         ORDER BY c.relname
+    FOREACH t IN ARRAY ARRAY['conversation_context', 'conversation_messages', 'conversation_sessions',
+                             'ltst_retention_policies', 'ltst_term_stats', 'ltst_user_stats', 'user_preferences']
     LOOP
-        PERFORM ltst_enable_rls(t);
+        PERFORM ltst_enable_rls(t::regclass);
     END LOOP;
 END;
 $$;
@@ -90,7 +87,7 @@ CREATE POLICY ltst_user_isolation ON session_relationships
                        AND s.user_id = current_setting('ltst.user_id', true)));
 
 -- Erasure of a user ---------------------------------------------------------------------------------
--- Deletes every row of p_user_id from every table of this schema that has a user_id column, then the
+-- Deletes every row of p_user_id from the library's tables that have a user_id column, then the
 -- user's sessions (cascading to summaries and relationships); returns the rows removed per table.
 -- Runs with the caller's rights (not SECURITY DEFINER): under RLS it can only erase the scoped user.
 
@@ -115,14 +112,10 @@ BEGIN
     RETURN NEXT;
 
     FOR t IN
-        SELECT c.oid::regclass AS tbl, c.relname::text AS name
-          FROM pg_class AS c
-          JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attname = 'user_id' AND NOT a.attisdropped
-         WHERE c.relkind IN ('r', 'p')
-           AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'conversation_sessions'::regclass)
-           AND c.relname <> 'conversation_sessions'
-         ORDER BY CASE c.relname WHEN 'conversation_messages' THEN 0 WHEN 'conversation_context' THEN 1 ELSE 2 END,
-                  c.relname
+        SELECT l.tname AS name, l.tname::regclass AS tbl
+          FROM unnest(ARRAY['conversation_messages', 'conversation_context', 'ltst_retention_policies',
+                            'ltst_term_stats', 'ltst_user_stats', 'user_preferences']) WITH ORDINALITY AS l(tname, i)
+         ORDER BY l.i
     LOOP
         EXECUTE format('DELETE FROM %s WHERE user_id = $1', t.tbl) USING p_user_id;
         GET DIAGNOSTICS n = ROW_COUNT;

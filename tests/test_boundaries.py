@@ -463,3 +463,22 @@ def test_summarize_session_invalidates_the_cache(store: ConversationStorage, mon
     assert store.get_session("s").context_summary is None  # now cached
     store.summarize_session("s", summary="tea")
     assert store.get_session("s").context_summary == "tea"
+
+
+def test_no_migration_touches_application_tables(empty_database_dsn: str) -> None:
+    """Each migration file on its own (as with psql -f) leaves application tables alone, 0005 included."""
+    from ltst_memory.schema import migration_files
+
+    from ltst_memory.migrate import SUPERSEDED_CHECKSUMS, migrate
+
+    _create_app_tables(empty_database_dsn)
+    before = _app_fingerprint(empty_database_dsn)
+    with psycopg.connect(empty_database_dsn, autocommit=True) as conn:
+        for name, text in migration_files():
+            conn.execute(text.encode())
+            assert _app_fingerprint(empty_database_dsn) == before, name
+        # a database that recorded 0005's earlier text (which scanned the catalog) still migrates
+        migrate(conn)
+        (old,) = SUPERSEDED_CHECKSUMS["0005_security.sql"]
+        conn.execute("UPDATE ltst_migrations SET checksum = %s WHERE name = '0005_security.sql'", (old,))
+        assert migrate(conn) == []
