@@ -61,6 +61,7 @@ CORE_TABLES: tuple[OwnedTable, ...] = (
     OwnedTable("ltst_metadata", None, (), 200),
     OwnedTable("ltst_migrations", None, (), 201),
     OwnedTable("ltst_owned_tables", None, (), 202),
+    OwnedTable("ltst_pinned_roles", None, (), 203),
 )
 
 #: Tables of the framework adapters (schema/0003_adapters.sql). Their owner column ``user_id`` is added

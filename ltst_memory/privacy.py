@@ -12,7 +12,7 @@ from typing import Any
 
 from ._ops import Core, Op, Query
 from ._tables import OWNED_TABLES
-from .errors import ValidationError
+from .errors import AccessDeniedError, ValidationError
 from .models import check_datetime, check_id
 
 __all__ = ["ANALYTICS_SALT_VARIABLE", "ErasureResult", "delete_user", "export_analytics"]
@@ -23,6 +23,8 @@ ANALYTICS_SALT_VARIABLE = "LTST_ANALYTICS_SALT"
 
 #: Erasing a user acts as that user: under Row Level Security the caller then reaches exactly their rows.
 SET_ERASE_USER = "SELECT set_config('ltst.user_id', %(user_id)s, true)"
+#: The user the RLS policies let this transaction reach (a role pinned to a user reaches that user only).
+POLICY_USER = "SELECT ltst_policy_user() AS user_id"
 DELETE_USER = "SELECT kind, removed FROM ltst_delete_user(%(user_id)s)"
 #: Planner statistics hold sampled values (ids, words) of the rows: refreshed on the tables an erase touched.
 ANALYZE_TABLES = "SELECT ltst_analyze_owned_tables(%(tables)s::text[])"
@@ -80,6 +82,11 @@ def delete_user(core: Core, user_id: str) -> Op[ErasureResult]:
     """
     params = {"user_id": check_id("user_id", user_id)}
     yield Query(SET_ERASE_USER, params, fetch="none", local=True)
+    reach = yield Query(POLICY_USER, fetch="one")
+    if reach["user_id"] != params["user_id"]:
+        raise AccessDeniedError(
+            f"this connection's database role is pinned to another user; it cannot erase {user_id!r}"
+        )
     rows = yield Query(DELETE_USER, params)
     counts = {_KINDS.get(r["kind"], r["kind"]): int(r["removed"]) for r in rows if r["removed"] is not None}
     not_reached = tuple(r["kind"] for r in rows if r["removed"] is None)

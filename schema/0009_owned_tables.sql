@@ -11,11 +11,14 @@
 --     disabled again on such a table when no other policy is left on it.
 --   * ltst_delete_user names the listed tables (it scanned the catalog) and reports a listed table that
 --     holds rows but has no owner column yet (removed = NULL: not reached).
---   * SECURITY DEFINER functions, owned by the schema owner, with a fixed search_path, for the three
+--   * ltst_pinned_roles / ltst_pin_role(role, user): a login role pinned to one user; the policies
+--     (re-created here, keyed by ltst_policy_user()) then ignore ltst.user_id on its connections.
+--   * SECURITY DEFINER functions, owned by the schema owner, with a fixed search_path, for the
 --     things a role under RLS must be able to do and cannot see enough for:
 --       ltst_embeddings_exist()          the embedding-model check (RLS would hide the stored vectors);
 --       ltst_cleanup_expired_data()      retention over every user (it runs the owner's policies only);
---       ltst_analyze_owned_tables(text[]) refresh planner statistics after an erase.
+--       ltst_analyze_owned_tables(text[]) refresh planner statistics after an erase;
+--       ltst_policy_user()               the user of the policies (reads ltst_pinned_roles).
 
 -- The list ----------------------------------------------------------------------------------------------
 
@@ -67,8 +70,32 @@ $$;
 
 -- Row Level Security on the listed tables only ----------------------------------------------------------
 
--- Give table `tbl` (which has a text column user_id) the user-isolation policy. An empty ltst.user_id
--- matches no row either (0005 let '' match the "any user" retention policies).
+-- Login roles pinned to one user (docs/security.md, "A role per tenant"): on a connection of such a role
+-- the policies use the pinned user and ignore ltst.user_id, which any client can set. Managed by the
+-- schema owner (ltst_pin_role); RLS without policies keeps every other role out of the table itself.
+CREATE TABLE IF NOT EXISTS ltst_pinned_roles (
+    role_name  text PRIMARY KEY,
+    user_id    text NOT NULL CHECK (user_id <> '')
+);
+ALTER TABLE ltst_pinned_roles ENABLE ROW LEVEL SECURITY;
+SELECT ltst_own_table('ltst_pinned_roles', NULL, '{}', 203);
+
+CREATE OR REPLACE FUNCTION ltst_pin_role(p_role text, p_user_id text) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO ltst_pinned_roles (role_name, user_id) VALUES (p_role, p_user_id)
+    ON CONFLICT (role_name) DO UPDATE SET user_id = EXCLUDED.user_id;
+$$;
+
+-- The user the policies let the current connection see: its login role's pinned user, else the
+-- transaction's ltst.user_id (NULL when unset or empty: no row). Policies call it as a scalar
+-- subquery, so it runs once per statement.
+CREATE OR REPLACE FUNCTION ltst_policy_user() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER AS $$
+    SELECT coalesce((SELECT p.user_id FROM ltst_pinned_roles AS p WHERE p.role_name = session_user),
+                    nullif(current_setting('ltst.user_id', true), ''));
+$$;
+
+-- Give table `tbl` (which has a text column user_id) the user-isolation policy.
 CREATE OR REPLACE FUNCTION ltst_enable_rls(tbl regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -76,8 +103,8 @@ BEGIN
     EXECUTE format('DROP POLICY IF EXISTS ltst_user_isolation ON %s', tbl);
     EXECUTE format(
         'CREATE POLICY ltst_user_isolation ON %s '
-        'USING (user_id = nullif(current_setting(''ltst.user_id'', true), '''')) '
-        'WITH CHECK (user_id = nullif(current_setting(''ltst.user_id'', true), ''''))', tbl);
+        'USING (user_id = (SELECT ltst_policy_user())) '
+        'WITH CHECK (user_id = (SELECT ltst_policy_user()))', tbl);
 END;
 $$;
 
@@ -117,6 +144,38 @@ END;
 $$;
 
 SELECT ltst_enable_rls_on_owned_tables();
+
+-- Tables keyed by session (where they have no user_id column): visible when their session is.
+DO $$
+BEGIN
+    IF NOT ltst_has_owner_column('session_summary') THEN
+        ALTER TABLE session_summary ENABLE ROW LEVEL SECURITY;
+        DROP POLICY IF EXISTS ltst_user_isolation ON session_summary;
+        CREATE POLICY ltst_user_isolation ON session_summary
+            USING (EXISTS (SELECT 1 FROM conversation_sessions AS s
+                            WHERE s.session_id = session_summary.session_id
+                              AND s.user_id = (SELECT ltst_policy_user())))
+            WITH CHECK (EXISTS (SELECT 1 FROM conversation_sessions AS s
+                                 WHERE s.session_id = session_summary.session_id
+                                   AND s.user_id = (SELECT ltst_policy_user())));
+    END IF;
+    IF NOT ltst_has_owner_column('session_relationships') THEN
+        ALTER TABLE session_relationships ENABLE ROW LEVEL SECURITY;
+        DROP POLICY IF EXISTS ltst_user_isolation ON session_relationships;
+        CREATE POLICY ltst_user_isolation ON session_relationships
+            USING (EXISTS (SELECT 1 FROM conversation_sessions AS s
+                            WHERE s.session_id = session_relationships.source_session_id
+                              AND s.user_id = (SELECT ltst_policy_user())))
+            WITH CHECK (
+                EXISTS (SELECT 1 FROM conversation_sessions AS s
+                         WHERE s.session_id = session_relationships.source_session_id
+                           AND s.user_id = (SELECT ltst_policy_user()))
+                AND EXISTS (SELECT 1 FROM conversation_sessions AS s
+                             WHERE s.session_id = session_relationships.target_session_id
+                               AND s.user_id = (SELECT ltst_policy_user())));
+    END IF;
+END;
+$$;
 
 -- Erasure of a user ---------------------------------------------------------------------------------
 -- Deletes every row of p_user_id from the listed tables, in their erase order: by the owner column
@@ -223,7 +282,7 @@ DECLARE
                           WHERE c.oid = 'conversation_sessions'::regclass);
 BEGIN
     FOREACH f IN ARRAY ARRAY['ltst_embeddings_exist()', 'ltst_cleanup_expired_data()',
-                             'ltst_analyze_owned_tables(text[])'] LOOP
+                             'ltst_analyze_owned_tables(text[])', 'ltst_policy_user()'] LOOP
         EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, schema_name);
     END LOOP;
 END;

@@ -482,3 +482,32 @@ def test_no_migration_touches_application_tables(empty_database_dsn: str) -> Non
         (old,) = SUPERSEDED_CHECKSUMS["0005_security.sql"]
         conn.execute("UPDATE ltst_migrations SET checksum = %s WHERE name = '0005_security.sql'", (old,))
         assert migrate(conn) == []
+
+
+# --------------------------------------------------------------------------- finding 11: a role per tenant
+
+
+def test_a_role_pinned_to_a_user_cannot_reach_another(
+    store: ConversationStorage, app_role: str, hashing_embedder: Any
+) -> None:
+    """ltst.user_id is a setting any client can change; a login role pinned with ltst_pin_role() sees its
+    user's rows only, whatever it sets, and cannot erase anyone else."""
+    _seed_two_users(store)
+    role = conninfo_to_dict(app_role)["user"]
+    with store.pool.connection() as conn:
+        conn.execute("SELECT ltst_pin_role(%s, 'alice')", (role,))
+    with psycopg.connect(app_role) as conn:
+        conn.execute("SELECT set_config('ltst.user_id', 'bob', false)")  # hostile code on the connection
+        users = conn.execute("SELECT DISTINCT user_id FROM conversation_messages").fetchall()
+        assert users == [("alice",)]
+        assert conn.execute("SELECT count(*) FROM session_summary").fetchone() == (1,)
+        assert conn.execute("DELETE FROM conversation_messages WHERE user_id = 'bob'").rowcount == 0
+        assert conn.execute("UPDATE ltst_pinned_roles SET user_id = 'bob'").rowcount == 0  # nor unpin itself
+        assert conn.execute("DELETE FROM ltst_pinned_roles").rowcount == 0
+    with ConversationStorage(app_role, embedder=hashing_embedder, auto_migrate=False) as app:
+        assert [s.session_id for s in app.get_user_sessions("alice")] == ["alice-1"]
+        assert app.for_user("bob").get_user_sessions() == []
+        with pytest.raises(AccessDeniedError):
+            app.delete_user("bob")
+        assert app.delete_user("alice")["sessions"] == 1
+    assert _count(store, "conversation_messages", "bob") == 2

@@ -48,7 +48,9 @@ DISTRIBUTE_SQL = Path(__file__).resolve().parent.parent / "schema" / "citus" / "
 
 #: Small tables every node needs whole: bookkeeping, settings, and the retention policies (a few rows,
 #: and those of "any user" apply to every user's rows).
-REFERENCE_TABLES = frozenset({"ltst_migrations", "ltst_metadata", "ltst_retention_policies", "ltst_owned_tables"})
+REFERENCE_TABLES = frozenset(
+    {"ltst_migrations", "ltst_metadata", "ltst_retention_policies", "ltst_owned_tables", "ltst_pinned_roles"}
+)
 
 #: Tables distributed by another column than user_id: the adapters' tables, keyed by collection / namespace.
 OTHER_DISTRIBUTIONS: Mapping[str, str] = {
@@ -76,6 +78,7 @@ EXPECTED_PLAN = [
     (14, "ltst_store_items", "distributed", "ns_path", "none"),
     (15, "ltst_store_vectors", "distributed", "ns_path", "ltst_store_items"),
     (16, "ltst_owned_tables", "reference", None, None),
+    (17, "ltst_pinned_roles", "reference", None, None),
 ]
 
 #: What the checker finds on the schema of the numbered migrations (0001-0007), single-node by design.

@@ -416,7 +416,8 @@ LANGUAGE sql IMMUTABLE AS $$
         (13, 'ltst_documents',          'distributed', 'collection', 'ltst_collections'),
         (14, 'ltst_store_items',        'distributed', 'ns_path',    'none'),
         (15, 'ltst_store_vectors',      'distributed', 'ns_path',    'ltst_store_items'),
-        (16, 'ltst_owned_tables',       'reference',   NULL,         NULL)  -- 0009: the library's table list
+        (16, 'ltst_owned_tables',       'reference',   NULL,         NULL),  -- 0009: the library's table list
+        (17, 'ltst_pinned_roles',       'reference',   NULL,         NULL)   -- 0009: roles pinned to a user
 $$;
 
 INSERT INTO ltst_metadata (key, value) VALUES ('citus_distribution_column', 'user_id')
