@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS ltst_owned_tables (
     erase_order      integer NOT NULL
 );
 
+-- Not secret, and read by ltst_delete_user with the caller's rights: readable by every role, so an
+-- application role granted its tables before this migration can still erase.
+GRANT SELECT ON ltst_owned_tables TO PUBLIC;
+
 -- Register (or update) one table of the library.
 CREATE OR REPLACE FUNCTION ltst_own_table(p_table text, p_user_column text, p_session_columns text[],
                                           p_erase_order integer) RETURNS void
