@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._cli_common import DataDirOption, DsnOption, _command, _database, console
+from ._cli_common import DataDirOption, DsnOption, _command, _database, out, show_table
 
 __all__ = ["CitusPlanEntry", "CitusPrepareResult", "distribute_sql", "prepare_for_citus", "register"]
 
@@ -83,7 +83,7 @@ def prepare_for_citus(conn: Any) -> CitusPrepareResult:
 def register(app: typer.Typer) -> None:
     """Add ``citus-prepare`` to ``app``."""
 
-    @app.command("citus-prepare")
+    @app.command("citus-prepare", hidden=True)
     @_command
     def citus_prepare(
         dsn: DsnOption = None,
@@ -102,21 +102,21 @@ def register(app: typer.Typer) -> None:
         if show_sql:
             typer.echo(distribute_sql(), nl=False)
             return
-        from rich.table import Table
-
         from ._connection import connect
         from .migrate import migrate
 
         with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
             migrate(conn)
             result = prepare_for_citus(conn)
-        table = Table(title="Citus plan (ltst_citus_tables())")
-        for column in ("step", "table", "kind", "distribution column", "co-located with"):
-            table.add_column(column)
-        for e in result.plan:
-            table.add_row(str(e.step), e.table_name, e.method, e.distribution_column or "", e.colocate_with or "")
-        console.print(table)
+        show_table(
+            "Citus plan (ltst_citus_tables())",
+            ("step", "table", "kind", "distribution column", "co-located with"),
+            [
+                (str(e.step), e.table_name, e.method, e.distribution_column or "", e.colocate_with or "")
+                for e in result.plan
+            ],
+        )
         if result.citus_installed:
-            console.print(f"citus: {len(result.citus_tables)} tables distributed or replicated", highlight=False)
+            out(f"citus: {len(result.citus_tables)} tables distributed or replicated")
         else:
-            console.print("schema converted; the citus extension is not installed, so the tables stay local")
+            out("schema converted; the citus extension is not installed, so the tables stay local")

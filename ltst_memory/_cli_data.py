@@ -1,25 +1,72 @@
 """The ``ltst`` commands that move data: ``reembed``, ``import``, ``import-langchain-postgres``,
-``export``, and the documentation generators ``schema-docs`` and ``api-docs``."""
+``export``, ``schema-sql``, and the documentation generators ``schema-docs`` and ``api-docs``.
+
+No command here replaces an existing file unless given ``--force``; files are written to a
+temporary file in the same directory and renamed into place, so a failed write leaves the old file
+(or no file) behind, never a truncated one."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 import typer
 
 from ._cli_common import (
     DataDirOption,
     DsnOption,
+    JsonOption,
     _command,
     _database,
+    _print_json,
     _progress,
     _store,
-    console,
     embedder_for,
-    err_console,
+    error_line,
+    out,
 )
 from .errors import LTSTError
+
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists.")]
+
+
+def _refuse_existing(path: Path, force: bool) -> None:
+    if not force and (path.exists() or path.is_symlink()):
+        raise LTSTError(f"{path} exists; pass --force to replace it")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, force: bool) -> Iterator[IO[str]]:
+    """A text file that becomes ``path`` only when the block succeeds.
+
+    Written in ``path``'s directory and renamed over it (with ``force``), or linked to it so that a
+    file created meanwhile is never replaced (without). On any error the temporary file is removed
+    and ``path`` is untouched."""
+    _refuse_existing(path, force)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                raise LTSTError(f"{path} exists; pass --force to replace it") from None
+            os.unlink(temp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
 
 
 def register(app: typer.Typer) -> None:
@@ -57,10 +104,10 @@ def register(app: typer.Typer) -> None:
                 progress=lambda k: bar.advance(task, k),
             )
         if result.messages == 0 and (result.previous_model, result.previous_dimension) == (model, result.dimension):
-            console.print(f"already on {model} ({result.dimension} dims); nothing to do (use --force to redo)")
+            out(f"already on {model} ({result.dimension} dims); nothing to do (use --force to redo)")
             return
         resumed = f", resumed after message {result.resumed_from}" if result.resumed_from else ""
-        console.print(
+        out(
             f"re-embedded {result.messages} messages: {result.previous_model} ({result.previous_dimension} dims) "
             f"-> {model} ({result.dimension} dims){resumed}"
         )
@@ -76,6 +123,7 @@ def register(app: typer.Typer) -> None:
         ] = "auto",
         user: Annotated[str | None, typer.Option("--user", "-u", help="Owner of the imported sessions.")] = None,
         session: Annotated[str | None, typer.Option("--session", "-s", help="Session for lines without one.")] = None,
+        as_json: JsonOption = False,
         dsn: DsnOption = None,
         data_dir: DataDirOption = None,
     ) -> None:
@@ -93,8 +141,20 @@ def register(app: typer.Typer) -> None:
                 store, path, format=format, user_id=user, session_id=session, progress=lambda n: bar.advance(task, n)
             )
         for warning in result.warnings:
-            err_console.print(f"[yellow]warning:[/] {warning}")
-        console.print(
+            error_line(warning, label="warning:", style="yellow")
+        if as_json:
+            _print_json(
+                {
+                    "sessions_seen": result.sessions_seen,
+                    "sessions_created": result.sessions_created,
+                    "messages_seen": result.messages_seen,
+                    "messages_added": result.messages_added,
+                    "other_rows_added": result.other_rows_added,
+                    "warnings": list(result.warnings),
+                }
+            )
+            return
+        out(
             f"{result.sessions_seen} sessions ({result.sessions_created} new), "
             f"{result.messages_seen} messages ({result.messages_added} new), {result.other_rows_added} other rows added"
         )
@@ -126,10 +186,10 @@ def register(app: typer.Typer) -> None:
                 if not user:
                     raise LTSTError("importing a chat history table needs --user")
                 r = import_chats(store, source_dsn, user, table=table)
-                console.print(f"chat history {table}: {r.sessions_seen} sessions, {r.messages_added} new messages")
+                out(f"chat history {table}: {r.sessions_seen} sessions, {r.messages_added} new messages")
             if collection or vector_table:
                 v = import_langchain_vectorstore(store, source_dsn, collection=collection, table=vector_table)
-                console.print(f"vector store {collection or vector_table}: {v.other_rows_added} new documents")
+                out(f"vector store {collection or vector_table}: {v.other_rows_added} new documents")
 
     @app.command()
     @_command
@@ -138,10 +198,13 @@ def register(app: typer.Typer) -> None:
         user: Annotated[str | None, typer.Option("--user", "-u", help="Export all of this user's memory.")] = None,
         session: Annotated[str | None, typer.Option("--session", "-s", help="Export one session.")] = None,
         embeddings: Annotated[bool, typer.Option("--embeddings/--no-embeddings", help="Include vectors.")] = True,
+        force: ForceOption = False,
         dsn: DsnOption = None,
         data_dir: DataDirOption = None,
     ) -> None:
         """Export a user's or a session's memory to JSONL (lossless; `ltst import` reads it back).
+
+        Never replaces an existing file without --force; the file appears only when complete.
 
         Example: ltst export alice.jsonl --user alice
         """
@@ -149,56 +212,128 @@ def register(app: typer.Typer) -> None:
 
         if (user is None) == (session is None):
             raise LTSTError("give exactly one of --user or --session")
-        with _store(dsn, data_dir) as store, _progress() as bar:
-            task = bar.add_task(f"exporting to {output}", total=None)
-            counts = export_jsonl(
-                store,
-                str(output),
-                user_id=user,
-                session_id=session,
-                embeddings=embeddings,
-                progress=lambda n: bar.advance(task, n),
-            )
+        to_stdout = str(output) == "-"
+        if not to_stdout:
+            _refuse_existing(output, force)
+        with _store(dsn, data_dir) as store:
+            _check_export_source(store, user, session)
+            with _progress() as bar:
+                task = bar.add_task(f"exporting to {output}", total=None)
+
+                def write(destination: str | IO[str]) -> dict[str, int]:
+                    return export_jsonl(
+                        store,
+                        destination,
+                        user_id=user,
+                        session_id=session,
+                        embeddings=embeddings,
+                        progress=lambda n: bar.advance(task, n),
+                    )
+
+                if to_stdout:
+                    counts = write(sys.stdout)
+                else:
+                    with atomic_output(output, force=force) as handle:
+                        counts = write(handle)
         summary = ", ".join(f"{n} {kind}s" for kind, n in counts.items()) or "nothing"
-        err_console.print(f"exported {summary}" + ("" if str(output) == "-" else f" to {output}"), highlight=False)
+        error_line(f"{summary}" + ("" if to_stdout else f" to {output}"), label="exported", style="")
 
     # --------------------------------------------------------------------------- docs
 
-    @app.command("schema-docs")
+    @app.command("schema-sql")
+    @_command
+    def schema_sql(
+        output: Annotated[
+            Path, typer.Option("--output", "-o", help="File to write ('-', the default: standard output).")
+        ] = Path("-"),
+        force: ForceOption = False,
+    ) -> None:
+        """Print every migration as one SQL script for psql (idempotent: safe to run twice).
+
+        Example: ltst schema-sql > ltst-schema.sql && psql -d app -v ON_ERROR_STOP=1 -f ltst-schema.sql
+        """
+        text = schema_script()
+        if str(output) == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        with atomic_output(output, force=force) as handle:
+            handle.write(text)
+        error_line(str(output), label="wrote", style="")
+
+    @app.command("schema-docs", hidden=True)
     @_command
     def schema_docs(
         output: Annotated[Path, typer.Option("--output", "-o", help="Where to write.")] = Path("docs/schema.md"),
         check: Annotated[bool, typer.Option("--check", help="Fail if the file is not current.")] = False,
+        force: ForceOption = False,
     ) -> None:
-        """Generate the schema reference (docs/schema.md) from the migrations, using a scratch database.
+        """(Developers) Generate the schema reference (docs/schema.md) from the migrations, using a
+        scratch database.
 
         Example: ltst schema-docs --check
         """
         from ._docgen import render_schema
 
-        _write_or_check(output, render_schema(), check)
+        _write_or_check(output, render_schema, check, force)
 
-    @app.command("api-docs")
+    @app.command("api-docs", hidden=True)
     @_command
     def api_docs(
         output: Annotated[Path, typer.Option("--output", "-o", help="Where to write.")] = Path("docs/api.md"),
         check: Annotated[bool, typer.Option("--check", help="Fail if the file is not current.")] = False,
+        force: ForceOption = False,
     ) -> None:
-        """Generate the API reference (docs/api.md) from the code's signatures and docstrings.
+        """(Developers) Generate the API reference (docs/api.md) from the code's signatures and docstrings.
 
-        Example: ltst api-docs --check
+        Example: ltst api-docs --force
         """
         from ._docgen import render_api
 
-        _write_or_check(output, render_api(), check)
+        _write_or_check(output, render_api, check, force)
 
 
-def _write_or_check(output: Path, text: str, check: bool) -> None:
+def schema_script() -> str:
+    """Every numbered migration of ``schema/`` in order, as one script ``psql -f`` can run (each
+    migration is idempotent, so the script is too). Records nothing in ``ltst_migrations``: stores
+    opened later apply the migrations again, which changes nothing."""
+    from . import __version__
+    from .schema import migration_files
+
+    parts = [
+        f"-- ltst-memory {__version__}: the complete schema, generated by `ltst schema-sql`.\n"
+        "-- Idempotent: safe to run twice. Run with: psql -v ON_ERROR_STOP=1 -d DATABASE -f THIS_FILE\n"
+    ]
+    for name, sql in migration_files():
+        parts.append(f"\n-- ===== {name}\n{sql.rstrip()}\n")
+    return "".join(parts)
+
+
+def _check_export_source(store: object, user: str | None, session: str | None) -> None:
+    """Refuse to export a session or user that has nothing stored (a typo), before any file is made."""
+    from .errors import SessionNotFoundError
+
+    if session is not None and store.get_session(session) is None:  # type: ignore[attr-defined]
+        raise SessionNotFoundError(session)
+    if (
+        user is not None
+        and not store.get_user_sessions(user, limit=1)  # type: ignore[attr-defined]
+        and not store.get_preferences(user)  # type: ignore[attr-defined]
+    ):
+        raise LTSTError(f"user {user!r} has no sessions or preferences to export")
+
+
+def _write_or_check(output: Path, render: Callable[[], str], check: bool, force: bool) -> None:
     if check:
         current = output.read_text(encoding="utf-8") if output.exists() else ""
-        if current != text:
-            raise LTSTError(f"{output} is out of date; regenerate it without --check")
-        console.print(f"{output} is current")
+        if current != render():
+            raise LTSTError(f"{output} is out of date; regenerate it with --force")
+        out(f"{output} is current")
         return
-    output.write_text(text, encoding="utf-8")
-    console.print(f"wrote {output}")
+    text = render()
+    if output.exists() and output.read_text(encoding="utf-8") == text:
+        out(f"{output} is current")
+        return
+    with atomic_output(output, force=force) as handle:
+        handle.write(text)
+    out(f"wrote {output}")

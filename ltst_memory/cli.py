@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from . import _cli_citus, _cli_data
 from ._cli_common import (
@@ -26,9 +28,33 @@ from ._cli_common import (
     _store,
     console,
     embedder_for,
-    err_console,
+    error_line,
+    out,
+    plural,
+    show_table,
+    stdout_is_terminal,
+    visible,
 )
 from .errors import LTSTError
+
+
+def _flags_without_type() -> None:
+    """Typer 0.29 shows ``<bool>`` after every flag in help (``--json <bool>``), as if it took a
+    value: show flags bare, as click does."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_ltst_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich._ltst_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
 
 app = typer.Typer(
     name="ltst",
@@ -59,12 +85,25 @@ def _open_store(dsn: str | None, data_dir: Path | None):  # type: ignore[no-unty
 
 
 def _fail(exc: BaseException) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
+    error_line(str(exc))
     raise typer.Exit(code=1)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out(f"ltst-memory {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
@@ -81,9 +120,10 @@ def demo(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
     try:
         started = time.perf_counter()
         with _open_store(dsn, data_dir) as store:
-            console.print(
-                f"[bold]Database[/] {store.dsn}  (PostgreSQL {store.versions()['postgres']}, "
-                f"pgvector {store.versions()['pgvector']}) opened in {time.perf_counter() - started:.2f}s"
+            out(
+                ("Database", "bold"),
+                f" {store.dsn}  (PostgreSQL {store.versions()['postgres']}, "
+                f"pgvector {store.versions()['pgvector']}) opened in {time.perf_counter() - started:.2f}s",
             )
             for old in store.get_user_sessions(DEMO_USER, limit=1000):
                 store.delete_session(old.session_id)
@@ -93,9 +133,10 @@ def demo(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
             t0 = time.perf_counter()
             store.store_messages([ConversationMessage(past.session_id, r, c) for r, c in DEMO_PAST])
             store.store_messages([ConversationMessage(now.session_id, r, c) for r, c in DEMO_NOW])
-            console.print(
-                f"[bold]Stored[/] {len(DEMO_PAST) + len(DEMO_NOW)} messages in 2 sessions "
-                f"({time.perf_counter() - t0:.2f}s, model {store.embedder.model_name})"
+            out(
+                ("Stored", "bold"),
+                f" {len(DEMO_PAST) + len(DEMO_NOW)} messages in 2 sessions "
+                f"({time.perf_counter() - t0:.2f}s, model {store.embedder.model_name})",
             )
             store.store_context(
                 ConversationContext(
@@ -107,22 +148,19 @@ def demo(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
             query = "Which dietary needs should restaurant suggestions respect?"
             t0 = time.perf_counter()
             hits = store.search_messages(query, user_id=DEMO_USER, limit=3)
-            table = Table(
-                title=f"search_messages({query!r}, user_id={DEMO_USER!r})  {(time.perf_counter() - t0) * 1000:.0f} ms"
+            show_table(
+                f"search_messages({query!r}, user_id={DEMO_USER!r})  {(time.perf_counter() - t0) * 1000:.0f} ms",
+                ("similarity", "session", "role", "content"),
+                [(f"{similarity:.3f}", m.session_id, m.role, m.content) for m, similarity in hits],
+                right=("similarity",),
             )
-            table.add_column("similarity", justify="right")
-            table.add_column("session")
-            table.add_column("role")
-            table.add_column("content")
-            for message, similarity in hits:
-                table.add_row(f"{similarity:.3f}", message.session_id, message.role, message.content)
-            console.print(table)
 
             summary = store.get_session_summary(now.session_id)
-            console.print(
-                f"[bold]Session summary[/] {now.session_id}: {summary.total_messages} messages "
+            out(
+                ("Session summary", "bold"),
+                f" {now.session_id}: {summary.total_messages} messages "
                 f"({summary.human_messages} human, {summary.ai_messages} ai), "
-                f"~{summary.total_tokens_estimate} tokens"
+                f"~{summary.total_tokens_estimate} tokens",
             )
             _print_rehydration(store, now.session_id, "Where should we eat on our trip?")
     except LTSTError as exc:
@@ -136,8 +174,17 @@ def _print_rehydration(store: object, session_id: str, query: str) -> None:
     t0 = time.perf_counter()
     result = rehydrate(session_id, query, token_budget=400)
     elapsed = (time.perf_counter() - t0) * 1000
-    console.rule(f"rehydrate({session_id!r}, {query!r}, token_budget=400)  {elapsed:.0f} ms")
-    console.print(result.to_prompt(), markup=False, highlight=False)
+    _print_prompt(f"rehydrate({session_id!r}, {query!r}, token_budget=400)  {elapsed:.0f} ms", result.to_prompt())
+
+
+def _print_prompt(header: str, prompt: str) -> None:
+    """A rule and the prompt on a terminal; the prompt alone, exactly, into a pipe or file."""
+    if not stdout_is_terminal():
+        sys.stdout.write(prompt + "\n")
+        sys.stdout.flush()
+        return
+    console.rule(Text(visible(header)))
+    console.print(Text(visible(prompt)), soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- database commands
@@ -155,7 +202,7 @@ def migrate(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
 
     with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
         applied = run_migrations(conn)
-    console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    out(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
 @app.command("hnsw-storage")
@@ -179,32 +226,44 @@ def hnsw_storage(
 
     with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
         if storage is None:
-            console.print(f"HNSW index storage: {index_storage(conn)}")
+            out(f"HNSW index storage: {index_storage(conn)}")
             return
         changed = set_index_storage(conn, storage, concurrently=concurrently)
-    console.print(f"HNSW index rebuilt as {storage}" if changed else f"HNSW index already uses {storage}")
+    out(f"HNSW index rebuilt as {storage}" if changed else f"HNSW index already uses {storage}")
 
 
 @app.command()
-def doctor(dsn: DsnOption = None, data_dir: DataDirOption = None, model: ModelOption = None) -> None:
+def doctor(
+    dsn: DsnOption = None, data_dir: DataDirOption = None, model: ModelOption = None, as_json: JsonOption = False
+) -> None:
     """Check the database, PostgreSQL, pgvector, the schema and the embedding model; say what to fix.
 
     Example: ltst doctor
     """
     from ._cli_ops import run_checks
 
-    table = Table(title="ltst doctor")
-    table.add_column("check")
-    table.add_column("status")
-    table.add_column("detail / how to fix", overflow="fold")
-    problems = 0
-    for check in run_checks(dsn, data_dir, model, embedder_for):
-        mark = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}[check.status]
-        problems += check.status == "fail"
-        table.add_row(check.name, mark, check.detail if check.status == "ok" else f"{check.detail}\n→ {check.fix}")
-    console.print(table)
+    checks = list(run_checks(dsn, data_dir, model, embedder_for))
+    problems = sum(check.status == "fail" for check in checks)
+    if as_json:
+        _print_json([dataclasses.asdict(check) for check in checks])
+    elif stdout_is_terminal():
+        table = Table(title="ltst doctor")
+        table.add_column("check")
+        table.add_column("status")
+        table.add_column("detail / how to fix", overflow="fold")
+        styles = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
+        for check in checks:
+            detail = check.detail if check.status == "ok" else f"{check.detail}\n→ {check.fix}"
+            table.add_row(Text(check.name), Text(*styles[check.status]), Text(visible(detail)))
+        console.print(table)
+    else:
+        show_table(
+            "ltst doctor",
+            ("check", "status", "detail", "how to fix"),
+            [(c.name, c.status, c.detail, "" if c.status == "ok" else c.fix) for c in checks],
+        )
     if problems:
-        err_console.print(f"[bold red]error:[/] {problems} problem(s) found; see the fixes above")
+        error_line(f"{plural(problems, 'problem')} found; see the fixes above")
         raise typer.Exit(code=1)
 
 
@@ -234,18 +293,21 @@ def sessions_list(
     if as_json:
         _print_json(rows)
         return
-    table = Table(title=f"sessions{f' of {user}' if user else ''}")
-    for column in ("session", "user", "name", "messages", "last activity"):
-        table.add_column(column, justify="right" if column == "messages" else "left", overflow="fold")
-    for r in rows:
-        table.add_row(
-            r["session_id"],
-            r["user_id"],
-            r["session_name"] or "",
-            str(r["total_messages"]),
-            f"{r['last_activity']:%Y-%m-%d %H:%M}",
-        )
-    console.print(table)
+    show_table(
+        f"sessions{f' of {user}' if user else ''}",
+        ("session", "user", "name", "messages", "last activity"),
+        [
+            (
+                r["session_id"],
+                r["user_id"],
+                r["session_name"] or "",
+                str(r["total_messages"]),
+                f"{r['last_activity']:%Y-%m-%d %H:%M}",
+            )
+            for r in rows
+        ],
+        right=("messages",),
+    )
 
 
 @sessions_app.command("show")
@@ -280,22 +342,23 @@ def sessions_show(
             }
         )
         return
-    console.print(
-        f"[bold]{session.session_id}[/] ({session.session_name or 'no name'}) of [bold]{session.user_id}[/], "
-        f"{session.status}, created {session.created_at}, last active {session.last_activity}"
+    out(
+        (session.session_id, "bold"),
+        f" ({session.session_name or 'no name'}) of ",
+        (session.user_id, "bold"),
+        f", {session.status}, created {session.created_at}, last active {session.last_activity}",
     )
-    console.print(
-        f"{summary.total_messages} messages ({summary.human_messages} human, {summary.ai_messages} ai), "
+    out(
+        f"{plural(summary.total_messages, 'message')} ({summary.human_messages} human, {summary.ai_messages} ai), "
         f"~{summary.total_tokens_estimate} tokens"
     )
     for c in context:
-        console.print(f"  context {c.context_type}/{c.context_key} = {_short(c.context_value)}", highlight=False)
-    table = Table(title=f"last {len(messages)} messages")
-    for column in ("#", "time", "role", "content"):
-        table.add_column(column, overflow="fold")
-    for m in messages:
-        table.add_row(str(m.message_index), f"{m.timestamp:%Y-%m-%d %H:%M}", m.role, _short(m.content, 200))
-    console.print(table)
+        out(f"  context {c.context_type}/{c.context_key} = {_short(c.context_value)}")
+    show_table(
+        f"last {plural(len(messages), 'message')}",
+        ("#", "time", "role", "content"),
+        [(str(m.message_index), f"{m.timestamp:%Y-%m-%d %H:%M}", m.role, _short(m.content, 200)) for m in messages],
+    )
 
 
 # --------------------------------------------------------------------------- memory
@@ -324,12 +387,12 @@ def search(
     if as_json:
         _print_json([{"similarity": s, **{**dataclasses.asdict(m), "embedding": None}} for m, s in hits])
         return
-    table = Table(title=f"{len(hits)} results for {query!r}  ({elapsed:.0f} ms)")
-    for column in ("similarity", "session", "role", "content"):
-        table.add_column(column, justify="right" if column == "similarity" else "left", overflow="fold")
-    for message, similarity in hits:
-        table.add_row(f"{similarity:.3f}", message.session_id, message.role, _short(message.content, 200))
-    console.print(table)
+    show_table(
+        f"{plural(len(hits), 'result')} for {query!r}  ({elapsed:.0f} ms)",
+        ("similarity", "session", "role", "content"),
+        [(f"{s:.3f}", m.session_id, m.role, _short(m.content, 200)) for m, s in hits],
+        right=("similarity",),
+    )
 
 
 @app.command()
@@ -337,7 +400,8 @@ def search(
 def rehydrate(
     session_id: Annotated[str, typer.Argument(help="The session the prompt is for.")],
     query: Annotated[str, typer.Argument(help="The user's new message.")],
-    budget: Annotated[int, typer.Option("--budget", "-b", help="Token budget of the assembled context.")] = 1000,
+    budget: Annotated[int, typer.Option("--budget", "-b", help="Token budget of the assembled context.")] = 2000,
+    as_json: JsonOption = False,
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -352,9 +416,28 @@ def rehydrate(
         started = time.perf_counter()
         result = function(session_id, query, token_budget=budget)
         elapsed = (time.perf_counter() - started) * 1000
-        console.rule(f"rehydrate({session_id!r}, {query!r}, token_budget={budget})  {elapsed:.0f} ms")
-        text = result.to_prompt() if hasattr(result, "to_prompt") else str(result)
-        console.print(text, markup=False, highlight=False)
+    if as_json:
+        _print_json(_rehydration_json(result))
+        return
+    _print_prompt(f"rehydrate({session_id!r}, {query!r}, token_budget={budget})  {elapsed:.0f} ms", result.to_prompt())
+
+
+def _rehydration_json(result: object) -> dict[str, object]:
+    """The JSON of ``ltst rehydrate --json``: the prompt, the chat messages and every item with its source."""
+    return {
+        "session_id": result.session_id,  # type: ignore[attr-defined]
+        "user_id": result.user_id,  # type: ignore[attr-defined]
+        "query": result.query,  # type: ignore[attr-defined]
+        "token_budget": result.token_budget,  # type: ignore[attr-defined]
+        "tokens_used": result.tokens_used,  # type: ignore[attr-defined]
+        "prompt": result.to_prompt(),  # type: ignore[attr-defined]
+        "messages": result.to_messages(),  # type: ignore[attr-defined]
+        "items": [
+            {f.name: getattr(item, f.name) for f in dataclasses.fields(item) if f.name != "message"}
+            for item in result.items()  # type: ignore[attr-defined]
+        ],
+        "dropped": result.dropped,  # type: ignore[attr-defined]
+    }
 
 
 @app.command()
@@ -373,55 +456,65 @@ def stats(
 
     with _store(dsn, data_dir) as store:
         report = store.stats(growth_days=days)
+    # The query cache's counters belong to one process: the CLI's own store has served nothing yet,
+    # so they would always read zero here (applications read them from their own store.stats()).
+    report.pop("cache", None)
     if as_json:
         _print_json(report)
         return
     database = report["database"]
-    console.print(
-        f"[bold]{database['database']}[/]: {format_bytes(database['database_bytes'])}, PostgreSQL "
+    out(
+        (str(database["database"]), "bold"),
+        f": {format_bytes(database['database_bytes'])}, PostgreSQL "
         f"{database['postgres']}, pgvector {database['pgvector']}, buffer cache hit ratio "
         f"{database['buffer_cache_hit_ratio']}, model {report['embedding']['model']} "
-        f"({report['embedding']['dimension']} dims)"
+        f"({report['embedding']['dimension']} dims)",
     )
-    console.print("rows: " + ", ".join(f"{k} {v}" for k, v in report["rows"].items()), highlight=False)
-    if report.get("cache"):
-        console.print("cache: " + ", ".join(f"{k} {v}" for k, v in report["cache"].items()), highlight=False)
-    tables = Table(title="tables")
-    for column in ("table", "total", "indexes", "seq scans", "index scans"):
-        tables.add_column(column, justify="left" if column == "table" else "right")
-    for t in report["tables"]:
-        tables.add_row(
-            t["table_name"],
-            format_bytes(t["total_bytes"]),
-            format_bytes(t["index_bytes"]),
-            str(t["seq_scans"]),
-            str(t["index_scans"]),
-        )
-    console.print(tables)
-    indexes = Table(title="indexes (0 scans = unused since the statistics were reset)")
-    for column in ("index", "table", "method", "size", "scans"):
-        indexes.add_column(column, justify="right" if column in ("size", "scans") else "left")
-    for i in report["indexes"]:
-        indexes.add_row(i["index_name"], i["table_name"], i["method"], format_bytes(i["bytes"]), str(i["scans"]))
-    console.print(indexes)
+    out("rows: " + ", ".join(f"{k} {v}" for k, v in report["rows"].items()))
+    show_table(
+        "tables",
+        ("table", "total", "indexes", "seq scans", "index scans"),
+        [
+            (
+                t["table_name"],
+                format_bytes(t["total_bytes"]),
+                format_bytes(t["index_bytes"]),
+                str(t["seq_scans"]),
+                str(t["index_scans"]),
+            )
+            for t in report["tables"]
+        ],
+        right=("total", "indexes", "seq scans", "index scans"),
+    )
+    show_table(
+        "indexes (0 scans = unused since the statistics were reset)",
+        ("index", "table", "method", "size", "scans"),
+        [
+            (i["index_name"], i["table_name"], i["method"], format_bytes(i["bytes"]), str(i["scans"]))
+            for i in report["indexes"]
+        ],
+        right=("size", "scans"),
+    )
     growth = [g for g in report["growth"] if g["messages"] or g["sessions"]]
-    console.print(
+    out(
         "growth (day: messages/sessions): "
-        + (", ".join(f"{g['day']}: {g['messages']}/{g['sessions']}" for g in growth) or f"none in {days} days"),
-        highlight=False,
+        + (", ".join(f"{g['day']}: {g['messages']}/{g['sessions']}" for g in growth) or f"none in {days} days")
     )
 
 
 @app.command()
 @_command
-def cleanup(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
+def cleanup(as_json: JsonOption = False, dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
     """Delete expired context entries (and whatever the retention policies no longer keep).
 
     Example: ltst cleanup
     """
     with _store(dsn, data_dir) as store:
         removed = store.cleanup_expired_data()
-    console.print("removed: " + ", ".join(f"{v} {k}" for k, v in removed.items()), highlight=False)
+    if as_json:
+        _print_json(removed)
+        return
+    out("removed: " + (", ".join(f"{v} {k}" for k, v in removed.items()) or "nothing"))
 
 
 _cli_data.register(app)

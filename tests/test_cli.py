@@ -122,7 +122,7 @@ def test_rehydrate_uses_the_store_or_says_it_cannot(
     _fill(store)
     if hasattr(ConversationStorage, "rehydrate"):
         out = run(runner, "rehydrate", "s1", "Where should we eat?", "--budget", "200", "--dsn", database_dsn)
-        assert "rehydrate('s1'" in out
+        assert "## Recent conversation" in out and "Ana is vegetarian" in out
     else:
         out = run(runner, "rehydrate", "s1", "Where should we eat?", "--dsn", database_dsn, ok=False)
         assert "no storage.rehydrate()" in out
@@ -180,7 +180,7 @@ def test_doctor_reports_versions_and_fails_clearly(
     for word in ("PostgreSQL", "pgvector", "schema", "embedding model", "hashing-bow"):
         assert word in out
     out = run(runner, "doctor", "--dsn", "postgresql://nobody@127.0.0.1:1/none", ok=False)
-    assert "FAIL" in out and "LTST_DATABASE_URL" in out
+    assert "\tfail\t" in out and "LTST_DATABASE_URL" in out
 
 
 def test_migrate_command(runner: CliRunner, empty_database_dsn: str) -> None:

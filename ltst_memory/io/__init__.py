@@ -42,12 +42,22 @@ FORMATS = ("ltst", "chatgpt", "jsonl", "langchain")
 
 
 def detect_format(path: str | Path) -> str:
-    """Guess the format of ``path`` from its first bytes: one of :data:`FORMATS`."""
-    with open(path, encoding="utf-8") as handle:
-        head = handle.read(1 << 16)
-    stripped = head.lstrip()
+    """Guess the format of ``path`` from its first bytes: one of :data:`FORMATS`.
+
+    A binary or non-UTF-8 file is a :class:`ValidationError`; an empty JSON list (``[]``, an export
+    with no conversations) is a ChatGPT export with nothing in it."""
+    with open(path, "rb") as raw:
+        data = raw.read(1 << 16)
+    if b"\x00" in data:
+        raise ValidationError(f"{path} is a binary file, not a conversation export (JSON or JSONL text)")
+    if not _utf8(data):
+        raise ValidationError(f"{path} is not UTF-8 text; conversation exports are JSON or JSONL in UTF-8")
+    head = data.decode("utf-8", errors="ignore")  # checked above; only a character cut at the end is dropped
+    stripped = head.lstrip().lstrip("\ufeff").lstrip()
     if not stripped:
         raise ValidationError(f"{path} is empty")
+    if stripped.rstrip() == "[]" or (stripped.startswith("[") and stripped[1:].lstrip().startswith("]")):
+        return "chatgpt"
     first_line = stripped.splitlines()[0]
     try:
         first = json.loads(first_line)
@@ -66,6 +76,15 @@ def detect_format(path: str | Path) -> str:
         if '"data"' in head and '"type"' in head:
             return "langchain"
     raise ValidationError(f"cannot tell the format of {path}; pass one of: {', '.join(FORMATS)}")
+
+
+def _utf8(data: bytes) -> bool:
+    """Whether ``data`` (possibly cut inside a character at the end) is UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(data) - 3 and exc.reason == "unexpected end of data"
+    return True
 
 
 def import_file(

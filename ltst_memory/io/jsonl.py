@@ -26,7 +26,14 @@ __all__ = ["import_jsonl", "iter_jsonl", "parse_message_lines"]
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for every non-blank line of a JSONL file."""
     with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+        lines = enumerate(handle, 1)
+        while True:
+            try:
+                number, line = next(lines)
+            except StopIteration:
+                return
+            except UnicodeDecodeError:
+                raise ValidationError(f"{path}: not UTF-8 text; JSONL files are UTF-8") from None
             if not line.strip():
                 continue
             try:

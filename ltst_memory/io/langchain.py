@@ -83,7 +83,10 @@ def import_langchain_messages(
     store: Any, path: str | Path, user_id: str, *, session_id: str | None = None, progress: Progress | None = None
 ) -> ImportResult:
     """Import a LangChain message dump (``messages_to_dict`` output as JSON or JSONL) for ``user_id``."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path} is not UTF-8 text; a LangChain dump is UTF-8 JSON or JSONL") from None
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError:
