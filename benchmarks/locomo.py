@@ -198,13 +198,17 @@ def evaluate(
     return result
 
 
-def rehydration_coverage(store: ConversationStorage, questions: list[dict[str, Any]], budget: int) -> dict[str, float]:
+def rehydration_coverage(
+    store: ConversationStorage, questions: list[dict[str, Any]], budget: int, floor: float | None = 0.2
+) -> dict[str, float]:
     any_found = all_found = share = 0.0
     tokens, latencies = [], []
     for q in questions:
         user = user_of("speaker", q["conv"])
         started = time.perf_counter()
-        result = store.rehydrate(f"{user}/ask", q["question"], token_budget=budget, memory_limit=100)
+        result = store.rehydrate(
+            f"{user}/ask", q["question"], token_budget=budget, memory_limit=100, memory_min_similarity=floor
+        )
         latencies.append(time.perf_counter() - started)
         present = {i.message.metadata.get("dia_id") for i in result.memories if i.message is not None}
         found = len(q["evidence"] & present)
@@ -259,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", action="store_true", help="run every configuration of the ablation table")
     parser.add_argument("--rehydrate", action="store_true", help="also measure evidence coverage of rehydrate()")
     parser.add_argument("--budget", type=int, default=2_000, help="token budget for --rehydrate")
+    parser.add_argument(
+        "--memory-floor",
+        default="0.2",
+        help="rehydrate's memory_min_similarity, or a comma-separated list to compare ('none' = off)",
+    )
     parser.add_argument("--limit-questions", type=int, help="only the first N questions (quick runs)")
     parser.add_argument("--out", type=Path, help="write all results as JSON here")
     parser.add_argument("--embedding-cache", type=Path, help="an .npz file of text embeddings, read and written")
@@ -300,10 +309,16 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(category_table(results["hybrid + neighbours (default)"]))
         if args.rehydrate:
-            coverage = rehydration_coverage(store, questions, args.budget)
-            output["rehydrate"] = {"budget": args.budget, **coverage}
-            print()
-            print(f"rehydrate at {args.budget} tokens: " + json.dumps({k: round(v, 3) for k, v in coverage.items()}))
+            output["rehydrate"] = {}
+            for text in args.memory_floor.split(","):
+                floor = None if text.strip().lower() == "none" else float(text)
+                coverage = rehydration_coverage(store, questions, args.budget, floor)
+                output["rehydrate"][str(floor)] = {"budget": args.budget, **coverage}
+                print()
+                print(
+                    f"rehydrate at {args.budget} tokens, memory floor {floor}: "
+                    + json.dumps({k: round(v, 3) for k, v in coverage.items()})
+                )
     if args.out:
         args.out.write_text(json.dumps(output, indent=2), encoding="utf-8")
     return 0

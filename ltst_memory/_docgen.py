@@ -53,6 +53,7 @@ GROUPS: list[tuple[str, list[str]]] = [
         "Sessions",
         [
             "create_session",
+            "get_or_create_session",
             "get_session",
             "update_session",
             "update_session_activity",
@@ -80,6 +81,10 @@ EXAMPLES: dict[str, str] = {
     "create_session": (
         'storage.create_session(ConversationSession(session_id="s1", user_id="u1", session_name="Development"))\n'
         'storage.create_session(ConversationSession(session_id="s2", user_id="u1", session_name="Trip"))'
+    ),
+    "get_or_create_session": (
+        'session = storage.get_or_create_session(ConversationSession(session_id="s1", user_id="u1"))\n'
+        'assert session.session_name == "Development"  # the stored session, as it was'
     ),
     "get_session": 'session = storage.get_session("s1")\nassert session is not None and session.user_id == "u1"',
     "update_session": 'session.metadata = {"topic": "databases"}\nsession = storage.update_session(session)',

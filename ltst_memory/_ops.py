@@ -195,6 +195,26 @@ def create_session(core: Core, session: ConversationSession) -> Op[ConversationS
     return q.session_from_row(row)
 
 
+def get_or_create_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
+    """The stored session with ``session.session_id``, created from ``session`` when there is none.
+
+    An existing session is returned as stored (its fields are left alone; use ``update_session`` to
+    change them), so running the same set-up code twice is harmless. Raises SessionExistsError if the
+    id belongs to another user's session.
+    """
+    if not isinstance(session, ConversationSession):
+        raise ValidationError(f"expected a ConversationSession, got {type(session).__name__}")
+    params = _session_params(session)
+    row = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
+    if row is None:
+        row = yield Query(q.SELECT_SESSION, {"session_id": params["session_id"]}, fetch="one")
+        if row is None:  # deleted between the two statements: create it after all
+            row = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
+        if row is None or row["user_id"] != params["user_id"]:
+            raise SessionExistsError(session.session_id)
+    return q.session_from_row(row)
+
+
 def get_session(core: Core, session_id: str) -> Op[ConversationSession | None]:
     """The session with ``session_id``, or ``None``."""
     row = yield Query(q.SELECT_SESSION, {"session_id": check_id("session_id", session_id)}, fetch="one")

@@ -14,7 +14,7 @@ always bound parameters. One statement computes, inside PostgreSQL:
 
 from __future__ import annotations
 
-from ._queries import M_MESSAGE_COLUMNS
+from ._queries import M_MESSAGE_COLUMNS, MESSAGE_COLUMNS
 
 # --------------------------------------------------------------------------- fragments
 
@@ -195,4 +195,15 @@ WITH s AS (
 UPDATE session_summary AS ss SET summary = %(summary)s, updated_at = now()
 FROM s WHERE ss.session_id = s.session_id
 RETURNING ss.session_id
+"""
+
+# The latest turns of a session on the branch the conversation kept: messages of abandoned branches
+# (an imported ChatGPT edit or regeneration: metadata off_branch) stay searchable but are not turns.
+SELECT_RECENT_TURNS = f"""
+SELECT * FROM (
+    SELECT {MESSAGE_COLUMNS} FROM conversation_messages
+    WHERE session_id = %(session_id)s AND NOT metadata @> '{{"off_branch": true}}'::jsonb
+    ORDER BY message_index DESC
+    LIMIT %(limit)s
+) AS recent ORDER BY message_index
 """

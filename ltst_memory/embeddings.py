@@ -242,8 +242,8 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise ConfigurationError(
-                "sentence-transformers is not installed; install the 'local' extra: "
-                "pip install 'ltst-memory[local]' (or pass embedder=...)"
+                "sentence-transformers is not installed; this model needs the torch backend: install the "
+                "'torch' extra (from a checkout: pip install -e '.[torch]'), or pass embedder=..."
             ) from None
         path = _bundled_model_path(self._model_name)
         if path is not None:
@@ -324,6 +324,12 @@ class HashingEmbedder:
             else:
                 out[row] /= norm
         return out
+
+
+def warm_up(embedder: Embedder) -> None:
+    """Load ``embedder``'s model now by embedding one short text (what ``warm=True`` of the stores does),
+    so that the first ``store_message`` or search of the application does not pay for it."""
+    embed_checked(embedder, ["warm up"])
 
 
 def default_embedder(model_name: str = DEFAULT_EMBEDDING_MODEL) -> Embedder:

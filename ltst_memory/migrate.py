@@ -125,6 +125,13 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
         if stored_model == model_name and stored_dim == dimension:
             return
         if _embeddings_exist(conn):
+            if stored_dim == dimension:
+                raise EmbeddingDimensionError(
+                    f"this database holds embeddings of the model {stored_model!r} but the store was opened "
+                    f"with {model_name!r}: both have {dimension} dimensions, but vectors of two models do not "
+                    "compare; open it with the same model, use another database (LTST_DATA_DIR, --dsn), or "
+                    "re-embed every message with `ltst reembed`"
+                )
             raise EmbeddingDimensionError(
                 f"this database holds embeddings of {stored_model!r} ({stored_dim} dimensions) but the "
                 f"store was opened with {model_name!r} ({dimension} dimensions); open it with the same "

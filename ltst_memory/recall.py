@@ -126,6 +126,21 @@ def fuse(
             c.score = c.score * (1.0 - recency_weight) + recency_weight * fresh
 
 
+def relevant_only(candidates: Sequence[Candidate], min_similarity: float, *, neighbours: bool) -> list[Candidate]:
+    """The candidates that pass the absolute floor of :func:`recall`'s ``min_similarity`` (pure logic)."""
+
+    def passes(c: Candidate) -> bool:
+        return c.cosine >= min_similarity or c.bm25 > 0
+
+    kept = {(c.message.session_id, c.message.message_index) for c in candidates if passes(c)}
+
+    def next_to_kept(c: Candidate) -> bool:
+        index = c.message.message_index or 0
+        return (c.message.session_id, index - 1) in kept or (c.message.session_id, index + 1) in kept
+
+    return [c for c in candidates if passes(c) or (neighbours and next_to_kept(c))]
+
+
 def mmr_select(candidates: Sequence[Candidate], k: int, lambda_: float) -> list[Candidate]:
     """Maximal marginal relevance: pick ``k`` candidates trading score against similarity to those
     already picked (``lambda_`` = 1 is pure score). Candidates need ``embedding``."""
@@ -182,6 +197,7 @@ def recall(
     mmr: float | None = None,
     min_score: float = 0.0,
     candidates: int = DEFAULT_CANDIDATES,
+    min_similarity: float | None = None,
 ) -> Op[list[tuple[ConversationMessage, float]]]:
     """Messages that best answer ``query``, as ``(message, score)`` pairs best first (hybrid search).
 
@@ -198,6 +214,10 @@ def recall(
     adjacent turn's score a turn inherits), ``recency_weight`` with ``recency_half_life_days``,
     ``mmr`` (λ of maximal marginal relevance, e.g. 0.7; ``None`` = off), ``min_score``, and
     ``candidates`` (rows taken from each of the BM25 and vector searches before fusion).
+    ``min_similarity`` is an absolute relevance floor (fused scores are relative to the pool, so an
+    unrelated pool still has a best hit): a turn is kept only if its cosine similarity with the query
+    reaches it, it shares a word with the query (BM25 > 0), or, with ``neighbor_weight`` > 0, the
+    turn next to it does. ``None`` (default) keeps every candidate.
     ``expand_neighbors=n`` adds the ``n`` turns before and after each hit (score slightly below
     the hit's) so an answer comes with its context; they count towards ``limit``.
 
@@ -214,6 +234,12 @@ def recall(
         mmr = _check_weight("mmr", mmr)
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
         raise ValidationError("min_score must be a number")
+    if min_similarity is not None and (
+        isinstance(min_similarity, bool)
+        or not isinstance(min_similarity, (int, float))
+        or not -1.0 <= float(min_similarity) <= 1.0
+    ):
+        raise ValidationError(f"min_similarity must be None or a number between -1 and 1, got {min_similarity!r}")
     if isinstance(recency_half_life_days, bool) or not isinstance(recency_half_life_days, (int, float)):
         raise ValidationError("recency_half_life_days must be a number")
     if recency_half_life_days <= 0:
@@ -322,6 +348,8 @@ def recall(
         recency_weight=recency_weight,
         recency_half_life_days=float(recency_half_life_days),
     )
+    if min_similarity is not None:
+        pool = relevant_only(pool, float(min_similarity), neighbours=neighbor_weight > 0)
     pool = [c for c in pool if c.score >= min_score]
     pool.sort(key=lambda c: (-c.score, c.message.message_id or 0))
     if mmr is not None and pool:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _ops as ops
+from . import _queries as q
 from . import _recall_queries as rq
 from ._ops import Core, Op, Query
 from .errors import SessionNotFoundError, ValidationError
@@ -68,6 +69,9 @@ HEADERS = {
     "memories": "## Relevant memories",
     "recent": "## Recent conversation",
 }
+#: Default relevance floor of rehydrated memories: cosine similarity with the query (all-MiniLM-L6-v2),
+#: unless the turn shares a word with the query or sits next to one that passes (docs/retrieval.md).
+DEFAULT_MEMORY_MIN_SIMILARITY = 0.2
 _CHAT_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -341,6 +345,7 @@ def rehydrate(
     include_sensitive_preferences: bool = False,
     count_tokens: TokenCounter | None = None,
     recall_options: Mapping[str, Any] | None = None,
+    memory_min_similarity: float | None = DEFAULT_MEMORY_MIN_SIMILARITY,
 ) -> Op[RehydrationResult]:
     """Merge the session's memory into a :class:`RehydrationResult` within ``token_budget`` tokens.
 
@@ -350,7 +355,10 @@ def rehydrate(
     sessions. Sensitive preferences stay out unless ``include_sensitive_preferences``.
     ``count_tokens`` is any ``text -> int`` (default: the offline estimator of
     :mod:`ltst_memory.tokens`); ``recall_options`` are extra keyword arguments for
-    :func:`~ltst_memory.recall.recall`. Only the session owner's data is ever read.
+    :func:`~ltst_memory.recall.recall`. ``memory_min_similarity`` is the relevance floor of memories
+    (recall's ``min_similarity``, default :data:`DEFAULT_MEMORY_MIN_SIMILARITY`): spare budget is left
+    empty rather than filled with turns that neither resemble the query nor share a word with it;
+    ``None`` turns it off. Only the session owner's data is ever read.
     """
     session_id = check_id("session_id", session_id)
     if query is not None:
@@ -376,7 +384,10 @@ def rehydrate(
     if session is None:
         raise SessionNotFoundError(session_id)
     user_id = session.user_id
-    recent = (yield from ops.get_recent_messages(core, session_id, recent_turns)) if recent_turns else []
+    recent: list[ConversationMessage] = []
+    if recent_turns:
+        rows = yield Query(rq.SELECT_RECENT_TURNS, {"session_id": session_id, "limit": recent_turns})
+        recent = [q.message_from_row(r) for r in rows]
     if query is None:
         query = next((m.content for m in reversed(recent) if m.role == "human"), None)
 
@@ -391,7 +402,7 @@ def rehydrate(
             scope="user" if include_other_sessions else "session",
             limit=memory_limit,
             exclude_message_ids=exclude,
-            **options,
+            **{"min_similarity": memory_min_similarity, **options},
         )
 
     summary_row = yield Query(rq.SELECT_SESSION_SUMMARY_TEXT, {"session_ids": [session_id]})

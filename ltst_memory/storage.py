@@ -43,7 +43,7 @@ from ._executor import (
 )
 from ._ops import Embed, Op, Query, R
 from .config import Settings
-from .embeddings import Embedder, embed_checked
+from .embeddings import Embedder, embed_checked, warm_up
 from .errors import ConfigurationError, DatabaseUnavailableError
 from .migrate import migrate
 from .stats import track_operation
@@ -66,6 +66,9 @@ class ConversationStorage:
     ``recall`` and ``rehydrate`` run there, everything else on the primary. Replica reads may lag:
     ``with store.primary:`` reads the primary (docs/scaling.md).
 
+    ``warm=True`` loads the embedding model while the store opens (the first embedding otherwise
+    pays for it: a few hundred milliseconds for the bundled model, seconds with torch).
+
     Every method that writes runs in one transaction (or one statement): a call either fully happens or
     changes nothing.
     """
@@ -83,6 +86,7 @@ class ConversationStorage:
         auto_migrate: bool | None = None,
         max_content_chars: int | None = None,
         pool_max_size: int | None = None,
+        warm: bool = False,
     ) -> None:
         self._settings = resolve_settings(
             dsn,
@@ -98,6 +102,7 @@ class ConversationStorage:
         if read_dsn is not None and read_pool is not None:
             raise ConfigurationError("pass read_dsn or read_pool, not both")
         self._core = make_core(self._settings, embedder)
+        self._warm = warm
         self._closed = True
         self._embedded_dir: Path | None = None
         self._owns_pool = pool is None
@@ -123,6 +128,8 @@ class ConversationStorage:
             self._release_embedded()
             raise
         self._closed = False
+        if warm:
+            warm_up(self._core.embedder)
         logger.info("ltst-memory store open on %s", redact(self._conninfo) if self._conninfo else "a given pool")
         if self._read_pool is not None:
             logger.info("ltst-memory reads on replica %s", self.read_dsn)
@@ -306,6 +313,7 @@ class ConversationStorage:
     # ------------------------------------------------------------------ API
 
     create_session = sync_method(ops.create_session)
+    get_or_create_session = sync_method(ops.get_or_create_session)
     get_session = cache.sync_cached("session", ops.get_session)
     update_session = cache.sync_invalidating(sync_method(ops.update_session))
     update_session_activity = cache.sync_invalidating(sync_method(ops.update_session_activity))

@@ -48,7 +48,7 @@ from ._executor import (
 )
 from ._ops import Embed, Op, Query, R
 from .config import Settings
-from .embeddings import Embedder, embed_checked
+from .embeddings import Embedder, embed_checked, warm_up
 from .errors import ConfigurationError, DatabaseUnavailableError
 from .stats import track_operation
 
@@ -64,6 +64,7 @@ class AsyncConversationStorage:
     AsyncConversationStorage(...) as store:``; the arguments are those of
     :class:`~ltst_memory.ConversationStorage` (``pool`` and ``read_pool`` are ``AsyncConnectionPool``s).
     Every method is a coroutine; those that write are atomic (one transaction or one statement).
+    ``warm=True`` loads the embedding model when the store opens (``open``/``async with``).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class AsyncConversationStorage:
         auto_migrate: bool | None = None,
         max_content_chars: int | None = None,
         pool_max_size: int | None = None,
+        warm: bool = False,
     ) -> None:
         self._settings = resolve_settings(
             dsn,
@@ -94,6 +96,7 @@ class AsyncConversationStorage:
         if read_dsn is not None and read_pool is not None:
             raise ConfigurationError("pass read_dsn or read_pool, not both")
         self._core = make_core(self._settings, embedder)
+        self._warm = warm
         self._given_pool = pool
         self._pool: AsyncConnectionPool[Any] | None = None
         self._owns_pool = pool is None
@@ -131,6 +134,8 @@ class AsyncConversationStorage:
         self._pool = pool
         self._read_pool = read_pool
         self._closed = False
+        if self._warm:
+            await asyncio.to_thread(warm_up, self._core.embedder)
         logger.info("ltst-memory async store open on %s", self.dsn)
         if read_pool is not None:
             logger.info("ltst-memory async store reads on replica %s", self.read_dsn)
@@ -313,6 +318,7 @@ class AsyncConversationStorage:
     # ------------------------------------------------------------------ API
 
     create_session = async_method(ops.create_session)
+    get_or_create_session = async_method(ops.get_or_create_session)
     get_session = cache.async_cached("session", ops.get_session)
     update_session = cache.async_invalidating(async_method(ops.update_session))
     update_session_activity = cache.async_invalidating(async_method(ops.update_session_activity))

@@ -17,8 +17,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, HashingEmbedder
-from ltst_memory import _cli_common, cli
+from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, HashingEmbedder, _cli_common, cli
 from ltst_memory.cli import app
 
 DATA = Path(__file__).parent / "data"

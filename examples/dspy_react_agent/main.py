@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import uuid
+from pathlib import Path
 
 import dspy
 from ltst_memory.adapters.dspy import LTSTRetriever
@@ -87,8 +89,11 @@ def main() -> None:
     lm = dspy.LM(model) if model else scripted_lm()
     print(f"LM: {model or 'scripted offline LM (set LTST_LM to use a real model)'}")
     embedder = HashingEmbedder(384) if args.hashing_embedder else None
+    # The test embedder's vectors do not compare with MiniLM's (`ltst demo`'s): without a configured
+    # database, keep them in an embedded database of their own.
+    data_dir = Path(tempfile.gettempdir(), "ltst-examples-hashing-bow") if args.hashing_embedder else None
     run = uuid.uuid4().hex[:8]
-    with ConversationStorage(embedder=embedder) as storage, dspy.context(lm=lm):
+    with ConversationStorage(embedder=embedder, data_dir=data_dir) as storage, dspy.context(lm=lm):
         memory_session = f"facts-{run}"
         storage.create_session(ConversationSession(session_id=memory_session, user_id=USER, session_type="memory"))
         agent = dspy.ReAct("question -> answer", tools=make_tools(storage, memory_session), max_iters=5)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -98,9 +100,12 @@ def main() -> None:
     model: BaseChatModel = LiteLLMChat(model=model_name) if model_name else ScriptedChat()
     print(f"LM: {model_name or 'scripted offline chat model (set LTST_LM to use a real model)'}")
     embedder = HashingEmbedder(384) if args.hashing_embedder else None
+    # The test embedder's vectors do not compare with MiniLM's (`ltst demo`'s): without a configured
+    # database, keep them in an embedded database of their own.
+    data_dir = Path(tempfile.gettempdir(), "ltst-examples-hashing-bow") if args.hashing_embedder else None
     session = f"langchain-chat-{uuid.uuid4().hex[:8]}"  # any string works as a session id
 
-    with ConversationStorage(embedder=embedder) as storage:
+    with ConversationStorage(embedder=embedder, data_dir=data_dir) as storage:
         notes = LTSTVectorStore(storage, collection_name=f"notes-{session}")
         notes.add_texts(NOTES, [{"source": "wiki"} for _ in NOTES])
         history = LTSTChatMessageHistory(storage, session, user_id=USER)
@@ -112,7 +117,7 @@ def main() -> None:
             print(f"you> {text}\nbot> {chat_turn(model, history, notes.as_retriever(k=2), text)}")
 
     print("\n-- the process keeps nothing: close the database, open it again --\n")
-    with ConversationStorage(embedder=embedder) as storage:
+    with ConversationStorage(embedder=embedder, data_dir=data_dir) as storage:
         history = LTSTChatMessageHistory(storage, session)  # the stored session and its owner are found
         notes = LTSTVectorStore(storage, collection_name=f"notes-{session}")
         print(f"restored {len(history.messages)} messages of {session!r} (user {history.user_id})")

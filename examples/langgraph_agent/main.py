@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -96,10 +98,13 @@ def main() -> None:
     model: BaseChatModel = LiteLLMChat(model=model_name) if model_name else ScriptedChat()
     print(f"LM: {model_name or 'scripted offline chat model (set LTST_LM to use a real model)'}")
     embedder = HashingEmbedder(384) if args.hashing_embedder else None
+    # The test embedder's vectors do not compare with MiniLM's (`ltst demo`'s): without a configured
+    # database, keep them in an embedded database of their own.
+    data_dir = Path(tempfile.gettempdir(), "ltst-examples-hashing-bow") if args.hashing_embedder else None
     run = uuid.uuid4().hex[:8]
     alice, bob = f"alice-{run}", f"bob-{run}"
 
-    with ConversationStorage(embedder=embedder) as storage:
+    with ConversationStorage(embedder=embedder, data_dir=data_dir) as storage:
         # semantic search over the "text" field, embedded by the store's own model
         store = LTSTStore(storage, index={"fields": ["text"]}, ttl={"default_ttl": 60 * 24 * 365})
         graph = build_graph(model, store)

@@ -3,8 +3,11 @@
 The file is a list of conversations, each with a ``mapping`` of nodes ``{id: {message, parent,
 children}}``; a message has ``author.role``, ``content.parts`` (or ``content.text``),
 ``create_time`` (epoch seconds) and ``metadata``. Edited prompts and regenerated answers make the
-mapping a tree: every branch is kept, each message pointing to its parent through
-``parent_message_id``, and ``metadata.chatgpt.on_current_branch`` tells the branch the user last saw.
+mapping a tree. The branch the user kept (the path from ``current_node`` to the root) is the
+conversation; the abandoned branches are stored too (searchable, each message pointing to its parent
+through ``parent_message_id``) and marked ``metadata["off_branch"] = True`` (and
+``metadata.chatgpt.on_current_branch = False``), which keeps them out of the recent turns that
+:func:`~ltst_memory.rehydrate.rehydrate` puts in a prompt.
 Each conversation becomes one session ``chatgpt-<conversation id>``; message uuids are uuid5 of the
 conversation and node ids, so importing the same export again adds nothing.
 """
@@ -125,7 +128,8 @@ def _parse_conversation(conversation: dict[str, Any], position: int, user_id: st
     for nid in order:
         message = mapping[nid]["message"]
         author = message.get("author") or {}
-        meta: dict[str, Any] = {"node_id": nid, "on_current_branch": nid in current if current else True}
+        on_branch = nid in current if current else True
+        meta: dict[str, Any] = {"node_id": nid, "on_current_branch": on_branch}
         source_meta = message.get("metadata") or {}
         for name in ("model_slug", "finish_details"):
             if source_meta.get(name) is not None:
@@ -142,7 +146,7 @@ def _parse_conversation(conversation: dict[str, Any], position: int, user_id: st
                     session_id=session_id,
                     role=_ROLES[author["role"]],
                     content=_text(content),
-                    metadata={"source": "chatgpt", "chatgpt": meta},
+                    metadata={"source": "chatgpt", "chatgpt": meta, **({} if on_branch else {"off_branch": True})},
                     timestamp=parse_time(message.get("create_time")),
                     message_uuid=stable_uuid("chatgpt", conv_id, nid),
                 ),
@@ -168,9 +172,11 @@ def import_chatgpt(store: Any, path: str | Path, user_id: str, *, progress: Prog
 
     Re-importing the same file (or a newer export holding the same conversations) adds only what is new.
     """
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         try:
             data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"{path} is not valid JSON: {exc}") from None
+        except UnicodeDecodeError:
+            raise ValidationError(f"{path} is not UTF-8 text; a ChatGPT export is UTF-8 JSON") from None
     return run_records(store, parse_chatgpt(data, user_id), progress=progress)
