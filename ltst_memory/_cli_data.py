@@ -29,6 +29,7 @@ from ._cli_common import (
     embedder_for,
     error_line,
     out,
+    plural,
 )
 from .errors import LTSTError
 
@@ -155,8 +156,9 @@ def register(app: typer.Typer) -> None:
             )
             return
         out(
-            f"{result.sessions_seen} sessions ({result.sessions_created} new), "
-            f"{result.messages_seen} messages ({result.messages_added} new), {result.other_rows_added} other rows added"
+            f"{plural(result.sessions_seen, 'session')} ({result.sessions_created} new), "
+            f"{plural(result.messages_seen, 'message')} ({result.messages_added} new), "
+            f"{plural(result.other_rows_added, 'other row')} added"
         )
 
     @app.command("import-langchain-postgres")
@@ -235,7 +237,7 @@ def register(app: typer.Typer) -> None:
                 else:
                     with atomic_output(output, force=force) as handle:
                         counts = write(handle)
-        summary = ", ".join(f"{n} {kind}s" for kind, n in counts.items()) or "nothing"
+        summary = ", ".join(plural(n, kind) for kind, n in counts.items()) or "nothing"
         error_line(f"{summary}" + ("" if to_stdout else f" to {output}"), label="exported", style="")
 
     # --------------------------------------------------------------------------- docs
