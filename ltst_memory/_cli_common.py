@@ -117,6 +117,8 @@ def _command(function: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             function(*args, **kwargs)
+        except BrokenPipeError:
+            raise  # the reader of a pipe left (`ltst ... | head`): cli.main() exits quietly
         except (LTSTError, OSError, UnicodeError, psycopg_errors()) as exc:
             error_line(str(exc).strip() or type(exc).__name__)
             raise typer.Exit(code=1) from None

@@ -8,10 +8,8 @@ temporary file in the same directory and renamed into place, so a failed write l
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Annotated
 
@@ -41,33 +39,12 @@ def _refuse_existing(path: Path, force: bool) -> None:
         raise LTSTError(f"{path} exists; pass --force to replace it")
 
 
-@contextlib.contextmanager
-def atomic_output(path: Path, *, force: bool) -> Iterator[IO[str]]:
-    """A text file that becomes ``path`` only when the block succeeds.
+def atomic_output(path: Path, *, force: bool) -> contextlib.AbstractContextManager[IO[str]]:
+    """A text file that becomes ``path`` only when complete (see :func:`ltst_memory.io._common.atomic_text_file`)."""
+    from .io._common import atomic_text_file
 
-    Written in ``path``'s directory and renamed over it (with ``force``), or linked to it so that a
-    file created meanwhile is never replaced (without). On any error the temporary file is removed
-    and ``path`` is untouched."""
     _refuse_existing(path, force)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            os.replace(temp, path)
-        else:
-            try:
-                os.link(temp, path)
-            except FileExistsError:
-                raise LTSTError(f"{path} exists; pass --force to replace it") from None
-            os.unlink(temp)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    return atomic_text_file(path, overwrite=force)
 
 
 def register(app: typer.Typer) -> None:
@@ -221,22 +198,15 @@ def register(app: typer.Typer) -> None:
             _check_export_source(store, user, session)
             with _progress() as bar:
                 task = bar.add_task(f"exporting to {output}", total=None)
-
-                def write(destination: str | IO[str]) -> dict[str, int]:
-                    return export_jsonl(
-                        store,
-                        destination,
-                        user_id=user,
-                        session_id=session,
-                        embeddings=embeddings,
-                        progress=lambda n: bar.advance(task, n),
-                    )
-
-                if to_stdout:
-                    counts = write(sys.stdout)
-                else:
-                    with atomic_output(output, force=force) as handle:
-                        counts = write(handle)
+                counts = export_jsonl(
+                    store,
+                    sys.stdout if to_stdout else output,
+                    user_id=user,
+                    session_id=session,
+                    embeddings=embeddings,
+                    progress=lambda n: bar.advance(task, n),
+                    overwrite=force,
+                )
         summary = ", ".join(plural(n, kind) for kind, n in counts.items()) or "nothing"
         error_line(f"{summary}" + ("" if to_stdout else f" to {output}"), label="exported", style="")
 

@@ -522,8 +522,29 @@ _cli_citus.register(app)
 
 
 def main() -> None:
-    """Entry point of the ``ltst`` script."""
-    app()
+    """Entry point of the ``ltst`` script: usage errors, too, are one line on standard error."""
+    try:
+        code = app(standalone_mode=False)
+    except (typer.Abort, KeyboardInterrupt):
+        error_line("interrupted")
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        format_message = getattr(exc, "format_message", None)
+        message = format_message() if callable(format_message) else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        if message.strip():  # empty: the help was shown (a group called without a command)
+            error_line(message + (f" (see '{ctx.command_path} --help')" if ctx is not None else ""))
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_broken_pipe() -> None:
+    """``ltst ... | head``: the reader left; exit without a traceback (Python's documented recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

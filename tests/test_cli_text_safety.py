@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -241,3 +244,39 @@ def test_import_refuses_binary_and_non_utf8_files_in_one_line_and_takes_an_empty
     empty.write_text("[]\n")
     result = json.loads(run(runner, "import", str(empty), "-u", "alice", "--json", "--dsn", database_dsn))
     assert result["sessions_seen"] == 0 and result["messages_added"] == 0
+
+
+def test_usage_errors_are_one_line_too(database_dsn: str) -> None:
+    env = {**os.environ, "LTST_DATABASE_URL": database_dsn, "COLUMNS": "80"}
+    for args, words in (
+        (["search"], "Missing argument 'query'"),
+        (["nope"], "No such command 'nope'"),
+        (["search", "q", "--limit", "many"], "Invalid value for '--limit'"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "ltst_memory.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert done.returncode == 2 and done.stdout == "", (args, done.stdout)
+        assert done.stderr.startswith("error: ") and words in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_export_jsonl_writes_atomically_and_refuses_without_overwrite(
+    store: ConversationStorage, tmp_path: Path
+) -> None:
+    from ltst_memory.errors import LTSTError, ValidationError
+    from ltst_memory.io import export_jsonl
+
+    store.create_session(ConversationSession("s1", "alice"))
+    store.store_message(ConversationMessage("s1", "human", "hello"))
+    target = tmp_path / "out.jsonl"
+    target.write_text("precious\n")
+    with pytest.raises(LTSTError):  # fails half-way (unknown session): the old file stays whole
+        export_jsonl(store, target, session_id="missing")
+    assert target.read_text() == "precious\n"
+    with pytest.raises(ValidationError, match="exists"):
+        export_jsonl(store, target, user_id="alice", overwrite=False)
+    assert target.read_text() == "precious\n"
+    assert export_jsonl(store, target, user_id="alice")["message"] == 1  # overwrite=True: the API as before
+    assert '"hello"' in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]

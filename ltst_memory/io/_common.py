@@ -8,12 +8,16 @@ the source's own ids, so importing the same file twice adds nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from .. import _ops as ops
 from .._ops import Core, Embed, Op, Query
@@ -25,6 +29,41 @@ logger = logging.getLogger(__name__)
 
 #: Namespace of every uuid5 minted by the importers (fixed forever: changing it breaks idempotency).
 LTST_NAMESPACE = uuid.UUID("6c747374-6d65-6d6f-7279-696d706f7274")
+
+
+@contextlib.contextmanager
+def atomic_text_file(path: str | Path, *, overwrite: bool) -> Iterator[IO[str]]:
+    """A UTF-8 text file that becomes ``path`` only when the block succeeds.
+
+    It is written in ``path``'s directory and then renamed over ``path`` (``overwrite``) or linked to
+    it, which fails if a file appeared there meanwhile (never replaced without ``overwrite``). On any
+    error the temporary file is removed and ``path`` is left as it was: never truncated, never half
+    written. An existing ``path`` without ``overwrite`` is a ValidationError."""
+    path = Path(path)
+
+    def refuse() -> ValidationError:
+        return ValidationError(f"{path} exists; it is replaced only with overwrite=True (ltst: --force)")
+
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise refuse()
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                raise refuse() from None
+            os.unlink(temp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
 
 
 def stable_uuid(*parts: object) -> str:

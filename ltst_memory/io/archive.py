@@ -28,6 +28,7 @@ from ._common import (
     Progress,
     SessionRecord,
     _runner,
+    atomic_text_file,
     check_session_owners,
     parse_time,
     write_conversation,
@@ -179,26 +180,35 @@ def export_jsonl(
     session_id: str | None = None,
     embeddings: bool = True,
     progress: Progress | None = None,
+    overwrite: bool = True,
 ) -> dict[str, int]:
     """Write the memory of ``user_id`` (all their sessions, preferences) or of one ``session_id`` to
-    JSONL; ``destination`` is a path, ``"-"`` (stdout) or a text file. Return the count per record type."""
-    counts: dict[str, int] = {}
-    handle: IO[str]
+    JSONL; ``destination`` is a path, ``"-"`` (stdout) or a text file. Return the count per record type.
+
+    A path is written to a temporary file beside it and renamed into place when the export is
+    complete, so a failed export never leaves a truncated file; ``overwrite=False`` refuses an
+    existing file (ValidationError)."""
     if isinstance(destination, (str, Path)) and str(destination) != "-":
-        handle = open(destination, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-        close = True
-    else:
-        handle = sys.stdout if isinstance(destination, (str, Path)) else destination
-        close = False
-    try:
-        for record in export_records(store, user_id=user_id, session_id=session_id, embeddings=embeddings):
-            handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-            counts[record["type"]] = counts.get(record["type"], 0) + 1
-            if progress is not None and record["type"] == "message":
-                progress(1)
-    finally:
-        if close:
-            handle.close()
+        with atomic_text_file(destination, overwrite=overwrite) as handle:
+            return _write_export(store, handle, user_id, session_id, embeddings, progress)
+    handle = sys.stdout if isinstance(destination, (str, Path)) else destination
+    return _write_export(store, handle, user_id, session_id, embeddings, progress)
+
+
+def _write_export(
+    store: Any,
+    handle: IO[str],
+    user_id: str | None,
+    session_id: str | None,
+    embeddings: bool,
+    progress: Progress | None,
+) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in export_records(store, user_id=user_id, session_id=session_id, embeddings=embeddings):
+        handle.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+        counts[record["type"]] = counts.get(record["type"], 0) + 1
+        if progress is not None and record["type"] == "message":
+            progress(1)
     counts.pop(HEADER_TYPE, None)
     return counts
 
