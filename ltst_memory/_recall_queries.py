@@ -198,11 +198,14 @@ RETURNING ss.session_id
 """
 
 # The latest turns of a session on the branch the conversation kept: messages of abandoned branches
-# (an imported ChatGPT edit or regeneration: metadata off_branch) stay searchable but are not turns.
+# (an imported ChatGPT edit or regeneration: metadata off_branch; ChatGPT imports made before that
+# mark carry only chatgpt.on_current_branch = false) stay searchable but are not turns.
 SELECT_RECENT_TURNS = f"""
 SELECT * FROM (
     SELECT {MESSAGE_COLUMNS} FROM conversation_messages
-    WHERE session_id = %(session_id)s AND NOT metadata @> '{{"off_branch": true}}'::jsonb
+    WHERE session_id = %(session_id)s
+      AND NOT metadata @> '{{"off_branch": true}}'::jsonb
+      AND NOT metadata @> '{{"chatgpt": {{"on_current_branch": false}}}}'::jsonb
     ORDER BY message_index DESC
     LIMIT %(limit)s
 ) AS recent ORDER BY message_index

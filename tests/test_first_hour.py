@@ -95,6 +95,19 @@ def test_chatgpt_abandoned_branches_stay_searchable_but_out_of_recent_turns(stor
     assert off[0].message_id in {m.message_id for m, _ in hits}  # still searchable
 
 
+def test_recent_turns_skip_branches_marked_by_older_chatgpt_imports(store: ConversationStorage) -> None:
+    store.create_session(ConversationSession("old", "alice"))
+    store.store_messages(
+        [
+            ConversationMessage("old", "human", "Tell me a joke."),
+            ConversationMessage("old", "ai", "Abandoned.", metadata={"chatgpt": {"on_current_branch": False}}),
+            ConversationMessage("old", "ai", "The answer the user kept."),
+        ]
+    )
+    recent = store.rehydrate("old", "joke").recent
+    assert [item.content for item in recent] == ["Tell me a joke.", "The answer the user kept."]
+
+
 def test_rehydrate_leaves_spare_budget_empty_instead_of_unrelated_memories(store: ConversationStorage) -> None:
     store.create_session(ConversationSession("trip", "alice", "Kyoto"))
     store.create_session(ConversationSession("code", "alice", "Python"))
