@@ -8,6 +8,7 @@ temporary file in the same directory and renamed into place, so a failed write l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option("--batch-size", help="Messages per embedding call.")] = 256,
         restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run and start over.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Re-embed even if the model is unchanged.")] = False,
+        as_json: JsonOption = False,
         dsn: DsnOption = None,
         data_dir: DataDirOption = None,
     ) -> None:
@@ -81,6 +83,9 @@ def register(app: typer.Typer) -> None:
                 on_start=lambda n: bar.update(task, total=n),
                 progress=lambda k: bar.advance(task, k),
             )
+        if as_json:
+            _print_json(dataclasses.asdict(result))
+            return
         if result.messages == 0 and (result.previous_model, result.previous_dimension) == (model, result.dimension):
             out(f"already on {model} ({result.dimension} dims); nothing to do (use --force to redo)")
             return
@@ -148,6 +153,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         collection: Annotated[str | None, typer.Option("--collection", help="PGVector collection name.")] = None,
         vector_table: Annotated[str | None, typer.Option("--vector-table", help="PGVectorStore table name.")] = None,
+        as_json: JsonOption = False,
         dsn: DsnOption = None,
         data_dir: DataDirOption = None,
     ) -> None:
@@ -160,15 +166,22 @@ def register(app: typer.Typer) -> None:
 
         if not (table or collection or vector_table):
             raise LTSTError("name what to import: --table (chat history), --collection (PGVector) or --vector-table")
+        if table and not user:
+            raise LTSTError("importing a chat history table needs --user")
+        report: dict[str, dict[str, int]] = {}
         with _store(dsn, data_dir) as store:
             if table:
-                if not user:
-                    raise LTSTError("importing a chat history table needs --user")
-                r = import_chats(store, source_dsn, user, table=table)
-                out(f"chat history {table}: {r.sessions_seen} sessions, {r.messages_added} new messages")
+                r = import_chats(store, source_dsn, str(user), table=table)
+                report["chat_history"] = {"sessions_seen": r.sessions_seen, "messages_added": r.messages_added}
+                if not as_json:
+                    out(f"chat history {table}: {plural(r.sessions_seen, 'session')}, {r.messages_added} new messages")
             if collection or vector_table:
                 v = import_langchain_vectorstore(store, source_dsn, collection=collection, table=vector_table)
-                out(f"vector store {collection or vector_table}: {v.other_rows_added} new documents")
+                report["vector_store"] = {"documents_added": v.other_rows_added}
+                if not as_json:
+                    out(f"vector store {collection or vector_table}: {v.other_rows_added} new documents")
+        if as_json:
+            _print_json(report)
 
     @app.command()
     @_command

@@ -192,7 +192,7 @@ def _print_prompt(header: str, prompt: str) -> None:
 
 @app.command()
 @_command
-def migrate(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
+def migrate(as_json: JsonOption = False, dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
     """Apply pending schema migrations (the store also does this when it opens).
 
     Example: ltst migrate --dsn postgresql://localhost/app
@@ -202,6 +202,9 @@ def migrate(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
 
     with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
         applied = run_migrations(conn)
+    if as_json:
+        _print_json({"applied": applied})
+        return
     out(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
@@ -214,6 +217,7 @@ def hnsw_storage(
     concurrently: Annotated[
         bool, typer.Option("--concurrently", help="Build the new index beside the old one; writes go on.")
     ] = False,
+    as_json: JsonOption = False,
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -226,9 +230,16 @@ def hnsw_storage(
 
     with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
         if storage is None:
-            out(f"HNSW index storage: {index_storage(conn)}")
+            current = index_storage(conn)
+            if as_json:
+                _print_json({"storage": current})
+            else:
+                out(f"HNSW index storage: {current}")
             return
         changed = set_index_storage(conn, storage, concurrently=concurrently)
+    if as_json:
+        _print_json({"storage": storage, "changed": changed})
+        return
     out(f"HNSW index rebuilt as {storage}" if changed else f"HNSW index already uses {storage}")
 
 

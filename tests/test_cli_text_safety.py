@@ -155,6 +155,8 @@ def test_json_everywhere_and_the_small_things(runner: CliRunner, store: Conversa
     assert isinstance(json.loads(run(runner, "cleanup", "--json", *dsn)), dict)
     assert [c["name"] for c in json.loads(run(runner, "doctor", "--json", *dsn))][:2] == ["ltst-memory", "database"]
     assert "cache" not in json.loads(run(runner, "stats", "--json", *dsn))
+    assert json.loads(run(runner, "migrate", "--json", *dsn)) == {"applied": []}
+    assert json.loads(run(runner, "hnsw-storage", "--json", *dsn)) == {"storage": "vector"}
     assert "cache:" not in run(runner, "stats", *dsn)
     assert "1 result for" in _terminal_output(["search", "vegetarian", "-s", "s1", *dsn])
 

@@ -114,7 +114,7 @@ def test_api_reference_is_current_and_complete() -> None:
     from ltst_memory._docgen import render_api
 
     text = (DOCS / "api.md").read_text(encoding="utf-8")
-    assert text == render_api(), "docs/api.md is stale: run `ltst api-docs`"
+    assert text == render_api(), "docs/api.md is stale: run `ltst api-docs --force`"
     for cls in (ConversationStorage, AsyncConversationStorage):
         for name in dir(cls):
             if not name.startswith("_"):
@@ -129,7 +129,7 @@ def test_schema_reference_is_current(pg_admin_dsn: str) -> None:
     from ltst_memory._docgen import render_schema
 
     assert (DOCS / "schema.md").read_text(encoding="utf-8") == render_schema(pg_admin_dsn), (
-        "docs/schema.md is stale: run `ltst schema-docs`"
+        "docs/schema.md is stale: run `ltst schema-docs --force`"
     )
 
 
