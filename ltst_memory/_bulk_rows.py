@@ -31,6 +31,7 @@ from .models import (
     ConversationMessage,
     check_datetime,
     check_id,
+    check_indexed_text,
     check_json,
     check_score,
     check_text,
@@ -252,6 +253,7 @@ def prepare(core: ops.Core, messages: Sequence[ConversationMessage]) -> Prepared
             meta_field = _EMPTY_JSONB
         else:
             body = b"\x01" + check_json("metadata", meta).encode("utf-8")
+            check_indexed_text(text, meta)  # speaker + content: one tsvector of <= 1 MB
             meta_field = _LENGTH.pack(len(body)) + body
         vector = m.embedding
         if vector is None:

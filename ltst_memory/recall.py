@@ -155,8 +155,15 @@ def _unit(vector: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- the operation
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
 def _check_weight(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or not 0 <= value <= 1:
         raise ValidationError(f"{name} must be a number between 0 and 1, got {value!r}")
     return float(value)
 
@@ -212,10 +219,14 @@ def recall(
     recency_weight = _check_weight("recency_weight", recency_weight)
     if mmr is not None:
         mmr = _check_weight("mmr", mmr)
-    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
-        raise ValidationError("min_score must be a number")
-    if isinstance(recency_half_life_days, bool) or not isinstance(recency_half_life_days, (int, float)):
-        raise ValidationError("recency_half_life_days must be a number")
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not _finite(min_score):
+        raise ValidationError(f"min_score must be a finite number, got {min_score!r:.40}")
+    if (
+        isinstance(recency_half_life_days, bool)
+        or not isinstance(recency_half_life_days, (int, float))
+        or not _finite(recency_half_life_days)
+    ):
+        raise ValidationError("recency_half_life_days must be a finite number")
     if recency_half_life_days <= 0:
         raise ValidationError("recency_half_life_days must be positive")
     if scope not in _SCOPES:
@@ -240,8 +251,8 @@ def recall(
         filters += rq.FILTER_ROLES
     if exclude_message_ids:
         ids = list(exclude_message_ids)
-        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
-            raise ValidationError("exclude_message_ids must be integers")
+        if any(isinstance(i, bool) or not isinstance(i, int) or not -(2**63) <= i < 2**63 for i in ids):
+            raise ValidationError("exclude_message_ids must be integers (message ids, 64-bit)")
         params["exclude_ids"] = ids
         filters += rq.FILTER_EXCLUDE
     user_id = scoped_user(core, user_id)
