@@ -551,14 +551,16 @@ def store_preference(core: Core, preference: UserPreference) -> Op[UserPreferenc
 
 
 def get_preferences(core: Core, user_id: str, preference_type: str | None = None) -> Op[list[UserPreference]]:
-    """The user's preferences (optionally of one type), most confident first."""
+    """The user's preferences (optionally of one type), most confident first.
+
+    Sensitive preferences are decrypted; with no encryption key set they are left out."""
     params = {"user_id": scoped_user(core, check_id("user_id", user_id))}
     sql = q.SELECT_PREFERENCES
     if preference_type is not None:
         params["preference_type"] = check_id("preference_type", preference_type)
         sql = q.SELECT_PREFERENCES_OF_TYPE
     rows = yield Query(sql, params)
-    return [crypto.open_preference(q.preference_from_row(r)) for r in rows]
+    return crypto.open_preferences([q.preference_from_row(r) for r in rows])  # no key: sensitive ones left out
 
 
 # --------------------------------------------------------------------------- relationships
