@@ -35,6 +35,7 @@ from .models import (
     check_json,
     check_score,
     check_text,
+    check_uuid,
     normalize_role,
 )
 
@@ -221,10 +222,7 @@ def prepare(core: ops.Core, messages: Sequence[ConversationMessage]) -> Prepared
         if key is None:
             generated += 1
         elif key.__class__ is not uuid.UUID:
-            try:
-                key = uuid.UUID(str(key))
-            except ValueError:
-                raise ValidationError(f"message_uuid {m.message_uuid!r} is not a UUID") from None
+            key = check_uuid("message_uuid", key)
         if m.is_context_message.__class__ is not bool:
             raise ValidationError("is_context_message must be a bool")
         sid = m.session_id

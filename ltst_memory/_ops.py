@@ -45,6 +45,7 @@ from .models import (
     check_optional_text,
     check_score,
     check_text,
+    check_uuid,
     normalize_role,
 )
 
@@ -167,13 +168,8 @@ def _message_params(core: Core, message: ConversationMessage) -> dict[str, Any]:
         isinstance(message.parent_message_id, bool) or not isinstance(message.parent_message_id, int)
     ):
         raise ValidationError("parent_message_id must be an int (a message_id) or None")
-    if message.message_uuid is None:
-        message_uuid = uuid.uuid4()
-    else:
-        try:
-            message_uuid = uuid.UUID(str(message.message_uuid))
-        except ValueError:
-            raise ValidationError(f"message_uuid {message.message_uuid!r} is not a UUID") from None
+    given_uuid = message.message_uuid
+    message_uuid = uuid.uuid4() if given_uuid is None else check_uuid("message_uuid", given_uuid)
     if not isinstance(message.is_context_message, bool):
         raise ValidationError("is_context_message must be a bool")
     params = {

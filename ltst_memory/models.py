@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +30,7 @@ __all__ = [
     "SessionSummary",
     "UserPreference",
     "normalize_role",
+    "short_repr",
 ]
 
 #: Stored roles. ``user``/``assistant`` (OpenAI names) are accepted and stored as ``human``/``ai``.
@@ -157,6 +160,16 @@ class SessionSummary:
 # --------------------------------------------------------------------------- checks
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` cut short (and safe on values nested too deeply for ``repr``), for error messages."""
+    return _SHORT_REPR.repr(value)
+
+
 def normalize_role(role: object) -> str:
     """Return the stored form of ``role`` or raise :class:`ValidationError`."""
     if not isinstance(role, str):
@@ -164,7 +177,7 @@ def normalize_role(role: object) -> str:
     value = role.strip().lower()
     value = _ROLE_ALIASES.get(value, value)
     if value not in ROLES:
-        raise ValidationError(f"unknown role {role!r}; use one of {', '.join(ROLES)} (or user/assistant)")
+        raise ValidationError(f"unknown role {short_repr(role)}; use one of {', '.join(ROLES)} (or user/assistant)")
     return value
 
 
@@ -210,7 +223,7 @@ def check_score(name: str, value: object, *, low: float = 0.0, high: float = 1.0
         bits = value.bit_length() if isinstance(value, int) else 0
         raise ValidationError(f"{name} must be between {low} and {high}, got an integer of {bits} bits") from None
     if not math.isfinite(number) or not low <= number <= high:
-        raise ValidationError(f"{name} must be between {low} and {high}, got {value!r}")
+        raise ValidationError(f"{name} must be between {low} and {high}, got {short_repr(value)}")
     return number
 
 
@@ -274,6 +287,18 @@ def check_indexed_text(content: str, metadata: object) -> None:
             f"metadata['speaker'] and content together have {size} bytes; PostgreSQL indexes them as one tsvector "
             f"of at most {MAX_INDEXED_BYTES} bytes (shorten the speaker name or split the content)"
         )
+
+
+def check_uuid(name: str, value: object) -> uuid.UUID:
+    """A UUID, given as :class:`uuid.UUID` or as its text."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ValidationError(f"{name} {short_repr(value)} is not a UUID")
 
 
 def check_datetime(name: str, value: object) -> datetime | None:

@@ -33,7 +33,7 @@ from . import _queries as q
 from . import _recall_queries as rq
 from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
-from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text
+from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text, short_repr
 
 __all__ = ["Candidate", "RecallScope", "embedding_text", "fuse", "recall"]
 
@@ -164,7 +164,7 @@ def _finite(value: float) -> bool:
 
 def _check_weight(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or not 0 <= value <= 1:
-        raise ValidationError(f"{name} must be a number between 0 and 1, got {value!r}")
+        raise ValidationError(f"{name} must be a number between 0 and 1, got {short_repr(value)}")
     return float(value)
 
 
@@ -220,7 +220,7 @@ def recall(
     if mmr is not None:
         mmr = _check_weight("mmr", mmr)
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not _finite(min_score):
-        raise ValidationError(f"min_score must be a finite number, got {min_score!r:.40}")
+        raise ValidationError(f"min_score must be a finite number, got {short_repr(min_score)}")
     if (
         isinstance(recency_half_life_days, bool)
         or not isinstance(recency_half_life_days, (int, float))
@@ -230,7 +230,7 @@ def recall(
     if recency_half_life_days <= 0:
         raise ValidationError("recency_half_life_days must be positive")
     if scope not in _SCOPES:
-        raise ValidationError(f"scope must be one of {', '.join(_SCOPES)}, got {scope!r}")
+        raise ValidationError(f"scope must be one of {', '.join(_SCOPES)}, got {short_repr(scope)}")
     params: dict[str, Any] = {"query": query, "k1": BM25_K1, "b": BM25_B, "candidates": max(candidates, limit)}
     filters = ""
     if metadata is not None:

@@ -368,6 +368,8 @@ def rehydrate(
         if not isinstance(flag, bool):
             raise ValidationError(f"{name} must be a bool")
     counter: Callable[[str], int] = resolve_counter(count_tokens)
+    if recall_options is not None and not isinstance(recall_options, Mapping):
+        raise ValidationError(f"recall_options must be a dict of recall() options, got {type(recall_options).__name__}")
     options = dict(recall_options or {})
     for reserved in ("user_id", "session_id", "limit", "scope"):
         if reserved in options:

@@ -72,8 +72,9 @@ def _checked_count(count_tokens: TokenCounter, text: str) -> int:
     value = count_tokens(text)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         from .errors import ValidationError
+        from .models import short_repr
 
-        raise ValidationError(f"count_tokens must return a non-negative int, got {type(value).__name__} {value!r:.40}")
+        raise ValidationError(f"count_tokens must return a non-negative int, got {short_repr(value)}")
     return value
 
 

@@ -8,16 +8,17 @@ the source's own ids, so importing the same file twice adds nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import _ops as ops
 from .._ops import Core, Embed, Op, Query
-from ..errors import ValidationError
+from ..errors import LTSTError, ValidationError
 from ..models import ConversationMessage, ConversationSession, check_id
 from ..reembed import embedding_text
 
@@ -248,7 +249,9 @@ def run_records(
         if progress is not None:
             progress(len(record.messages))
     if result.messages_added or result.sessions_created:
-        store.clear_cache()  # imported sessions changed outside the store's invalidating methods
+        # imported sessions changed outside the store's invalidating methods; a user-scoped store
+        # (for_user) shares its cache with the store it wraps
+        getattr(store, "_storage", store).clear_cache()
     return result
 
 
@@ -260,3 +263,37 @@ def _runner(store: Any) -> Callable[[Op[Any]], Any]:
             "with AsyncConversationStorage, run them in a thread on a sync store"
         )
     return run  # type: ignore[no-any-return]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads_file(function: F) -> F:
+    """Wrap an importer (``function(store_or_path, path, ...)``) so that a file it cannot read or
+    understand raises :class:`ValidationError` naming the file, never a raw Python error: not UTF-8,
+    a lone surrogate, JSON nested too deeply, a missing file or a directory, a value of the wrong
+    type. Nothing is written before these are detected only when the importer parses first (all do)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        path = kwargs.get("path", args[1] if len(args) > 1 else args[0] if args else "?")
+        try:
+            return function(*args, **kwargs)
+        except LTSTError:
+            raise
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); convert it to UTF-8 first"
+            ) from None
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"{path} contains a lone surrogate (a \\ud800-\\udfff escape): not valid Unicode"
+            ) from None
+        except RecursionError:
+            raise ValidationError(f"{path} holds JSON nested too deeply to read") from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            raise ValidationError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValidationError(f"{path}: malformed input ({type(exc).__name__}: {exc})") from exc
+
+    return wrapper  # type: ignore[return-value]
