@@ -4,8 +4,8 @@ Each input goes through the core (sync and async stores), the importers (crafted
 and the adapters' public methods. Every one must end in a clean success or a typed error
 (:class:`~ltst_memory.LTSTError`; ``ValueError`` where a framework's contract says so, e.g.
 LangGraph's ``InvalidNamespaceError``) — never a raw driver or Python error — and a refused call
-must leave every table of the database exactly as it was (an md5 of every table's ordered rows,
-taken before and after the call).
+must leave every table of the database exactly as it was (every table's row count and newest row
+version, taken before and after the call).
 
 The tests share one store per group and collect every offence before failing, so one run lists
 them all. Each group asserts how many inputs it tried; together they are well over 400.
@@ -176,9 +176,11 @@ class Sweep:
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
             )
         ]
+        # per table: row count and the newest row version's transaction id. A committed write adds,
+        # deletes or rewrites a row, so it changes one of the two; reading no row text keeps it cheap
+        # however large the rows that successful calls stored.
         parts = [
-            f"SELECT '{t}' || md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) AS h FROM {t} AS t"
-            for t in tables
+            f"SELECT '{t}:' || count(*) || ':' || coalesce(max(xmin::text::bigint), 0) AS h FROM {t}" for t in tables
         ]
         self.sql = f"SELECT md5(string_agg(h, '|' ORDER BY h)) FROM ({' UNION ALL '.join(parts)}) AS x"
         self.tables = tables
@@ -546,6 +548,27 @@ def test_adapters(store: ConversationStorage, sweep: Sweep, no_key: None) -> Non
         for value in ADAPTER_VALUES:
             sweep.call(f"{name}({_label(value)})", lambda call=call, value=value: call(value), allowed)
     sweep.check(minimum=len(calls) * len(ADAPTER_VALUES))
+
+
+def test_the_sweep_sees_partial_writes_and_raw_errors(store: ConversationStorage, sweep: Sweep) -> None:
+    """The judge itself: a refusal after a committed write, and a raw error, are both offences."""
+    from ltst_memory import ValidationError
+
+    _seed(store)
+
+    def write_then_refuse() -> None:
+        store.store_message(ConversationMessage("s", "human", "half of a call"))
+        raise ValidationError("refused after writing")
+
+    def update_then_refuse() -> None:
+        store.update_session(ConversationSession("s", "u", session_name="renamed"))
+        raise ValidationError("refused after an update")
+
+    sweep.call("write then refuse", write_then_refuse)
+    sweep.call("update then refuse", update_then_refuse)
+    sweep.call("raw error", lambda: {}["missing"])
+    sweep.call("clean refusal", lambda: store.get_session(["a"]))
+    assert [o.split(":")[0] for o in sweep.offences] == ["write then refuse", "update then refuse", "raw error"]
 
 
 def test_the_sweep_is_at_least_400_inputs() -> None:
