@@ -306,6 +306,10 @@ def _files(tmp: Path) -> dict[str, bytes | str]:
         "jsonl-huge": _lines({"role": "human", "content": "x" * 200_000}),
         "jsonl-deep": '{"role": "human", "content": "x", "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
         "jsonl-speaker": _lines({"role": "human", "content": "x", "metadata": {"speaker": "w " * 600_000}}),
+        "jsonl-second-session-bad": _lines(
+            {"role": "human", "content": "fine", "session_id": "j-1"},
+            {"role": "human", "content": "bad\u0000", "session_id": "j-2"},
+        ),
         "jsonl-ok-then-bad": _lines({"role": "human", "content": "fine"}, {"role": "robot", "content": "x"}),
         "jsonl-long-word": _lines({"role": "human", "content": long_word}),
         "chatgpt-wrong": json.dumps([{"mapping": "not a dict", "title": 5}]),

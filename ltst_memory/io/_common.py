@@ -8,6 +8,7 @@ the source's own ids, so importing the same file twice adds nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import uuid
@@ -209,6 +210,17 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
     return created, len({str(m.message_uuid) for m in new})
 
 
+def check_record(core: Core, record: SessionRecord, *, trust_embeddings: bool = True) -> None:
+    """Every check :func:`write_conversation` makes on ``record`` without the database (session and
+    message fields), so that an import can refuse a file before it writes any of it."""
+    session_id = ops._session_params(record.session)["session_id"]
+    for r in record.messages:
+        if r.message.message_uuid is None:
+            raise ValidationError("imported messages need a message_uuid (deterministic ids make re-import safe)")
+        embedding = r.message.embedding if trust_embeddings else None
+        ops._message_params(core, dataclasses.replace(r.message, session_id=session_id, embedding=embedding))
+
+
 def check_session_owners(core: Core, owners: dict[str, str]) -> Op[None]:
     """Refuse, before anything is written, an import that names a stored session of another user.
 
@@ -236,11 +248,12 @@ def run_records(
     """Write ``records`` with ``store`` (a :class:`~ltst_memory.ConversationStorage`), one transaction each."""
     result = ImportResult()
     run = _runner(store)
-    if isinstance(records, Sequence):
-        owners = {check_id("session_id", r.session.session_id): check_id("user_id", r.session.user_id) for r in records}
-        run(check_session_owners(store._core, owners))
+    records = list(records)
+    for record in records:  # every record checked before the first is written
+        check_record(store._core, record, trust_embeddings=trust_embeddings)
+    owners = {check_id("session_id", r.session.session_id): check_id("user_id", r.session.user_id) for r in records}
+    run(check_session_owners(store._core, owners))
     for record in records:
-        check_id("session_id", record.session.session_id)
         created, added = run(write_conversation(store._core, record, trust_embeddings=trust_embeddings))
         result.sessions_seen += 1
         result.sessions_created += int(created)

@@ -29,6 +29,7 @@ from ._common import (
     Progress,
     SessionRecord,
     _runner,
+    check_record,
     check_session_owners,
     parse_time,
     write_conversation,
@@ -420,6 +421,8 @@ def import_export(
                 other_row_params(kind, r)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValidationError(f"{path}: malformed {kind!r} line ({type(exc).__name__}: {exc})") from None
+    for record in records.values():
+        check_record(store._core, record, trust_embeddings=trust)
     run = _runner(store)
     run(check_session_owners(store._core, {sid: r.session.user_id for sid, r in records.items()}))
     for record in records.values():
