@@ -42,10 +42,10 @@ from ._executor import (
     sync_method,
 )
 from ._ops import Embed, Op, Query, R
-from ._sqlstate import CLASSIFIED, classify
+from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked
-from .errors import ConfigurationError, DatabaseUnavailableError, LTSTError
+from .errors import ConfigurationError, DatabaseUnavailableError
 from .migrate import migrate
 from .stats import track_operation
 
