@@ -43,8 +43,9 @@ MAX_ID_CHARS = 255
 #: Multilingual Plane). Three identifiers form one key of a unique index (context, relationships),
 #: and a btree key holds at most 2,704 bytes: 255 four-byte characters each would not fit.
 MAX_ID_BYTES = 765
-#: Nesting depth of a JSON value (metadata, preference values); deeper documents are refused before
-#: the query (PostgreSQL's parser would stop at its stack depth limit).
+#: Nesting depth of a JSON value (metadata, preference values): deeper documents are refused before
+#: the query, where json.dumps meets Python's recursion limit (1,000 by default). With a raised limit,
+#: PostgreSQL's parser stops at its stack depth (SQLSTATE 54001), also a ValidationError.
 MAX_JSON_DEPTH = 1_000
 #: A message's speaker (``metadata["speaker"]``) and content are indexed as one tsvector, which
 #: PostgreSQL limits to 1 MB of words.
@@ -231,13 +232,12 @@ def check_json(name: str, value: object, *, require_object: bool = True) -> str:
     """Serialise ``value`` to JSON text that ``jsonb`` accepts, or raise ValidationError."""
     if require_object and not isinstance(value, Mapping):
         raise ValidationError(f"{name} must be a dict, got {type(value).__name__}")
-    depth = _json_depth(value)
-    if depth > MAX_JSON_DEPTH:
-        raise ValidationError(f"{name} is JSON nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except RecursionError:
-        raise ValidationError(f"{name} is JSON nested too deeply (the limit is {MAX_JSON_DEPTH} levels)") from None
+    except RecursionError:  # Python's recursion limit (1,000 by default) stops it: measure only then
+        depth = _json_depth(value)
+        shown = f"{depth} levels" if depth > MAX_JSON_DEPTH else "too"
+        raise ValidationError(f"{name} is JSON nested {shown} deep; the limit is {MAX_JSON_DEPTH} levels") from None
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{name} is not JSON-serialisable: {exc}") from None
     if "\\u0000" in text and _JSON_NUL.search(text):  # a real NUL, not the six characters \\u0000
