@@ -219,7 +219,7 @@ def test_import_jsonl_on_a_user_scoped_store_writes_nothing(
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps({"role": "human", "content": "hi"}) + "\n", encoding="utf-8")
     for user in ("alice", "bob"):
-        with pytest.raises(AccessDeniedError):
+        with pytest.raises(AccessDeniedError, match="take the store itself"):
             import_jsonl(store.for_user("alice"), path, user)
     assert _count(store, "conversation_sessions") == 2 and _count(store, "conversation_messages") == 1
 

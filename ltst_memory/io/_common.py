@@ -247,7 +247,7 @@ def run_records(
 ) -> ImportResult:
     """Write ``records`` with ``store`` (a :class:`~ltst_memory.ConversationStorage`), one transaction each."""
     result = ImportResult()
-    run = _runner(store)
+    run = importer_runner(store)
     records = list(records)
     for record in records:  # every record checked before the first is written
         check_record(store._core, record, trust_embeddings=trust_embeddings)
@@ -262,10 +262,22 @@ def run_records(
         if progress is not None:
             progress(len(record.messages))
     if result.messages_added or result.sessions_created:
-        # imported sessions changed outside the store's invalidating methods; a user-scoped store
-        # (for_user) shares its cache with the store it wraps
-        getattr(store, "_storage", store).clear_cache()
+        store.clear_cache()  # imported sessions changed outside the store's invalidating methods
     return result
+
+
+def importer_runner(store: Any) -> Callable[[Op[Any]], Any]:
+    """:func:`_runner` for an importer: a user-scoped store (``for_user``) is refused before anything is
+    read or written, with a message that says what to do instead."""
+    scoped_user = getattr(store, "user_id", None) if hasattr(store, "_storage") else None
+    if scoped_user is not None:
+        from ..errors import AccessDeniedError
+
+        raise AccessDeniedError(
+            f"importers write sessions for the user the file or user_id names, so they take the store itself, "
+            f"not a store scoped to {scoped_user!r} by for_user(); call e.g. import_jsonl(store, path, {scoped_user!r})"
+        )
+    return _runner(store)
 
 
 def _runner(store: Any) -> Callable[[Op[Any]], Any]:

@@ -31,6 +31,7 @@ from ._common import (
     _runner,
     check_record,
     check_session_owners,
+    importer_runner,
     parse_time,
     write_conversation,
 )
@@ -388,6 +389,7 @@ def import_export(
     a declared session that already exists for another user refuses the whole file. These checks run
     before anything is written (:class:`~ltst_memory.ValidationError`, nothing stored).
     """
+    run = importer_runner(store)
     lines = iter_jsonl(path)
     first = next(lines, None)
     if first is None or first[1].get("type") != HEADER_TYPE:
@@ -423,7 +425,6 @@ def import_export(
             raise ValidationError(f"{path}: malformed {kind!r} line ({type(exc).__name__}: {exc})") from None
     for record in records.values():
         check_record(store._core, record, trust_embeddings=trust)
-    run = _runner(store)
     run(check_session_owners(store._core, {sid: r.session.user_id for sid, r in records.items()}))
     for record in records.values():
         created, added = run(write_conversation(store._core, record, trust_embeddings=trust))
