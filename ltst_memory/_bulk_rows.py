@@ -251,7 +251,8 @@ def prepare(core: ops.Core, messages: Sequence[ConversationMessage]) -> Prepared
             meta_field = _EMPTY_JSONB
         else:
             body = b"\x01" + check_json("metadata", meta).encode("utf-8")
-            check_indexed_text(text, meta)  # speaker + content: one tsvector of <= 1 MB
+            if "speaker" in meta:  # speaker + content: one tsvector of <= 1 MB (content alone: max_content_chars)
+                check_indexed_text(text, meta)
             meta_field = _LENGTH.pack(len(body)) + body
         vector = m.embedding
         if vector is None:
