@@ -15,6 +15,7 @@ from .embeddings import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from .errors import (
     AccessDeniedError,
     ConfigurationError,
+    DatabaseError,
     DatabaseUnavailableError,
     EmbeddingDimensionError,
     EmbeddingError,
@@ -59,6 +60,7 @@ __all__ = [
     "ConversationMessage",
     "ConversationSession",
     "ConversationStorage",
+    "DatabaseError",
     "DatabaseUnavailableError",
     "Embedder",
     "EmbeddingDimensionError",

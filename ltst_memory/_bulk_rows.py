@@ -31,9 +31,11 @@ from .models import (
     ConversationMessage,
     check_datetime,
     check_id,
+    check_indexed_text,
     check_json,
     check_score,
     check_text,
+    check_uuid,
     normalize_role,
 )
 
@@ -220,10 +222,7 @@ def prepare(core: ops.Core, messages: Sequence[ConversationMessage]) -> Prepared
         if key is None:
             generated += 1
         elif key.__class__ is not uuid.UUID:
-            try:
-                key = uuid.UUID(str(key))
-            except ValueError:
-                raise ValidationError(f"message_uuid {m.message_uuid!r} is not a UUID") from None
+            key = check_uuid("message_uuid", key)
         if m.is_context_message.__class__ is not bool:
             raise ValidationError("is_context_message must be a bool")
         sid = m.session_id
@@ -252,6 +251,8 @@ def prepare(core: ops.Core, messages: Sequence[ConversationMessage]) -> Prepared
             meta_field = _EMPTY_JSONB
         else:
             body = b"\x01" + check_json("metadata", meta).encode("utf-8")
+            if "speaker" in meta:  # speaker + content: one tsvector of <= 1 MB (content alone: max_content_chars)
+                check_indexed_text(text, meta)
             meta_field = _LENGTH.pack(len(body)) + body
         vector = m.embedding
         if vector is None:

@@ -39,11 +39,13 @@ from .models import (
     UserPreference,
     check_datetime,
     check_id,
+    check_indexed_text,
     check_json,
     check_limit,
     check_optional_text,
     check_score,
     check_text,
+    check_uuid,
     normalize_role,
 )
 
@@ -104,7 +106,13 @@ class Core:
 
 
 def _vector(core: Core, value: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float32)
+    if isinstance(value, (str, bytes)):
+        raise ValidationError(f"{what} must be a sequence of numbers, got {type(value).__name__}")
+    try:
+        with np.errstate(over="ignore"):  # 1e39 becomes inf in float32: refused below
+            array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(f"{what} must be a sequence of numbers: {exc}") from None
     if array.ndim != 1 or array.shape[0] != core.embedder.dimension:
         raise EmbeddingDimensionError(
             f"{what} has {array.shape[-1] if array.ndim else 0} dimensions; "
@@ -112,6 +120,8 @@ def _vector(core: Core, value: Sequence[float] | np.ndarray, what: str) -> np.nd
         )
     if not np.isfinite(array).all():
         raise ValidationError(f"{what} contains NaN or infinite values")
+    if not array.any():
+        raise ValidationError(f"{what} is all zeros: a zero vector has no direction (cosine similarity undefined)")
     return array
 
 
@@ -158,16 +168,11 @@ def _message_params(core: Core, message: ConversationMessage) -> dict[str, Any]:
         isinstance(message.parent_message_id, bool) or not isinstance(message.parent_message_id, int)
     ):
         raise ValidationError("parent_message_id must be an int (a message_id) or None")
-    if message.message_uuid is None:
-        message_uuid = uuid.uuid4()
-    else:
-        try:
-            message_uuid = uuid.UUID(str(message.message_uuid))
-        except ValueError:
-            raise ValidationError(f"message_uuid {message.message_uuid!r} is not a UUID") from None
+    given_uuid = message.message_uuid
+    message_uuid = uuid.uuid4() if given_uuid is None else check_uuid("message_uuid", given_uuid)
     if not isinstance(message.is_context_message, bool):
         raise ValidationError("is_context_message must be a bool")
-    return {
+    params = {
         "message_uuid": message_uuid,
         "session_id": check_id("session_id", message.session_id),
         "role": normalize_role(message.role),
@@ -180,6 +185,8 @@ def _message_params(core: Core, message: ConversationMessage) -> dict[str, Any]:
         "is_context_message": message.is_context_message,
         "timestamp": check_datetime("timestamp", message.timestamp),
     }
+    check_indexed_text(params["content"], message.metadata)  # speaker + content: one tsvector of <= 1 MB
+    return params
 
 
 # --------------------------------------------------------------------------- sessions
@@ -472,7 +479,7 @@ def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
             if scoped_to_session and scoped_to_user:
                 return q.EXACT_SEARCH_IN_USER_SESSION
             return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER
-    ef_search = max(core.settings.hnsw_ef_search, params["limit"] * 2)
+    ef_search = min(max(core.settings.hnsw_ef_search, params["limit"] * 2), 1_000)  # pgvector's maximum
     yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(ef_search)}, fetch="none", local=True)
     order = yield from hnsw_order(core)
     if scoped_to_session and scoped_to_user:
@@ -560,14 +567,16 @@ def store_preference(core: Core, preference: UserPreference) -> Op[UserPreferenc
 
 
 def get_preferences(core: Core, user_id: str, preference_type: str | None = None) -> Op[list[UserPreference]]:
-    """The user's preferences (optionally of one type), most confident first."""
+    """The user's preferences (optionally of one type), most confident first.
+
+    Sensitive preferences are decrypted; with no encryption key set they are left out."""
     params = {"user_id": scoped_user(core, check_id("user_id", user_id))}
     sql = q.SELECT_PREFERENCES
     if preference_type is not None:
         params["preference_type"] = check_id("preference_type", preference_type)
         sql = q.SELECT_PREFERENCES_OF_TYPE
     rows = yield Query(sql, params)
-    return [crypto.open_preference(q.preference_from_row(r)) for r in rows]
+    return crypto.open_preferences([q.preference_from_row(r) for r in rows])  # no key: sensitive ones left out
 
 
 # --------------------------------------------------------------------------- relationships

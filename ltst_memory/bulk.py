@@ -187,8 +187,10 @@ def import_messages(
     up to ``batch_size`` messages. If one part fails, the parts running beside it still commit and the
     first error is raised. At most ``pool_max_size`` parts run at once.
     """
-    if isinstance(messages, (str, bytes, ConversationMessage)):
-        raise ValidationError("import_messages expects an iterable of ConversationMessage")
+    if isinstance(messages, (str, bytes, ConversationMessage)) or not isinstance(messages, Iterable):
+        raise ValidationError(
+            f"import_messages expects an iterable of ConversationMessage, got {type(messages).__name__}"
+        )
     batch_size = check_limit("batch_size", batch_size, minimum=1, maximum=1_000_000)
     workers = check_limit("workers", workers, minimum=1, maximum=64)
     result = BulkResult()

@@ -38,6 +38,7 @@ from typing import Any
 
 from ._executor import _signature, is_read_only
 from .errors import ConfigurationError
+from .models import check_id
 
 __all__ = ["DEFAULT_TTL", "SessionCache"]
 
@@ -200,6 +201,8 @@ def sync_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(op)
     def method(self: Any, session_id: str) -> Any:
+        if session_id.__class__ is not str:  # a list is unhashable: the same ValidationError as the other methods
+            check_id("session_id", session_id)
         cache = cache_of(self)
         hit, value = cache.get(kind, session_id)
         if hit:
@@ -221,6 +224,8 @@ def async_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(op)
     async def method(self: Any, session_id: str) -> Any:
+        if session_id.__class__ is not str:  # a list is unhashable: the same ValidationError as the other methods
+            check_id("session_id", session_id)
         cache = cache_of(self)
         hit, value = cache.get(kind, session_id)
         if hit:

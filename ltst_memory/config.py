@@ -56,6 +56,10 @@ class Settings:
     #: A streaming replica (``LTST_READ_DATABASE_URL``) for read-only operations; see docs/scaling.md.
     read_dsn: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("dsn", "read_dsn"):
+            check_dsn(name, getattr(self, name))
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Build settings from ``LTST_*`` / ``DATABASE_URL`` variables (a read replica from
@@ -83,3 +87,25 @@ class Settings:
         if settings.pool_min_size < 0 or settings.pool_max_size < max(1, settings.pool_min_size):
             raise ConfigurationError("pool sizes must satisfy 0 <= pool_min_size <= pool_max_size, max >= 1")
         return settings
+
+
+def check_dsn(name: str, dsn: object) -> None:
+    """Raise ConfigurationError unless ``dsn`` is ``None`` or a connection string libpq can parse.
+
+    The message never repeats the string (it may hold a password).
+    """
+    if dsn is None:
+        return
+    if not isinstance(dsn, str):
+        raise ConfigurationError(f"{name} must be a string, got {type(dsn).__name__}")
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except ProgrammingError as exc:
+        reason = str(exc).split('"', 1)[0].split(" in URI", 1)[0].strip().rstrip(":") or "unparseable"
+        raise ConfigurationError(
+            f"{name} is not a valid PostgreSQL connection string ({reason}); use a URI such as "
+            "postgresql://user:password@host:5432/dbname or key=value pairs"
+        ) from None

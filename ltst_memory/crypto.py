@@ -18,7 +18,9 @@ Keys come from the environment, read at each use:
 Rotation: put the new key first (``LTST_ENCRYPTION_KEYS=new,old``), run :func:`rotate_encryption_keys`
 (``storage.rotate_encryption_keys()``) which re-encrypts every sensitive value with the new key, then
 drop the old key. Without a key, storing a sensitive preference raises :class:`EncryptionKeyError`
-and nothing is written. Key material and decrypted values never appear in errors or logs.
+and nothing is written; reading returns the other preferences and leaves the sensitive ones out.
+An archive import encrypts a plain sensitive value, and re-encrypts an exported one for the user it
+is imported for (:func:`import_preference_value`). Key material and decrypted values never appear in errors or logs.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ __all__ = [
     "EncryptionKeyError",
     "Keyring",
     "generate_key",
+    "import_preference_value",
+    "open_preferences",
     "rotate_encryption_keys",
 ]
 
@@ -76,8 +80,9 @@ class Keyring:
             raise EncryptionKeyError("the 'cryptography' package is needed for sensitive preferences") from None
         if not keys:
             raise EncryptionKeyError(
-                "storing a sensitive preference needs an encryption key: set LTST_ENCRYPTION_KEYS to one or more "
-                "comma-separated Fernet keys (newest first); generate one with ltst_memory.crypto.generate_key()"
+                "sensitive preferences need an encryption key to be stored or read: set LTST_ENCRYPTION_KEYS to "
+                "one or more comma-separated Fernet keys (newest first); generate one with "
+                "ltst_memory.crypto.generate_key()"
             )
         fernets = []
         for position, key in enumerate(keys, start=1):
@@ -95,8 +100,13 @@ class Keyring:
     @classmethod
     def from_env(cls) -> Keyring:
         """The keys of ``LTST_ENCRYPTION_KEYS`` (or ``LTST_ENCRYPTION_KEY``); raises EncryptionKeyError if none."""
-        raw = os.environ.get(KEYS_VARIABLE) or os.environ.get(KEY_VARIABLE) or ""
-        return _keyring(raw)
+        return _keyring(_raw_keys())
+
+    @classmethod
+    def configured(cls) -> Keyring | None:
+        """The configured keys, or ``None`` when no key is set at all (an invalid key still raises)."""
+        raw = _raw_keys()
+        return _keyring(raw) if raw.strip(" ,") else None
 
     def encrypt(self, user_id: str, preference_key: str, value: Any) -> dict[str, str]:
         """The stored (JSON) form of ``value``, bound to ``user_id`` and ``preference_key``."""
@@ -136,6 +146,10 @@ class Keyring:
         return {ENCRYPTED_MARKER: SCHEME, "token": token.decode("ascii")}
 
 
+def _raw_keys() -> str:
+    return os.environ.get(KEYS_VARIABLE) or os.environ.get(KEY_VARIABLE) or ""
+
+
 @functools.lru_cache(maxsize=8)
 def _keyring(raw: str) -> Keyring:
     return Keyring([k.strip() for k in raw.split(",") if k.strip()])
@@ -162,7 +176,9 @@ def rotate_encryption_keys(core: Core) -> Op[dict[str, int]]:
     """Re-encrypt every sensitive preference with the newest key of ``LTST_ENCRYPTION_KEYS``.
 
     Values stored in plain text while marked sensitive (by a version without encryption) are
-    encrypted too. Returns ``{"rotated": n, "encrypted": m}``. One transaction: all or nothing.
+    encrypted too. A value no configured key opens, or one encrypted for another row, is left as it
+    is and counted in ``"unreadable"`` (its user and key are logged as a warning) instead of stopping
+    the rotation. Returns ``{"rotated": n, "encrypted": m, "unreadable": k}``. One transaction.
     """
     from ._ops import Query
 
@@ -170,11 +186,16 @@ def rotate_encryption_keys(core: Core) -> Op[dict[str, int]]:
     rows = yield Query(SELECT_SENSITIVE)
     updates = []
     rotated = encrypted = 0
+    unreadable: list[tuple[str, str]] = []
     for row in rows:
         value = row["preference_value"]
         if is_encrypted(value):
-            keyring.decrypt(row["user_id"], row["preference_key"], value)  # refuse misplaced tokens
-            new = keyring.rotate(value)
+            try:
+                keyring.decrypt(row["user_id"], row["preference_key"], value)  # refuse misplaced tokens
+                new = keyring.rotate(value)
+            except EncryptionError:
+                unreadable.append((row["user_id"], row["preference_key"]))
+                continue
             rotated += 1
         else:
             new = keyring.encrypt(row["user_id"], row["preference_key"], value)
@@ -183,7 +204,14 @@ def rotate_encryption_keys(core: Core) -> Op[dict[str, int]]:
     if updates:
         yield Query(UPDATE_VALUE, many=updates, fetch="none")
     logger.info("re-encrypted %d sensitive preferences (%d were plain text)", rotated + encrypted, encrypted)
-    return {"rotated": rotated, "encrypted": encrypted}
+    if unreadable:
+        logger.warning(
+            "%d sensitive preferences could not be opened with the configured keys and were left as they are "
+            "(wrong key, altered, or encrypted for another row): %s",
+            len(unreadable),
+            ", ".join(f"{user!r}/{key!r}" for user, key in unreadable[:20]),
+        )
+    return {"rotated": rotated, "encrypted": encrypted, "unreadable": len(unreadable)}
 
 
 # --------------------------------------------------------------------------- hooks of store/get_preferences
@@ -192,6 +220,51 @@ def rotate_encryption_keys(core: Core) -> Op[dict[str, int]]:
 def seal_preference_value(user_id: str, preference_key: str, value: Any) -> str:
     """The JSON text stored for a sensitive preference (raises EncryptionKeyError without a key)."""
     return json.dumps(Keyring.from_env().encrypt(user_id, preference_key, value), ensure_ascii=False)
+
+
+def open_preferences(preferences: list[Any]) -> list[Any]:
+    """``preferences`` (read from the database) with sensitive values decrypted.
+
+    Without any configured key, sensitive preferences are left out (logged once per call) and the
+    others returned: reading the plain preferences never needs the key. A configured key that does
+    not open a value still raises :class:`EncryptionError`.
+    """
+    if not any(p.is_sensitive and is_encrypted(p.preference_value) for p in preferences):
+        return [open_preference(p) for p in preferences]
+    if Keyring.configured() is None:
+        kept = [p for p in preferences if not (p.is_sensitive and is_encrypted(p.preference_value))]
+        logger.warning(
+            "%d sensitive preferences left out: no encryption key is set (%s)",
+            len(preferences) - len(kept),
+            KEYS_VARIABLE,
+        )
+        return [open_preference(p) for p in kept]
+    return [open_preference(p) for p in preferences]
+
+
+def import_preference_value(source_user_id: Any, user_id: str, preference_key: str, value: Any) -> str:
+    """The JSON text to store for a sensitive preference read from an archive.
+
+    ``value`` is the archive's value: an encrypted envelope (as exported) or a plain value. A plain
+    value is encrypted for ``user_id``; an envelope imported for the user it was encrypted for is
+    kept as it is; one imported for another user (a re-homed import) is decrypted and encrypted
+    again for ``user_id``, never copied. Raises EncryptionKeyError when that needs a key and none is
+    set, EncryptionError when the key does not open it.
+    """
+    if not is_encrypted(value):
+        return seal_preference_value(user_id, preference_key, value)
+    keyring = Keyring.configured()
+    if source_user_id == user_id:
+        if keyring is not None:
+            keyring.decrypt(user_id, preference_key, value)  # a token of another row is refused here
+        return json.dumps(value)
+    if keyring is None:
+        raise EncryptionKeyError(
+            f"sensitive preference {preference_key!r} was encrypted for {source_user_id!r}; importing it for "
+            f"{user_id!r} re-encrypts it and needs the key that encrypted it in {KEYS_VARIABLE}"
+        )
+    plain = keyring.decrypt(str(source_user_id), preference_key, value)
+    return json.dumps(keyring.encrypt(user_id, preference_key, plain), ensure_ascii=False)
 
 
 def open_preference(preference: Any) -> Any:

@@ -345,7 +345,11 @@ def embed_checked(embedder: Embedder, texts: Sequence[str]) -> NDArray[np.float3
         raise
     except Exception as exc:
         raise EmbeddingError(f"embedder {embedder.model_name!r} failed: {exc}") from exc
-    vectors = np.asarray(raw, dtype=np.float32)
+    try:
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: refused below
+            vectors = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EmbeddingError(f"embedder {embedder.model_name!r} did not return numbers: {exc}") from None
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
         raise EmbeddingError(f"embedder {embedder.model_name!r} returned shape {vectors.shape} for {len(texts)} texts")
     if vectors.shape[1] != embedder.dimension:
@@ -357,4 +361,9 @@ def embed_checked(embedder: Embedder, texts: Sequence[str]) -> NDArray[np.float3
         )
     if not np.isfinite(vectors).all():
         raise EmbeddingError(f"embedder {embedder.model_name!r} returned NaN or infinite values")
+    if len(texts) and not vectors.any(axis=1).all():
+        raise EmbeddingError(
+            f"embedder {embedder.model_name!r} returned an all-zero vector: it has no direction, so cosine "
+            "similarity with it is undefined"
+        )
     return vectors

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "ConfigurationError",
+    "DatabaseError",
     "DatabaseUnavailableError",
     "EmbeddingDimensionError",
     "EmbeddingError",
@@ -65,7 +66,15 @@ class EmbeddingDimensionError(EmbeddingError):
 
 
 class DatabaseUnavailableError(LTSTError):
-    """The database cannot be reached or started. The message never contains a password."""
+    """The database cannot be reached or started (a connection failure: SQLSTATE class 08, an admin
+    or crash shutdown, too many connections). Retrying later may succeed. The message never contains
+    a password. ``sqlstate`` holds the server's code when there is one."""
+
+
+class DatabaseError(LTSTError):
+    """PostgreSQL refused a statement for a reason that is neither the input nor the connection: a
+    cancelled or timed-out statement, a lock or serialization conflict, a full disk. Nothing was
+    written. ``sqlstate`` holds the server's code (docs/reliability.md)."""
 
 
 class MigrationError(LTSTError):

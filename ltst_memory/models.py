@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import reprlib
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +30,7 @@ __all__ = [
     "SessionSummary",
     "UserPreference",
     "normalize_role",
+    "short_repr",
 ]
 
 #: Stored roles. ``user``/``assistant`` (OpenAI names) are accepted and stored as ``human``/``ai``.
@@ -35,6 +39,17 @@ _ROLE_ALIASES = {"user": "human", "assistant": "ai", "function": "tool"}
 #: Context types named by the reference documentation; others are accepted too.
 CONTEXT_TYPES: tuple[str, ...] = ("conversation", "preference", "project", "user_info")
 MAX_ID_CHARS = 255
+#: UTF-8 bytes of an identifier: 255 characters of up to three bytes (every character of the Basic
+#: Multilingual Plane). Three identifiers form one key of a unique index (context, relationships),
+#: and a btree key holds at most 2,704 bytes: 255 four-byte characters each would not fit.
+MAX_ID_BYTES = 765
+#: Nesting depth of a JSON value (metadata, preference values): deeper documents are refused before
+#: the query, where json.dumps meets Python's recursion limit (1,000 by default). With a raised limit,
+#: PostgreSQL's parser stops at its stack depth (SQLSTATE 54001), also a ValidationError.
+MAX_JSON_DEPTH = 1_000
+#: A message's speaker (``metadata["speaker"]``) and content are indexed as one tsvector, which
+#: PostgreSQL limits to 1 MB of words.
+MAX_INDEXED_BYTES = 1_048_575
 
 
 @dataclass
@@ -146,6 +161,16 @@ class SessionSummary:
 # --------------------------------------------------------------------------- checks
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` cut short (and safe on values nested too deeply for ``repr``), for error messages."""
+    return _SHORT_REPR.repr(value)
+
+
 def normalize_role(role: object) -> str:
     """Return the stored form of ``role`` or raise :class:`ValidationError`."""
     if not isinstance(role, str):
@@ -153,7 +178,7 @@ def normalize_role(role: object) -> str:
     value = role.strip().lower()
     value = _ROLE_ALIASES.get(value, value)
     if value not in ROLES:
-        raise ValidationError(f"unknown role {role!r}; use one of {', '.join(ROLES)} (or user/assistant)")
+        raise ValidationError(f"unknown role {short_repr(role)}; use one of {', '.join(ROLES)} (or user/assistant)")
     return value
 
 
@@ -175,8 +200,14 @@ def check_text(name: str, value: object, *, max_chars: int | None = None, allow_
 
 
 def check_id(name: str, value: object) -> str:
-    """An identifier: a non-blank string of at most 255 characters."""
-    return check_text(name, value, max_chars=MAX_ID_CHARS)
+    """An identifier: a non-blank string of at most 255 characters and 765 UTF-8 bytes."""
+    text = check_text(name, value, max_chars=MAX_ID_CHARS)
+    if len(text) > MAX_ID_BYTES // 4 and len(text.encode("utf-8")) > MAX_ID_BYTES:
+        raise ValidationError(
+            f"{name} has {len(text.encode('utf-8'))} bytes of UTF-8; the limit is {MAX_ID_BYTES} (255 characters "
+            "of at most three bytes), so that the keys it is part of fit PostgreSQL's index rows"
+        )
+    return text
 
 
 def check_optional_text(name: str, value: object, *, max_chars: int | None = None) -> str | None:
@@ -187,9 +218,13 @@ def check_score(name: str, value: object, *, low: float = 0.0, high: float = 1.0
     """A finite number within ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"{name} must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range (10**400)
+        bits = value.bit_length() if isinstance(value, int) else 0
+        raise ValidationError(f"{name} must be between {low} and {high}, got an integer of {bits} bits") from None
     if not math.isfinite(number) or not low <= number <= high:
-        raise ValidationError(f"{name} must be between {low} and {high}, got {value!r}")
+        raise ValidationError(f"{name} must be between {low} and {high}, got {short_repr(value)}")
     return number
 
 
@@ -199,15 +234,71 @@ def check_json(name: str, value: object, *, require_object: bool = True) -> str:
         raise ValidationError(f"{name} must be a dict, got {type(value).__name__}")
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError) as exc:
+    except RecursionError:  # Python's recursion limit (1,000 by default) stops it: measure only then
+        depth = _json_depth(value)
+        shown = f"{depth} levels" if depth > MAX_JSON_DEPTH else "too"
+        raise ValidationError(f"{name} is JSON nested {shown} deep; the limit is {MAX_JSON_DEPTH} levels") from None
+    except (TypeError, ValueError) as exc:
         raise ValidationError(f"{name} is not JSON-serialisable: {exc}") from None
-    if "\\u0000" in text:
+    if "\\u0000" in text and _JSON_NUL.search(text):  # a real NUL, not the six characters \\u0000
         raise ValidationError(f"{name} contains a NUL character, which jsonb cannot store")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError(f"{name} contains a lone surrogate (invalid Unicode)") from None
     return text
+
+
+#: ``\\u0000`` as json.dumps writes a NUL: preceded by an even number of backslashes (an escaped
+#: backslash followed by the text ``u0000`` is not a NUL).
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _json_depth(value: object) -> int:
+    """Nesting depth of lists/tuples/dicts in ``value`` (iterative: no recursion limit)."""
+    if not isinstance(value, (Mapping, list, tuple)):
+        return 0
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            return depth
+        children = item.values() if isinstance(item, Mapping) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (Mapping, list, tuple)))  # type: ignore[attr-defined]
+    return deepest
+
+
+def check_indexed_text(content: str, metadata: object) -> None:
+    """Refuse a message whose speaker and content, indexed as one tsvector, would exceed 1 MB.
+
+    ``content`` and ``metadata`` have passed :func:`check_text` / :func:`check_json`.
+    """
+    speaker = metadata.get("speaker") if isinstance(metadata, Mapping) else None
+    if speaker is None and len(content) * 4 <= MAX_INDEXED_BYTES:
+        return
+    speaker_text = speaker if isinstance(speaker, str) else "" if speaker is None else json.dumps(speaker)
+    if len(speaker_text) * 4 + len(content) * 4 <= MAX_INDEXED_BYTES:
+        return
+    size = len(speaker_text.encode("utf-8", "surrogatepass")) + len(content.encode("utf-8", "surrogatepass"))
+    if size > MAX_INDEXED_BYTES:
+        raise ValidationError(
+            f"metadata['speaker'] and content together have {size} bytes; PostgreSQL indexes them as one tsvector "
+            f"of at most {MAX_INDEXED_BYTES} bytes (shorten the speaker name or split the content)"
+        )
+
+
+def check_uuid(name: str, value: object) -> uuid.UUID:
+    """A UUID, given as :class:`uuid.UUID` or as its text."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ValidationError(f"{name} {short_repr(value)} is not a UUID")
 
 
 def check_datetime(name: str, value: object) -> datetime | None:

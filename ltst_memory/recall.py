@@ -33,7 +33,7 @@ from . import _queries as q
 from . import _recall_queries as rq
 from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
-from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text
+from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text, short_repr
 
 __all__ = ["Candidate", "RecallScope", "embedding_text", "fuse", "recall"]
 
@@ -170,9 +170,16 @@ def _unit(vector: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- the operation
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
 def _check_weight(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValidationError(f"{name} must be a number between 0 and 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or not 0 <= value <= 1:
+        raise ValidationError(f"{name} must be a number between 0 and 1, got {short_repr(value)}")
     return float(value)
 
 
@@ -232,20 +239,24 @@ def recall(
     recency_weight = _check_weight("recency_weight", recency_weight)
     if mmr is not None:
         mmr = _check_weight("mmr", mmr)
-    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
-        raise ValidationError("min_score must be a number")
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not _finite(min_score):
+        raise ValidationError(f"min_score must be a finite number, got {short_repr(min_score)}")
+    if (
+        isinstance(recency_half_life_days, bool)
+        or not isinstance(recency_half_life_days, (int, float))
+        or not _finite(recency_half_life_days)
+    ):
+        raise ValidationError("recency_half_life_days must be a finite number")
     if min_similarity is not None and (
         isinstance(min_similarity, bool)
         or not isinstance(min_similarity, (int, float))
         or not -1.0 <= float(min_similarity) <= 1.0
     ):
         raise ValidationError(f"min_similarity must be None or a number between -1 and 1, got {min_similarity!r}")
-    if isinstance(recency_half_life_days, bool) or not isinstance(recency_half_life_days, (int, float)):
-        raise ValidationError("recency_half_life_days must be a number")
     if recency_half_life_days <= 0:
         raise ValidationError("recency_half_life_days must be positive")
     if scope not in _SCOPES:
-        raise ValidationError(f"scope must be one of {', '.join(_SCOPES)}, got {scope!r}")
+        raise ValidationError(f"scope must be one of {', '.join(_SCOPES)}, got {short_repr(scope)}")
     params: dict[str, Any] = {"query": query, "k1": BM25_K1, "b": BM25_B, "candidates": max(candidates, limit)}
     filters = ""
     if metadata is not None:
@@ -266,8 +277,8 @@ def recall(
         filters += rq.FILTER_ROLES
     if exclude_message_ids:
         ids = list(exclude_message_ids)
-        if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
-            raise ValidationError("exclude_message_ids must be integers")
+        if any(isinstance(i, bool) or not isinstance(i, int) or not -(2**63) <= i < 2**63 for i in ids):
+            raise ValidationError("exclude_message_ids must be integers (message ids, 64-bit)")
         params["exclude_ids"] = ids
         filters += rq.FILTER_EXCLUDE
     user_id = scoped_user(core, user_id)

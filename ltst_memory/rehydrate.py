@@ -32,6 +32,7 @@ configured ``count_tokens`` (checked on the final text).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -375,10 +376,18 @@ def rehydrate(
         if not isinstance(flag, bool):
             raise ValidationError(f"{name} must be a bool")
     counter: Callable[[str], int] = resolve_counter(count_tokens)
+    if recall_options is not None and not isinstance(recall_options, Mapping):
+        raise ValidationError(f"recall_options must be a dict of recall() options, got {type(recall_options).__name__}")
     options = dict(recall_options or {})
     for reserved in ("user_id", "session_id", "limit", "scope"):
         if reserved in options:
             raise ValidationError(f"recall_options cannot set {reserved!r}; rehydrate chooses it")
+    unknown = sorted(str(k) for k in options if k not in recall_keywords())
+    if unknown:
+        raise ValidationError(
+            f"recall_options has unknown option(s) {', '.join(map(repr, unknown))}; recall() accepts "
+            f"{', '.join(sorted(recall_keywords()))}"
+        )
 
     session = yield from ops.get_session(core, session_id)
     if session is None:
@@ -437,3 +446,12 @@ def rehydrate(
         min_recent_turns=min_recent_turns,
         count_tokens=counter,
     )
+
+
+@functools.cache
+def recall_keywords() -> frozenset[str]:
+    """The options ``recall_options`` may set: recall()'s keyword arguments that rehydrate leaves open."""
+    import inspect
+
+    names = set(inspect.signature(recall).parameters) - {"core", "query"}
+    return frozenset(names - {"user_id", "session_id", "limit", "scope"})

@@ -42,6 +42,7 @@ from ._executor import (
     sync_method,
 )
 from ._ops import Embed, Op, Query, R
+from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
 from .errors import ConfigurationError, DatabaseUnavailableError
@@ -255,11 +256,11 @@ class ConversationStorage:
                 f"{self._settings.pool_timeout}s (pool of {pool.max_size}); "
                 f"is the server up at {self.read_dsn if replica else self.dsn}?"
             ) from exc
-        except psycopg.OperationalError as exc:
+        except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
-    def _unavailable(self, replica: bool, exc: BaseException) -> DatabaseUnavailableError:
-        return unavailable(self._read_conninfo if replica else self._conninfo, exc, replica=replica)
+    def _unavailable(self, replica: bool, exc: psycopg.Error) -> LTSTError:
+        return classify(exc, self._read_conninfo if replica else self._conninfo, replica=replica)
 
     def _run(self, op: Op[R], *, readonly: bool | None = None) -> R:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
@@ -307,7 +308,7 @@ class ConversationStorage:
                     rows.extend(cur.fetchall())
                     if not cur.nextset():
                         return rows
-        except psycopg.OperationalError as exc:
+        except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
     # ------------------------------------------------------------------ API

@@ -47,6 +47,7 @@ from ._executor import (
     result_of,
 )
 from ._ops import Embed, Op, Query, R
+from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
 from .errors import ConfigurationError, DatabaseUnavailableError
@@ -260,11 +261,11 @@ class AsyncConversationStorage:
                 f"no {'read replica ' if replica else 'database '}connection available within "
                 f"{self._settings.pool_timeout}s; is the server up at {self.read_dsn if replica else self.dsn}?"
             ) from exc
-        except psycopg.OperationalError as exc:
+        except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
-    def _unavailable(self, replica: bool, exc: BaseException) -> DatabaseUnavailableError:
-        return unavailable(self._read_conninfo if replica else self._conninfo, exc, replica=replica)
+    def _unavailable(self, replica: bool, exc: psycopg.Error) -> LTSTError:
+        return classify(exc, self._read_conninfo if replica else self._conninfo, replica=replica)
 
     async def _arun(self, op: Op[R], *, readonly: bool | None = None) -> R:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
@@ -312,7 +313,7 @@ class AsyncConversationStorage:
                     rows.extend(await cur.fetchall())
                     if not cur.nextset():
                         return rows
-        except psycopg.OperationalError as exc:
+        except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
     # ------------------------------------------------------------------ API

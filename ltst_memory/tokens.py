@@ -64,7 +64,18 @@ def resolve_counter(count_tokens: TokenCounter | None) -> TokenCounter:
         from .errors import ValidationError
 
         raise ValidationError("count_tokens must be a callable text -> int")
-    return count_tokens
+    return functools.partial(_checked_count, count_tokens)
+
+
+def _checked_count(count_tokens: TokenCounter, text: str) -> int:
+    """``count_tokens(text)``, refused with ValidationError unless it is a non-negative int."""
+    value = count_tokens(text)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        from .errors import ValidationError
+        from .models import short_repr
+
+        raise ValidationError(f"count_tokens must return a non-negative int, got {short_repr(value)}")
+    return value
 
 
 @functools.lru_cache(maxsize=65_536)

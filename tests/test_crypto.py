@@ -105,7 +105,7 @@ def test_key_rotation(store: ConversationStorage, key: str, monkeypatch) -> None
     new = generate_key()
     monkeypatch.setenv("LTST_ENCRYPTION_KEYS", f"{new},{key}")  # new key first, old still readable
     assert store.get_preferences("u0")[0].preference_value == [0, "secret"]
-    assert store.rotate_encryption_keys() == {"rotated": 3, "encrypted": 1}
+    assert store.rotate_encryption_keys() == {"rotated": 3, "encrypted": 1, "unreadable": 0}
     assert _raw_value(store, "u0", "id") != before
     assert "plain secret" not in json.dumps(_raw_value(store, "legacy", "id"))
     monkeypatch.setenv("LTST_ENCRYPTION_KEYS", new)  # old key retired: everything still readable

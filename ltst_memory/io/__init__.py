@@ -12,11 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ValidationError
-from ._common import ImportResult, MessageRecord, SessionRecord, stable_uuid
-from .archive import export_jsonl, export_records, import_export
-from .chatgpt import import_chatgpt, parse_chatgpt
-from .jsonl import import_jsonl
-from .langchain import import_langchain_messages, import_langchain_postgres, import_langchain_vectorstore
+from . import archive, chatgpt, jsonl, langchain
+from ._common import ImportResult, MessageRecord, SessionRecord, reads_file, stable_uuid
+from .archive import export_jsonl, export_records
+from .chatgpt import parse_chatgpt
+from .langchain import import_langchain_postgres, import_langchain_vectorstore
+
+# a file that cannot be read or understood is a ValidationError naming it (ltst_memory/io/_common.py)
+import_export = reads_file(archive.import_export)
+import_chatgpt = reads_file(chatgpt.import_chatgpt)
+import_jsonl = reads_file(jsonl.import_jsonl)
+import_langchain_messages = reads_file(langchain.import_langchain_messages)
 
 __all__ = [
     "FORMATS",
@@ -41,6 +47,7 @@ __all__ = [
 FORMATS = ("ltst", "chatgpt", "jsonl", "langchain")
 
 
+@reads_file
 def detect_format(path: str | Path) -> str:
     """Guess the format of ``path`` from its first bytes: one of :data:`FORMATS`.
 
@@ -87,6 +94,7 @@ def _utf8(data: bytes) -> bool:
     return True
 
 
+@reads_file
 def import_file(
     store: Any,
     path: str | Path,

@@ -9,6 +9,8 @@ the source's own ids, so importing the same file twice adds nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import tempfile
@@ -17,11 +19,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from .. import _ops as ops
 from .._ops import Core, Embed, Op, Query
-from ..errors import ValidationError
+from ..errors import LTSTError, ValidationError
 from ..models import ConversationMessage, ConversationSession, check_id
 from ..reembed import embedding_text
 
@@ -247,6 +249,17 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
     return created, len({str(m.message_uuid) for m in new})
 
 
+def check_record(core: Core, record: SessionRecord, *, trust_embeddings: bool = True) -> None:
+    """Every check :func:`write_conversation` makes on ``record`` without the database (session and
+    message fields), so that an import can refuse a file before it writes any of it."""
+    session_id = ops._session_params(record.session)["session_id"]
+    for r in record.messages:
+        if r.message.message_uuid is None:
+            raise ValidationError("imported messages need a message_uuid (deterministic ids make re-import safe)")
+        embedding = r.message.embedding if trust_embeddings else None
+        ops._message_params(core, dataclasses.replace(r.message, session_id=session_id, embedding=embedding))
+
+
 def check_session_owners(core: Core, owners: dict[str, str]) -> Op[None]:
     """Refuse, before anything is written, an import that names a stored session of another user.
 
@@ -273,12 +286,13 @@ def run_records(
 ) -> ImportResult:
     """Write ``records`` with ``store`` (a :class:`~ltst_memory.ConversationStorage`), one transaction each."""
     result = ImportResult()
-    run = _runner(store)
-    if isinstance(records, Sequence):
-        owners = {check_id("session_id", r.session.session_id): check_id("user_id", r.session.user_id) for r in records}
-        run(check_session_owners(store._core, owners))
+    run = importer_runner(store)
+    records = list(records)
+    for record in records:  # every record checked before the first is written
+        check_record(store._core, record, trust_embeddings=trust_embeddings)
+    owners = {check_id("session_id", r.session.session_id): check_id("user_id", r.session.user_id) for r in records}
+    run(check_session_owners(store._core, owners))
     for record in records:
-        check_id("session_id", record.session.session_id)
         created, added = run(write_conversation(store._core, record, trust_embeddings=trust_embeddings))
         result.sessions_seen += 1
         result.sessions_created += int(created)
@@ -291,6 +305,20 @@ def run_records(
     return result
 
 
+def importer_runner(store: Any) -> Callable[[Op[Any]], Any]:
+    """:func:`_runner` for an importer: a user-scoped store (``for_user``) is refused before anything is
+    read or written, with a message that says what to do instead."""
+    scoped_user = getattr(store, "user_id", None) if hasattr(store, "_storage") else None
+    if scoped_user is not None:
+        from ..errors import AccessDeniedError
+
+        raise AccessDeniedError(
+            f"importers write sessions for the user the file or user_id names, so they take the store itself, "
+            f"not a store scoped to {scoped_user!r} by for_user(); call e.g. import_jsonl(store, path, {scoped_user!r})"
+        )
+    return _runner(store)
+
+
 def _runner(store: Any) -> Callable[[Op[Any]], Any]:
     run = getattr(store, "_run", None)
     if run is None:
@@ -299,3 +327,37 @@ def _runner(store: Any) -> Callable[[Op[Any]], Any]:
             "with AsyncConversationStorage, run them in a thread on a sync store"
         )
     return run  # type: ignore[no-any-return]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads_file(function: F) -> F:
+    """Wrap an importer (``function(store_or_path, path, ...)``) so that a file it cannot read or
+    understand raises :class:`ValidationError` naming the file, never a raw Python error: not UTF-8,
+    a lone surrogate, JSON nested too deeply, a missing file or a directory, a value of the wrong
+    type. Nothing is written before these are detected only when the importer parses first (all do)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        path = kwargs.get("path", args[1] if len(args) > 1 else args[0] if args else "?")
+        try:
+            return function(*args, **kwargs)
+        except LTSTError:
+            raise
+        except UnicodeDecodeError as exc:
+            raise ValidationError(
+                f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); convert it to UTF-8 first"
+            ) from None
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"{path} contains a lone surrogate (a \\ud800-\\udfff escape): not valid Unicode"
+            ) from None
+        except RecursionError:
+            raise ValidationError(f"{path} holds JSON nested too deeply to read") from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            raise ValidationError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValidationError(f"{path}: malformed input ({type(exc).__name__}: {exc})") from exc
+
+    return wrapper  # type: ignore[return-value]

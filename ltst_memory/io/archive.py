@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import _queries as q
+from .. import crypto
 from .._ops import Core, Op, Query
 from ..errors import SessionNotFoundError, ValidationError
 from ..models import ConversationMessage, ConversationSession, check_id, check_json, check_score, check_text
@@ -29,7 +30,9 @@ from ._common import (
     SessionRecord,
     _runner,
     atomic_text_file,
+    check_record,
     check_session_owners,
+    importer_runner,
     parse_time,
     write_conversation,
 )
@@ -234,50 +237,63 @@ def _message(record: dict[str, Any], where: str) -> MessageRecord:
     )
 
 
+def other_row_params(kind: str, r: dict[str, Any]) -> dict[str, Any]:
+    """The checked parameters of one context, relationship or preference line (already checked by
+    :func:`_check_references` and carrying the ``user_id`` it is imported for). Pure: the import runs
+    it on every line before it writes anything, so a bad line refuses the whole file."""
+    if kind == "context":
+        return {
+            "user_id": check_id("user_id", r["user_id"]),
+            "session_id": check_id("session_id", r["session_id"]),
+            "context_type": check_id("context_type", r["context_type"]),
+            "context_key": check_id("context_key", r["context_key"]),
+            "context_value": check_text("context_value", r["context_value"]),
+            "relevance_score": check_score("relevance_score", r.get("relevance_score", 0.0)),
+            "metadata": check_json("metadata", r.get("metadata") or {}),
+            "expires_at": parse_time(r.get("expires_at")),
+            "created_at": parse_time(r.get("created_at")),
+            "updated_at": parse_time(r.get("updated_at")),
+        }
+    if kind == "preference":
+        params = {
+            "user_id": check_id("user_id", r["user_id"]),
+            "preference_key": check_id("preference_key", r["preference_key"]),
+            "preference_value": check_json("preference_value", r["preference_value"], require_object=False),
+            "preference_type": check_id("preference_type", r.get("preference_type") or "general"),
+            "confidence_score": check_score("confidence_score", r.get("confidence_score", 1.0)),
+            "metadata": check_json("metadata", r.get("metadata") or {}),
+            "is_sensitive": bool(r.get("is_sensitive", False)),
+            "created_at": parse_time(r.get("created_at")),
+            "updated_at": parse_time(r.get("updated_at")),
+        }
+        if params["is_sensitive"]:  # encrypted for its new row, never stored plain nor a token copied
+            params["preference_value"] = crypto.import_preference_value(
+                r.get("source_user_id", params["user_id"]),
+                params["user_id"],
+                params["preference_key"],
+                r["preference_value"],
+            )
+        return params
+    return {
+        "user_id": check_id("user_id", r["user_id"]),
+        "source_session_id": check_id("source_session_id", r["source_session_id"]),
+        "target_session_id": check_id("target_session_id", r["target_session_id"]),
+        "relationship_type": check_id("relationship_type", r.get("relationship_type") or "related"),
+        "relationship_strength": check_score("relationship_strength", r.get("relationship_strength", 0.5)),
+        "metadata": check_json("metadata", r.get("metadata") or {}),
+        "created_at": parse_time(r.get("created_at")),
+    }
+
+
+_OTHER_SQL = {"context": IMPORT_CONTEXT, "preference": IMPORT_PREFERENCE, "relationship": IMPORT_RELATIONSHIP}
+
+
 def import_other_rows(core: Core, kind: str, rows: list[dict[str, Any]]) -> Op[int]:
     """Insert the context, relationship or preference lines ``rows`` (each already checked by
     :func:`_check_references` and carrying the ``user_id`` it is imported for)."""
     added = 0
     for r in rows:
-        if kind == "context":
-            params = {
-                "user_id": check_id("user_id", r["user_id"]),
-                "session_id": check_id("session_id", r["session_id"]),
-                "context_type": check_id("context_type", r["context_type"]),
-                "context_key": check_id("context_key", r["context_key"]),
-                "context_value": check_text("context_value", r["context_value"]),
-                "relevance_score": check_score("relevance_score", r.get("relevance_score", 0.0)),
-                "metadata": check_json("metadata", r.get("metadata") or {}),
-                "expires_at": parse_time(r.get("expires_at")),
-                "created_at": parse_time(r.get("created_at")),
-                "updated_at": parse_time(r.get("updated_at")),
-            }
-            sql = IMPORT_CONTEXT
-        elif kind == "preference":
-            params = {
-                "user_id": check_id("user_id", r["user_id"]),
-                "preference_key": check_id("preference_key", r["preference_key"]),
-                "preference_value": check_json("preference_value", r["preference_value"], require_object=False),
-                "preference_type": check_id("preference_type", r.get("preference_type") or "general"),
-                "confidence_score": check_score("confidence_score", r.get("confidence_score", 1.0)),
-                "metadata": check_json("metadata", r.get("metadata") or {}),
-                "is_sensitive": bool(r.get("is_sensitive", False)),
-                "created_at": parse_time(r.get("created_at")),
-                "updated_at": parse_time(r.get("updated_at")),
-            }
-            sql = IMPORT_PREFERENCE
-        else:
-            params = {
-                "user_id": check_id("user_id", r["user_id"]),
-                "source_session_id": check_id("source_session_id", r["source_session_id"]),
-                "target_session_id": check_id("target_session_id", r["target_session_id"]),
-                "relationship_type": check_id("relationship_type", r.get("relationship_type") or "related"),
-                "relationship_strength": check_score("relationship_strength", r.get("relationship_strength", 0.5)),
-                "metadata": check_json("metadata", r.get("metadata") or {}),
-                "created_at": parse_time(r.get("created_at")),
-            }
-            sql = IMPORT_RELATIONSHIP
-        added += yield Query(sql, params, fetch="rowcount")
+        added += yield Query(_OTHER_SQL[kind], other_row_params(kind, r), fetch="rowcount")
     return added
 
 
@@ -316,8 +332,8 @@ def _check_references(
         if source.session.user_id != target.session.user_id:
             raise ValidationError(f"{where}: relationship line links sessions of two different users")
         return {**obj, "user_id": source.session.user_id}
-    if user_id is not None:
-        return {**obj, "user_id": user_id}
+    if user_id is not None:  # re-homed: a sensitive value is re-encrypted for user_id (crypto.py)
+        return {**obj, "user_id": user_id, "source_user_id": obj.get("user_id")}
     owners = {r.session.user_id for r in records.values()}
     scope = header.get("scope")
     if isinstance(scope, dict) and isinstance(scope.get("user_id"), str):
@@ -383,6 +399,7 @@ def import_export(
     a declared session that already exists for another user refuses the whole file. These checks run
     before anything is written (:class:`~ltst_memory.ValidationError`, nothing stored).
     """
+    run = importer_runner(store)
     lines = iter_jsonl(path)
     first = next(lines, None)
     if first is None or first[1].get("type") != HEADER_TYPE:
@@ -410,7 +427,14 @@ def import_export(
             raise ValidationError(
                 f"{where}: malformed {obj.get('type')!r} line ({type(exc).__name__}: {exc})"
             ) from None
-    run = _runner(store)
+    for kind, rows in others.items():  # every line checked before anything is written
+        try:
+            for r in rows:
+                other_row_params(kind, r)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValidationError(f"{path}: malformed {kind!r} line ({type(exc).__name__}: {exc})") from None
+    for record in records.values():
+        check_record(store._core, record, trust_embeddings=trust)
     run(check_session_owners(store._core, {sid: r.session.user_id for sid, r in records.items()}))
     for record in records.values():
         created, added = run(write_conversation(store._core, record, trust_embeddings=trust))
