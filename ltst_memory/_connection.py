@@ -116,11 +116,11 @@ def release_embedded(data_dir: Path) -> None:
         del _embedded[data_dir]
         logger.info("releasing embedded PostgreSQL in %s", data_dir)
         try:
-            _server.stop_server(data_dir, exclude=holder.path)
+            _server.stop_server(data_dir, holder=holder)
         except Exception as exc:  # the supervisor stops it later
             logger.warning("could not stop the embedded PostgreSQL in %s: %s", data_dir, exc)
         finally:
-            holder.close()
+            holder.close()  # a no-op unless stop_server failed before it
 
 
 def heal_embedded() -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "HolderInfo",
     "ServerState",
     "check_data_dir",
+    "describe",
     "ensure_running",
     "live_holders",
     "open_server",
@@ -313,12 +314,13 @@ def server_state(pgdata: Path) -> ServerState:
         pass
     if state.pid is None:
         return state
+    state.pid = abs(state.pid)  # negative: a single-user backend (initdb's), never "ready"
     try:
         process = psutil.Process(state.pid)
         alive = process.status() != psutil.STATUS_ZOMBIE and process.name().startswith("postgres")
         if alive and state.started is not None:
             alive = abs(process.create_time() - state.started) <= _START_TOLERANCE
-    except psutil.Error:
+    except (psutil.Error, ValueError):
         alive = False
     state.running = alive
     return state
@@ -579,14 +581,51 @@ def ensure_running(data_dir: Path) -> str:
     return dsn(state)
 
 
-def stop_server(data_dir: Path, *, exclude: Path | None = None, force: bool = False) -> bool:
-    """Stop the server of ``data_dir`` unless a live holder (other than ``exclude``) remains; True if stopped
-    (or not running). ``force`` stops it even then (the holders start it again on their next call)."""
+def stop_server(data_dir: Path, *, holder: Holder | None = None, force: bool = False) -> bool:
+    """Drop ``holder`` (this process's hold, if any) and stop the server of ``data_dir`` unless another live
+    holder remains; True if it is stopped (or was not running). Both happen under the server lock, so of
+    processes releasing at once exactly the last one stops it. ``force`` stops it even while others hold
+    it (they start it again on their next call)."""
     with server_lock(data_dir):
-        if not force and live_holders(data_dir, exclude=exclude):
+        if holder is not None:
+            holder.close()
+        if not force and live_holders(data_dir):
             return False
         _stop(data_dir / "pgdata")
     return True
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def describe(data_dir: Path) -> dict[str, Any]:
+    """What ``ltst server status`` shows: the server of ``data_dir``, its holders and its supervisor."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    pgdata = data_dir / "pgdata"
+    state = server_state(pgdata)
+    holders = live_holders(data_dir) if (data_dir / HOLDERS).is_dir() else []
+    return {
+        "data_dir": str(data_dir),
+        "initialised": (pgdata / "PG_VERSION").exists(),
+        "running": state.running,
+        "status": state.status if state.running else ("stale postmaster.pid" if state.pid else "stopped"),
+        "pid": state.pid if state.running else None,
+        "socket_dir": str(state.socket_dir) if state.running and state.socket_dir else None,
+        "port": state.port if state.running else None,
+        "dsn": dsn(state) if state.running else None,
+        "uptime_seconds": round(time.time() - state.started, 1) if state.running and state.started else None,
+        "size_bytes": _size(pgdata) if pgdata.is_dir() else 0,
+        "holders": [{"pid": h.pid, "started": h.started, "command": h.command} for h in holders],
+        "supervisor": supervisor_running(data_dir) if data_dir.is_dir() else False,
+        "log": str(pgdata / "log"),
+        "os_user": SYSTEM_USER if _as_root() else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- supervisor

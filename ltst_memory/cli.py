@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from . import _cli_citus, _cli_data
+from . import _cli_citus, _cli_data, _cli_server
 from ._cli_common import (
     DataDirOption,
     DsnOption,
@@ -426,6 +426,7 @@ def cleanup(dsn: DsnOption = None, data_dir: DataDirOption = None) -> None:
 
 _cli_data.register(app)
 _cli_citus.register(app)
+_cli_server.register(app)
 
 
 def main() -> None:
