@@ -33,7 +33,6 @@ last store stops the server at once when no other holder lives.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -55,6 +54,11 @@ import psycopg
 from psycopg import sql
 
 from .errors import ConfigurationError, DatabaseUnavailableError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; acquire says so
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "EMBEDDED_DATABASE",
@@ -103,6 +107,10 @@ def idle_seconds() -> float:
 def check_data_dir(data_dir: Path | str) -> Path:
     """``data_dir`` resolved and created; ConfigurationError if it is a file or cannot be created."""
     path = Path(data_dir).expanduser()
+    if fcntl is None:  # pragma: no cover - Windows
+        raise DatabaseUnavailableError(
+            "the embedded PostgreSQL needs POSIX file locks (Linux, macOS); on Windows set LTST_DATABASE_URL"
+        )
     try:
         path = path.resolve()
         if path.exists() and not path.is_dir():
