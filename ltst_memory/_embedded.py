@@ -428,13 +428,20 @@ def _leftover_processes(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _clear_stale(pgdata: Path, state: ServerState) -> None:
     """Make way for a start when ``postmaster.pid`` names no running server of ours."""
     leftovers = _leftover_processes(pgdata)
     deadline = time.monotonic() + 10.0
     while leftovers and time.monotonic() < deadline:  # the old server's backends exit once they notice
         time.sleep(0.1)
-        leftovers = [p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        leftovers = [p for p in leftovers if _alive(p)]
     for process in leftovers:
         logger.warning("stopping process %s left over by a dead embedded PostgreSQL in %s", process.pid, pgdata)
         with contextlib.suppress(psutil.Error):
@@ -671,6 +678,36 @@ def ensure_supervisor(data_dir: Path) -> None:
         time.sleep(0.02)
 
 
+def _supervise_once(data_dir: Path, pgdata: Path, idle: list[float]) -> bool:
+    """One round of the supervisor; False once it has nothing left to do (the server is stopped)."""
+    if not pgdata.is_dir():
+        return False
+    holders = live_holders(data_dir)
+    state = server_state(pgdata)
+    if holders:
+        idle.clear()
+        if not state.running:
+            with server_lock(data_dir, timeout=30):
+                if live_holders(data_dir) and not server_state(pgdata).ready:
+                    logger.info("the server is down while %d process(es) hold it: starting it", len(holders))
+                    _start(data_dir)
+        return True
+    if not state.running:
+        return False
+    now = time.monotonic()
+    if not idle:
+        idle.append(now)
+    if now - idle[0] < idle_seconds():
+        return True
+    with server_lock(data_dir, timeout=30):
+        if live_holders(data_dir):
+            idle.clear()
+            return True
+        logger.info("no process has held the server for %.0fs: stopping it", now - idle[0])
+        _stop(pgdata)
+    return False
+
+
 def supervise(data_dir: Path) -> None:
     """The supervisor's loop (run by ``python -m ltst_memory._supervisor DATA_DIR``): heal the server while a
     holder lives; stop it once none has lived for :func:`idle_seconds`; then exit."""
@@ -678,39 +715,19 @@ def supervise(data_dir: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        os.close(fd)
         return  # another supervisor runs
     pgdata = data_dir / "pgdata"
-    idle_since: float | None = None
+    idle: list[float] = []  # since when no holder lived (empty: one does)
     logger.info("supervising the embedded PostgreSQL in %s (pid %s)", data_dir, os.getpid())
     try:
         while True:
             time.sleep(0.5)
-            if not pgdata.is_dir():
-                return
-            holders = live_holders(data_dir)
-            state = server_state(pgdata)
-            if holders:
-                idle_since = None
-                if not state.running:
-                    logger.info("the server is down while %d process(es) hold it: starting it", len(holders))
-                    try:
-                        with server_lock(data_dir, timeout=30):
-                            if live_holders(data_dir) and not server_state(pgdata).ready:
-                                _start(data_dir)
-                    except Exception as exc:  # keep supervising; a holder may succeed
-                        logger.warning("could not start the server: %s", exc)
-                continue
-            if not state.running:
-                return
-            now = time.monotonic()
-            idle_since = idle_since or now
-            if now - idle_since >= idle_seconds():
-                with server_lock(data_dir, timeout=30):
-                    if live_holders(data_dir):
-                        idle_since = None
-                        continue
-                    logger.info("no process has held the server for %.0fs: stopping it", now - idle_since)
-                    _stop(pgdata)
-                return
+            try:
+                if not _supervise_once(data_dir, pgdata, idle):
+                    return
+            except Exception as exc:  # keep supervising (a full disk, a start that failed): try again later
+                logger.warning("supervisor: %s", exc)
+                time.sleep(5.0)
     finally:
         os.close(fd)
