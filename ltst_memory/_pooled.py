@@ -6,14 +6,17 @@ also made read-only with ``default_transaction_read_only``, which holds for stat
 explicit transaction too (read-only operations run that way: ltst_memory/_executor.py).
 
 **Check** (the pool's ``check``): psycopg_pool's ``check_connection`` costs a round trip on every
-``getconn``. A connection handed back by this store less than :data:`QUIET_SECONDS` ago, idle, whose
-socket has nothing to read, skips it: a server that ends a session (restart, crash, a killed backend,
-``idle_session_timeout``) sends an error message or closes the socket, which makes it readable. Any
-other connection gets psycopg_pool's check.
+``getconn``. A connection that fails it when the store uses the embedded server first makes sure the
+server runs (ltst_memory/_embedded.py), which a crash or a kill may have stopped. A connection handed
+back by this store less than :data:`QUIET_SECONDS` ago, idle, whose socket has nothing to read, skips
+it: a server that ends a session (restart, crash, a killed backend, ``idle_session_timeout``) sends an
+error message or closes the socket, which makes it readable. Any other connection gets psycopg_pool's
+check.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import time
@@ -25,6 +28,8 @@ from pgvector.psycopg import register_vector, register_vector_async
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from ._connection import heal_embedded
 
 __all__ = [
     "QUIET_SECONDS",
@@ -113,12 +118,21 @@ def is_quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bo
 
 
 def check(conn: psycopg.Connection[Any]) -> None:
-    """The pool's check: raises if ``conn`` is broken (the pool then opens another)."""
+    """The pool's check: raises if ``conn`` is broken (the pool then opens another). An embedded server
+    found dead is started again first, so that the pool's next connection succeeds."""
     if not is_quiet(conn):
-        ConnectionPool.check_connection(conn)
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            heal_embedded()
+            raise
 
 
 async def check_async(conn: psycopg.AsyncConnection[Any]) -> None:
     """:func:`check` for an async pool."""
     if not is_quiet(conn):
-        await AsyncConnectionPool.check_connection(conn)
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            await asyncio.to_thread(heal_embedded)
+            raise

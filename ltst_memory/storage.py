@@ -22,6 +22,7 @@ from . import summarize as summarize_ops
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
+    pool_timeout_error,
     redact,
     release_embedded,
     unavailable,
@@ -45,7 +46,7 @@ from ._ops import Embed, Op, Query, R
 from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
-from .errors import ConfigurationError, DatabaseUnavailableError
+from .errors import ConfigurationError
 from .migrate import migrate
 from .stats import track_operation
 
@@ -251,11 +252,8 @@ class ConversationStorage:
                 finally:
                     _pooled.handed_back(conn)
         except PoolTimeout as exc:
-            raise DatabaseUnavailableError(
-                f"no {'read replica ' if replica else 'database '}connection available within "
-                f"{self._settings.pool_timeout}s (pool of {pool.max_size}); "
-                f"is the server up at {self.read_dsn if replica else self.dsn}?"
-            ) from exc
+            shown = self.read_dsn if replica else self.dsn
+            raise pool_timeout_error(pool, self._settings.pool_timeout, str(shown), replica=replica) from exc
         except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 

@@ -222,6 +222,19 @@ def test_down_server_is_a_typed_error_and_the_store_recovers(server: Server, fau
     assert [m.content for m in fault_store.get_messages("s")] == ["message before", "message during"]
 
 
+def test_a_pool_timeout_on_a_down_server_says_it_is_down(server: Server, fault_store: ConversationStorage) -> None:
+    """Not "the pool is full": the store tries a connection before it words the error."""
+    _create_sessions(fault_store, ["s"])
+    server.crash()
+    try:
+        with pytest.raises(DatabaseUnavailableError, match="cannot connect to PostgreSQL") as info:
+            fault_store.store_message(_message("s", "during"))
+        assert "in use" not in str(info.value)
+    finally:
+        server.start()
+    assert fault_store.store_message(_message("s", "during")).message_index == 0
+
+
 def test_idle_pooled_connections_after_a_restart(server: Server) -> None:
     """Connections idle in the pool across a restart are dead; with the default pool_timeout (30 s) no
     call after the restart fails on them: the pool checks each connection before handing it out."""
@@ -251,7 +264,8 @@ def test_pool_exhaustion_is_a_typed_error_then_recovers(database_dsn: str) -> No
         _create_sessions(store, ["s"])
         held = [store.pool.getconn() for _ in range(2)]
         try:
-            with pytest.raises(DatabaseUnavailableError, match="no database connection available"):
+            # the server is up: the message says the pool is full, and how to make it larger
+            with pytest.raises(DatabaseUnavailableError, match=r"all 2 connections .* in use .*LTST_POOL_MAX_SIZE"):
                 store.store_message(_message("s", "starved"))
         finally:
             for conn in held:
