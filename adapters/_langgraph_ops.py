@@ -17,55 +17,77 @@ from ltst_memory._ops import Op, Query
 from ltst_memory.errors import ValidationError
 from ltst_memory.models import check_json, check_text
 
-from ._common import JsonFilter
+from ._common import SHARED_OWNER, JsonFilter, Opaque
 
 #: Separator (and terminator) of namespace labels in ``ns_path``; labels may not contain it.
 SEP = "\x1f"
 
+#: Longest TTL in minutes (about 1,900 years): ``now() + ttl`` stays within PostgreSQL's timestamps.
+MAX_TTL_MINUTES = 1e9
+#: Score of an item for a query vector, by the index config's ``distance_type`` (as LangGraph's
+#: PostgresStore scores them: higher is closer).
+SCORES = {
+    "cosine": "1 - (v.embedding <=> %(query)s)",
+    "l2": "-(v.embedding <-> %(query)s)",
+    "inner_product": "-(v.embedding <#> %(query)s)",
+}
+
+# Every statement names the owner: {owner} is "i.user_id = %(user_id)s" for an adapter scoped to a
+# user and "TRUE" for an unscoped one; rows it writes are owned by %(owner)s.
 _ITEM_COLUMNS = "i.namespace, i.key, i.value, i.created_at, i.updated_at"
 _LIVE = "(i.expires_at IS NULL OR i.expires_at > now())"
 
 SELECT_ITEM = f"""
-SELECT {_ITEM_COLUMNS}, i.ttl_minutes FROM ltst_store_items AS i
-WHERE i.ns_path = %(ns_path)s AND i.key = %(key)s AND {_LIVE}
+SELECT {_ITEM_COLUMNS}, i.user_id, i.ttl_minutes FROM ltst_store_items AS i
+WHERE {{owner}} AND i.ns_path = %(ns_path)s AND i.key = %(key)s AND {{live}}
+ORDER BY i.user_id = %(shared)s DESC, i.updated_at DESC
+LIMIT 1
 """
 REFRESH_TTL = """
 UPDATE ltst_store_items SET expires_at = now() + ttl_minutes * interval '1 minute'
-WHERE ns_path = %(ns_path)s AND key = ANY(%(keys)s::text[]) AND ttl_minutes IS NOT NULL
+WHERE user_id = %(owner)s AND ns_path = %(ns_path)s AND key = ANY(%(keys)s::text[]) AND ttl_minutes IS NOT NULL
 """
 _SEARCH = f"""
-SELECT {_ITEM_COLUMNS}, i.ns_path, i.ttl_minutes, {{score}} AS score
+SELECT {_ITEM_COLUMNS}, i.user_id, i.ns_path, i.ttl_minutes, {{score}} AS score
 FROM ltst_store_items AS i {{join}}
-WHERE i.ns_path LIKE %(pattern)s AND {_LIVE} AND {{where}}
-ORDER BY {{order}}i.updated_at DESC, i.ns_path, i.key
+WHERE {{owner}} AND i.ns_path LIKE %(pattern)s AND {{live}} AND {{where}}
+ORDER BY {{order}}i.updated_at DESC, i.ns_path, i.key, i.user_id
 LIMIT %(limit)s OFFSET %(offset)s
 """
 _VECTOR_JOIN = """
 LEFT JOIN LATERAL (
-    SELECT max(1 - (v.embedding <=> %(query)s)) AS score FROM ltst_store_vectors AS v
-    WHERE v.ns_path = i.ns_path AND v.key = i.key AND vector_dims(v.embedding) = %(dims)s
+    SELECT max({score}) AS score FROM ltst_store_vectors AS v
+    WHERE v.user_id = i.user_id AND v.ns_path = i.ns_path AND v.key = i.key AND vector_dims(v.embedding) = %(dims)s
 ) AS s ON true
 """
-SELECT_NAMESPACES = f"""
-SELECT DISTINCT i.namespace FROM ltst_store_items AS i WHERE i.ns_path LIKE %(pattern)s AND {_LIVE}
+SELECT_NAMESPACES = """
+SELECT DISTINCT i.namespace FROM ltst_store_items AS i WHERE {owner} AND i.ns_path LIKE %(pattern)s AND {live}
 """
 UPSERT_ITEM = """
-INSERT INTO ltst_store_items AS i (ns_path, key, namespace, value, expires_at, ttl_minutes)
-VALUES (%(ns_path)s, %(key)s, %(namespace)s, %(value)s::jsonb,
+INSERT INTO ltst_store_items AS i (user_id, ns_path, key, namespace, value, expires_at, ttl_minutes)
+VALUES (%(owner)s, %(ns_path)s, %(key)s, %(namespace)s, %(value)s::jsonb,
         now() + %(ttl)s * interval '1 minute', %(ttl)s)
-ON CONFLICT (ns_path, key) DO UPDATE SET
+ON CONFLICT (user_id, ns_path, key) DO UPDATE SET
     value = EXCLUDED.value, updated_at = now(), expires_at = EXCLUDED.expires_at, ttl_minutes = EXCLUDED.ttl_minutes,
     -- an expired item that was not swept yet is a new item
     created_at = CASE WHEN i.expires_at IS NOT NULL AND i.expires_at <= now() THEN now() ELSE i.created_at END
 """
-DELETE_ITEM = "DELETE FROM ltst_store_items WHERE ns_path = %(ns_path)s AND key = %(key)s"
-DELETE_VECTORS = "DELETE FROM ltst_store_vectors WHERE ns_path = %(ns_path)s AND key = %(key)s"
+DELETE_ITEM = "DELETE FROM ltst_store_items AS i WHERE {owner} AND i.ns_path = %(ns_path)s AND i.key = %(key)s"
+DELETE_VECTORS = "DELETE FROM ltst_store_vectors WHERE user_id = %(owner)s AND ns_path = %(ns_path)s AND key = %(key)s"
 INSERT_VECTOR = """
-INSERT INTO ltst_store_vectors (ns_path, key, field_name, embedding)
-VALUES (%(ns_path)s, %(key)s, %(field_name)s, %(embedding)s)
-ON CONFLICT (ns_path, key, field_name) DO UPDATE SET embedding = EXCLUDED.embedding
+INSERT INTO ltst_store_vectors (user_id, ns_path, key, field_name, embedding)
+VALUES (%(owner)s, %(ns_path)s, %(key)s, %(field_name)s, %(embedding)s)
+ON CONFLICT (user_id, ns_path, key, field_name) DO UPDATE SET embedding = EXCLUDED.embedding
 """
-SWEEP = "DELETE FROM ltst_store_items WHERE expires_at IS NOT NULL AND expires_at <= now()"
+SWEEP = "DELETE FROM ltst_store_items AS i WHERE {owner} AND i.expires_at IS NOT NULL AND i.expires_at <= now()"
+
+
+def _owner_sql(user_id: str | None) -> str:
+    return "TRUE" if user_id is None else "i.user_id = %(user_id)s"
+
+
+def _live(omit_expired: bool) -> str:
+    return _LIVE if omit_expired else "TRUE"
 
 
 def ns_path(namespace: Sequence[str]) -> str:
@@ -119,66 +141,85 @@ class Put:
 Instruction = Get | Search | ListNamespaces | Put
 
 
-def run_batch(core: Any, instructions: Sequence[Instruction]) -> Op[list[Any]]:
-    """Run the instructions in one transaction; reads see the state before this batch's writes."""
+@dataclass
+class Settings:
+    """How a store reads: whether expired items are left out, and how vectors are scored."""
+
+    omit_expired: bool = True
+    distance: str = "cosine"
+
+
+def run_batch(core: Any, user_id: str | None, batch: Opaque, settings: Settings) -> Op[Opaque]:
+    """Run the instructions (``batch.value``) in one transaction for ``user_id`` (``None``: unscoped);
+    reads see the state before this batch's writes."""
+    instructions: Sequence[Instruction] = batch.value
     results: list[Any] = [None] * len(instructions)
     for i, ins in enumerate(instructions):
         if isinstance(ins, Get):
-            results[i] = yield from _get(ins)
+            results[i] = yield from _get(user_id, ins, settings)
         elif isinstance(ins, Search):
-            results[i] = yield from _search(ins)
+            results[i] = yield from _search(user_id, ins, settings)
         elif isinstance(ins, ListNamespaces):
-            rows = yield Query(SELECT_NAMESPACES, {"pattern": like_prefix(ns_path(ins.prefix))})
+            sql = SELECT_NAMESPACES.format(owner=_owner_sql(user_id), live=_live(settings.omit_expired))
+            rows = yield Query(sql, {"user_id": user_id, "pattern": like_prefix(ns_path(ins.prefix))})
             results[i] = [tuple(r["namespace"]) for r in rows]
     puts: dict[tuple[str, str], Put] = {}
     for ins in instructions:
         if isinstance(ins, Put):
             puts[(ns_path(ins.namespace), ins.key)] = ins
     for (path, key), put in puts.items():
-        yield from _put(path, key, put)
-    return results
+        yield from _put(user_id, path, key, put)
+    return Opaque(results)
 
 
-def _get(ins: Get) -> Op[dict[str, Any] | None]:
-    params = {"ns_path": ns_path(ins.namespace), "key": ins.key}
-    row = yield Query(SELECT_ITEM, params, fetch="one")
-    if row is not None and ins.refresh and row["ttl_minutes"] is not None:
-        yield Query(REFRESH_TTL, {"ns_path": params["ns_path"], "keys": [ins.key]}, fetch="none")
+def _refresh(rows: Sequence[Mapping[str, Any]]) -> Op[None]:
+    by_item: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        if r["ttl_minutes"] is not None:
+            by_item.setdefault((r["user_id"], r["ns_path"]), []).append(r["key"])
+    for (owner, path), keys in by_item.items():
+        yield Query(REFRESH_TTL, {"owner": owner, "ns_path": path, "keys": keys}, fetch="none")
+
+
+def _get(user_id: str | None, ins: Get, settings: Settings) -> Op[dict[str, Any] | None]:
+    params = {"user_id": user_id, "ns_path": ns_path(ins.namespace), "key": ins.key, "shared": SHARED_OWNER}
+    sql = SELECT_ITEM.format(owner=_owner_sql(user_id), live=_live(settings.omit_expired))
+    row = yield Query(sql, params, fetch="one")
+    if row is not None and ins.refresh:
+        yield from _refresh([{**row, "ns_path": params["ns_path"]}])
     return row
 
 
-def _search(ins: Search) -> Op[list[dict[str, Any]]]:
+def _search(user_id: str | None, ins: Search, settings: Settings) -> Op[list[dict[str, Any]]]:
     if ins.limit <= 0:
         return []
     compiler = JsonFilter("i.value", nested=True)
     params: dict[str, Any] = {
+        "user_id": user_id,
         "pattern": like_prefix(ns_path(ins.prefix)),
         "limit": ins.limit,
-        "offset": max(ins.offset, 0),
+        "offset": ins.offset,
     }
     where = compiler.compile(ins.filter)
     params.update(compiler.params)
+    common = {"owner": _owner_sql(user_id), "live": _live(settings.omit_expired), "where": where}
     if ins.query is not None:
-        sql = _SEARCH.format(score="s.score", join=_VECTOR_JOIN, where=where, order="s.score DESC NULLS LAST, ")
+        join = _VECTOR_JOIN.format(score=SCORES[settings.distance])
+        sql = _SEARCH.format(score="s.score", join=join, order="s.score DESC NULLS LAST, ", **common)
         params.update({"query": ins.query, "dims": ins.dims})
     else:
-        sql = _SEARCH.format(score="NULL::float8", join="", where=where, order="")
+        sql = _SEARCH.format(score="NULL::float8", join="", order="", **common)
     rows = yield Query(sql, params)
     if ins.refresh and rows:
-        by_path: dict[str, list[str]] = {}
-        for r in rows:
-            if r["ttl_minutes"] is not None:
-                by_path.setdefault(r["ns_path"], []).append(r["key"])
-        for path, keys in by_path.items():
-            yield Query(REFRESH_TTL, {"ns_path": path, "keys": keys}, fetch="none")
+        yield from _refresh(rows)
     return list(rows)
 
 
-def _put(path: str, key: str, put: Put) -> Op[None]:
-    check_text("key", key, allow_empty=True)
-    params: dict[str, Any] = {"ns_path": path, "key": key}
+def _put(user_id: str | None, path: str, key: str, put: Put) -> Op[None]:
+    owner = SHARED_OWNER if user_id is None else user_id
+    params: dict[str, Any] = {"user_id": user_id, "owner": owner, "ns_path": path, "key": key}
     if put.value is None:
-        yield Query(DELETE_ITEM, params, fetch="none")
+        yield Query(DELETE_ITEM.format(owner=_owner_sql(user_id)), params, fetch="none")
         return
     params.update(
         namespace=list(put.namespace),
@@ -186,13 +227,13 @@ def _put(path: str, key: str, put: Put) -> Op[None]:
         ttl=None if put.ttl is None else float(put.ttl),
     )
     yield Query(UPSERT_ITEM, params, fetch="none")
-    yield Query(DELETE_VECTORS, {"ns_path": path, "key": key}, fetch="none")
+    yield Query(DELETE_VECTORS, params, fetch="none")
     if put.vectors:
-        rows = [{"ns_path": path, "key": key, "field_name": f, "embedding": v} for f, v in put.vectors]
+        rows = [{"owner": owner, "ns_path": path, "key": key, "field_name": f, "embedding": v} for f, v in put.vectors]
         yield Query(INSERT_VECTOR, many=rows, fetch="none")
 
 
-def sweep(core: Any) -> Op[int]:
-    """Delete expired items (and their vectors); return how many."""
-    removed = yield Query(SWEEP, fetch="rowcount")
+def sweep(core: Any, user_id: str | None) -> Op[int]:
+    """Delete expired items (and their vectors) of ``user_id`` (``None``: of every owner); return how many."""
+    removed = yield Query(SWEEP.format(owner=_owner_sql(user_id)), {"user_id": user_id}, fetch="rowcount")
     return int(removed)

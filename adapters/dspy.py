@@ -17,7 +17,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the DSPy adapter needs dspy: pip install "ltst-memory[dspy]"') from exc
 
-from ltst_memory.adapters._common import Runner
+from ltst_memory.adapters._common import Runner, open_runner
 
 from ltst_memory.errors import AccessDeniedError, ConfigurationError, SessionExistsError
 from ltst_memory.models import ConversationMessage, ConversationSession
@@ -39,11 +39,18 @@ class _Stores(Runner):
 
 def _recall(stores: _Stores, query: str, *, user_id: str | None, session_id: str | None, k: int) -> list:
     """The store's hybrid retrieval path (``recall``)."""
-    return stores.call("recall", query, user_id=user_id, session_id=session_id, limit=k)  # type: ignore[no-any-return]
+    return stores.call("recall", query, **_scope(user_id, session_id), limit=k)  # type: ignore[no-any-return]
 
 
 async def _arecall(stores: _Stores, query: str, *, user_id: str | None, session_id: str | None, k: int) -> list:
-    return await stores.acall("recall", query, user_id=user_id, session_id=session_id, limit=k)  # type: ignore[no-any-return]
+    return await stores.acall("recall", query, **_scope(user_id, session_id), limit=k)  # type: ignore[no-any-return]
+
+
+def _scope(user_id: str | None, session_id: str | None) -> dict[str, Any]:
+    """``recall``'s scope: the session when one is given, else the user's sessions (unscoped: all)."""
+    if session_id is not None:
+        return {"user_id": user_id, "session_id": session_id, "scope": "session"}
+    return {"user_id": user_id, "scope": "auto" if user_id is None else "user"}
 
 
 class LTSTRetriever(dspy.Module):
@@ -51,9 +58,14 @@ class LTSTRetriever(dspy.Module):
 
     ``forward(query, k=None)`` returns ``dspy.Prediction(passages=[...], scores=[...], messages=[...])``
     (``messages`` are the stored :class:`~ltst_memory.ConversationMessage` objects), best first, from
-    ``session_id``'s messages and/or all of ``user_id``'s sessions, by the store's hybrid retrieval
+    ``session_id``'s messages when given, else from all of the user's sessions, by the store's hybrid retrieval
     (``storage.recall``). Use :meth:`as_rm` for ``dspy.configure(rm=...)``/``dspy.Retrieve`` and
     :meth:`as_tool` for ``dspy.ReAct``.
+
+    Scoped to one user: give a store opened with ``storage.for_user(user_id)`` or ``user_id=``; it
+    searches only that user's messages (another user's ``session_id`` raises
+    :class:`~ltst_memory.AccessDeniedError`). Without a user, construction raises
+    :class:`~ltst_memory.ValidationError`; ``unscoped=True`` searches every user's messages.
     """
 
     def __init__(
@@ -64,10 +76,13 @@ class LTSTRetriever(dspy.Module):
         session_id: str | None = None,
         k: int = 5,
         async_storage: Any = None,
+        unscoped: bool = False,
     ) -> None:
         super().__init__()
-        self._stores = _Stores(storage, async_storage)
-        self.user_id = user_id
+        self._stores = open_runner(
+            storage, async_storage, user_id=user_id, unscoped=unscoped, what="LTSTRetriever", runner_class=_Stores
+        )
+        self.user_id = self._stores.user_id
         self.session_id = session_id
         self.k = k
 
@@ -119,6 +134,12 @@ class LTSTMemory(dspy.Module):
     signature-keyed form DSPy requires (``{input_field: ..., output_field: ...}``). After the call it
     stores the turn (the input as a ``human`` message, the output as an ``ai`` message) in one
     transaction. Fields are detected from the program's first predictor when not given.
+
+    Scoped to one user: give a store opened with ``storage.for_user(user_id)`` or ``user_id=``; the
+    session is created for that user, and another user's session raises
+    :class:`~ltst_memory.AccessDeniedError`. Without a user, construction raises
+    :class:`~ltst_memory.ValidationError`; ``unscoped=True`` adopts any session (a new one is owned by
+    ``"default"``).
     """
 
     def __init__(
@@ -135,12 +156,15 @@ class LTSTMemory(dspy.Module):
         token_budget: int = 1500,
         history_turns: int = 6,
         async_storage: Any = None,
+        unscoped: bool = False,
     ) -> None:
         super().__init__()
         self.program = program
-        self._stores = _Stores(storage, async_storage)
+        self._stores = open_runner(
+            storage, async_storage, user_id=user_id, unscoped=unscoped, what="LTSTMemory", runner_class=_Stores
+        )
         self.session_id = session_id
-        self.user_id = user_id
+        self.user_id = self._stores.user_id
         self.token_budget = token_budget
         self.history_turns = history_turns
         inputs, outputs, history = _signature_fields(program)

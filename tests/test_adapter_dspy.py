@@ -78,7 +78,7 @@ def test_retriever_scoped_to_a_session(module_stores):
     user, one, two = uid("u"), uid("s"), uid("s")
     seed(store, user, one, [("human", "the launch code word is tangerine")])
     seed(store, user, two, [("human", "the launch code word is mango")])
-    passages = LTSTRetriever(store, session_id=two, k=5)(query="launch code word").passages
+    passages = LTSTRetriever(store, user_id=user, session_id=two, k=5)(query="launch code word").passages
     assert passages == ["the launch code word is mango"]
 
 
@@ -168,7 +168,7 @@ def test_memory_fills_history_and_context_and_stores_turns(module_stores):
 def test_memory_with_chain_of_thought_and_no_context_field(module_stores):
     store, _ = module_stores
     session = uid("cot")
-    program = LTSTMemory(dspy.ChainOfThought("question -> answer"), store, session_id=session)
+    program = LTSTMemory(dspy.ChainOfThought("question -> answer"), store, session_id=session, unscoped=True)
     assert (program.input_field, program.output_field, program.context_field) == ("question", "answer", None)
     with dspy.context(lm=DummyLM([{"reasoning": "2+2", "answer": "4"}])):
         assert program(question="2+2?").answer == "4"
@@ -198,6 +198,6 @@ async def test_memory_async_with_an_async_store(module_stores):
 
 def test_modules_deepcopy_share_the_store(module_stores):
     store, _ = module_stores
-    program = LTSTMemory(dspy.Predict(QA), store, session_id=uid("copy"))
+    program = LTSTMemory(dspy.Predict(QA), store, session_id=uid("copy"), unscoped=True)
     clone = program.deepcopy()
     assert clone._stores.sync is store and clone.program is not program.program

@@ -145,12 +145,12 @@ def test_any_session_id_string_and_session_creation(store):
     history.add_user_message("hi")
     history.add_ai_message("hello")
     assert [m.type for m in history.messages] == ["human", "ai"]
-    # an existing session is adopted, not recreated; its owner is kept when user_id is omitted
-    assert LTSTChatMessageHistory(store, sid).user_id == "alice"
+    # an existing session is adopted, not recreated; unscoped, its owner is found
+    assert LTSTChatMessageHistory(store, sid, unscoped=True).user_id == "alice"
     with pytest.raises(AccessDeniedError):
         LTSTChatMessageHistory(store, sid, user_id="mallory")
-    # without user_id a new session belongs to the "default" user
-    assert LTSTChatMessageHistory(store, "anon").user_id == "default"
+    # unscoped, a new session belongs to the "default" user
+    assert LTSTChatMessageHistory(store, "anon", unscoped=True).user_id == "default"
 
 
 def test_clear_keeps_the_session(store):
@@ -185,7 +185,7 @@ def test_messages_stored_without_the_adapter_are_converted(store):
             ConversationMessage(session_id="core", role="system", content="s"),
         ]
     )
-    got = LTSTChatMessageHistory(store, "core").messages
+    got = LTSTChatMessageHistory(store, "core", user_id="u1").messages
     assert [type(m) for m in got] == [HumanMessage, AIMessage, ToolMessage, SystemMessage]
     assert [m.content for m in got] == ["q", "a", "r", "s"]
     assert got[2].tool_call_id == "c9"
@@ -227,7 +227,9 @@ class TestVectorStoreSyncAndAsyncStores(VectorStoreIntegrationTests):
     @pytest.fixture
     def vectorstore(self, stores) -> LTSTVectorStore:
         sync, astore = stores
-        return LTSTVectorStore(sync, self.get_embeddings(), async_storage=astore, collection_name=unique())
+        return LTSTVectorStore(
+            sync, self.get_embeddings(), user_id="u1", async_storage=astore, collection_name=unique()
+        )
 
 
 class TestVectorStoreSyncStoreOnly(VectorStoreIntegrationTests):
@@ -235,7 +237,7 @@ class TestVectorStoreSyncStoreOnly(VectorStoreIntegrationTests):
 
     @pytest.fixture
     def vectorstore(self, store) -> LTSTVectorStore:
-        return LTSTVectorStore(store, self.get_embeddings(), collection_name=unique())
+        return LTSTVectorStore(store, self.get_embeddings(), user_id="u1", collection_name=unique())
 
 
 class _AsyncStoreOnly(VectorStoreIntegrationTests):
@@ -247,7 +249,7 @@ class _AsyncStoreOnly(VectorStoreIntegrationTests):
 
     @pytest.fixture
     def vectorstore(self, astore) -> LTSTVectorStore:
-        return LTSTVectorStore(astore, self.get_embeddings(), collection_name=unique())
+        return LTSTVectorStore(astore, self.get_embeddings(), user_id="u1", collection_name=unique())
 
 
 # The sync half of the suite cannot run without a sync store (the two classes above run it); rather
@@ -261,7 +263,7 @@ TestVectorStoreAsyncStoreOnly = type("TestVectorStoreAsyncStoreOnly", (_AsyncSto
 
 
 def test_sync_vector_store_calls_need_a_sync_store(astore) -> None:
-    vectorstore = LTSTVectorStore(astore, DeterministicFakeEmbedding(size=6), collection_name=unique())
+    vectorstore = LTSTVectorStore(astore, DeterministicFakeEmbedding(size=6), user_id="u1", collection_name=unique())
     with pytest.raises(ConfigurationError):
         vectorstore.add_texts(["needs a sync store"])
     with pytest.raises(ConfigurationError):
@@ -271,7 +273,9 @@ def test_sync_vector_store_calls_need_a_sync_store(astore) -> None:
 class TestRetriever(RetrieversIntegrationTests):
     @pytest.fixture(autouse=True)
     def _filled(self, store) -> None:
-        self._vectorstore = LTSTVectorStore(store, DeterministicFakeEmbedding(size=6), collection_name=unique())
+        self._vectorstore = LTSTVectorStore(
+            store, DeterministicFakeEmbedding(size=6), user_id="u1", collection_name=unique()
+        )
         self._vectorstore.add_texts([f"memory note {i}" for i in range(5)])
 
     @property
@@ -289,7 +293,7 @@ class TestRetriever(RetrieversIntegrationTests):
 
 def _docs_store(store, **kwargs) -> LTSTVectorStore:
     kwargs.setdefault("collection_name", unique())
-    vs = LTSTVectorStore(store, DeterministicFakeEmbedding(size=6), **kwargs)
+    vs = LTSTVectorStore(store, DeterministicFakeEmbedding(size=6), user_id="u1", **kwargs)
     vs.add_documents(
         [
             Document(page_content="apple pie", metadata={"kind": "food", "year": 2020, "tags": ["sweet"]}, id="a"),
@@ -325,7 +329,7 @@ def test_metadata_filters(store, filter, expected):
 
 
 def test_filter_never_returns_fewer_than_k(store):
-    vs = LTSTVectorStore(store, DeterministicFakeEmbedding(size=6), collection_name=unique())
+    vs = LTSTVectorStore(store, DeterministicFakeEmbedding(size=6), user_id="u1", collection_name=unique())
     vs.add_texts([f"doc {i}" for i in range(300)], [{"group": i % 50} for i in range(300)])
     assert len(vs.similarity_search("doc 7", k=6, filter={"group": 7})) == 6
 
@@ -338,11 +342,13 @@ def test_bad_filter_is_a_validation_error(store):
 
 def test_collections_are_kept_apart_with_their_own_dimension(store):
     six = _docs_store(store)
-    other = LTSTVectorStore(store, DeterministicFakeEmbedding(size=12), collection_name=unique())
+    other = LTSTVectorStore(store, DeterministicFakeEmbedding(size=12), user_id="u1", collection_name=unique())
     other.add_texts(["apple pie"], ids=["a"])
     assert [d.id for d in other.similarity_search("apple", k=10)] == ["a"]
     assert len(six.similarity_search("apple", k=10)) == 4
-    wrong = LTSTVectorStore(store, DeterministicFakeEmbedding(size=12), collection_name=six.collection_name)
+    wrong = LTSTVectorStore(
+        store, DeterministicFakeEmbedding(size=12), user_id="u1", collection_name=six.collection_name
+    )
     with pytest.raises(EmbeddingDimensionError):
         wrong.add_texts(["x"])
     other.delete_collection()
@@ -361,7 +367,7 @@ def test_scores_and_mmr(store):
 
 
 def test_default_embedding_is_the_store_embedder(semantic_store):
-    vs = LTSTVectorStore(semantic_store)
+    vs = LTSTVectorStore(semantic_store, user_id="u1")
     vs.add_texts(["The cat sat on the mat.", "PostgreSQL is a relational database.", "I love hiking."])
     assert vs.similarity_search("Which database system?", k=1)[0].page_content.startswith("PostgreSQL")
 
@@ -390,7 +396,7 @@ async def test_async_methods_never_fall_back_to_the_thread_pool(stores, monkeypa
     await history.aadd_messages([AIMessage(content="b")])
     assert [m.content for m in await history.aget_messages()] == ["a", "b"]
     await history.aclear()
-    vs = LTSTVectorStore(astore, DeterministicFakeEmbedding(size=6), collection_name=unique())
+    vs = LTSTVectorStore(astore, DeterministicFakeEmbedding(size=6), user_id="u1", collection_name=unique())
     ids = await vs.aadd_texts(["x", "y", "z"], [{"n": 1}, {"n": 2}, {"n": 3}])
     await vs.aadd_documents([Document(page_content="w", id="w")])
     assert len(await vs.asimilarity_search("x", k=2, filter={"n": {"$gte": 2}})) == 2

@@ -101,7 +101,7 @@ def scenario(store: Any, root: str) -> dict[str, Any]:
 
 def test_same_results_as_in_memory_store(module_stores, root):
     sync, _, _ = module_stores
-    ours = scenario(LTSTStore(sync, index=INDEX), root)
+    ours = scenario(LTSTStore(sync, user_id="u1", index=INDEX), root)
     reference = scenario(InMemoryStore(index=INDEX), root)
     for key in reference:
         assert ours[key] == reference[key], key
@@ -109,7 +109,7 @@ def test_same_results_as_in_memory_store(module_stores, root):
 
 def test_same_results_without_index(module_stores, root):
     sync, _, _ = module_stores
-    ours = scenario(LTSTStore(sync), root)
+    ours = scenario(LTSTStore(sync, user_id="u1"), root)
     reference = scenario(InMemoryStore(), root)
     for key in reference:
         if key.startswith("semantic"):  # without an index a query is ignored and the order unspecified
@@ -137,13 +137,13 @@ async def ascenario(store: Any, root: str) -> dict[str, Any]:
 @pytest.mark.parametrize("kind", ["async store", "sync store"])
 async def test_async_api_matches_in_memory_store(module_stores, root, kind):
     sync, astore, _ = module_stores
-    ours = LTSTStore(astore if kind == "async store" else sync, index=INDEX)
+    ours = LTSTStore(astore if kind == "async store" else sync, user_id="u1", index=INDEX)
     assert await ascenario(ours, root) == await ascenario(InMemoryStore(index=INDEX), f"{root}")
 
 
 async def test_async_only_store_refuses_sync_calls(module_stores, root):
     _, astore, _ = module_stores
-    store = LTSTStore(astore)
+    store = LTSTStore(astore, user_id="u1")
     with pytest.raises(ConfigurationError):
         store.put((root,), "k", {"v": 1})
 
@@ -151,7 +151,7 @@ async def test_async_only_store_refuses_sync_calls(module_stores, root):
 def test_emptied_namespace_is_not_listed(module_stores, root):
     """Deliberate difference: InMemoryStore keeps listing a namespace whose last item was deleted."""
     sync, _, _ = module_stores
-    store = LTSTStore(sync)
+    store = LTSTStore(sync, user_id="u1")
     store.put((root, "x"), "only", {"v": 1})
     store.delete((root, "x"), "only")
     assert store.list_namespaces(prefix=(root,)) == []
@@ -169,25 +169,25 @@ def test_batch_reads_see_state_before_its_writes(module_stores, root):
         PutOp((root,), "k", {"v": 2}),
         SearchOp((root,), None, 10, 0),
     ]
-    ours = LTSTStore(sync).batch(ops)
+    ours = LTSTStore(sync, user_id="u1").batch(ops)
     reference = InMemoryStore().batch(ops)
     assert [norm(r) for r in ours] == [norm(r) for r in reference] == [None, None, None, []]
-    assert LTSTStore(sync).get((root,), "k").value == {"v": 2}  # the last write wins
+    assert LTSTStore(sync, user_id="u1").get((root,), "k").value == {"v": 2}  # the last write wins
 
 
 def test_items_persist_and_keep_created_at(module_stores, root):
     sync, _, _ = module_stores
-    LTSTStore(sync).put((root, "p"), "k", {"v": 1})
-    first = LTSTStore(sync).get((root, "p"), "k")  # a new adapter object sees the stored item
-    LTSTStore(sync).put((root, "p"), "k", {"v": 2})
-    second = LTSTStore(sync).get((root, "p"), "k")
+    LTSTStore(sync, user_id="u1").put((root, "p"), "k", {"v": 1})
+    first = LTSTStore(sync, user_id="u1").get((root, "p"), "k")  # a new adapter object sees the stored item
+    LTSTStore(sync, user_id="u1").put((root, "p"), "k", {"v": 2})
+    second = LTSTStore(sync, user_id="u1").get((root, "p"), "k")
     assert second.value == {"v": 2}
     assert second.created_at == first.created_at and second.updated_at >= first.updated_at
 
 
 def test_index_fields_and_index_false(module_stores, root):
     sync, _, _ = module_stores
-    for store in (LTSTStore(sync, index=INDEX), InMemoryStore(index=INDEX)):
+    for store in (LTSTStore(sync, user_id="u1", index=INDEX), InMemoryStore(index=INDEX)):
         store.put((root, "i"), "a", {"text": "green tea", "other": "x"})
         store.put((root, "i"), "b", {"text": "green tea"}, index=False)
         store.put((root, "i"), "c", {"text": "zzz", "other": "green tea"}, index=["other"])
@@ -204,7 +204,7 @@ def test_index_fields_and_index_false(module_stores, root):
 
 def test_ttl_expiry_refresh_and_sweep(module_stores, root):
     sync, _, dsn = module_stores
-    store = LTSTStore(sync, ttl={"default_ttl": 60, "refresh_on_read": True})
+    store = LTSTStore(sync, user_id="u1", ttl={"default_ttl": 60, "refresh_on_read": True})
     ns = (root, "ttl")
     store.put(ns, "short", {"v": 1})  # default_ttl: 60 minutes
     store.put(ns, "forever", {"v": 2}, ttl=None)
@@ -238,7 +238,7 @@ def test_ttl_expiry_refresh_and_sweep(module_stores, root):
 
 def test_ttl_sweeper_starts_and_stops(module_stores):
     sync, _, _ = module_stores
-    store = LTSTStore(sync, ttl={"default_ttl": 1, "sweep_interval_minutes": 1})
+    store = LTSTStore(sync, user_id="u1", ttl={"default_ttl": 1, "sweep_interval_minutes": 1})
     future = store.start_ttl_sweeper()
     assert not future.done()
     assert store.stop_ttl_sweeper(timeout=10)
@@ -246,7 +246,7 @@ def test_ttl_sweeper_starts_and_stops(module_stores):
 
 
 def test_semantic_search_with_the_store_embedder(semantic_store, root):
-    store = LTSTStore(semantic_store, index={"fields": ["text"]})  # embed and dims from the store's model
+    store = LTSTStore(semantic_store, user_id="u1", index={"fields": ["text"]})  # embed and dims from the store's model
     ns = (root, "u1", "memories")
     store.put(ns, "1", {"text": "My daughter Emma turns seven in March."})
     store.put(ns, "2", {"text": "I deploy everything on PostgreSQL 18."})
@@ -280,7 +280,7 @@ def test_a_langgraph_graph_uses_the_store(module_stores, root):
     builder.add_edge("remember", "recall")
     builder.add_edge("recall", END)
     sync, _, _ = module_stores
-    graph = builder.compile(store=LTSTStore(sync, index=INDEX))
+    graph = builder.compile(store=LTSTStore(sync, user_id="u1", index=INDEX))
     graph.invoke({"user": "ann", "fact": "likes tea", "recalled": []})
     out = graph.invoke({"user": "ann", "fact": "owns a bike", "recalled": []})
     assert sorted(out["recalled"]) == ["likes tea", "owns a bike"]

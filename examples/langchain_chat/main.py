@@ -106,7 +106,7 @@ def main() -> None:
     session = f"langchain-chat-{uuid.uuid4().hex[:8]}"  # any string works as a session id
 
     with ConversationStorage(embedder=embedder, data_dir=data_dir) as storage:
-        notes = LTSTVectorStore(storage, collection_name=f"notes-{session}")
+        notes = LTSTVectorStore(storage, user_id=USER, collection_name=f"notes-{session}")
         notes.add_texts(NOTES, [{"source": "wiki"} for _ in NOTES])
         history = LTSTChatMessageHistory(storage, session, user_id=USER)
         if args.interactive:
@@ -118,8 +118,8 @@ def main() -> None:
 
     print("\n-- the process keeps nothing: close the database, open it again --\n")
     with ConversationStorage(embedder=embedder, data_dir=data_dir) as storage:
-        history = LTSTChatMessageHistory(storage, session)  # the stored session and its owner are found
-        notes = LTSTVectorStore(storage, collection_name=f"notes-{session}")
+        history = LTSTChatMessageHistory(storage, session, user_id=USER)  # the stored session is found
+        notes = LTSTVectorStore(storage, user_id=USER, collection_name=f"notes-{session}")
         print(f"restored {len(history.messages)} messages of {session!r} (user {history.user_id})")
         for text in ("What's my name, and what do I work on?", "Which language is the project written in?"):
             print(f"you> {text}\nbot> {chat_turn(model, history, notes.as_retriever(k=2), text)}")

@@ -105,13 +105,17 @@ def main() -> None:
     alice, bob = f"alice-{run}", f"bob-{run}"
 
     with ConversationStorage(embedder=embedder, data_dir=data_dir) as storage:
-        # semantic search over the "text" field, embedded by the store's own model
-        store = LTSTStore(storage, index={"fields": ["text"]}, ttl={"default_ttl": 60 * 24 * 365})
-        graph = build_graph(model, store)
+        # one store per user (scoped: it sees only that user's items); semantic search over the "text"
+        # field, embedded by the store's own model
+        stores = {
+            user: LTSTStore(storage, user_id=user, index={"fields": ["text"]}, ttl={"default_ttl": 60 * 24 * 365})
+            for user in (alice, bob)
+        }
+        graphs = {user: build_graph(model, store) for user, store in stores.items()}
 
         def say(user: str, thread: str, text: str) -> None:
             config = {"configurable": {"thread_id": f"{thread}-{run}", "user_id": user}}
-            reply = graph.invoke({"messages": [{"role": "user", "content": text}]}, config)["messages"][-1]
+            reply = graphs[user].invoke({"messages": [{"role": "user", "content": text}]}, config)["messages"][-1]
             print(
                 f"[{user.split('-')[0]} / {thread}] user: {text}\n[{user.split('-')[0]} / {thread}] agent: {reply.text}"
             )
@@ -119,7 +123,7 @@ def main() -> None:
         say(alice, "thread-1", "Remember that I am vegetarian and I live in Oslo.")
         say(alice, "thread-2", "Can you suggest a place for dinner tonight?")  # a new thread: memory carries over
         say(bob, "thread-3", "Can you suggest a place for dinner tonight?")  # another user: none of Alice's memory
-        print(f"\nlong-term memory namespaces: {store.list_namespaces(prefix=('memories',))}")
+        print(f"\nlong-term memory namespaces of alice: {stores[alice].list_namespaces(prefix=('memories',))}")
 
 
 if __name__ == "__main__":
