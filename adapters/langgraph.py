@@ -21,6 +21,7 @@ try:
         BaseStore,
         GetOp,
         IndexConfig,
+        InvalidNamespaceError,
         Item,
         ListNamespacesOp,
         MatchCondition,
@@ -32,6 +33,15 @@ try:
         TTLConfig,
     )
     from langgraph.store.base.embed import ensure_embeddings, get_text_at_path, tokenize_path
+
+    try:
+        from langgraph.store.base import validate_op_namespace
+    except ImportError:  # langgraph before validate_op_namespace: check the labels the same way
+        from langgraph.store.base import _validate_namespace_labels
+
+        def validate_op_namespace(op: Any) -> None:
+            for path in _op_namespaces(op):
+                _validate_namespace_labels(tuple(path))
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the LangGraph adapter needs langgraph: pip install "ltst-memory[langgraph]"') from exc
 
@@ -44,9 +54,24 @@ from . import _langgraph_ops as lg
 from ._common import Opaque, open_runner
 from ._embeddings import EmbedderEmbeddings
 
-__all__ = ["LTSTStore"]
+__all__ = ["InvalidNamespace", "LTSTStore"]
 
 logger = logging.getLogger(__name__)
+
+
+class InvalidNamespace(ValidationError, InvalidNamespaceError):
+    """A namespace LangGraph refuses (an empty label, a label with ``.``, a label that is not a string):
+    both an ltst-memory :class:`~ltst_memory.ValidationError` and LangGraph's ``InvalidNamespaceError``."""
+
+
+def _op_namespaces(op: Any) -> list[Any]:
+    if isinstance(op, (GetOp, PutOp)):
+        return [op.namespace]
+    if isinstance(op, SearchOp):
+        return [op.namespace_prefix]
+    if isinstance(op, ListNamespacesOp):
+        return [c.path for c in op.match_conditions or ()]
+    return []
 
 
 #: Keys of LangGraph's ``IndexConfig`` this store supports (``distance_type`` as PostgresStore has it).
@@ -93,7 +118,7 @@ class LTSTStore(BaseStore):
     ) -> None:
         self._runner = open_runner(storage, async_storage, user_id=user_id, unscoped=unscoped, what="LTSTStore")
         self.ttl_config = _check_ttl_config(ttl)
-        self._settings = lg.Settings(omit_expired=bool((ttl or {}).get("omit_expired", True)))
+        self._distance = "cosine"
         self.index_config: dict[str, Any] | None = None
         self.embeddings: Any = None
         if index is not None:
@@ -106,7 +131,7 @@ class LTSTStore(BaseStore):
             distance = config.get("distance_type", "cosine")
             if distance not in lg.SCORES:
                 raise ValidationError(f"unknown distance_type {distance!r}; use one of {sorted(lg.SCORES)}")
-            self._settings.distance = distance
+            self._distance = distance
             embed = config.get("embed")
             self.embeddings = EmbedderEmbeddings(self._runner.embedder) if embed is None else ensure_embeddings(embed)
             if "dims" not in config:
@@ -116,6 +141,13 @@ class LTSTStore(BaseStore):
         self._sweeper: threading.Thread | None = None
         self._sweeper_stop = threading.Event()
         self._sweeper_task: asyncio.Task[None] | None = None
+
+    def _settings(self) -> lg.Settings:
+        """How this batch reads (``ttl_config`` is read at each batch, so changing it takes effect)."""
+        omit = (self.ttl_config or {}).get("omit_expired", True)
+        if not isinstance(omit, bool):
+            raise ValidationError(f"ttl['omit_expired'] must be True or False, got {omit!r}")
+        return lg.Settings(omit_expired=omit, distance=self._distance)
 
     @classmethod
     def unscoped(cls, storage: Any, **kwargs: Any) -> LTSTStore:
@@ -145,6 +177,11 @@ class LTSTStore(BaseStore):
         plan: list[lg.Instruction] = []
         texts: list[tuple[int, str, str]] = []
         queries: list[str] = []
+        for op in ops:  # the whole batch is checked before anything runs
+            try:
+                validate_op_namespace(op)
+            except InvalidNamespaceError as exc:
+                raise InvalidNamespace(str(exc)) from None
         for i, op in enumerate(ops):
             if isinstance(op, GetOp):
                 namespace = _namespace(op.namespace)
@@ -236,7 +273,7 @@ class LTSTStore(BaseStore):
             vectors = self.embeddings.embed_documents([t for _, _, t in texts]) if texts else []
             query_vectors = [self.embeddings.embed_query(q) for q in queries]
             self._finish_plan(plan, texts, vectors, queries, query_vectors)
-        raw = self._runner.run(lg.run_batch, self.user_id, Opaque(plan), self._settings)
+        raw = self._runner.run(lg.run_batch, self.user_id, Opaque(plan), self._settings())
         return self._results(ops, raw)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
@@ -247,7 +284,7 @@ class LTSTStore(BaseStore):
             vectors = await self.embeddings.aembed_documents([t for _, _, t in texts]) if texts else []
             query_vectors = [await self.embeddings.aembed_query(q) for q in queries]
             self._finish_plan(plan, texts, vectors, queries, query_vectors)
-        raw = await self._runner.arun(lg.run_batch, self.user_id, Opaque(plan), self._settings)
+        raw = await self._runner.arun(lg.run_batch, self.user_id, Opaque(plan), self._settings())
         return self._results(ops, raw)
 
     # ------------------------------------------------------------------ TTL

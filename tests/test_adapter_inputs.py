@@ -10,9 +10,9 @@ import math
 import psycopg
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
-from langgraph.store.base import ListNamespacesOp, PutOp, SearchOp
+from langgraph.store.base import GetOp, InvalidNamespaceError, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 from ltst_memory.adapters.langchain import LTSTVectorStore
-from ltst_memory.adapters.langgraph import LTSTStore
+from ltst_memory.adapters.langgraph import InvalidNamespace, LTSTStore
 
 from ltst_memory import AsyncConversationStorage, ConfigurationError, ConversationStorage, ValidationError
 
@@ -275,3 +275,18 @@ def test_async_only_store_refuses_a_sweeper_outside_an_event_loop(database_dsn: 
         lg.start_ttl_sweeper()
     with pytest.raises(ValidationError):
         lg.start_ttl_sweeper(-1)
+
+
+@pytest.mark.parametrize("namespace", [("foo.bar",), ("foo", ""), ("foo", 1)])
+def test_langgraph_batch_refuses_namespaces_langgraph_refuses(store: ConversationStorage, namespace: tuple) -> None:
+    lg = LTSTStore(store, user_id="u1")
+    for op in (
+        GetOp(namespace, "k"),
+        PutOp(namespace, "k", {"v": 1}),
+        SearchOp(namespace),
+        ListNamespacesOp((MatchCondition("prefix", namespace),)),
+    ):
+        with pytest.raises(InvalidNamespace) as info:  # the whole batch, before any query
+            lg.batch([PutOp(("valid",), "k", {}), op])
+        assert isinstance(info.value, ValidationError) and isinstance(info.value, InvalidNamespaceError)
+    assert lg.get(("valid",), "k") is None

@@ -1,0 +1,204 @@
+"""Run LangGraph's PostgresStore test suite (from the langgraph-checkpoint-postgres sdist) against LTSTStore.
+
+Not part of the default test suite (it needs sources that are not in this repository); run it by hand:
+
+    python tests/upstream_langgraph_store.py [--workdir DIR] [-- PYTEST ARGS]
+
+It fetches the sdist with ``pip download --no-binary :all:`` (once, into ``--workdir``), replaces the
+suite's ``tests/conftest.py`` by one that starts the embedded PostgreSQL and maps
+``langgraph.store.postgres.PostgresStore``/``AsyncPostgresStore`` onto ``LTSTStore`` (scoped to the user
+``"upstream"``, on a ``ConversationStorage``/``AsyncConversationStorage`` with the hashing embedder), and
+runs ``test_store.py`` and ``test_async_store.py``. The shim drops ``ann_index_config`` (PostgresStore's
+own index tuning, which LTSTStore refuses) and gives ``setup()``/``MIGRATIONS``/``_cursor()`` equivalents;
+tests of PostgresStore's private helpers fail by design.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+PACKAGE = "langgraph-checkpoint-postgres"
+
+CONFTEST = r'''
+"""Shim: LangGraph's PostgresStore tests on ltst-memory's LTSTStore (written by upstream_langgraph_store.py)."""
+from __future__ import annotations
+
+import atexit
+import shutil
+import sys
+import tempfile
+import types
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+
+from ltst_memory import AsyncConversationStorage, ConversationStorage, HashingEmbedder
+from ltst_memory._connection import acquire_embedded, release_embedded
+from ltst_memory.adapters.langgraph import LTSTStore
+from tests.embed_test_utils import CharacterEmbeddings  # noqa: F401
+
+_DATA = Path(tempfile.mkdtemp(prefix="ltst-upstream-pg-"))
+_PARAMS = conninfo_to_dict(acquire_embedded(_DATA))
+
+
+def _stop() -> None:
+    if _DATA.exists():
+        release_embedded(_DATA)
+        shutil.rmtree(_DATA, ignore_errors=True)
+
+
+atexit.register(_stop)
+
+
+def pytest_unconfigure(config) -> None:
+    _stop()
+_HOST = quote(str(_PARAMS.get("host", "localhost")), safe="")
+_USER = _PARAMS.get("user", "postgres")
+DEFAULT_POSTGRES_URI = f"postgresql://{_USER}@{_HOST}:{_PARAMS.get('port', 5432)}/"
+DEFAULT_URI = DEFAULT_POSTGRES_URI + "postgres"
+VECTOR_TYPES = ["vector", "halfvec"]
+USER = "upstream"
+
+
+def _index(index):
+    if index is None:
+        return None
+    return {k: v for k, v in index.items() if k != "ann_index_config"}
+
+
+class PostgresStore(LTSTStore):
+    MIGRATIONS: list = []
+    VECTOR_MIGRATIONS: list = []
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string, *, pipeline=False, pool_config=None, index=None, ttl=None):
+        storage = ConversationStorage(conn_string, embedder=HashingEmbedder(16))
+        store = cls(storage, user_id=USER, index=_index(index), ttl=ttl)
+        store._storage = storage
+        try:
+            yield store
+        finally:
+            store.stop_ttl_sweeper(5)
+            storage.close()
+
+    def setup(self) -> None:
+        pass
+
+    @contextmanager
+    def _cursor(self, *, pipeline=False):
+        with self._storage.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            yield cur
+
+
+class AsyncPostgresStore(LTSTStore):
+    MIGRATIONS: list = []
+    VECTOR_MIGRATIONS: list = []
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(cls, conn_string, *, pipeline=False, pool_config=None, index=None, ttl=None):
+        storage = AsyncConversationStorage(conn_string, embedder=HashingEmbedder(16))
+        await storage.__aenter__()
+        store = cls(storage, user_id=USER, index=_index(index), ttl=ttl)
+        store._storage = storage
+        try:
+            yield store
+        finally:
+            await store.stop_ttl_sweeper(5)
+            await storage.close()
+
+    async def setup(self) -> None:
+        pass
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline=False):
+        async with await AsyncConnection.connect(self._dsn, autocommit=True) as conn:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                yield cur
+
+    @property
+    def _dsn(self):
+        return self._storage.dsn
+
+
+def _escape_like_literal(value):  # PostgresStore's private helper: not part of LTSTStore
+    raise NotImplementedError("PostgresStore internals")
+
+
+def _namespace_match_pattern(*args, **kwargs):
+    raise NotImplementedError("PostgresStore internals")
+
+
+_postgres = types.ModuleType("langgraph.store.postgres")
+_postgres.PostgresStore = PostgresStore
+_postgres.AsyncPostgresStore = AsyncPostgresStore
+_base = types.ModuleType("langgraph.store.postgres.base")
+_base._escape_like_literal = _escape_like_literal
+_base._namespace_match_pattern = _namespace_match_pattern
+_base.PostgresStore = PostgresStore
+_checkpoint = types.ModuleType("langgraph.checkpoint.postgres")
+_checkpoint._ainternal = types.ModuleType("langgraph.checkpoint.postgres._ainternal")
+sys.modules.update({
+    "langgraph.store.postgres": _postgres,
+    "langgraph.store.postgres.base": _base,
+    "langgraph.checkpoint.postgres": _checkpoint,
+    "langgraph.checkpoint.postgres._ainternal": _checkpoint._ainternal,
+})
+
+
+@pytest.fixture(scope="function")
+async def conn() -> AsyncIterator[AsyncConnection[DictRow]]:
+    async with await AsyncConnection.connect(DEFAULT_URI, autocommit=True, row_factory=dict_row) as conn:
+        yield conn
+
+
+@pytest.fixture
+def fake_embeddings() -> CharacterEmbeddings:
+    return CharacterEmbeddings(dims=500)
+'''
+
+
+def fetch(workdir: Path) -> Path:
+    """The extracted sdist (downloaded once)."""
+    found = sorted(workdir.glob("langgraph_checkpoint_postgres-*/tests"))
+    if found:
+        return found[-1].parent
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(workdir), PACKAGE],
+        check=True,
+    )
+    archive = sorted(workdir.glob("langgraph_checkpoint_postgres-*.tar.gz"))[-1]
+    with tarfile.open(archive) as tar:
+        tar.extractall(workdir, filter="data")
+    return sorted(workdir.glob("langgraph_checkpoint_postgres-*/tests"))[-1].parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ltst-upstream")
+    parser.add_argument("pytest_args", nargs="*")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    root = fetch(args.workdir)
+    (root / "tests" / "conftest.py").write_text(CONFTEST, encoding="utf-8")
+    command = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto",
+        "--rootdir", str(root), "-q", "-rf", "tests/test_store.py", "tests/test_async_store.py", *args.pytest_args,
+    ]  # fmt: skip
+    return subprocess.run(command, cwd=root, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
