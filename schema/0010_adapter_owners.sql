@@ -11,7 +11,8 @@
 --     (e.g. ("memories", "alice") -> alice); its vectors take the item's owner;
 --   * otherwise the placeholder owner ' ' (one space): a blank id, which every ltst-memory entry point
 --     refuses as a user id (check_id), so no user-scoped store or adapter ever matches it. Such rows
---     are shared: only unscoped adapters (`unscoped=True`) and the tables' owner see them.
+--     are shared: only unscoped adapters (`unscoped=True`) and the tables' owner see them. It is also
+--     the column default, for rows written without an owner.
 --
 -- Idempotent: safe to apply twice, by `ltst migrate` or `psql -v ON_ERROR_STOP=1 -f`.
 
@@ -51,6 +52,12 @@ ALTER TABLE ltst_collections   ALTER COLUMN user_id SET NOT NULL;
 ALTER TABLE ltst_documents     ALTER COLUMN user_id SET NOT NULL;
 ALTER TABLE ltst_store_items   ALTER COLUMN user_id SET NOT NULL;
 ALTER TABLE ltst_store_vectors ALTER COLUMN user_id SET NOT NULL;
+
+-- a row written without an owner (older code, plain SQL) is a shared row, as unknown owners above
+ALTER TABLE ltst_collections   ALTER COLUMN user_id SET DEFAULT ' ';
+ALTER TABLE ltst_documents     ALTER COLUMN user_id SET DEFAULT ' ';
+ALTER TABLE ltst_store_items   ALTER COLUMN user_id SET DEFAULT ' ';
+ALTER TABLE ltst_store_vectors ALTER COLUMN user_id SET DEFAULT ' ';
 
 -- Keys per owner ---------------------------------------------------------------------------------------
 -- Primary keys and foreign keys of 0003 are replaced by ones that start with user_id (once: skipped
