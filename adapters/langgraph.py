@@ -51,7 +51,7 @@ from ltst_memory.errors import ConfigurationError, ValidationError
 from ltst_memory.models import check_text
 
 from . import _langgraph_ops as lg
-from ._common import Opaque, open_runner
+from ._common import JsonFilter, Opaque, open_runner
 from ._embeddings import EmbedderEmbeddings
 
 __all__ = ["InvalidNamespace", "LTSTStore"]
@@ -193,6 +193,7 @@ class LTSTStore(BaseStore):
                     if query not in queries:
                         queries.append(query)
                 dims = int(self.index_config["dims"]) if self.index_config else 0
+                JsonFilter("i.value", nested=True).compile(op.filter)  # refused before any query of the batch
                 limit = _count("limit", op.limit, maximum=10_000)
                 offset = _count("offset", op.offset)
                 plan.append(

@@ -176,7 +176,9 @@ def register(app: typer.Typer) -> None:
                 if not as_json:
                     out(f"chat history {table}: {plural(r.sessions_seen, 'session')}, {r.messages_added} new messages")
             if collection or vector_table:
-                v = import_langchain_vectorstore(store, source_dsn, collection=collection, table=vector_table)
+                v = import_langchain_vectorstore(
+                    store, source_dsn, collection=collection, table=vector_table, user_id=user
+                )
                 report["vector_store"] = {"documents_added": v.other_rows_added}
                 if not as_json:
                     out(f"vector store {collection or vector_table}: {v.other_rows_added} new documents")

@@ -275,3 +275,32 @@ def test_migration_gives_existing_rows_their_known_owner(empty_database_dsn: str
         assert LTSTStore(storage, user_id="alice").get(("memories", "alice"), "k").value == {}
         assert LTSTStore(storage, user_id="alice").get(("memories", "nobody"), "k") is None
         assert LTSTStore.unscoped(storage).get(("memories", "nobody"), "k").value == {}
+
+
+def test_imported_langchain_vectors_belong_to_the_importing_user(store: ConversationStorage, pg_admin_dsn: str) -> None:
+    from _helpers import scratch_database
+
+    from ltst_memory.io import import_langchain_vectorstore
+
+    with scratch_database(pg_admin_dsn) as source:
+        with psycopg.connect(source) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            conn.execute(
+                "CREATE TABLE v2 (langchain_id UUID PRIMARY KEY, content TEXT NOT NULL, embedding vector(8) NOT NULL, "
+                "langchain_metadata JSON)"
+            )
+            conn.execute(
+                "INSERT INTO v2 VALUES ('7f6f1b9c-0000-4000-8000-000000000001', 'imported', %s, '{}')",
+                (str([float(x) for x in EMBED.embed_query("imported")]),),
+            )
+        assert import_langchain_vectorstore(store, source, table="v2", user_id="alice").other_rows_added == 1
+        assert import_langchain_vectorstore(store, source, table="v2").other_rows_added == 1  # shared rows
+    assert [
+        d.page_content
+        for d in LTSTVectorStore(store, EMBED, user_id="alice", collection_name="v2").get_by_ids(
+            ["7f6f1b9c-0000-4000-8000-000000000001"]
+        )
+    ] == ["imported"]
+    assert LTSTVectorStore(store, EMBED, user_id="bob", collection_name="v2").similarity_search("imported") == []
+    with store.pool.connection() as conn:
+        assert _rows_of(conn, " ")["ltst_documents"] == 1

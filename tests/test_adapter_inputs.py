@@ -167,6 +167,9 @@ def test_langgraph_store_refuses_bad_filters(store: ConversationStorage, filter:
     with pytest.raises(ValidationError) as info:
         lg.search(("ns",), filter=filter)
     assert isinstance(info.value, ValueError)
+    with pytest.raises(ValidationError):
+        lg.batch([PutOp(("ns",), "new", {"a": 2}), SearchOp(("ns",), filter=filter)])
+    assert lg.get(("ns",), "new") is None
 
 
 def test_langgraph_store_refuses_bad_arguments_and_writes_nothing(store: ConversationStorage) -> None:

@@ -153,16 +153,17 @@ def import_langchain_postgres(
 # --------------------------------------------------------------------------- vector stores
 
 UPSERT_COLLECTION = """
-INSERT INTO ltst_collections (collection, dimension, embedding_model, metadata)
-VALUES (%(collection)s, %(dimension)s, %(embedding_model)s, %(metadata)s)
-ON CONFLICT (collection) DO NOTHING
+INSERT INTO ltst_collections (user_id, collection, dimension, embedding_model, metadata)
+VALUES (%(owner)s, %(collection)s, %(dimension)s, %(embedding_model)s, %(metadata)s)
+ON CONFLICT (user_id, collection) DO NOTHING
 """
-SELECT_COLLECTION = "SELECT dimension FROM ltst_collections WHERE collection = %(collection)s"
+SELECT_COLLECTION = "SELECT dimension FROM ltst_collections WHERE user_id = %(owner)s AND collection = %(collection)s"
 INSERT_DOCUMENT = """
-INSERT INTO ltst_documents (collection, document_id, content, metadata, embedding)
-VALUES (%(collection)s, %(document_id)s, %(content)s, %(metadata)s, %(embedding)s)
-ON CONFLICT (collection, document_id) DO NOTHING
+INSERT INTO ltst_documents (user_id, collection, document_id, content, metadata, embedding)
+VALUES (%(owner)s, %(collection)s, %(document_id)s, %(content)s, %(metadata)s, %(embedding)s)
+ON CONFLICT (user_id, collection, document_id) DO NOTHING
 """
+COUNT_DOCUMENTS = "SELECT count(*) FROM ltst_documents WHERE user_id = %(owner)s AND collection = %(collection)s"
 
 
 def _vector_rows_v1(conn: psycopg.Connection[Any], collection: str) -> list[tuple[str, str, dict[str, Any], Any]]:
@@ -205,6 +206,7 @@ def import_langchain_vectorstore(
     table: str | None = None,
     target_collection: str | None = None,
     embedding_model: str | None = None,
+    user_id: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Copy a langchain-postgres vector store into the ltst-memory LangChain vector store tables.
@@ -213,7 +215,12 @@ def import_langchain_vectorstore(
     ``PGVectorStore`` table. Documents keep their ids, text, metadata and embedding vectors (open
     the ltst vector store with the same embedding model); existing ids are left alone, so the
     import can be repeated. ``target_collection`` defaults to the source collection/table name.
+    The documents belong to ``user_id`` (``LTSTVectorStore(storage, user_id=...)`` sees them); without
+    it they are shared rows (owner ``' '``, seen by ``LTSTVectorStore(..., unscoped=True)`` only).
     """
+    from ..models import check_id
+
+    owner = " " if user_id is None else check_id("user_id", user_id)
     if (collection is None) == (table is None):
         raise ValidationError("give exactly one of collection= (PGVector) or table= (PGVectorStore)")
     with _source(source_dsn) as conn:
@@ -228,12 +235,13 @@ def import_langchain_vectorstore(
     with pool.connection() as conn, conn.transaction():
         if conn.execute("SELECT to_regclass('ltst_documents') IS NULL").fetchone()[0]:
             raise ValidationError("this database has no ltst_documents table; run `ltst migrate` first")
-        found = conn.execute(SELECT_COLLECTION, {"collection": name}).fetchone()
+        found = conn.execute(SELECT_COLLECTION, {"owner": owner, "collection": name}).fetchone()
         if found is not None and found[0] not in (None, dimension):
             raise ValidationError(f"collection {name!r} holds {found[0]}-dimensional vectors, the source {dimension}")
         cur = conn.execute(
             UPSERT_COLLECTION,
             {
+                "owner": owner,
                 "collection": name,
                 "dimension": dimension,
                 "embedding_model": embedding_model,
@@ -242,15 +250,22 @@ def import_langchain_vectorstore(
         )
         result.sessions_created = cur.rowcount
         with conn.cursor() as cur:
-            before = conn.execute("SELECT count(*) FROM ltst_documents WHERE collection = %s", (name,)).fetchone()[0]
+            before = conn.execute(COUNT_DOCUMENTS, {"owner": owner, "collection": name}).fetchone()[0]
             cur.executemany(
                 INSERT_DOCUMENT,
                 [
-                    {"collection": name, "document_id": i, "content": d, "metadata": Jsonb(m), "embedding": e}
+                    {
+                        "owner": owner,
+                        "collection": name,
+                        "document_id": i,
+                        "content": d,
+                        "metadata": Jsonb(m),
+                        "embedding": e,
+                    }
                     for i, d, m, e in rows
                 ],
             )
-            after = conn.execute("SELECT count(*) FROM ltst_documents WHERE collection = %s", (name,)).fetchone()[0]
+            after = conn.execute(COUNT_DOCUMENTS, {"owner": owner, "collection": name}).fetchone()[0]
         result.other_rows_added = int(after - before)
     if progress is not None:
         progress(len(rows))
