@@ -147,7 +147,9 @@ def register(app: typer.Typer) -> None:
     @_command
     def import_langchain_postgres(
         source_dsn: Annotated[str, typer.Argument(help="DSN of the database holding the langchain-postgres tables.")],
-        user: Annotated[str | None, typer.Option("--user", "-u", help="Owner of the imported chat sessions.")] = None,
+        user: Annotated[
+            str | None, typer.Option("--user", "-u", help="Owner of the imported chat sessions and documents.")
+        ] = None,
         table: Annotated[
             str | None, typer.Option("--table", help="Chat history table (PostgresChatMessageHistory).")
         ] = None,
