@@ -224,7 +224,14 @@ def test_delete_user_erases_every_adapter_row_of_the_user(store: ConversationSto
     with store.pool.connection() as conn:
         before = _rows_of(conn, "alice")
         assert all(_rows_of(conn, "bob").values())
-    store.delete_user("bob")
+    erased = store.delete_user("bob")
+    assert erased.complete
+    assert {k: v for k, v in erased.items() if k in ("store_vectors", "store_items", "documents", "collections")} == {
+        "store_vectors": 2,
+        "store_items": 2,
+        "documents": 1,
+        "collections": 1,
+    }
     with store.pool.connection() as conn:
         assert set(_rows_of(conn, "bob").values()) == {0}
         assert _rows_of(conn, "alice") == before
