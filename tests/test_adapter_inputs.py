@@ -10,8 +10,9 @@ import math
 import psycopg
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.store.base import GetOp, InvalidNamespaceError, ListNamespacesOp, MatchCondition, PutOp, SearchOp
-from ltst_memory.adapters.langchain import LTSTVectorStore
+from ltst_memory.adapters.langchain import LTSTChatMessageHistory, LTSTVectorStore
 from ltst_memory.adapters.langgraph import InvalidNamespace, LTSTStore
 
 from ltst_memory import AsyncConversationStorage, ConfigurationError, ConversationStorage, ValidationError
@@ -155,6 +156,22 @@ def test_distance_strategies_rank_and_score_by_their_distance(store: Conversatio
         else:
             assert doc.id == first
         assert score == pytest.approx(distance)
+
+
+def test_metadata_quoting_a_nul_escape_is_text(docs: LTSTVectorStore, store: ConversationStorage) -> None:
+    """The six characters \\u0000 are text (they round-trip); only a real NUL is refused."""
+    docs.add_texts(["quote"], [{"quote": "\\u0000 is how JSON writes a NUL"}], ids=["q"])
+    assert docs.get_by_ids(["q"])[0].metadata["quote"] == "\\u0000 is how JSON writes a NUL"
+    with pytest.raises(ValidationError):
+        docs.add_texts(["x", "y"], [{"ok": 1}, {"bad": "\x00"}], ids=["x", "y"])
+    assert docs.get_by_ids(["x", "y"]) == []  # nothing of the batch
+    history = LTSTChatMessageHistory(store, "quoting", user_id="u1")
+    batch = [HumanMessage("how does JSON write a NUL?"), AIMessage("as the six characters \\u0000")]
+    history.add_messages(batch)
+    assert history.messages == batch
+    store_ = LTSTStore(store, user_id="u1")
+    store_.put(("q",), "k", {"text": "\\u0000"})
+    assert store_.get(("q",), "k").value == {"text": "\\u0000"}
 
 
 # --------------------------------------------------------------------------- LangGraph store
