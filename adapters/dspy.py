@@ -1,6 +1,6 @@
 """DSPy adapters: a retriever over conversation memory and a memory wrapper for DSPy programs.
 
-Install with ``pip install "ltst-memory[dspy]"``. Both take a :class:`~ltst_memory.ConversationStorage`
+Install with ``pip install -e ".[dspy]"`` (from a checkout). Both take a :class:`~ltst_memory.ConversationStorage`
 or an :class:`~ltst_memory.AsyncConversationStorage` (``acall``/``aforward`` use the async one when
 given; with only a sync store they run the sync path on the calling thread).
 """
@@ -15,7 +15,7 @@ from typing import Any
 try:
     import dspy
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError('the DSPy adapter needs dspy: pip install "ltst-memory[dspy]"') from exc
+    raise ImportError('the DSPy adapter needs dspy: pip install -e ".[dspy]"') from exc
 
 from ltst_memory.adapters._common import Runner, open_runner
 

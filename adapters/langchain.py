@@ -1,7 +1,8 @@
 """LangChain adapters: a chat message history and a vector store (with its retriever) on ltst-memory.
 
-Install with ``pip install "ltst-memory[langchain]"``. Sync and async: see :mod:`ltst_memory.adapters._common`
-(async methods use an :class:`~ltst_memory.AsyncConversationStorage` when given one).
+Install with ``pip install -e ".[langchain]"`` (from a checkout). Sync and async: see
+:mod:`ltst_memory.adapters._common` (async methods use an
+:class:`~ltst_memory.AsyncConversationStorage` when given one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ try:
     from langchain_core.vectorstores.utils import maximal_marginal_relevance
     from pydantic import model_validator
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError('the LangChain adapter needs langchain-core: pip install "ltst-memory[langchain]"') from exc
+    raise ImportError('the LangChain adapter needs langchain-core: pip install -e ".[langchain]"') from exc
 
 from ltst_memory.errors import ValidationError
 from ltst_memory.models import ConversationMessage, check_id

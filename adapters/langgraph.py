@@ -1,6 +1,6 @@
 """LangGraph adapter: a ``BaseStore`` (long-term memory for LangGraph agents) on ltst-memory's database.
 
-Install with ``pip install "ltst-memory[langgraph]"``. Items live in ``ltst_store_items``; with an
+Install with ``pip install -e ".[langgraph]"`` (from a checkout). Items live in ``ltst_store_items``; with an
 ``index`` config, the configured fields of each item are embedded into ``ltst_store_vectors`` and
 ``search(query=...)`` ranks by cosine similarity (the best field of an item counts), exactly within the
 namespace prefix and filter. Sync and async: see :mod:`ltst_memory.adapters._common`.
@@ -43,7 +43,7 @@ try:
             for path in _op_namespaces(op):
                 _validate_namespace_labels(tuple(path))
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError('the LangGraph adapter needs langgraph: pip install "ltst-memory[langgraph]"') from exc
+    raise ImportError('the LangGraph adapter needs langgraph: pip install -e ".[langgraph]"') from exc
 
 import numpy as np
 
