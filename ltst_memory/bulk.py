@@ -10,11 +10,15 @@ skipped, so re-running an import is harmless.
 
 Validation and the binary encoding are column-wise and hand-written (:mod:`ltst_memory._bulk_rows`),
 a few microseconds per message: the time of an import is the server's (see ``docs/benchmarks.md``).
+The same import through psycopg's ``copy.write_row`` (``set_types``, pgvector's binary dumper, rows
+checked by ``store_messages``' validator) was measured 35-50 % slower end to end
+(``benchmarks/bulk_import.py --messages 50000 --existing 20000 --workers 1 --metadata``), so the
+hand-written encoder stays.
 
 Deferred embedding stores rows with a NULL embedding at once; :class:`EmbeddingWorker` (thread) or
 :class:`AsyncEmbeddingWorker` (task) claims them with ``FOR UPDATE SKIP LOCKED`` (several workers,
-several processes: no row is embedded twice), embeds a batch with one call and writes the vectors.
-Until then :func:`search_unembedded` finds them by words (full-text ``search_tsv``).
+several processes: no row is embedded twice), embeds a batch with one call and writes the vectors;
+a message the embedder rejects is set aside (:class:`DeadLetter`) and the worker moves on. Until then :func:`search_unembedded` finds them by words (full-text ``search_tsv``).
 
 Operations here are generators like those of :mod:`ltst_memory._ops`, plus two instructions of
 their own (:class:`Copy`, :class:`Commit`) run by :func:`run_sync` / :func:`run_async`.
@@ -39,12 +43,13 @@ from . import _bulk_rows as bulk_rows
 from . import _queries as q
 from ._ops import Core, Embed, Query, lock_sessions_for_write, scoped_user
 from .embeddings import embed_checked
-from .errors import ValidationError
+from .errors import EmbeddingError, ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
 
 __all__ = [
     "AsyncEmbeddingWorker",
     "BulkResult",
+    "DeadLetter",
     "EmbeddingWorker",
     "embed_pending",
     "import_messages",
@@ -69,7 +74,7 @@ EXISTING_UUIDS = (
 
 CLAIM_PENDING = """
 SELECT message_id, content, metadata FROM conversation_messages
-WHERE embedding IS NULL
+WHERE embedding IS NULL AND message_id <> ALL(%(skip)s::bigint[])
 ORDER BY message_id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -325,16 +330,72 @@ def _import_batch(
 
 def embed_pending(core: Core, limit: int = 256) -> Generator[Any, Any, int]:
     """Claim up to ``limit`` messages stored without an embedding (``FOR UPDATE SKIP LOCKED``), embed
-    them with one call and store the vectors; return how many were embedded (0: nothing pending)."""
+    them with one call and store the vectors; return how many were embedded (0: nothing pending).
+
+    A message the embedder rejects is set aside: the batch is split until the rejected messages are
+    alone, the others are stored, and the rejected ones keep no embedding (logged as a warning;
+    :class:`EmbeddingWorker` lists them in ``dead_letters`` and stops claiming them). If the embedder
+    rejects every message of the batch, that is its failure, not theirs: the error is raised."""
+    outcome = yield from claim_and_embed(core, limit)
+    return outcome.embedded
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message the embedder rejected: it stays stored without an embedding (``search_unembedded``
+    still finds it by its words) and the worker that met it does not claim it again."""
+
+    message_id: int
+    error: str
+
+
+@dataclass(frozen=True)
+class EmbedOutcome:
+    """What one :func:`claim_and_embed` did."""
+
+    embedded: int
+    rejected: tuple[DeadLetter, ...] = ()
+
+
+def claim_and_embed(core: Core, limit: int, skip: Iterable[int] = ()) -> Generator[Any, Any, EmbedOutcome]:
+    """:func:`embed_pending`, not claiming the ``skip`` message ids, returning the rejected messages too."""
     limit = check_limit("limit", limit, minimum=1, maximum=100_000)
-    rows = yield Query(CLAIM_PENDING, {"limit": limit})
+    rows = yield Query(CLAIM_PENDING, {"limit": limit, "skip": sorted(skip)})
     if not rows:
-        return 0
+        return EmbedOutcome(0)
     from .recall import embedding_text
 
-    vectors = yield Embed(tuple(embedding_text(r["content"], r["metadata"]) for r in rows))
-    yield Query(WRITE_EMBEDDINGS, {"ids": [r["message_id"] for r in rows], "embeddings": list(vectors)}, fetch="none")
-    return len(rows)
+    texts = [embedding_text(r["content"], r["metadata"]) for r in rows]
+    vectors: dict[int, Any] = {}
+    rejected: list[tuple[int, EmbeddingError]] = []
+    yield from _embed_splitting(texts, 0, len(texts), vectors, rejected)
+    if not vectors:  # nothing embeds: the embedder fails, the rows may be fine (the caller retries later)
+        raise rejected[0][1]
+    ids = [rows[i]["message_id"] for i in sorted(vectors)]
+    yield Query(WRITE_EMBEDDINGS, {"ids": ids, "embeddings": [vectors[i] for i in sorted(vectors)]}, fetch="none")
+    letters = tuple(DeadLetter(int(rows[i]["message_id"]), str(exc)) for i, exc in rejected)
+    for letter in letters:
+        logger.warning("embedding: message %d set aside, the embedder rejects it: %s", letter.message_id, letter.error)
+    return EmbedOutcome(len(ids), letters)
+
+
+def _embed_splitting(
+    texts: list[str], start: int, stop: int, vectors: dict[int, Any], rejected: list[tuple[int, EmbeddingError]]
+) -> Generator[Any, Any, None]:
+    """Embed ``texts[start:stop]`` with one call; if the embedder fails, embed each half the same way, down
+    to single texts, which are ``rejected`` with their error. ``vectors`` receives the rest by index."""
+    try:
+        embedded = yield Embed(tuple(texts[start:stop]))
+    except EmbeddingError as exc:
+        if stop - start == 1:
+            rejected.append((start, exc))
+            return
+        middle = (start + stop) // 2
+        yield from _embed_splitting(texts, start, middle, vectors, rejected)
+        yield from _embed_splitting(texts, middle, stop, vectors, rejected)
+        return
+    for offset, vector in enumerate(embedded):
+        vectors[start + offset] = vector
 
 
 def pending_embeddings(core: Core) -> Generator[Any, Any, int]:
@@ -385,16 +446,21 @@ def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
     tx: ExitStack | None = None  # the pool connection and its open transaction
     conn: Any = None
     result: Any = None
+    failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
     try:
         while True:
             try:
-                instruction = op.send(result)
+                instruction = op.send(result) if failed is None else op.throw(failed)
             except StopIteration as stop:
                 if tx is not None:
                     tx.close()  # commits
                 return stop.value
+            failed = None
             if isinstance(instruction, Embed):
-                result = embed_checked(store._core.embedder, instruction.texts)
+                try:
+                    result = embed_checked(store._core.embedder, instruction.texts)
+                except EmbeddingError as exc:
+                    failed = exc
                 continue
             if isinstance(instruction, (Commit, Parallel)):
                 if tx is not None:
@@ -461,16 +527,21 @@ async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
     tx: AsyncExitStack | None = None
     conn: Any = None
     result: Any = None
+    failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
     try:
         while True:
             try:
-                instruction = op.send(result)
+                instruction = op.send(result) if failed is None else op.throw(failed)
             except StopIteration as stop:
                 if tx is not None:
                     await tx.aclose()
                 return stop.value
+            failed = None
             if isinstance(instruction, Embed):
-                result = await asyncio.to_thread(embed_checked, store._core.embedder, instruction.texts)
+                try:
+                    result = await asyncio.to_thread(embed_checked, store._core.embedder, instruction.texts)
+                except EmbeddingError as exc:
+                    failed = exc
                 continue
             if isinstance(instruction, (Commit, Parallel)):
                 if tx is not None:
@@ -537,7 +608,9 @@ class EmbeddingWorker:
     ``future = worker.start()`` returns a :class:`concurrent.futures.Future` resolved with the total
     number of messages embedded when the worker stops; ``worker.stop(timeout)`` asks it to stop after
     the current batch and waits. Several workers (threads or processes) can run at once: rows are
-    claimed with ``FOR UPDATE SKIP LOCKED``. An embedding failure is logged and retried after
+    claimed with ``FOR UPDATE SKIP LOCKED``. A message the embedder rejects goes to
+    :attr:`dead_letters` (with the error) and is not claimed again by this worker; the rest of its
+    batch is stored. When the embedder fails on a whole batch, the failure is logged and retried after
     ``poll_interval``; the claimed rows are released by the rollback.
     """
 
@@ -548,12 +621,16 @@ class EmbeddingWorker:
         self._stop = threading.Event()
         self._future: concurrent.futures.Future[int] | None = None
         self.embedded = 0
+        #: The messages the embedder rejected, with its error, in the order met.
+        self.dead_letters: list[DeadLetter] = []
 
     def run_once(self) -> int:
         """Embed one batch now (in the caller's thread); return how many messages were embedded."""
-        done = int(run_sync(self._store, embed_pending(self._store._core, self._batch_size)))
-        self.embedded += done
-        return done
+        skip = [letter.message_id for letter in self.dead_letters]
+        outcome: EmbedOutcome = run_sync(self._store, claim_and_embed(self._store._core, self._batch_size, skip))
+        self.dead_letters.extend(outcome.rejected)
+        self.embedded += outcome.embedded
+        return outcome.embedded
 
     def _loop(self) -> None:
         assert self._future is not None
@@ -600,12 +677,16 @@ class AsyncEmbeddingWorker:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[int] | None = None
         self.embedded = 0
+        #: The messages the embedder rejected, with its error, in the order met.
+        self.dead_letters: list[DeadLetter] = []
 
     async def run_once(self) -> int:
         """Embed one batch now; return how many messages were embedded."""
-        done = int(await run_async(self._store, embed_pending(self._store._core, self._batch_size)))
-        self.embedded += done
-        return done
+        skip = [letter.message_id for letter in self.dead_letters]
+        outcome: EmbedOutcome = await run_async(self._store, claim_and_embed(self._store._core, self._batch_size, skip))
+        self.dead_letters.extend(outcome.rejected)
+        self.embedded += outcome.embedded
+        return outcome.embedded
 
     async def _loop(self) -> int:
         while not self._stop.is_set():

@@ -14,6 +14,7 @@ from ltst_memory import (
     ConversationSession,
     ConversationStorage,
     EmbeddingDimensionError,
+    EmbeddingError,
     SessionNotFoundError,
     ValidationError,
 )
@@ -194,3 +195,71 @@ async def test_async_import_and_worker(astore: AsyncConversationStorage) -> None
     assert task.done()
     hits = await astore.search_messages("async bulk 12", session_id="a", limit=1)
     assert hits[0][0].content == "async bulk 12"
+
+
+class RejectingEmbedder(CountingEmbedder):
+    """Rejects any batch holding a text with ``poison`` in it (as a model server rejects an input)."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        if any("poison" in t for t in texts):
+            raise ValueError("input rejected by the model")
+        return self.inner.embed(texts)  # type: ignore[attr-defined,no-any-return]
+
+
+def _deferred(store: ConversationStorage, contents: list[str]) -> None:
+    store.create_session(ConversationSession(session_id="s0", user_id="u1"))
+    store.import_messages(
+        [ConversationMessage(session_id="s0", role="human", content=c) for c in contents], defer_embedding=True
+    )
+
+
+def test_worker_sets_rejected_messages_aside_and_moves_on(database_dsn: str, hashing_embedder: object) -> None:
+    embedder = RejectingEmbedder(hashing_embedder)
+    contents = [f"poison pill {i}" if i in (3, 11) else f"harmless row {i}" for i in range(20)]
+    with ConversationStorage(database_dsn, embedder=embedder) as store:  # type: ignore[arg-type]
+        _deferred(store, contents)
+        worker = EmbeddingWorker(store, batch_size=16)
+        assert worker.run_once() == 14  # the batch minus its two poisoned rows
+        assert worker.run_once() == 4  # the next rows: the poisoned ones are not claimed again
+        assert worker.run_once() == 0
+        assert store.pending_embeddings() == 2
+        stored = {m.message_id: m.content for m in store.get_messages("s0")}
+        assert sorted(stored[d.message_id] for d in worker.dead_letters) == ["poison pill 11", "poison pill 3"]
+        assert all("input rejected by the model" in d.error for d in worker.dead_letters)
+        calls = len(embedder.calls)
+        assert worker.run_once() == 0 and len(embedder.calls) == calls  # nothing left to try
+        # the rejected rows are still found by their words; the others by meaning
+        assert {m.content for m, _ in store.search_unembedded("poison", session_id="s0")} == {
+            "poison pill 3",
+            "poison pill 11",
+        }
+        assert store.search_messages("harmless row 5", session_id="s0", limit=1)[0][0].content == "harmless row 5"
+        # left alone with them, embed_pending cannot tell bad rows from a failing embedder: it raises
+        with pytest.raises(EmbeddingError, match="input rejected"):
+            store.embed_pending()
+        assert store.pending_embeddings() == 2
+
+
+def test_embedder_failing_on_everything_is_raised_and_sets_nothing_aside(
+    database_dsn: str, hashing_embedder: object
+) -> None:
+    embedder = RejectingEmbedder(hashing_embedder)
+    with ConversationStorage(database_dsn, embedder=embedder) as store:  # type: ignore[arg-type]
+        _deferred(store, ["poison one", "poison two", "poison three"])
+        worker = EmbeddingWorker(store, batch_size=16)
+        with pytest.raises(EmbeddingError, match="input rejected"):
+            worker.run_once()
+        assert worker.dead_letters == [] and store.pending_embeddings() == 3
+
+
+async def test_async_worker_sets_rejected_messages_aside(database_dsn: str, hashing_embedder: object) -> None:
+    embedder = RejectingEmbedder(hashing_embedder)
+    with ConversationStorage(database_dsn, embedder=embedder) as store:  # type: ignore[arg-type]
+        _deferred(store, ["harmless a", "poison b", "harmless c"])
+    async with AsyncConversationStorage(database_dsn, embedder=embedder) as astore:  # type: ignore[arg-type]
+        worker = AsyncEmbeddingWorker(astore, batch_size=10)
+        assert await worker.run_once() == 2
+        assert [d.message_id for d in worker.dead_letters] == [(await astore.get_messages("s0"))[1].message_id]
+        assert await worker.run_once() == 0
+        assert await astore.pending_embeddings() == 1
