@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._connection import check_vector_extension, connect
-from ._ops import Core, Op, Query
+from ._ops import Call, Core, Embed, Op, Query
 from .config import Settings
 from .embeddings import Embedder, default_embedder
 from .errors import ConfigurationError, StoreClosedError
@@ -144,7 +144,19 @@ def needs_transaction(readonly: bool, query: Query) -> bool:
     from its first ``local`` query (transaction-local settings) on. Other statements run on their own,
     which spares the BEGIN and COMMIT round trips and changes nothing at READ COMMITTED, where each
     statement of a transaction takes a new snapshot anyway."""
-    return query.local or not (readonly or query.atomic)
+    return query.local or not (readonly or query.atomic or query.alone)
+
+
+def check_outside_transaction(op: Op[Any], instruction: Embed | Call, wrote: bool) -> None:
+    """The executors' rule (ltst_memory/_ops.py): no embedding and no callback of the user's inside an
+    operation's transaction once it may have written (``wrote``). A connection held outside any
+    transaction is given back to the pool first; a transaction that only read (the transaction-local
+    settings of a read-only or scoped operation) is kept."""
+    if wrote and not (isinstance(instruction, Embed) and instruction.in_transaction):
+        raise RuntimeError(
+            f"operation {op.gi_code.co_name} yields {type(instruction).__name__} inside its transaction; "
+            "embed or call back before its first write (mark the reads before it Query(alone=True))"
+        )
 
 
 #: ids of the stores whose operations run on the primary in the current thread / asyncio task.

@@ -4,16 +4,22 @@ Each operation is a generator: it validates its arguments, then *yields* instruc
 :class:`Query` to run or an :class:`Embed` request — and receives their results, and finally
 returns its value. :class:`~ltst_memory.ConversationStorage` and
 :class:`~ltst_memory.AsyncConversationStorage` are two small executors of these generators (the same
-idea as psycopg's generators shared by its sync and async connections). All SQL of one operation
-runs in one transaction, opened at its first query; embedding happens before, outside it.
+idea as psycopg's generators shared by its sync and async connections).
+
+The executors' rule: an :class:`Embed` or a :class:`Call` (the user's callable, such as an LLM
+summarizer) never runs while the operation holds a pool connection or has a transaction open. The
+connection goes back to the pool before it and a new one is taken for the next query; an operation
+that yields one inside its transaction is a bug the executor refuses (``RuntimeError``). So a write
+operation embeds (or calls back) before its transaction: the reads it makes first are marked
+``Query(..., alone=True)`` (or wrapped in :func:`reading`) and run as statements of their own.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -66,7 +72,9 @@ class Query:
     that is all-or-nothing by itself (its triggers included); nothing the operation runs after it writes.
     A write operation runs in one transaction from its first query that is not ``atomic``; a read-only
     one runs its queries on their own (no BEGIN/COMMIT round trips) until a ``local`` query opens the
-    transaction (``ltst_memory._executor.needs_transaction``)."""
+    transaction (``ltst_memory._executor.needs_transaction``). ``alone`` marks a read of a write
+    operation that runs on its own, before the operation's transaction: the reads that come before
+    its :class:`Embed` or :class:`Call`."""
 
     sql: str
     params: Mapping[str, Any] | None = None
@@ -74,17 +82,47 @@ class Query:
     many: Sequence[Mapping[str, Any]] | None = None
     local: bool = False
     atomic: bool = False
+    alone: bool = False
 
 
 @dataclass(frozen=True)
 class Embed:
-    """Embed ``texts``; the executor sends back an ``(n, dim)`` float32 array."""
+    """Embed ``texts``; the executor sends back an ``(n, dim)`` float32 array, or throws the
+    :class:`~ltst_memory.errors.EmbeddingError` into the operation (which may handle it).
+
+    ``in_transaction`` is the one exception to the executors' rule: the embedding worker's claim holds
+    its rows (``FOR UPDATE SKIP LOCKED``) while they are embedded, so no other worker embeds them."""
 
     texts: tuple[str, ...]
+    in_transaction: bool = False
 
 
-Instruction = Query | Embed
+@dataclass(frozen=True)
+class Call:
+    """Call ``function(*args)`` — a callable of the user's — and send back what it returns. The
+    executor runs it with no connection held and no transaction open; the async store runs it in a
+    worker thread (and awaits what it returns if that is awaitable)."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+Instruction = Query | Embed | Call
 Op = Generator[Instruction, Any, R]
+
+
+def reading(op: Op[R]) -> Op[R]:
+    """Run ``op`` (an operation that only reads) inside a write operation with each of its queries on
+    its own (``alone``), before the caller's transaction."""
+    result: Any = None
+    while True:
+        try:
+            instruction = op.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if isinstance(instruction, Query):
+            instruction = replace(instruction, alone=True)
+        result = yield instruction
 
 
 @dataclass

@@ -18,7 +18,8 @@ hand-written encoder stays.
 Deferred embedding stores rows with a NULL embedding at once; :class:`EmbeddingWorker` (thread) or
 :class:`AsyncEmbeddingWorker` (task) claims them with ``FOR UPDATE SKIP LOCKED`` (several workers,
 several processes: no row is embedded twice), embeds a batch with one call and writes the vectors;
-a message the embedder rejects is set aside (:class:`DeadLetter`) and the worker moves on. Until then :func:`search_unembedded` finds them by words (full-text ``search_tsv``).
+a message the embedder rejects is set aside (:class:`DeadLetter`) and the worker moves on. Until
+then :func:`search_unembedded` finds them by words (full-text ``search_tsv``).
 
 Operations here are generators like those of :mod:`ltst_memory._ops`, plus two instructions of
 their own (:class:`Copy`, :class:`Commit`) run by :func:`run_sync` / :func:`run_async`.
@@ -385,7 +386,7 @@ def _embed_splitting(
     """Embed ``texts[start:stop]`` with one call; if the embedder fails, embed each half the same way, down
     to single texts, which are ``rejected`` with their error. ``vectors`` receives the rest by index."""
     try:
-        embedded = yield Embed(tuple(texts[start:stop]))
+        embedded = yield Embed(tuple(texts[start:stop]), in_transaction=True)  # the claim's locks stay held
     except EmbeddingError as exc:
         if stop - start == 1:
             rejected.append((start, exc))
@@ -440,7 +441,7 @@ def search_unembedded(
 def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
     """Run a bulk operation on a :class:`~ltst_memory.ConversationStorage`: a transaction (and a pool
     connection) per :class:`Commit`, threads for :class:`Parallel`."""
-    from ._executor import check_open
+    from ._executor import check_open, check_outside_transaction
 
     check_open(store._closed)
     tx: ExitStack | None = None  # the pool connection and its open transaction
@@ -457,6 +458,7 @@ def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
                 return stop.value
             failed = None
             if isinstance(instruction, Embed):
+                check_outside_transaction(op, instruction, tx is not None)
                 try:
                     result = embed_checked(store._core.embedder, instruction.texts)
                 except EmbeddingError as exc:
@@ -521,7 +523,7 @@ def _results_or_first_error(outcomes: list[Any]) -> list[Any]:
 async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
     """Run a bulk operation on an :class:`~ltst_memory.AsyncConversationStorage` (as :func:`run_sync`,
     with tasks for :class:`Parallel`)."""
-    from ._executor import check_open
+    from ._executor import check_open, check_outside_transaction
 
     check_open(store._closed)
     tx: AsyncExitStack | None = None
@@ -538,6 +540,7 @@ async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
                 return stop.value
             failed = None
             if isinstance(instruction, Embed):
+                check_outside_transaction(op, instruction, tx is not None)
                 try:
                     result = await asyncio.to_thread(embed_checked, store._core.embedder, instruction.texts)
                 except EmbeddingError as exc:

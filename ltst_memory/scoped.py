@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ops import Embed, Op, Query
+from ._ops import Call, Embed, Op, Query
 from .errors import AccessDeniedError, ValidationError
 from .models import check_id
 
@@ -143,7 +143,7 @@ def _deny(user_id: str, what: str) -> AccessDeniedError:
 
 def _check_sessions(user_id: str, session_ids: set[str]) -> Op[None]:
     """Raise AccessDeniedError if one of ``session_ids`` belongs to another user (decided in SQL)."""
-    rows = yield Query(SELECT_FOREIGN_SESSIONS, {"session_ids": sorted(session_ids), "user_id": user_id})
+    rows = yield Query(SELECT_FOREIGN_SESSIONS, {"session_ids": sorted(session_ids), "user_id": user_id}, alone=True)
     if rows:
         raise _deny(user_id, f"session {rows[0]['session_id']!r}")
 
@@ -182,10 +182,10 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
             instruction = inner.send(result)
         except StopIteration as stop:
             return stop.value
-        if not isinstance(instruction, Embed):
+        if not isinstance(instruction, (Embed, Call)):
             if not in_transaction:
                 in_transaction = True
-                yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True)
+                yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True, alone=True)
             pending = (sessions | _drain(user_id, lazies)) - checked
             if pending:
                 yield from _check_sessions(user_id, pending)

@@ -29,6 +29,7 @@ from ._connection import (
 )
 from ._executor import (
     check_open,
+    check_outside_transaction,
     check_replica,
     describe,
     is_read_only,
@@ -42,11 +43,11 @@ from ._executor import (
     result_of,
     sync_method,
 )
-from ._ops import Embed, Op, Query, R
+from ._ops import Call, Embed, Op, Query, R
 from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
-from .errors import ConfigurationError
+from .errors import ConfigurationError, EmbeddingError
 from .migrate import migrate
 from .stats import track_operation
 
@@ -262,33 +263,58 @@ class ConversationStorage:
 
     def _run(self, op: Op[R], *, readonly: bool | None = None) -> R:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
-        (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS)."""
+        (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS). Embeddings and
+        callbacks run with no connection held (the rule of ltst_memory/_ops.py)."""
         check_open(self._closed)
         readonly = is_read_only(op) if readonly is None else readonly
         replica = on_replica(self, op, readonly)
-        with ExitStack() as stack:
-            stack.enter_context(track_operation(self._core, op))  # timings by operation: ltst_memory/stats.py
+        with track_operation(self._core, op):  # timings by operation: ltst_memory/stats.py
+            held: ExitStack | None = None  # the pool connection (and the transaction), while held
             conn: psycopg.Connection[Any] | None = None
             in_transaction = False
+            wrote = False  # a query that may write ran in the open transaction
             result: Any = None
-            while True:
-                try:
-                    instruction = op.send(result)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                if isinstance(instruction, Embed):
-                    result = embed_checked(self._core.embedder, instruction.texts)
-                    continue
-                begin = needs_transaction(readonly, instruction)
-                if conn is None:
-                    conn = stack.enter_context(self._connection(replica))
-                    if not begin and not conn.autocommit:  # statements on their own until one needs the transaction
-                        conn.autocommit = True
-                        stack.callback(_end_autocommit, conn)
-                if begin and not in_transaction:
-                    stack.enter_context(conn.transaction())
-                    in_transaction = True
-                result = self._execute(conn, instruction, replica)
+            failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
+            try:
+                while True:
+                    try:
+                        instruction = op.send(result) if failed is None else op.throw(failed)
+                    except StopIteration as stop:
+                        if held is not None:
+                            held.close()  # commits
+                        return stop.value  # type: ignore[no-any-return]
+                    failed = None
+                    if isinstance(instruction, (Embed, Call)):
+                        check_outside_transaction(op, instruction, wrote)
+                        if held is not None and not in_transaction:
+                            held.close()  # back to the pool while the embedder or the callback works
+                            held, conn = None, None
+                        try:
+                            result = self._outside(instruction)
+                        except EmbeddingError as exc:
+                            failed = exc
+                        continue
+                    begin = needs_transaction(readonly, instruction)
+                    if held is None or conn is None:
+                        held = ExitStack()
+                        conn = held.enter_context(self._connection(replica))
+                        if not begin and not conn.autocommit:  # statements on their own until one needs it
+                            conn.autocommit = True
+                            held.callback(_end_autocommit, conn)
+                    if begin and not in_transaction:
+                        held.enter_context(conn.transaction())
+                        in_transaction = True
+                    wrote = wrote or (in_transaction and not (readonly or instruction.alone))
+                    result = self._execute(conn, instruction, replica)
+            except BaseException as exc:
+                if held is not None:
+                    held.__exit__(type(exc), exc, exc.__traceback__)  # rolls back, gives the connection back
+                raise
+
+    def _outside(self, instruction: Embed | Call) -> Any:
+        if isinstance(instruction, Embed):
+            return embed_checked(self._core.embedder, instruction.texts)
+        return instruction.function(*instruction.args)
 
     def _execute(self, conn: psycopg.Connection[Any], query: Query, replica: bool = False) -> Any:
         logger.debug("query %s", describe(query))

@@ -7,6 +7,7 @@ CPU-bound model inference and runs in a worker thread so the event loop stays fr
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from ._connection import (
 from ._executor import (
     async_method,
     check_open,
+    check_outside_transaction,
     check_replica,
     describe,
     is_read_only,
@@ -47,11 +49,11 @@ from ._executor import (
     resolve_settings,
     result_of,
 )
-from ._ops import Embed, Op, Query, R
+from ._ops import Call, Embed, Op, Query, R
 from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
-from .errors import ConfigurationError
+from .errors import ConfigurationError, EmbeddingError
 from .stats import track_operation
 
 __all__ = ["AsyncConversationStorage"]
@@ -269,33 +271,59 @@ class AsyncConversationStorage:
 
     async def _arun(self, op: Op[R], *, readonly: bool | None = None) -> R:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
-        (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS)."""
+        (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS). Embeddings and
+        callbacks run in a worker thread with no connection held (the rule of ltst_memory/_ops.py)."""
         check_open(self._closed)
         readonly = is_read_only(op) if readonly is None else readonly
         replica = on_replica(self, op, readonly)
-        async with AsyncExitStack() as stack:
-            stack.enter_context(track_operation(self._core, op))  # timings by operation: ltst_memory/stats.py
+        with track_operation(self._core, op):  # timings by operation: ltst_memory/stats.py
+            held: AsyncExitStack | None = None  # the pool connection (and the transaction), while held
             conn: psycopg.AsyncConnection[Any] | None = None
             in_transaction = False
+            wrote = False  # a query that may write ran in the open transaction
             result: Any = None
-            while True:
-                try:
-                    instruction = op.send(result)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                if isinstance(instruction, Embed):
-                    result = await asyncio.to_thread(embed_checked, self._core.embedder, instruction.texts)
-                    continue
-                begin = needs_transaction(readonly, instruction)
-                if conn is None:
-                    conn = await stack.enter_async_context(self._connection(replica))
-                    if not begin and not conn.autocommit:  # statements on their own until one needs the transaction
-                        await conn.set_autocommit(True)
-                        stack.push_async_callback(_end_autocommit, conn)
-                if begin and not in_transaction:
-                    await stack.enter_async_context(conn.transaction())
-                    in_transaction = True
-                result = await self._execute(conn, instruction, replica)
+            failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
+            try:
+                while True:
+                    try:
+                        instruction = op.send(result) if failed is None else op.throw(failed)
+                    except StopIteration as stop:
+                        if held is not None:
+                            await held.aclose()  # commits
+                        return stop.value  # type: ignore[no-any-return]
+                    failed = None
+                    if isinstance(instruction, (Embed, Call)):
+                        check_outside_transaction(op, instruction, wrote)
+                        if held is not None and not in_transaction:
+                            await held.aclose()  # back to the pool while the embedder or the callback works
+                            held, conn = None, None
+                        try:
+                            result = await self._outside(instruction)
+                        except EmbeddingError as exc:
+                            failed = exc
+                        continue
+                    begin = needs_transaction(readonly, instruction)
+                    if held is None or conn is None:
+                        held = AsyncExitStack()
+                        conn = await held.enter_async_context(self._connection(replica))
+                        if not begin and not conn.autocommit:  # statements on their own until one needs it
+                            await conn.set_autocommit(True)
+                            held.push_async_callback(_end_autocommit, conn)
+                    if begin and not in_transaction:
+                        await held.enter_async_context(conn.transaction())
+                        in_transaction = True
+                    wrote = wrote or (in_transaction and not (readonly or instruction.alone))
+                    result = await self._execute(conn, instruction, replica)
+            except BaseException as exc:
+                if held is not None:
+                    await held.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back, gives the connection back
+                raise
+
+    async def _outside(self, instruction: Embed | Call) -> Any:
+        if isinstance(instruction, Embed):
+            return await asyncio.to_thread(embed_checked, self._core.embedder, instruction.texts)
+        value = await asyncio.to_thread(instruction.function, *instruction.args)
+        return await value if inspect.isawaitable(value) else value
 
     async def _execute(self, conn: psycopg.AsyncConnection[Any], query: Query, replica: bool = False) -> Any:
         logger.debug("query %s", describe(query))

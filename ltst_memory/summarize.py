@@ -6,9 +6,10 @@ callable ``prompt -> text`` such as an LLM client — the model writes it from a
 one, :func:`extractive_summary` picks the session's most informative sentences, offline and
 deterministically.
 
-The summarizer runs inside the call (between reading the messages and writing the summary). With
-:class:`~ltst_memory.AsyncConversationStorage` it runs on the event loop's thread: pass a quick
-callable, or compute the text yourself and pass it as ``summary=``.
+The summarizer runs between reading the messages and writing the summary, with no database
+connection held and no transaction open (an LLM may take seconds); the write is one statement. With
+:class:`~ltst_memory.AsyncConversationStorage` it runs in a worker thread, and an ``async`` summarizer
+is awaited.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from . import _ops as ops
 from . import _recall_queries as rq
-from ._ops import Core, Op, Query
+from ._ops import Call, Core, Op, Query
 from .errors import SessionNotFoundError, ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
 
@@ -139,18 +140,19 @@ def summarize_session(
     if summary is not None:
         summary = check_text("summary", summary, max_chars=core.settings.max_content_chars, allow_empty=True)
     else:
-        messages = yield from ops.get_recent_messages(core, session_id, max_messages)
+        messages = yield from ops.reading(ops.get_recent_messages(core, session_id, max_messages))
         if not messages:
             summary = ""
         elif summarizer is not None:
             prompt = PROMPT.format(max_words=max_words, transcript=_transcript(messages, max_transcript_chars))
-            text = summarizer(prompt)
+            text = yield Call(summarizer, (prompt,))
             if not isinstance(text, str):
                 raise ValidationError(f"summarizer returned {type(text).__name__}, expected str")
             summary = check_text("summary", text.strip(), max_chars=core.settings.max_content_chars, allow_empty=True)
         else:
             summary = extractive_summary(messages, max_sentences=max_sentences)
-    row = yield Query(rq.WRITE_SESSION_SUMMARY, {"session_id": session_id, "summary": summary}, fetch="one")
+    write = {"session_id": session_id, "summary": summary}
+    row = yield Query(rq.WRITE_SESSION_SUMMARY, write, fetch="one", atomic=True)
     if row is None:
         yield from ops.get_session_summary(core, session_id)  # raises SessionNotFoundError if missing
         raise SessionNotFoundError(session_id)

@@ -176,14 +176,15 @@ SET_SUMMARY_TEXT = "UPDATE session_summary SET summary = %(summary)s WHERE sessi
 def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: bool = True) -> Op[tuple[bool, int]]:
     """Create the session if missing and add the messages not yet stored; return ``(created, added)``.
 
-    One transaction: reads first, then one embedding call for the new messages, then the writes.
+    Reads first (each a statement of its own), then one embedding call for the new messages (no
+    connection held), then the writes in one transaction.
     Parents are linked by uuid after the insert, so a message may name a parent anywhere in the
     batch (or one stored before, in any session of the same user). When the session is created here,
     its ``created_at``/``last_activity`` are restored from the record (or from its messages).
     """
     session = record.session
     params = ops._session_params(session)
-    owner = yield Query(SELECT_SESSION_OWNER, {"session_id": params["session_id"]}, fetch="one")
+    owner = yield Query(SELECT_SESSION_OWNER, {"session_id": params["session_id"]}, fetch="one", alone=True)
     if owner is not None and owner["user_id"] != params["user_id"]:
         raise ValidationError(
             f"session {params['session_id']!r} already exists and belongs to another user; "
@@ -197,7 +198,7 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
     uuids = [str(m.message_uuid) for m in messages]
     existing: set[str] = set()
     if uuids:
-        rows = yield Query(SELECT_EXISTING_UUIDS, {"uuids": uuids})
+        rows = yield Query(SELECT_EXISTING_UUIDS, {"uuids": uuids}, alone=True)
         if any(r["user_id"] != params["user_id"] for r in rows):
             raise ValidationError(
                 f"session {params['session_id']!r}: a message_uuid of the file is already used by a message "

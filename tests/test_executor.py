@@ -1,0 +1,119 @@
+"""The executors' rule: no embedding and no callback of the user's while an operation holds a pool
+connection or has a transaction open (ltst_memory/_ops.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ltst_memory import (
+    AsyncConversationStorage,
+    ConversationMessage,
+    ConversationSession,
+    ConversationStorage,
+    HashingEmbedder,
+    Settings,
+)
+from ltst_memory._ops import Call, Embed, Query
+from ltst_memory.io import import_jsonl
+
+
+def _checked_out(pool: Any) -> int:
+    stats = pool.get_stats()
+    return int(stats["pool_size"]) - int(stats["pool_available"])
+
+
+class WatchingEmbedder(HashingEmbedder):
+    """Records how many connections of ``pool`` were checked out during each embedding call."""
+
+    def __init__(self) -> None:
+        super().__init__(384)
+        self.pool: Any = None
+        self.held: list[int] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if self.pool is not None:
+            self.held.append(_checked_out(self.pool))
+        return super().embed(texts)
+
+
+@pytest.fixture
+def one_connection_store(database_dsn: str) -> Iterator[ConversationStorage]:
+    """A store whose pool holds ONE connection (a callback that needs it would wait for pool_timeout)."""
+    settings = Settings.from_env(dsn=database_dsn, pool_max_size=1, pool_timeout=2.0)
+    with ConversationStorage(settings=settings, embedder=WatchingEmbedder()) as s:
+        s.embedder.pool = s.pool  # type: ignore[attr-defined]
+        s.create_session(ConversationSession(session_id="s", user_id="u"))
+        s.store_messages(
+            [ConversationMessage(session_id="s", role="human", content=f"we talked about topic {i}") for i in range(6)]
+        )
+        s.embedder.held.clear()  # type: ignore[attr-defined]
+        yield s
+
+
+def test_summarizer_runs_with_no_connection_held(one_connection_store: ConversationStorage) -> None:
+    store = one_connection_store
+    seen: list[Any] = []
+
+    def summarizer(prompt: str) -> str:
+        seen.append(_checked_out(store.pool))
+        seen.append(store.get_session("s"))  # the store is usable from the callback: its one connection is free
+        return "A talk about topics."
+
+    assert store.summarize_session("s", summarizer=summarizer) == "A talk about topics."
+    assert seen[0] == 0 and seen[1] is not None and seen[1].session_id == "s"
+    assert store.get_session_summary("s").summary == "A talk about topics."
+
+
+def test_rehydrate_gives_its_connection_back_while_recall_embeds(one_connection_store: ConversationStorage) -> None:
+    store = one_connection_store
+    result = store.rehydrate("s", "what about topic 3?")
+    assert "topic 3" in result.to_prompt()
+    assert store.embedder.held and set(store.embedder.held) == {0}  # type: ignore[attr-defined]
+
+
+def test_import_embeds_with_no_connection_held(one_connection_store: ConversationStorage, tmp_path: Path) -> None:
+    store = one_connection_store
+    path = tmp_path / "chat.jsonl"
+    lines = [{"role": "user", "content": f"imported line {i}"} for i in range(4)]
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    assert import_jsonl(store, path, "u", session_id="imported").messages_added == 4
+    assert store.embedder.held == [0]  # type: ignore[attr-defined]
+    assert [m.content for m in store.get_messages("imported")] == [f"imported line {i}" for i in range(4)]
+
+
+def test_an_operation_that_embeds_inside_its_transaction_is_refused(store: ConversationStorage) -> None:
+    store.create_session(ConversationSession(session_id="s", user_id="u"))
+
+    def careless() -> Any:
+        yield Query("UPDATE conversation_sessions SET status = 'x' WHERE session_id = 's'", fetch="none")
+        yield Embed(("too late",))
+
+    def calls_back_too_late() -> Any:
+        yield Query("UPDATE conversation_sessions SET status = 'y' WHERE session_id = 's'", fetch="none")
+        yield Call(print, ("never",))
+
+    for op in (careless(), calls_back_too_late()):
+        with pytest.raises(RuntimeError, match="inside its transaction"):
+            store._run(op, readonly=False)
+    session = store.get_session("s")
+    assert session is not None and session.status == "active"  # rolled back
+
+
+async def test_async_summarizer_runs_in_a_thread_or_is_awaited(database_dsn: str) -> None:
+    settings = Settings.from_env(dsn=database_dsn, pool_max_size=1, pool_timeout=2.0)
+    async with AsyncConversationStorage(settings=settings, embedder=HashingEmbedder(384)) as astore:
+        await astore.create_session(ConversationSession(session_id="a", user_id="u"))
+        await astore.store_message(ConversationMessage(session_id="a", role="human", content="we planned a trip"))
+
+        async def llm(prompt: str) -> str:
+            session = await astore.get_session("a")  # the one connection is free meanwhile
+            return f"Trip planning ({session.session_id if session else '?'})."
+
+        assert await astore.summarize_session("a", summarizer=llm) == "Trip planning (a)."
+        assert await astore.summarize_session("a", summarizer=lambda prompt: "Plain.") == "Plain."
