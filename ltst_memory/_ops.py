@@ -28,7 +28,7 @@ import numpy as np
 from . import _queries as q
 from . import crypto, hnsw
 from .config import Settings
-from .embeddings import Embedder
+from .embeddings import Embedder, embedding_text
 from .errors import (
     AccessDeniedError,
     EmbeddingDimensionError,
@@ -180,7 +180,7 @@ def scoped_user(core: Core, user_id: str | None) -> str | None:
 
 def _require_session(session_id: str) -> Op[str]:
     """Return the owner of ``session_id`` or raise SessionNotFoundError."""
-    row = yield Query(q.SESSION_EXISTS, {"session_id": session_id}, fetch="one")
+    row = yield Query(q.SESSION_OWNER, {"session_id": session_id}, fetch="one")
     if row is None:
         raise SessionNotFoundError(session_id)
     return str(row["user_id"])
@@ -225,6 +225,12 @@ def _message_params(core: Core, message: ConversationMessage) -> dict[str, Any]:
     }
     check_indexed_text(params["content"], message.metadata)  # speaker + content: one tsvector of <= 1 MB
     return params
+
+
+def server_versions(core: Core) -> Op[dict[str, str]]:
+    """``{"postgres": ..., "pgvector": ...}`` versions of the server."""
+    row = yield Query(q.SERVER_VERSIONS, fetch="one")
+    return {"postgres": str(row["postgres"]), "pgvector": str(row["pgvector"])}
 
 
 # --------------------------------------------------------------------------- sessions
@@ -379,8 +385,6 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         return []
     missing = [i for i, p in enumerate(params) if p["embedding"] is None]
     if missing:
-        from .recall import embedding_text  # the retrieval module decides what text represents a message
-
         vectors = yield Embed(tuple(embedding_text(messages[i].content, messages[i].metadata) for i in missing))
         for i, vector in zip(missing, vectors, strict=True):
             params[i]["embedding"] = vector

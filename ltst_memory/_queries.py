@@ -68,7 +68,8 @@ RETURNING {SESSION_COLUMNS}
 
 SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM conversation_sessions WHERE session_id = %(session_id)s"
 
-SESSION_EXISTS = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
+#: The owner of a session (no row: no such session).
+SESSION_OWNER = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
 
 SELECT_USER_SESSIONS = f"""
 SELECT {SESSION_COLUMNS} FROM conversation_sessions

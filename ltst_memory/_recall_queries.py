@@ -178,7 +178,6 @@ FROM session_relationships
 WHERE source_session_id = %(session_id)s OR target_session_id = %(session_id)s
 """
 
-SESSION_OWNER = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
 
 # --------------------------------------------------------------------------- rehydration / compaction
 

@@ -42,8 +42,10 @@ from typing import Any
 
 from . import _bulk_rows as bulk_rows
 from . import _queries as q
+from ._executor import _signature as core_signature
+from ._executor import check_open, check_outside_transaction
 from ._ops import Core, Embed, Query, lock_sessions_for_write, scoped_user
-from .embeddings import embed_checked
+from .embeddings import embed_checked, embedding_text
 from .errors import EmbeddingError, ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
 
@@ -280,8 +282,6 @@ def _import_batch(
     result.encode_seconds += time.perf_counter() - began
     missing = prepared.missing
     if missing and not defer_embedding:
-        from .recall import embedding_text  # the retrieval module decides what text represents a message
-
         vectors = yield Embed(tuple(embedding_text(batch[i].content, batch[i].metadata) for i in missing))
         prepared.set_vectors(missing, vectors)
         result.embedded += len(missing)
@@ -364,8 +364,6 @@ def claim_and_embed(core: Core, limit: int, skip: Iterable[int] = ()) -> Generat
     rows = yield Query(CLAIM_PENDING, {"limit": limit, "skip": sorted(skip)})
     if not rows:
         return EmbedOutcome(0)
-    from .recall import embedding_text
-
     texts = [embedding_text(r["content"], r["metadata"]) for r in rows]
     vectors: dict[int, Any] = {}
     rejected: list[tuple[int, EmbeddingError]] = []
@@ -441,8 +439,6 @@ def search_unembedded(
 def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
     """Run a bulk operation on a :class:`~ltst_memory.ConversationStorage`: a transaction (and a pool
     connection) per :class:`Commit`, threads for :class:`Parallel`."""
-    from ._executor import check_open, check_outside_transaction
-
     check_open(store._closed)
     tx: ExitStack | None = None  # the pool connection and its open transaction
     conn: Any = None
@@ -523,8 +519,6 @@ def _results_or_first_error(outcomes: list[Any]) -> list[Any]:
 async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
     """Run a bulk operation on an :class:`~ltst_memory.AsyncConversationStorage` (as :func:`run_sync`,
     with tasks for :class:`Parallel`)."""
-    from ._executor import check_open, check_outside_transaction
-
     check_open(store._closed)
     tx: AsyncExitStack | None = None
     conn: Any = None
@@ -573,8 +567,6 @@ async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
 
 
 def _signature(op: Callable[..., Any]) -> inspect.Signature:
-    from ._executor import _signature as core_signature
-
     return core_signature(op, inspect.signature(op).return_annotation)
 
 

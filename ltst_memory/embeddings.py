@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -335,6 +335,21 @@ def warm_up(embedder: Embedder) -> None:
 def default_embedder(model_name: str = DEFAULT_EMBEDDING_MODEL) -> Embedder:
     """The embedder used when none is given: sentence-transformers with ``model_name``."""
     return SentenceTransformerEmbedder(model_name)
+
+
+def embedding_text(content: str, metadata: Mapping[str, Any] | None) -> str:
+    """The text embedded for a message: ``"speaker: content"`` when ``metadata["speaker"]`` is a
+    non-empty string, else the content itself.
+
+    Questions name people ("What did Caroline paint?") while a person's own turns rarely contain their
+    name; embedding the speaker with the turn lets the vector side match them (docs/retrieval.md). Every
+    path that embeds a message (``store_messages``, bulk import and its worker, file imports,
+    ``ltst reembed``) embeds this text.
+    """
+    speaker = metadata.get("speaker") if isinstance(metadata, Mapping) else None
+    if isinstance(speaker, str) and speaker.strip():
+        return f"{speaker.strip()}: {content}"
+    return content
 
 
 def embed_checked(embedder: Embedder, texts: Sequence[str]) -> NDArray[np.float32]:

@@ -32,6 +32,7 @@ import numpy as np
 from . import _queries as q
 from . import _recall_queries as rq
 from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
+from .embeddings import embedding_text
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
 from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text, short_repr
 
@@ -50,20 +51,6 @@ DEFAULT_NEIGHBOR_WEIGHT = 0.35
 DEFAULT_CANDIDATES = 40
 BM25_K1 = 1.2
 BM25_B = 0.75
-
-
-def embedding_text(content: str, metadata: Mapping[str, Any] | None) -> str:
-    """The text embedded for a message: ``"speaker: content"`` when ``metadata["speaker"]`` is a
-    non-empty string, else the content itself.
-
-    Questions name people ("What did Caroline paint?") while a person's own turns rarely contain their
-    name; embedding the speaker with the turn lets the vector side match them. The core store calls
-    this hook (``_ops.store_messages``) for every message it embeds.
-    """
-    speaker = metadata.get("speaker") if isinstance(metadata, Mapping) else None
-    if isinstance(speaker, str) and speaker.strip():
-        return f"{speaker.strip()}: {content}"
-    return content
 
 
 @dataclass
@@ -304,7 +291,7 @@ def recall(
 
     owner: str | None = None
     if session_id is not None:
-        row = yield Query(rq.SESSION_OWNER, {"session_id": session_id}, fetch="one")
+        row = yield Query(q.SESSION_OWNER, {"session_id": session_id}, fetch="one")
         if row is None:
             raise SessionNotFoundError(session_id)
         owner = str(row["user_id"])

@@ -20,7 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .embeddings import Embedder, embed_checked
+from . import _queries as q
+from .embeddings import Embedder, embed_checked, embedding_text
 from .errors import LTSTError, MigrationError
 from .migrate import MIGRATION_LOCK_KEY, migrate
 
@@ -29,24 +30,11 @@ __all__ = ["ReembedResult", "embedding_text", "reembed", "reembed_status"]
 logger = logging.getLogger(__name__)
 
 
-def embedding_text(content: str, metadata: Any) -> str:
-    """The text the store embeds for a message (the retrieval module's rule when it is present)."""
-    try:
-        from .recall import embedding_text as rule
-    except ImportError:  # pragma: no cover - recall ships with the package
-        return content
-    return rule(content, metadata)
-
-
 KEY_MODEL = "reembed_model"
 KEY_DIMENSION = "reembed_dimension"
 KEY_LAST_ID = "reembed_last_message_id"
 SIDE_COLUMN = "embedding_next"
 
-UPSERT_META = """
-INSERT INTO ltst_metadata (key, value) VALUES (%s, %s)
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
-"""
 NEXT_BATCH = """
 SELECT message_id, content, metadata FROM conversation_messages WHERE message_id > %s ORDER BY message_id LIMIT %s
 """
@@ -140,7 +128,7 @@ def reembed(
                     )
                 )
                 for key, value in ((KEY_MODEL, target), (KEY_DIMENSION, str(dimension)), (KEY_LAST_ID, "0")):
-                    conn.execute(UPSERT_META, (key, value))
+                    conn.execute(q.UPSERT_METADATA, {"key": key, "value": value})
                 last = 0
             else:
                 last = int(status["last_message_id"])
@@ -155,7 +143,7 @@ def reembed(
                 if not rows:
                     break
                 last = _embed_rows(conn, embedder, rows)
-                conn.execute(UPSERT_META, (KEY_LAST_ID, str(last)))
+                conn.execute(q.UPSERT_METADATA, {"key": KEY_LAST_ID, "value": str(last)})
             result.messages += len(rows)
             if progress is not None:
                 progress(len(rows))
@@ -165,8 +153,8 @@ def reembed(
                 last = _embed_rows(conn, embedder, rows)
                 result.messages += len(rows)
             _swap(conn, dimension)
-            conn.execute(UPSERT_META, ("embedding_model", target))
-            conn.execute(UPSERT_META, ("embedding_dimension", str(dimension)))
+            conn.execute(q.UPSERT_METADATA, {"key": "embedding_model", "value": target})
+            conn.execute(q.UPSERT_METADATA, {"key": "embedding_dimension", "value": str(dimension)})
             conn.execute("DELETE FROM ltst_metadata WHERE key = ANY(%s)", ([KEY_MODEL, KEY_DIMENSION, KEY_LAST_ID],))
         result.done = True
         logger.info("re-embedded %d messages with %s (%d dims)", result.messages, target, dimension)

@@ -233,7 +233,7 @@ class ConversationStorage:
 
     def versions(self) -> dict[str, str]:
         """``{"postgres": ..., "pgvector": ...}`` versions of the server."""
-        return self._run(_versions())
+        return self._run(ops.server_versions(self._core))
 
     # ------------------------------------------------------------------ executor
 
@@ -383,10 +383,3 @@ class ConversationStorage:
 def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
     with suppress(psycopg.Error):  # a broken connection: the pool discards it anyway
         conn.autocommit = False
-
-
-def _versions() -> Op[dict[str, str]]:
-    from ._queries import SERVER_VERSIONS
-
-    row = yield Query(SERVER_VERSIONS, fetch="one")
-    return {"postgres": str(row["postgres"]), "pgvector": str(row["pgvector"])}

@@ -237,9 +237,7 @@ class AsyncConversationStorage:
 
     async def versions(self) -> dict[str, str]:
         """``{"postgres": ..., "pgvector": ...}`` versions of the server."""
-        from .storage import _versions
-
-        return await self._arun(_versions())
+        return await self._arun(ops.server_versions(self._core))
 
     # ------------------------------------------------------------------ executor
 

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from .. import _ops as ops
+from .. import _queries as q
 from .._ops import Core, Embed, Op, Query
+from ..embeddings import embedding_text
 from ..errors import LTSTError, ValidationError
 from ..models import ConversationMessage, ConversationSession, check_id
-from ..reembed import embedding_text
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,6 @@ Progress = Callable[[int], None]
 
 # --------------------------------------------------------------------------- SQL
 
-SELECT_SESSION_OWNER = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
 SELECT_SESSION_OWNERS = (
     "SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s::text[])"
 )
@@ -184,7 +184,7 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
     """
     session = record.session
     params = ops._session_params(session)
-    owner = yield Query(SELECT_SESSION_OWNER, {"session_id": params["session_id"]}, fetch="one", alone=True)
+    owner = yield Query(q.SESSION_OWNER, {"session_id": params["session_id"]}, fetch="one", alone=True)
     if owner is not None and owner["user_id"] != params["user_id"]:
         raise ValidationError(
             f"session {params['session_id']!r} already exists and belongs to another user; "
