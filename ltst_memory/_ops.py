@@ -4,31 +4,27 @@ Each operation is a generator: it validates its arguments, then *yields* instruc
 :class:`Query` to run or an :class:`Embed` request — and receives their results, and finally
 returns its value. :class:`~ltst_memory.ConversationStorage` and
 :class:`~ltst_memory.AsyncConversationStorage` are two small executors of these generators (the same
-idea as psycopg's generators shared by its sync and async connections).
-
-The executors' rule: an :class:`Embed` or a :class:`Call` (the user's callable, such as an LLM
-summarizer) never runs while the operation holds a pool connection or has a transaction open. The
-connection goes back to the pool before it and a new one is taken for the next query; an operation
-that yields one inside its transaction is a bug the executor refuses (``RuntimeError``). So a write
-operation embeds (or calls back) before its transaction: the reads it makes first are marked
-``Query(..., alone=True)`` (or wrapped in :func:`reading`) and run as statements of their own.
+idea as psycopg's generators shared by its sync and async connections). The instructions, ``Core``
+and the declaration of operations are in :mod:`ltst_memory._kernel` (re-exported here), with the
+executors' rule: no embedding and no callback of the user's inside a transaction; the reads a write
+operation makes before those are ``Query(..., alone=True)`` (or wrapped in :func:`reading`).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import numpy as np
 
 from . import _queries as q
 from . import crypto, hnsw
-from .config import Settings
-from .embeddings import Embedder, embedding_text
+from ._kernel import Call, Core, Embed, Fetch, Instruction, Op, Query, R  # noqa: F401 - re-exported
+from .embeddings import embedding_text
 from .errors import (
     AccessDeniedError,
     EmbeddingDimensionError,
@@ -57,59 +53,6 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 
-R = TypeVar("R")
-
-Fetch = Literal["none", "one", "all", "rowcount"]
-
-
-@dataclass(frozen=True)
-class Query:
-    """Run ``sql`` with ``params`` (or once per item of ``many``) and return what ``fetch`` says:
-    ``"all"`` a list of dict rows, ``"one"`` one dict row or ``None``, ``"rowcount"`` an int.
-
-    ``local`` marks a query that sets transaction-local settings (``set_config(..., true)``): what
-    follows must share its transaction. ``atomic`` marks the only write of its operation, one statement
-    that is all-or-nothing by itself (its triggers included); nothing the operation runs after it writes.
-    A write operation runs in one transaction from its first query that is not ``atomic``; a read-only
-    one runs its queries on their own (no BEGIN/COMMIT round trips) until a ``local`` query opens the
-    transaction (``ltst_memory._executor.needs_transaction``). ``alone`` marks a read of a write
-    operation that runs on its own, before the operation's transaction: the reads that come before
-    its :class:`Embed` or :class:`Call`."""
-
-    sql: str
-    params: Mapping[str, Any] | None = None
-    fetch: Fetch = "all"
-    many: Sequence[Mapping[str, Any]] | None = None
-    local: bool = False
-    atomic: bool = False
-    alone: bool = False
-
-
-@dataclass(frozen=True)
-class Embed:
-    """Embed ``texts``; the executor sends back an ``(n, dim)`` float32 array, or throws the
-    :class:`~ltst_memory.errors.EmbeddingError` into the operation (which may handle it).
-
-    ``in_transaction`` is the one exception to the executors' rule: the embedding worker's claim holds
-    its rows (``FOR UPDATE SKIP LOCKED``) while they are embedded, so no other worker embeds them."""
-
-    texts: tuple[str, ...]
-    in_transaction: bool = False
-
-
-@dataclass(frozen=True)
-class Call:
-    """Call ``function(*args)`` — a callable of the user's — and send back what it returns. The
-    executor runs it with no connection held and no transaction open; the async store runs it in a
-    worker thread (and awaits what it returns if that is awaitable)."""
-
-    function: Callable[..., Any]
-    args: tuple[Any, ...] = ()
-
-
-Instruction = Query | Embed | Call
-Op = Generator[Instruction, Any, R]
-
 
 def reading(op: Op[R]) -> Op[R]:
     """Run ``op`` (an operation that only reads) inside a write operation with each of its queries on
@@ -123,21 +66,6 @@ def reading(op: Op[R]) -> Op[R]:
         if isinstance(instruction, Query):
             instruction = replace(instruction, alone=True)
         result = yield instruction
-
-
-@dataclass
-class Core:
-    """What every operation needs besides its arguments."""
-
-    settings: Settings
-    embedder: Embedder
-    stats: dict[str, int] = field(default_factory=dict)
-    #: "vector" or "halfvec": how the database's HNSW index stores vectors (ltst_memory/hnsw.py); looked
-    #: up on the first search that walks the index.
-    hnsw_storage: hnsw.HnswStorage | None = None
-    #: The user a scoped store (``for_user``) is restricted to; ``None`` on an unscoped store. Operations
-    #: that take a user filter take it from here (:func:`scoped_user`), inside their SQL.
-    scope_user: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers

@@ -44,7 +44,8 @@ from . import _bulk_rows as bulk_rows
 from . import _queries as q
 from ._executor import _signature as core_signature
 from ._executor import check_open, check_outside_transaction
-from ._ops import Core, Embed, Query, lock_sessions_for_write, scoped_user
+from ._kernel import Commit, Copy, Core, Embed, Parallel, Query
+from ._ops import lock_sessions_for_write, scoped_user
 from .embeddings import embed_checked, embedding_text
 from .errors import EmbeddingError, ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
@@ -106,30 +107,6 @@ SEARCH_UNEMBEDDED_IN_USER_SESSION = _SEARCH_UNEMBEDDED.format(
 )
 
 # --------------------------------------------------------------------------- instructions
-
-
-@dataclass(frozen=True)
-class Copy:
-    """``COPY ... FROM STDIN (FORMAT BINARY)``: write ``chunks`` (the whole binary stream, signature and
-    trailer included; a lazy iterable is consumed while the server inserts); returns the row count."""
-
-    sql: str
-    chunks: Iterable[bytes]
-
-
-@dataclass(frozen=True)
-class Commit:
-    """Commit the current transaction and give its connection back to the pool (the next query takes
-    a connection and opens a new transaction)."""
-
-
-@dataclass(frozen=True)
-class Parallel:
-    """Run ``ops`` (bulk operations) at the same time, each on its own pool connection, with no
-    transaction of the caller open; returns their results in order. When one fails, the others still
-    finish (their committed transactions stay) and the first failure is raised."""
-
-    ops: tuple[Generator[Any, Any, Any], ...]
 
 
 @dataclass
