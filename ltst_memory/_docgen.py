@@ -46,28 +46,28 @@ storage = ConversationStorage()  # LTST_DATABASE_URL, DATABASE_URL, or the embed
 ```
 """
 
-#: Sections of the reference, in order, and the methods they hold.
-GROUPS: list[tuple[str, list[str]]] = [
-    ("Opening and closing", ["migrate", "versions", "settings", "embedder", "dsn", "pool", "closed"]),
-    (
-        "Sessions",
-        [
-            "create_session",
-            "get_or_create_session",
-            "get_session",
-            "update_session",
-            "update_session_activity",
-            "get_user_sessions",
-            "get_session_summary",
-        ],
-    ),
-    ("Messages", ["store_message", "store_messages", "get_messages", "get_recent_messages"]),
-    ("Search and rehydration", ["search_messages", "rehydrate", "recall"]),
-    ("Context", ["store_context", "get_context"]),
-    ("Preferences", ["store_preference", "get_preferences"]),
-    ("Relationships", ["store_relationship", "get_related_sessions"]),
-    ("Observability and maintenance", ["stats", "cleanup_expired_data", "delete_session"]),
-]
+#: The first section: what is not an operation (opening, properties). The other sections are the
+#: groups of the declared operations (ltst_memory._kernel.operation), in ``_kernel.GROUPS`` order, each
+#: in the order of the examples below (which run one after the other).
+OPENING = ["migrate", "versions", "settings", "embedder", "dsn", "pool", "closed"]
+#: Store members that are not declared operations but belong in a section.
+NOT_OPERATIONS = {"Observability and maintenance": ["stats"]}
+
+
+def groups() -> list[tuple[str, list[str]]]:
+    """The sections of the reference and the members they hold."""
+    from ._kernel import GROUPS, MORE, REGISTRY
+
+    order = {name: i for i, name in enumerate(EXAMPLES)}
+    sections = [("Opening and closing", OPENING)]
+    for title in GROUPS:
+        if title == MORE:  # the rest, alphabetically, after the sections
+            continue
+        names = [d.name for d in REGISTRY.values() if d.group == title] + NOT_OPERATIONS.get(title, [])
+        sections.append((title, sorted(names, key=lambda n: order.get(n, len(order)))))
+    return sections
+
+
 CLOSING = ["close"]
 
 EXAMPLES: dict[str, str] = {
@@ -248,7 +248,7 @@ def render_api() -> str:
     constructor = inspect.signature(ConversationStorage).replace(return_annotation=inspect.Signature.empty)
     parts.append("```text\n" + _format_signature(constructor, "ConversationStorage") + "\n```\n")
     placed: set[str] = set()
-    for title, names in GROUPS:
+    for title, names in groups():
         present = [n for n in names if n in sync_members]
         if not present:
             continue

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._connection import check_vector_extension, connect
-from ._ops import Call, Core, Embed, Op, Query
+from ._kernel import REGISTRY, Call, Core, Embed, Op, Operation, Query, declaration
 from .config import Settings
 from .embeddings import Embedder, default_embedder
 from .errors import ConfigurationError, StoreClosedError
@@ -108,34 +108,32 @@ def check_open(closed: bool) -> None:
 
 # --------------------------------------------------------------------------- read replica
 
-#: The operations that only read: a store opened with ``read_dsn`` / ``read_pool`` runs them on the
-#: replica, everything else on the primary. The one list for both stores (``module.function``; a test
-#: checks every name resolves). Add an operation only if it, and everything it calls, never writes.
-READ_ONLY_OPERATIONS = frozenset(
-    {
-        "ltst_memory._ops.get_session",
-        "ltst_memory._ops.get_user_sessions",
-        "ltst_memory._ops.get_session_summary",
-        "ltst_memory._ops.get_messages",
-        "ltst_memory._ops.get_recent_messages",
-        "ltst_memory._ops.search_messages",
-        "ltst_memory._ops.get_context",
-        "ltst_memory._ops.get_preferences",
-        "ltst_memory._ops.get_related_sessions",
-        "ltst_memory.recall.recall",
-        "ltst_memory.rehydrate.rehydrate",
-    }
-)
+
+def read_only_operations() -> frozenset[str]:
+    """The operations declared ``read_only`` (``module.function``): a store opened with ``read_dsn`` /
+    ``read_pool`` runs them on the replica, everything else on the primary (ltst_memory/_kernel.py)."""
+    return frozenset(f"{d.function.__module__}.{d.function.__qualname__}" for d in REGISTRY.values() if d.read_only)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "READ_ONLY_OPERATIONS":  # derived when asked: operation modules declare as they are imported
+        return read_only_operations()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_by_code: dict[Any, Operation] = {}
 
 
 def is_read_only(op: Any) -> bool:
-    """Whether ``op`` (an operation function, or a generator it returned) is in READ_ONLY_OPERATIONS."""
+    """Whether ``op`` (an operation function, or a generator it returned) is declared ``read_only``."""
     if inspect.isgenerator(op):
-        frame = op.gi_frame
-        name = f"{frame.f_globals.get('__name__')}.{op.gi_code.co_name}" if frame is not None else ""
+        if len(_by_code) != len(REGISTRY):
+            _by_code.clear()
+            _by_code.update((d.function.__code__, d) for d in REGISTRY.values())
+        declared = _by_code.get(op.gi_code)
     else:
-        name = f"{getattr(op, '__module__', '')}.{getattr(op, '__qualname__', '')}"
-    return name in READ_ONLY_OPERATIONS
+        declared = declaration(op)
+    return declared is not None and declared.read_only
 
 
 def needs_transaction(readonly: bool, query: Query) -> bool:

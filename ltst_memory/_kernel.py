@@ -145,6 +145,17 @@ class Core:
 
 # --------------------------------------------------------------------------- declarations
 
+# The sections of docs/api.md, in order (an operation's ``group``).
+SESSIONS = "Sessions"
+MESSAGES = "Messages"
+SEARCH = "Search and rehydration"
+CONTEXT = "Context"
+PREFERENCES = "Preferences"
+RELATIONSHIPS = "Relationships"
+MAINTENANCE = "Observability and maintenance"
+MORE = "More methods"
+GROUPS = (SESSIONS, MESSAGES, SEARCH, CONTEXT, PREFERENCES, RELATIONSHIPS, MAINTENANCE, MORE)
+
 #: Which cached sessions a call may change, from its arguments by name: a list of session ids, or
 #: ``None`` for "any session" (the whole cache is dropped).
 Invalidates = Callable[[Mapping[str, Any]], "list[str] | None"]

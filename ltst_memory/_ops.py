@@ -23,7 +23,27 @@ import numpy as np
 
 from . import _queries as q
 from . import crypto, hnsw
-from ._kernel import Call, Core, Embed, Fetch, Instruction, Op, Query, R  # noqa: F401 - re-exported
+from ._kernel import (  # noqa: F401 - re-exported
+    CONTEXT,
+    EVERY_SESSION,
+    MAINTENANCE,
+    MESSAGES,
+    PREFERENCES,
+    RELATIONSHIPS,
+    SEARCH,
+    SESSIONS,
+    Call,
+    Core,
+    Embed,
+    Fetch,
+    Instruction,
+    Op,
+    Query,
+    R,
+    operation,
+    session_argument,
+    session_of,
+)
 from .embeddings import embedding_text
 from .errors import (
     AccessDeniedError,
@@ -164,6 +184,7 @@ def server_versions(core: Core) -> Op[dict[str, str]]:
 # --------------------------------------------------------------------------- sessions
 
 
+@operation(group=SESSIONS)
 def create_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
     """Create ``session``; raise SessionExistsError if its id is taken."""
     if not isinstance(session, ConversationSession):
@@ -174,6 +195,7 @@ def create_session(core: Core, session: ConversationSession) -> Op[ConversationS
     return q.session_from_row(row)
 
 
+@operation(group=SESSIONS)
 def get_or_create_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
     """The stored session with ``session.session_id``, created from ``session`` when there is none.
 
@@ -194,12 +216,14 @@ def get_or_create_session(core: Core, session: ConversationSession) -> Op[Conver
     return q.session_from_row(row)
 
 
+@operation(group=SESSIONS, read_only=True, cached=True)
 def get_session(core: Core, session_id: str) -> Op[ConversationSession | None]:
     """The session with ``session_id``, or ``None``."""
     row = yield Query(q.SELECT_SESSION, {"session_id": check_id("session_id", session_id)}, fetch="one")
     return None if row is None else q.session_from_row(row)
 
 
+@operation(group=SESSIONS, invalidates=session_of("session"))
 def update_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
     """Write the mutable fields of ``session`` (name, type, status, metadata, summary, score)."""
     params = _session_params(session)
@@ -210,6 +234,7 @@ def update_session(core: Core, session: ConversationSession) -> Op[ConversationS
     return q.session_from_row(row)
 
 
+@operation(group=SESSIONS, invalidates=session_argument())
 def update_session_activity(core: Core, session_id: str) -> Op[datetime]:
     """Set the session's ``last_activity`` to now and return it."""
     row = yield Query(q.TOUCH_SESSION, {"session_id": check_id("session_id", session_id)}, fetch="one")
@@ -218,6 +243,7 @@ def update_session_activity(core: Core, session_id: str) -> Op[datetime]:
     return row["last_activity"]  # type: ignore[no-any-return]
 
 
+@operation(group=SESSIONS, read_only=True)
 def get_user_sessions(core: Core, user_id: str, limit: int = 50) -> Op[list[ConversationSession]]:
     """The user's sessions, most recently active first."""
     params = {"user_id": scoped_user(core, check_id("user_id", user_id)), "limit": check_limit("limit", limit)}
@@ -225,6 +251,7 @@ def get_user_sessions(core: Core, user_id: str, limit: int = 50) -> Op[list[Conv
     return [q.session_from_row(r) for r in rows]
 
 
+@operation(group=MAINTENANCE, invalidates=session_argument())
 def delete_session(core: Core, session_id: str) -> Op[dict[str, int]]:
     """Delete the session and everything attached to it; return the number of rows removed per kind."""
     params = {"session_id": check_id("session_id", session_id)}
@@ -236,6 +263,7 @@ def delete_session(core: Core, session_id: str) -> Op[dict[str, int]]:
     return {"sessions": 1, **{k: int(v) for k, v in counts.items()}}
 
 
+@operation(group=SESSIONS, read_only=True)
 def get_session_summary(core: Core, session_id: str) -> Op[SessionSummary]:
     """Trigger-maintained statistics of the session."""
     row = yield Query(q.SELECT_SUMMARY, {"session_id": check_id("session_id", session_id)}, fetch="one")
@@ -299,6 +327,7 @@ _ONE_SESSION_ARRAYS = (
 )
 
 
+@operation(group=MESSAGES, invalidates=session_of("messages"))
 def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[list[ConversationMessage]]:
     """Store ``messages`` in one transaction with one embedding call; return them as stored, in order.
 
@@ -366,12 +395,14 @@ def _as_stored(params: list[dict[str, Any]], rows: dict[uuid.UUID, dict[str, Any
     return result
 
 
+@operation(group=MESSAGES, invalidates=session_of("message"))
 def store_message(core: Core, message: ConversationMessage) -> Op[ConversationMessage]:
     """Store one message (see :func:`store_messages`) and return it with its id, index and timestamp."""
     stored = yield from store_messages(core, [message])
     return stored[0]
 
 
+@operation(group=MESSAGES, read_only=True)
 def get_messages(core: Core, session_id: str, limit: int = 100, offset: int = 0) -> Op[list[ConversationMessage]]:
     """Messages of the session in order (oldest first), ``limit`` of them from ``offset``."""
     params = {
@@ -385,6 +416,7 @@ def get_messages(core: Core, session_id: str, limit: int = 100, offset: int = 0)
     return [q.message_from_row(r) for r in rows]
 
 
+@operation(group=MESSAGES, read_only=True)
 def get_recent_messages(core: Core, session_id: str, limit: int = 20) -> Op[list[ConversationMessage]]:
     """The last ``limit`` messages of the session, oldest first."""
     params = {"session_id": check_id("session_id", session_id), "limit": check_limit("limit", limit)}
@@ -394,6 +426,7 @@ def get_recent_messages(core: Core, session_id: str, limit: int = 20) -> Op[list
     return [q.message_from_row(r) for r in rows]
 
 
+@operation(group=SEARCH, read_only=True)
 def search_messages(
     core: Core,
     query: str,
@@ -471,6 +504,7 @@ def hnsw_order(core: Core, *, column: str = "embedding", param: str = "query") -
 # --------------------------------------------------------------------------- context
 
 
+@operation(group=CONTEXT)
 def store_context(core: Core, context: ConversationContext) -> Op[ConversationContext]:
     """Insert or update the context entry for ``(session_id, context_type, context_key)``."""
     if not isinstance(context, ConversationContext):
@@ -489,6 +523,7 @@ def store_context(core: Core, context: ConversationContext) -> Op[ConversationCo
     return q.context_from_row(row)
 
 
+@operation(group=CONTEXT, read_only=True)
 def get_context(core: Core, session_id: str, context_type: str | None = None) -> Op[list[ConversationContext]]:
     """Unexpired context of the session (optionally of one type), most relevant first."""
     params = {"session_id": check_id("session_id", session_id)}
@@ -502,6 +537,7 @@ def get_context(core: Core, session_id: str, context_type: str | None = None) ->
     return [q.context_from_row(r) for r in rows]
 
 
+@operation(group=MAINTENANCE, invalidates=EVERY_SESSION, per_user=False)
 def cleanup_expired_data(core: Core) -> Op[dict[str, int]]:
     """Delete expired context and what the retention policies no longer keep (ltst_memory/retention.py);
     return how many rows of each kind were removed: ``{"context": ..., "messages": ...}``."""
@@ -513,6 +549,7 @@ def cleanup_expired_data(core: Core) -> Op[dict[str, int]]:
 # --------------------------------------------------------------------------- preferences
 
 
+@operation(group=PREFERENCES)
 def store_preference(core: Core, preference: UserPreference) -> Op[UserPreference]:
     """Insert or update the user's preference ``preference_key``."""
     if not isinstance(preference, UserPreference):
@@ -536,6 +573,7 @@ def store_preference(core: Core, preference: UserPreference) -> Op[UserPreferenc
     return crypto.open_preference(q.preference_from_row(row))
 
 
+@operation(group=PREFERENCES, read_only=True)
 def get_preferences(core: Core, user_id: str, preference_type: str | None = None) -> Op[list[UserPreference]]:
     """The user's preferences (optionally of one type), most confident first.
 
@@ -552,6 +590,7 @@ def get_preferences(core: Core, user_id: str, preference_type: str | None = None
 # --------------------------------------------------------------------------- relationships
 
 
+@operation(group=RELATIONSHIPS)
 def store_relationship(core: Core, relationship: SessionRelationship) -> Op[SessionRelationship]:
     """Link two sessions of the same user (insert or update the link of that type)."""
     if not isinstance(relationship, SessionRelationship):
@@ -577,6 +616,7 @@ def store_relationship(core: Core, relationship: SessionRelationship) -> Op[Sess
     return q.relationship_from_row(row)
 
 
+@operation(group=RELATIONSHIPS, read_only=True)
 def get_related_sessions(
     core: Core, session_id: str, limit: int = 20
 ) -> Op[list[tuple[ConversationSession, SessionRelationship]]]:

@@ -44,7 +44,7 @@ from . import _bulk_rows as bulk_rows
 from . import _queries as q
 from ._executor import _signature as core_signature
 from ._executor import check_open, check_outside_transaction
-from ._kernel import Commit, Copy, Core, Embed, Parallel, Query
+from ._kernel import EVERY_SESSION, MORE, Commit, Copy, Core, Embed, Parallel, Query, operation
 from ._ops import lock_sessions_for_write, scoped_user
 from .embeddings import embed_checked, embedding_text
 from .errors import EmbeddingError, ValidationError
@@ -150,6 +150,7 @@ def _chunks(items: Iterable[ConversationMessage], size: int) -> Iterable[list[Co
         yield batch
 
 
+@operation(group=MORE, bulk=True, invalidates=EVERY_SESSION)
 def import_messages(
     core: Core,
     messages: Iterable[ConversationMessage],
@@ -306,6 +307,7 @@ def _import_batch(
         )
 
 
+@operation(group=MORE, per_user=False)
 def embed_pending(core: Core, limit: int = 256) -> Generator[Any, Any, int]:
     """Claim up to ``limit`` messages stored without an embedding (``FOR UPDATE SKIP LOCKED``), embed
     them with one call and store the vectors; return how many were embedded (0: nothing pending).
@@ -374,12 +376,14 @@ def _embed_splitting(
         vectors[start + offset] = vector
 
 
+@operation(group=MORE, per_user=False)
 def pending_embeddings(core: Core) -> Generator[Any, Any, int]:
     """How many stored messages still wait for their embedding."""
     row = yield Query(COUNT_PENDING, fetch="one")
     return int(row["n"])
 
 
+@operation(group=MORE)
 def search_unembedded(
     core: Core,
     query: str,

@@ -31,6 +31,7 @@ import numpy as np
 
 from . import _queries as q
 from . import _recall_queries as rq
+from ._kernel import SEARCH, operation
 from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
 from .embeddings import embedding_text
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
@@ -170,6 +171,7 @@ def _check_weight(name: str, value: object) -> float:
     return float(value)
 
 
+@operation(group=SEARCH, read_only=True)
 def recall(
     core: Core,
     query: str,

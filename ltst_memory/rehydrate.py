@@ -43,6 +43,7 @@ from typing import Any
 from . import _ops as ops
 from . import _queries as q
 from . import _recall_queries as rq
+from ._kernel import SEARCH, operation
 from ._ops import Core, Op, Query
 from .errors import SessionNotFoundError, ValidationError
 from .models import (
@@ -332,6 +333,7 @@ def merge(
 # --------------------------------------------------------------------------- the operation
 
 
+@operation(group=SEARCH, read_only=True)
 def rehydrate(
     core: Core,
     session_id: str,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from . import _ops as ops
 from . import _recall_queries as rq
+from ._kernel import MORE, operation, session_argument
 from ._ops import Call, Core, Op, Query
 from .errors import SessionNotFoundError, ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
@@ -114,6 +115,7 @@ def _transcript(messages: Sequence[ConversationMessage], max_chars: int) -> str:
     return "\n".join(reversed(out))
 
 
+@operation(group=MORE, invalidates=session_argument())
 def summarize_session(
     core: Core,
     session_id: str,
