@@ -101,6 +101,15 @@ def async_method(op: Callable[Concatenate[Core, P], Op[R]]) -> Callable[Concaten
     return method
 
 
+def results_or_first_error(outcomes: list[Any]) -> list[Any]:
+    """``outcomes`` (results, or the exceptions of the operations that failed) if none failed; else
+    raise the first exception (a :class:`~ltst_memory._kernel.Parallel`'s result)."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes
+
+
 def check_open(closed: bool) -> None:
     if closed:
         raise StoreClosedError("this store is closed; open a new ConversationStorage")

@@ -21,32 +21,29 @@ several processes: no row is embedded twice), embeds a batch with one call and w
 a message the embedder rejects is set aside (:class:`DeadLetter`) and the worker moves on. Until
 then :func:`search_unembedded` finds them by words (full-text ``search_tsv``).
 
-Operations here are generators like those of :mod:`ltst_memory._ops`, plus two instructions of
-their own (:class:`Copy`, :class:`Commit`) run by :func:`run_sync` / :func:`run_async`.
+Operations here are generators like those of :mod:`ltst_memory._ops`; besides queries and embeddings
+they yield :class:`~ltst_memory._kernel.Copy`, :class:`~ltst_memory._kernel.Commit` and
+:class:`~ltst_memory._kernel.Parallel`, which the stores' one executor runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
-import inspect
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable
-from contextlib import AsyncExitStack, ExitStack, suppress
+from collections.abc import Generator, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from . import _bulk_rows as bulk_rows
 from . import _queries as q
-from ._executor import _signature as core_signature
-from ._executor import check_open, check_outside_transaction
 from ._kernel import EVERY_SESSION, MORE, Commit, Copy, Core, Embed, Parallel, Query, operation
 from ._ops import lock_sessions_for_write, scoped_user
-from .embeddings import embed_checked, embedding_text
+from .embeddings import embedding_text
 from .errors import EmbeddingError, ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
 
@@ -414,167 +411,6 @@ def search_unembedded(
     return [(q.message_from_row(r), float(r["rank"])) for r in rows]
 
 
-# --------------------------------------------------------------------------- executors
-
-
-def run_sync(store: Any, op: Generator[Any, Any, Any]) -> Any:
-    """Run a bulk operation on a :class:`~ltst_memory.ConversationStorage`: a transaction (and a pool
-    connection) per :class:`Commit`, threads for :class:`Parallel`."""
-    check_open(store._closed)
-    tx: ExitStack | None = None  # the pool connection and its open transaction
-    conn: Any = None
-    result: Any = None
-    failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
-    try:
-        while True:
-            try:
-                instruction = op.send(result) if failed is None else op.throw(failed)
-            except StopIteration as stop:
-                if tx is not None:
-                    tx.close()  # commits
-                return stop.value
-            failed = None
-            if isinstance(instruction, Embed):
-                check_outside_transaction(op, instruction, tx is not None)
-                try:
-                    result = embed_checked(store._core.embedder, instruction.texts)
-                except EmbeddingError as exc:
-                    failed = exc
-                continue
-            if isinstance(instruction, (Commit, Parallel)):
-                if tx is not None:
-                    tx.close()  # commits, returns the connection
-                    tx = None
-                result = _run_parallel_sync(store, instruction.ops) if isinstance(instruction, Parallel) else None
-                continue
-            if tx is None:
-                tx = ExitStack()
-                conn = tx.enter_context(store._connection())
-                tx.enter_context(conn.transaction())
-            if isinstance(instruction, Copy):
-                with conn.cursor() as cur:
-                    with cur.copy(instruction.sql) as copy:
-                        for chunk in instruction.chunks:
-                            copy.write(chunk)
-                    result = cur.rowcount
-            else:
-                result = store._execute(conn, instruction)
-    except BaseException as exc:
-        if tx is not None:
-            tx.__exit__(type(exc), exc, exc.__traceback__)  # rolls back
-        raise
-
-
-def _parallelism(store: Any, count: int) -> int:
-    """How many of ``count`` parts run at once: never more than the store's pool holds, so a part
-    never waits out ``pool_timeout`` for a connection its siblings hold."""
-    return max(1, min(count, store._pool.max_size))
-
-
-def _run_parallel_sync(store: Any, ops: tuple[Generator[Any, Any, Any], ...]) -> list[Any]:
-    with concurrent.futures.ThreadPoolExecutor(_parallelism(store, len(ops)), thread_name_prefix="ltst-import") as pool:
-        futures = [pool.submit(run_sync, store, op) for op in ops]
-        concurrent.futures.wait(futures)
-    return _results_or_first_error([f.exception() or f.result() for f in futures])
-
-
-async def _run_parallel_async(store: Any, ops: tuple[Generator[Any, Any, Any], ...]) -> list[Any]:
-    slots = asyncio.Semaphore(_parallelism(store, len(ops)))
-
-    async def run(op: Generator[Any, Any, Any]) -> Any:
-        async with slots:
-            return await run_async(store, op)
-
-    return _results_or_first_error(list(await asyncio.gather(*(run(op) for op in ops), return_exceptions=True)))
-
-
-def _results_or_first_error(outcomes: list[Any]) -> list[Any]:
-    """``outcomes`` (results, or the exceptions of the operations that failed) if none failed; else
-    raise the first exception."""
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return outcomes
-
-
-async def run_async(store: Any, op: Generator[Any, Any, Any]) -> Any:
-    """Run a bulk operation on an :class:`~ltst_memory.AsyncConversationStorage` (as :func:`run_sync`,
-    with tasks for :class:`Parallel`)."""
-    check_open(store._closed)
-    tx: AsyncExitStack | None = None
-    conn: Any = None
-    result: Any = None
-    failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
-    try:
-        while True:
-            try:
-                instruction = op.send(result) if failed is None else op.throw(failed)
-            except StopIteration as stop:
-                if tx is not None:
-                    await tx.aclose()
-                return stop.value
-            failed = None
-            if isinstance(instruction, Embed):
-                check_outside_transaction(op, instruction, tx is not None)
-                try:
-                    result = await asyncio.to_thread(embed_checked, store._core.embedder, instruction.texts)
-                except EmbeddingError as exc:
-                    failed = exc
-                continue
-            if isinstance(instruction, (Commit, Parallel)):
-                if tx is not None:
-                    await tx.aclose()
-                    tx = None
-                result = None
-                if isinstance(instruction, Parallel):
-                    result = await _run_parallel_async(store, instruction.ops)
-                continue
-            if tx is None:
-                tx = AsyncExitStack()
-                conn = await tx.enter_async_context(store._connection())
-                await tx.enter_async_context(conn.transaction())
-            if isinstance(instruction, Copy):
-                async with conn.cursor() as cur:
-                    async with cur.copy(instruction.sql) as copy:
-                        for chunk in instruction.chunks:
-                            await copy.write(chunk)
-                    result = cur.rowcount
-            else:
-                result = await store._execute(conn, instruction)
-    except BaseException as exc:
-        if tx is not None:
-            await tx.__aexit__(type(exc), exc, exc.__traceback__)
-        raise
-
-
-def _signature(op: Callable[..., Any]) -> inspect.Signature:
-    return core_signature(op, inspect.signature(op).return_annotation)
-
-
-def sync_bulk_method(op: Callable[..., Any]) -> Callable[..., Any]:
-    """Bind a bulk operation as a method of the sync store."""
-
-    @functools.wraps(op)
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return run_sync(self, op(self._core, *args, **kwargs))
-
-    method.__signature__ = _signature(op)  # type: ignore[attr-defined]
-    del method.__wrapped__  # type: ignore[attr-defined]
-    return method
-
-
-def async_bulk_method(op: Callable[..., Any]) -> Callable[..., Any]:
-    """Bind a bulk operation as a coroutine method of the async store."""
-
-    @functools.wraps(op)
-    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return await run_async(self, op(self._core, *args, **kwargs))
-
-    method.__signature__ = _signature(op)  # type: ignore[attr-defined]
-    del method.__wrapped__  # type: ignore[attr-defined]
-    return method
-
-
 # --------------------------------------------------------------------------- background workers
 
 
@@ -603,7 +439,7 @@ class EmbeddingWorker:
     def run_once(self) -> int:
         """Embed one batch now (in the caller's thread); return how many messages were embedded."""
         skip = [letter.message_id for letter in self.dead_letters]
-        outcome: EmbedOutcome = run_sync(self._store, claim_and_embed(self._store._core, self._batch_size, skip))
+        outcome: EmbedOutcome = self._store._run(claim_and_embed(self._store._core, self._batch_size, skip))
         self.dead_letters.extend(outcome.rejected)
         self.embedded += outcome.embedded
         return outcome.embedded
@@ -659,7 +495,7 @@ class AsyncEmbeddingWorker:
     async def run_once(self) -> int:
         """Embed one batch now; return how many messages were embedded."""
         skip = [letter.message_id for letter in self.dead_letters]
-        outcome: EmbedOutcome = await run_async(self._store, claim_and_embed(self._store._core, self._batch_size, skip))
+        outcome: EmbedOutcome = await self._store._arun(claim_and_embed(self._store._core, self._batch_size, skip))
         self.dead_letters.extend(outcome.rejected)
         self.embedded += outcome.embedded
         return outcome.embedded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import weakref
 from collections.abc import Iterator
@@ -41,9 +42,10 @@ from ._executor import (
     primary_reads,
     resolve_settings,
     result_of,
+    results_or_first_error,
     sync_method,
 )
-from ._ops import Call, Embed, Op, Query, R
+from ._kernel import Call, Commit, Copy, Embed, Op, Parallel, Query, R
 from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
@@ -263,53 +265,77 @@ class ConversationStorage:
 
     def _run(self, op: Op[R], *, readonly: bool | None = None) -> R:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
-        (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS). Embeddings and
-        callbacks run with no connection held (the rule of ltst_memory/_ops.py)."""
+        (``readonly``, else as declared: ltst_memory/_kernel.py)."""
         check_open(self._closed)
         readonly = is_read_only(op) if readonly is None else readonly
-        replica = on_replica(self, op, readonly)
         with track_operation(self._core, op):  # timings by operation: ltst_memory/stats.py
-            held: ExitStack | None = None  # the pool connection (and the transaction), while held
-            conn: psycopg.Connection[Any] | None = None
-            in_transaction = False
-            wrote = False  # a query that may write ran in the open transaction
-            result: Any = None
-            failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
-            try:
-                while True:
+            return self._drive(op, readonly, on_replica(self, op, readonly))
+
+    def _drive(self, op: Op[R], readonly: bool, replica: bool) -> R:
+        """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run with
+        no connection held; a :class:`Commit` ends the transaction and gives the connection back."""
+        held: ExitStack | None = None  # the pool connection (and the transaction), while held
+        conn: psycopg.Connection[Any] | None = None
+        in_transaction = False
+        wrote = False  # a query that may write ran in the open transaction
+        result: Any = None
+        failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
+        try:
+            while True:
+                try:
+                    instruction = op.send(result) if failed is None else op.throw(failed)
+                except StopIteration as stop:
+                    if held is not None:
+                        held.close()  # commits
+                    return stop.value  # type: ignore[no-any-return]
+                failed = None
+                if isinstance(instruction, (Embed, Call)):
+                    check_outside_transaction(op, instruction, wrote)
+                    if held is not None and not in_transaction:
+                        held.close()  # back to the pool while the embedder or the callback works
+                        held, conn = None, None
                     try:
-                        instruction = op.send(result) if failed is None else op.throw(failed)
-                    except StopIteration as stop:
-                        if held is not None:
-                            held.close()  # commits
-                        return stop.value  # type: ignore[no-any-return]
-                    failed = None
-                    if isinstance(instruction, (Embed, Call)):
-                        check_outside_transaction(op, instruction, wrote)
-                        if held is not None and not in_transaction:
-                            held.close()  # back to the pool while the embedder or the callback works
-                            held, conn = None, None
-                        try:
-                            result = self._outside(instruction)
-                        except EmbeddingError as exc:
-                            failed = exc
-                        continue
-                    begin = needs_transaction(readonly, instruction)
-                    if held is None or conn is None:
-                        held = ExitStack()
-                        conn = held.enter_context(self._connection(replica))
-                        if not begin and not conn.autocommit:  # statements on their own until one needs it
-                            conn.autocommit = True
-                            held.callback(_end_autocommit, conn)
-                    if begin and not in_transaction:
-                        held.enter_context(conn.transaction())
-                        in_transaction = True
-                    wrote = wrote or (in_transaction and not (readonly or instruction.alone))
-                    result = self._execute(conn, instruction, replica)
-            except BaseException as exc:
-                if held is not None:
-                    held.__exit__(type(exc), exc, exc.__traceback__)  # rolls back, gives the connection back
-                raise
+                        result = self._outside(instruction)
+                    except EmbeddingError as exc:
+                        failed = exc
+                    continue
+                if isinstance(instruction, (Commit, Parallel)):
+                    if held is not None:
+                        held.close()  # commits, gives the connection back
+                        held, conn, in_transaction, wrote = None, None, False, False
+                    result = self._parallel(instruction.ops) if isinstance(instruction, Parallel) else None
+                    continue
+                begin = isinstance(instruction, Copy) or needs_transaction(readonly, instruction)
+                if held is None or conn is None:
+                    held = ExitStack()
+                    conn = held.enter_context(self._connection(replica))
+                    if not begin and not conn.autocommit:  # statements on their own until one needs it
+                        conn.autocommit = True
+                        held.callback(_end_autocommit, conn)
+                if begin and not in_transaction:
+                    held.enter_context(conn.transaction())
+                    in_transaction = True
+                if isinstance(instruction, Copy):
+                    wrote = True
+                    try:
+                        result = _copy(conn, instruction)
+                    except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
+                        raise self._unavailable(replica, exc) from exc
+                    continue
+                wrote = wrote or (in_transaction and not (readonly or instruction.alone))
+                result = self._execute(conn, instruction, replica)
+        except BaseException as exc:
+            if held is not None:
+                held.__exit__(type(exc), exc, exc.__traceback__)  # rolls back, gives the connection back
+            raise
+
+    def _parallel(self, ops: tuple[Op[Any], ...]) -> list[Any]:
+        """Run ``ops`` at once, each in a thread on its own connection (at most ``pool_max_size``)."""
+        workers = max(1, min(len(ops), self._pool.max_size))
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="ltst-parallel") as threads:
+            futures = [threads.submit(self._drive, op, False, False) for op in ops]
+            concurrent.futures.wait(futures)
+        return results_or_first_error([f.exception() or f.result() for f in futures])
 
     def _outside(self, instruction: Embed | Call) -> Any:
         if isinstance(instruction, Embed):
@@ -371,13 +397,21 @@ class ConversationStorage:
     rotate_encryption_keys = cache.sync_invalidating(sync_method(crypto.rotate_encryption_keys), cache.every_session)
     stats = stats_ops.sync_stats_method(stats_ops.stats)  # observability (ltst_memory/stats.py)
     # bulk import and deferred embedding (ltst_memory/bulk.py)
-    import_messages = cache.sync_invalidating(bulk.sync_bulk_method(bulk.import_messages))
+    import_messages = cache.sync_invalidating(sync_method(bulk.import_messages))
     embed_pending = sync_method(bulk.embed_pending)
     pending_embeddings = sync_method(bulk.pending_embeddings)
     search_unembedded = sync_method(bulk.search_unembedded)
     # in-process session cache (ltst_memory/cache.py)
     cache_stats = cache.cache_stats
     clear_cache = cache.clear_cache
+
+
+def _copy(conn: psycopg.Connection[Any], instruction: Copy) -> int:
+    with conn.cursor() as cur:
+        with cur.copy(instruction.sql) as copy:
+            for chunk in instruction.chunks:
+                copy.write(chunk)
+        return cur.rowcount
 
 
 def _end_autocommit(conn: psycopg.Connection[Any]) -> None:

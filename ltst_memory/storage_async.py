@@ -48,8 +48,9 @@ from ._executor import (
     primary_reads,
     resolve_settings,
     result_of,
+    results_or_first_error,
 )
-from ._ops import Call, Embed, Op, Query, R
+from ._kernel import Call, Commit, Copy, Embed, Op, Parallel, Query, R
 from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
@@ -269,53 +270,80 @@ class AsyncConversationStorage:
 
     async def _arun(self, op: Op[R], *, readonly: bool | None = None) -> R:
         """Run operation ``op``: on the read replica when the store has one and ``op`` only reads
-        (``readonly``, else looked up in ltst_memory._executor.READ_ONLY_OPERATIONS). Embeddings and
-        callbacks run in a worker thread with no connection held (the rule of ltst_memory/_ops.py)."""
+        (``readonly``, else as declared: ltst_memory/_kernel.py)."""
         check_open(self._closed)
         readonly = is_read_only(op) if readonly is None else readonly
-        replica = on_replica(self, op, readonly)
         with track_operation(self._core, op):  # timings by operation: ltst_memory/stats.py
-            held: AsyncExitStack | None = None  # the pool connection (and the transaction), while held
-            conn: psycopg.AsyncConnection[Any] | None = None
-            in_transaction = False
-            wrote = False  # a query that may write ran in the open transaction
-            result: Any = None
-            failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
-            try:
-                while True:
+            return await self._drive(op, readonly, on_replica(self, op, readonly))
+
+    async def _drive(self, op: Op[R], readonly: bool, replica: bool) -> R:
+        """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run in a
+        worker thread with no connection held; a :class:`Commit` ends the transaction."""
+        held: AsyncExitStack | None = None  # the pool connection (and the transaction), while held
+        conn: psycopg.AsyncConnection[Any] | None = None
+        in_transaction = False
+        wrote = False  # a query that may write ran in the open transaction
+        result: Any = None
+        failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
+        try:
+            while True:
+                try:
+                    instruction = op.send(result) if failed is None else op.throw(failed)
+                except StopIteration as stop:
+                    if held is not None:
+                        await held.aclose()  # commits
+                    return stop.value  # type: ignore[no-any-return]
+                failed = None
+                if isinstance(instruction, (Embed, Call)):
+                    check_outside_transaction(op, instruction, wrote)
+                    if held is not None and not in_transaction:
+                        await held.aclose()  # back to the pool while the embedder or the callback works
+                        held, conn = None, None
                     try:
-                        instruction = op.send(result) if failed is None else op.throw(failed)
-                    except StopIteration as stop:
-                        if held is not None:
-                            await held.aclose()  # commits
-                        return stop.value  # type: ignore[no-any-return]
-                    failed = None
-                    if isinstance(instruction, (Embed, Call)):
-                        check_outside_transaction(op, instruction, wrote)
-                        if held is not None and not in_transaction:
-                            await held.aclose()  # back to the pool while the embedder or the callback works
-                            held, conn = None, None
-                        try:
-                            result = await self._outside(instruction)
-                        except EmbeddingError as exc:
-                            failed = exc
-                        continue
-                    begin = needs_transaction(readonly, instruction)
-                    if held is None or conn is None:
-                        held = AsyncExitStack()
-                        conn = await held.enter_async_context(self._connection(replica))
-                        if not begin and not conn.autocommit:  # statements on their own until one needs it
-                            await conn.set_autocommit(True)
-                            held.push_async_callback(_end_autocommit, conn)
-                    if begin and not in_transaction:
-                        await held.enter_async_context(conn.transaction())
-                        in_transaction = True
-                    wrote = wrote or (in_transaction and not (readonly or instruction.alone))
-                    result = await self._execute(conn, instruction, replica)
-            except BaseException as exc:
-                if held is not None:
-                    await held.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back, gives the connection back
-                raise
+                        result = await self._outside(instruction)
+                    except EmbeddingError as exc:
+                        failed = exc
+                    continue
+                if isinstance(instruction, (Commit, Parallel)):
+                    if held is not None:
+                        await held.aclose()  # commits, gives the connection back
+                        held, conn, in_transaction, wrote = None, None, False, False
+                    result = await self._parallel(instruction.ops) if isinstance(instruction, Parallel) else None
+                    continue
+                begin = isinstance(instruction, Copy) or needs_transaction(readonly, instruction)
+                if held is None or conn is None:
+                    held = AsyncExitStack()
+                    conn = await held.enter_async_context(self._connection(replica))
+                    if not begin and not conn.autocommit:  # statements on their own until one needs it
+                        await conn.set_autocommit(True)
+                        held.push_async_callback(_end_autocommit, conn)
+                if begin and not in_transaction:
+                    await held.enter_async_context(conn.transaction())
+                    in_transaction = True
+                if isinstance(instruction, Copy):
+                    wrote = True
+                    try:
+                        result = await _copy(conn, instruction)
+                    except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
+                        raise self._unavailable(replica, exc) from exc
+                    continue
+                wrote = wrote or (in_transaction and not (readonly or instruction.alone))
+                result = await self._execute(conn, instruction, replica)
+        except BaseException as exc:
+            if held is not None:
+                await held.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back, gives the connection back
+            raise
+
+    async def _parallel(self, ops: tuple[Op[Any], ...]) -> list[Any]:
+        """Run ``ops`` at once, each on its own connection (at most ``pool_max_size`` at a time)."""
+        assert self._pool is not None  # guarded by check_open
+        slots = asyncio.Semaphore(max(1, min(len(ops), self._pool.max_size)))
+
+        async def run(op: Op[Any]) -> Any:
+            async with slots:
+                return await self._drive(op, False, False)
+
+        return results_or_first_error(list(await asyncio.gather(*(run(op) for op in ops), return_exceptions=True)))
 
     async def _outside(self, instruction: Embed | Call) -> Any:
         if isinstance(instruction, Embed):
@@ -378,13 +406,21 @@ class AsyncConversationStorage:
     rotate_encryption_keys = cache.async_invalidating(async_method(crypto.rotate_encryption_keys), cache.every_session)
     stats = stats_ops.async_stats_method(stats_ops.stats)  # observability (ltst_memory/stats.py)
     # bulk import and deferred embedding (ltst_memory/bulk.py)
-    import_messages = cache.async_invalidating(bulk.async_bulk_method(bulk.import_messages))
+    import_messages = cache.async_invalidating(async_method(bulk.import_messages))
     embed_pending = async_method(bulk.embed_pending)
     pending_embeddings = async_method(bulk.pending_embeddings)
     search_unembedded = async_method(bulk.search_unembedded)
     # in-process session cache (ltst_memory/cache.py)
     cache_stats = cache.cache_stats
     clear_cache = cache.clear_cache
+
+
+async def _copy(conn: psycopg.AsyncConnection[Any], instruction: Copy) -> int:
+    async with conn.cursor() as cur:
+        async with cur.copy(instruction.sql) as copy:
+            for chunk in instruction.chunks:
+                await copy.write(chunk)
+        return cur.rowcount
 
 
 async def _end_autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
