@@ -1,22 +1,27 @@
 """The declared operations as methods of the two stores: generated source, checked to be current.
 
-``python -m ltst_memory._codegen`` rewrites, in ``storage.py`` and ``storage_async.py``, the part
-between ``# BEGIN GENERATED`` and ``# END GENERATED`` markers (once for the imports, once in the class
-body) from :data:`ltst_memory._kernel.REGISTRY`: one method per declared operation, with the
+``python -m ltst_memory._codegen`` rewrites, in ``storage.py`` and ``storage_async.py``, the parts
+between ``# BEGIN GENERATED`` and ``# END GENERATED`` markers from
+:data:`ltst_memory._kernel.REGISTRY`: in the class body one method per declared operation, with the
 operation's parameters, its return type (``R`` of ``Op[R]``) and its docstring, whose body hands the
-call to the store's executor (``self._call`` / ``self._acall``). ``tests/test_registry.py`` fails
-when a file is not current (as psycopg checks its sync code generated from the async source).
+call to the store (``self._call(operation, ...)`` / ``self._acall``, typed so that a type checker
+checks the arguments against the operation and infers its result); in an ``if TYPE_CHECKING:`` block the
+names its annotations use. The result is normalised with ruff (import order, format).
+``tests/test_registry.py`` fails when a file is not current (as psycopg checks the sync code it
+generates from the async source).
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib
 import inspect
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+from . import _declared  # noqa: F401 - every module that declares operations
 from ._kernel import GROUPS, REGISTRY, Operation
 
 __all__ = ["generate", "render_imports", "render_methods"]
@@ -29,23 +34,11 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LINE = 120
 
 
-def _modules_of_operations() -> None:
-    """Import every module that declares store operations (the stores import them too)."""
-    for name in ("_ops", "bulk", "recall", "rehydrate", "summarize", "privacy", "retention", "crypto", "stats"):
-        importlib.import_module(f"ltst_memory.{name}")
-
-
 def ordered() -> list[Operation]:
     """The declared operations, by section, then in declaration order."""
-    _modules_of_operations()
     rank = {group: i for i, group in enumerate(GROUPS)}
     declared = list(REGISTRY.values())
     return sorted(declared, key=lambda d: (rank.get(d.group, len(rank)), declared.index(d)))
-
-
-def _alias(module: str) -> str:
-    base = module.rpartition(".")[2]
-    return base if base.startswith("_") else f"_{base}"
 
 
 def _annotation_names(declared: Operation) -> dict[str, str]:
@@ -63,27 +56,31 @@ def _annotation_names(declared: Operation) -> dict[str, str]:
             home = getattr(value, "__module__", None)
             if home and home in sys.modules and getattr(sys.modules[home], name, None) is value:
                 found[name] = home
-            else:  # an alias such as a Literal type: import it from where the operation has it
-                found[name] = module.__name__
+            else:  # an alias (a Literal, a Callable type): from the module of ours that exports it
+                found[name] = next(
+                    (
+                        m.__name__
+                        for m in list(sys.modules.values())
+                        if m is not None
+                        and m.__name__.startswith("ltst_memory.")
+                        and name in getattr(m, "__all__", ())
+                        and getattr(m, name, None) is value
+                    ),
+                    module.__name__,
+                )
     return found
 
 
 def render_imports() -> str:
-    """The import lines the generated methods need (the same for both stores)."""
-    modules = sorted({d.function.__module__ for d in ordered()})
+    """The imports of the names the generated annotations use (for type checkers: ``TYPE_CHECKING``)."""
     names: dict[str, set[str]] = {}
     for declared in ordered():
         for name, home in _annotation_names(declared).items():
             names.setdefault(home, set()).add(name)
     lines = []
-    for home in sorted(names, key=lambda m: (not m.startswith(("collections", "datetime", "typing")), m)):
+    for home in sorted(names):
         source = "." + home.removeprefix("ltst_memory.") if home.startswith("ltst_memory.") else home
-        lines.append(f"from {source} import {', '.join(sorted(names[home]))}")
-    package_modules = ", ".join(
-        f"{m.rpartition('.')[2]} as {_alias(m)}" if not m.rpartition(".")[2].startswith("_") else m.rpartition(".")[2]
-        for m in modules
-    )
-    lines.append(f"from . import {package_modules}")
+        lines.append(f"    from {source} import {', '.join(sorted(names[home]))}")
     return "\n".join(lines) + "\n"
 
 
@@ -124,14 +121,14 @@ def _method(declared: Operation, kind: str) -> list[str]:
     quote = 'r"""' if "\\" in doc else '"""'
     doc_lines = doc.splitlines() or [""]
     if len(doc_lines) == 1:
-        lines.append(f"        {quote}{doc_lines[0]}\"\"\"")
+        lines.append(f'        {quote}{doc_lines[0]}"""')
     else:
         lines.append(f"        {quote}{doc_lines[0]}")
         lines += [f"        {line}".rstrip() for line in doc_lines[1:]]
         lines.append('        """')
-    call = f"self._call({_alias(declared.function.__module__)}.{declared.function.__name__}"
-    call += "".join(f", {a}" for a in args) + ")"
-    lines.append(f"        return {'await self._acall' + call[len('self._call') :] if kind == 'async' else call}")
+    function = f"_declared.{declared.function.__module__.rpartition('.')[2]}.{declared.function.__name__}"
+    call = f"self._{'a' if kind == 'async' else ''}call({function}" + "".join(f", {a}" for a in args) + ")"
+    lines.append(f"        return {'await ' if kind == 'async' else ''}{call}")
     return lines
 
 
@@ -154,11 +151,22 @@ def _replace(text: str, part: str, body: str, indent: str) -> str:
     return text[:start] + body + text[stop:]
 
 
+def _ruff(arguments: list[str], text: str, path: Path) -> str:
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    done = subprocess.run(
+        [ruff, *arguments, "--stdin-filename", str(path), "-"], input=text, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
 def generate(kind: str) -> str:
     """The text ``storage.py`` (``"sync"``) or ``storage_async.py`` (``"async"``) should have."""
-    text = FILES[kind].read_text()
-    text = _replace(text, "imports", render_imports(), "")
-    return _replace(text, "methods", render_methods(kind), "    ")
+    path = FILES[kind]
+    text = path.read_text()
+    text = _replace(text, "imports", render_imports(), "    ")
+    text = _replace(text, "methods", render_methods(kind), "    ")
+    text = _ruff(["check", "--fix", "--select", "I", "--quiet"], text, path)
+    return _ruff(["format", "--quiet"], text, path)
 
 
 def main() -> None:

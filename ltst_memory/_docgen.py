@@ -50,8 +50,6 @@ storage = ConversationStorage()  # LTST_DATABASE_URL, DATABASE_URL, or the embed
 #: groups of the declared operations (ltst_memory._kernel.operation), in ``_kernel.GROUPS`` order, each
 #: in the order of the examples below (which run one after the other).
 OPENING = ["migrate", "versions", "settings", "embedder", "dsn", "pool", "closed"]
-#: Store members that are not declared operations but belong in a section.
-NOT_OPERATIONS = {"Observability and maintenance": ["stats"]}
 
 
 def groups() -> list[tuple[str, list[str]]]:
@@ -63,7 +61,7 @@ def groups() -> list[tuple[str, list[str]]]:
     for title in GROUPS:
         if title == MORE:  # the rest, alphabetically, after the sections
             continue
-        names = [d.name for d in REGISTRY.values() if d.group == title] + NOT_OPERATIONS.get(title, [])
+        names = [d.name for d in REGISTRY.values() if d.group == title]
         sections.append((title, sorted(names, key=lambda n: order.get(n, len(order)))))
     return sections
 

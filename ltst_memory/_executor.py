@@ -1,19 +1,18 @@
-"""What the sync and async stores share: settings resolution, binding operations to methods,
-turning an instruction's cursor into its result, and which operations may run on a read replica."""
+"""What the sync and async stores share: settings resolution, turning an instruction's cursor into
+its result, the executors' rule, and which operations may run on a read replica."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
-from collections.abc import Callable
 from contextvars import ContextVar, Token
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from ._connection import check_vector_extension, connect
 from ._kernel import REGISTRY, Call, Core, Embed, Op, Operation, Query, declaration
+from .cache import SessionCache
 from .config import Settings
 from .embeddings import Embedder, default_embedder
 from .errors import ConfigurationError, StoreClosedError
@@ -49,7 +48,7 @@ def make_core(settings: Settings, embedder: Embedder | None) -> Core:
     for attribute in ("embed", "dimension", "model_name"):
         if not hasattr(embedder, attribute):
             raise ConfigurationError(f"embedder {embedder!r} has no {attribute!r}; see ltst_memory.Embedder")
-    return Core(settings=settings, embedder=embedder)
+    return Core(settings=settings, embedder=embedder, cache=SessionCache())
 
 
 def describe(query: Query) -> str:
@@ -66,39 +65,6 @@ def result_of(cursor: Any, query: Query) -> Any:
     if query.fetch == "rowcount":
         return cursor.rowcount
     return None
-
-
-def _signature(op: Callable[..., Any], returns: Any) -> inspect.Signature:
-    sig = inspect.signature(op)
-    params = list(sig.parameters.values())[1:]  # drop `core`
-    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sig.replace(parameters=[self_param, *params], return_annotation=returns)
-
-
-def sync_method(op: Callable[Concatenate[Core, P], Op[R]]) -> Callable[Concatenate[Any, P], R]:
-    """Bind operation ``op`` as a method of a sync store (which provides ``_run``)."""
-    readonly = is_read_only(op)  # decided here, so a rebound copy (scoped.py) keeps it
-
-    @functools.wraps(op)
-    def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._run(op(self._core, *args, **kwargs), readonly=readonly)  # type: ignore[no-any-return]
-
-    method.__signature__ = _signature(op, inspect.signature(op).return_annotation)  # type: ignore[attr-defined]
-    del method.__wrapped__  # type: ignore[attr-defined]
-    return method
-
-
-def async_method(op: Callable[Concatenate[Core, P], Op[R]]) -> Callable[Concatenate[Any, P], Any]:
-    """Bind operation ``op`` as a coroutine method of an async store (which provides ``_arun``)."""
-    readonly = is_read_only(op)
-
-    @functools.wraps(op)
-    async def method(self: Any, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self._arun(op(self._core, *args, **kwargs), readonly=readonly)  # type: ignore[no-any-return]
-
-    method.__signature__ = _signature(op, inspect.signature(op).return_annotation)  # type: ignore[attr-defined]
-    del method.__wrapped__  # type: ignore[attr-defined]
-    return method
 
 
 def results_or_first_error(outcomes: list[Any]) -> list[Any]:
@@ -161,7 +127,7 @@ def check_outside_transaction(op: Op[Any], instruction: Embed | Call, wrote: boo
     settings of a read-only or scoped operation) is kept."""
     if wrote and not (isinstance(instruction, Embed) and instruction.in_transaction):
         raise RuntimeError(
-            f"operation {op.gi_code.co_name} yields {type(instruction).__name__} inside its transaction; "
+            f"operation {getattr(op, '__name__', op)} yields {type(instruction).__name__} inside its transaction; "
             "embed or call back before its first write (mark the reads before it Query(alone=True))"
         )
 

@@ -20,6 +20,7 @@ embeds (or calls back) before its transaction: the reads it makes first are ``Qu
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,8 @@ class Core:
     #: The user a scoped store (``for_user``) is restricted to; ``None`` on an unscoped store. Operations
     #: that take a user filter take it from here (``_ops.scoped_user``), inside their SQL.
     scope_user: str | None = None
+    #: The store's session cache (ltst_memory/cache.py; off unless its ttl is set).
+    cache: Any = None
 
 
 # --------------------------------------------------------------------------- declarations
@@ -181,7 +184,7 @@ def session_of(name: str) -> Invalidates:
 
     def sessions(arguments: Mapping[str, Any]) -> list[str]:
         value = arguments.get(name)
-        items = [value] if hasattr(value, "session_id") else value
+        items: Any = [value] if hasattr(value, "session_id") else value
         try:
             return [s for s in (getattr(i, "session_id", None) for i in items) if isinstance(s, str)]
         except TypeError:
@@ -203,15 +206,30 @@ class Operation:
     cached: bool = False
     bulk: bool = False
 
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        """The operation's signature (``core`` first)."""
+        return inspect.signature(self.function)
+
     @property
     def parameters(self) -> list[inspect.Parameter]:
         """The method's parameters (the operation's, without ``core``)."""
-        return list(inspect.signature(self.function).parameters.values())[1:]
+        return list(self.signature.parameters.values())[1:]
+
+    def sessions_changed(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[str] | None:
+        """The cached sessions a call with ``args`` / ``kwargs`` may change (``None``: any)."""
+        if self.invalidates is None:
+            return []
+        try:
+            arguments = self.signature.bind(None, *args, **kwargs).arguments
+        except TypeError:  # the call itself will say what is wrong with its arguments
+            return []
+        return self.invalidates(arguments)
 
     @property
     def returns(self) -> str:
         """The method's return annotation as written: ``R`` of the operation's ``Op[R]``."""
-        annotation = inspect.signature(self.function).return_annotation
+        annotation = self.signature.return_annotation
         text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
         if text.startswith("Op[") and text.endswith("]"):
             return text[3:-1]

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _queries as q
 from . import crypto, hnsw
-from ._kernel import (  # noqa: F401 - re-exported
+from ._kernel import (
     CONTEXT,
     EVERY_SESSION,
     MAINTENANCE,
@@ -70,6 +70,9 @@ from .models import (
     check_uuid,
     normalize_role,
 )
+
+#: The instructions and ``Core``, re-exported from ltst_memory._kernel (operations import them from here).
+__all__ = ["Call", "Core", "Embed", "Fetch", "Instruction", "Op", "Query", "R"]
 
 logger = logging.getLogger(__name__)
 
@@ -509,7 +512,7 @@ def store_context(core: Core, context: ConversationContext) -> Op[ConversationCo
     """Insert or update the context entry for ``(session_id, context_type, context_key)``."""
     if not isinstance(context, ConversationContext):
         raise ValidationError(f"expected a ConversationContext, got {type(context).__name__}")
-    params = {
+    params: dict[str, Any] = {
         "session_id": check_id("session_id", context.session_id),
         "context_type": check_id("context_type", context.context_type),
         "context_key": check_id("context_key", context.context_key),
@@ -556,7 +559,7 @@ def store_preference(core: Core, preference: UserPreference) -> Op[UserPreferenc
         raise ValidationError(f"expected a UserPreference, got {type(preference).__name__}")
     if not isinstance(preference.is_sensitive, bool):
         raise ValidationError("is_sensitive must be a bool")
-    params = {
+    params: dict[str, Any] = {
         "user_id": check_id("user_id", preference.user_id),
         "preference_key": check_id("preference_key", preference.preference_key),
         "preference_value": check_json("preference_value", preference.preference_value, require_object=False),
@@ -570,7 +573,8 @@ def store_preference(core: Core, preference: UserPreference) -> Op[UserPreferenc
             params["user_id"], params["preference_key"], preference.preference_value
         )
     row = yield Query(q.UPSERT_PREFERENCE, params, fetch="one")
-    return crypto.open_preference(q.preference_from_row(row))
+    stored: UserPreference = crypto.open_preference(q.preference_from_row(row))
+    return stored
 
 
 @operation(group=PREFERENCES, read_only=True)
@@ -595,7 +599,7 @@ def store_relationship(core: Core, relationship: SessionRelationship) -> Op[Sess
     """Link two sessions of the same user (insert or update the link of that type)."""
     if not isinstance(relationship, SessionRelationship):
         raise ValidationError(f"expected a SessionRelationship, got {type(relationship).__name__}")
-    params = {
+    params: dict[str, Any] = {
         "source_session_id": check_id("source_session_id", relationship.source_session_id),
         "target_session_id": check_id("target_session_id", relationship.target_session_id),
         "relationship_type": check_id("relationship_type", relationship.relationship_type),

@@ -9,10 +9,10 @@ reads; keep the TTL at one second or less when other processes write them too.
 When on, ``get_session`` answers (the session row) are kept per store for ``ttl`` seconds.
 ``get_session_summary`` is not cached: the summary changes with every message, wherever it is written
 from, and is one primary-key read anyway. Every write through the same store that changes a session's
-row (``update_session``, ``update_session_activity``, ``delete_session``, ``store_message(s)``,
-``summarize_session``, ``import_messages``, ``delete_user``, ``cleanup_expired_data``) invalidates that
-session's entries *after its transaction committed*; a read that overlapped such a write does not put
-its (possibly old) answer in the cache (a per-session generation counter guards it).
+row invalidates that session's entries *after its transaction committed* (what each write
+invalidates is declared with the operation: ``invalidates=`` of ``ltst_memory._kernel.operation``);
+a read that overlapped such a write does not put its (possibly old) answer in the cache (a
+per-session generation counter guards it).
 
 With a read replica (``read_dsn``), a miss that will be cached is read from the primary: an answer
 from a lagging replica, cached after this store's own write invalidated the entry, would hide that
@@ -26,19 +26,15 @@ Counters: ``store.cache_stats()`` -> ``{"hits", "misses", "hit_rate", "invalidat
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from ._executor import _signature, is_read_only
 from .errors import ConfigurationError
-from .models import check_id
 
 __all__ = ["DEFAULT_TTL", "SessionCache"]
 
@@ -141,141 +137,11 @@ class SessionCache:
 
 
 def cache_of(store: Any) -> SessionCache:
-    """The store's cache, created on first use."""
-    cache = store.__dict__.get("_session_cache")
-    if cache is None:
-        cache = store.__dict__.setdefault("_session_cache", SessionCache())
-    return cache  # type: ignore[no-any-return]
-
-
-# --------------------------------------------------------------------------- which sessions a write touches
-
-
-def _session_arg(args: tuple[Any, ...], kwargs: dict[str, Any], name: str = "session_id") -> list[str]:
-    value = kwargs.get(name, args[0] if args else None)
-    return [value] if isinstance(value, str) else []
-
-
-def _session_object(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-    session = kwargs.get("session", args[0] if args else None)
-    sid = getattr(session, "session_id", None)
-    return [sid] if isinstance(sid, str) else []
-
-
-def _message_sessions(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
-    value = kwargs.get("message", kwargs.get("messages", args[0] if args else None))
-    items = [value] if hasattr(value, "session_id") else value
-    try:
-        return [m.session_id for m in items if isinstance(getattr(m, "session_id", None), str)]
-    except TypeError:
-        return []
-
-
-def every_session(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """For writes whose sessions are not known up front (e.g. an import from an iterator)."""
-    return None
-
-
-TOUCHES: dict[str, Callable[[tuple[Any, ...], dict[str, Any]], list[str] | None]] = {
-    "update_session": _session_object,
-    "update_session_activity": _session_arg,
-    "delete_session": _session_arg,
-    "summarize_session": _session_arg,
-    "store_message": _message_sessions,
-    "store_messages": _message_sessions,
-    "import_messages": every_session,
-}
-
-
-# --------------------------------------------------------------------------- method wrappers
-
-
-def _wrap(method: Callable[..., Any], doc_from: Callable[..., Any]) -> None:
-    method.__doc__ = doc_from.__doc__
-    method.__signature__ = inspect.signature(doc_from)  # type: ignore[attr-defined]
-
-
-def sync_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
-    """A sync store method running ``op(session_id)`` through the cache."""
-    readonly = is_read_only(op)
-
-    @functools.wraps(op)
-    def method(self: Any, session_id: str) -> Any:
-        if session_id.__class__ is not str:  # a list is unhashable: the same ValidationError as the other methods
-            check_id("session_id", session_id)
-        cache = cache_of(self)
-        hit, value = cache.get(kind, session_id)
-        if hit:
-            return value
-        generation = cache.generation(session_id) if isinstance(session_id, str) else (0, 0)
-        value = self._run(op(self._core, session_id), readonly=readonly and cache.ttl <= 0)  # module docstring
-        if value is not None:
-            cache.put(kind, session_id, value, generation)
-        return value
-
-    method.__signature__ = _signature(op, inspect.signature(op).return_annotation)  # type: ignore[attr-defined]
-    del method.__wrapped__  # type: ignore[attr-defined]
-    return method
-
-
-def async_cached(kind: str, op: Callable[..., Any]) -> Callable[..., Any]:
-    """An async store method running ``op(session_id)`` through the cache."""
-    readonly = is_read_only(op)
-
-    @functools.wraps(op)
-    async def method(self: Any, session_id: str) -> Any:
-        if session_id.__class__ is not str:  # a list is unhashable: the same ValidationError as the other methods
-            check_id("session_id", session_id)
-        cache = cache_of(self)
-        hit, value = cache.get(kind, session_id)
-        if hit:
-            return value
-        generation = cache.generation(session_id) if isinstance(session_id, str) else (0, 0)
-        value = await self._arun(op(self._core, session_id), readonly=readonly and cache.ttl <= 0)
-        if value is not None:
-            cache.put(kind, session_id, value, generation)
-        return value
-
-    method.__signature__ = _signature(op, inspect.signature(op).return_annotation)  # type: ignore[attr-defined]
-    del method.__wrapped__  # type: ignore[attr-defined]
-    return method
-
-
-Touches = Callable[[tuple[Any, ...], dict[str, Any]], "list[str] | None"]
-
-
-def sync_invalidating(bound: Callable[..., Any], touches: Touches | None = None) -> Callable[..., Any]:
-    """Wrap an already bound sync method so the sessions it writes leave the cache after it commits."""
-    touches = touches or TOUCHES[bound.__name__]
-
-    @functools.wraps(bound)
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        sessions = touches(args, kwargs)
-        try:
-            return bound(self, *args, **kwargs)
-        finally:
-            cache_of(self).invalidate(sessions)
-
-    del method.__wrapped__  # type: ignore[attr-defined]
-    _wrap(method, bound)
-    return method
-
-
-def async_invalidating(bound: Callable[..., Any], touches: Touches | None = None) -> Callable[..., Any]:
-    """Wrap an already bound async method so the sessions it writes leave the cache after it commits."""
-    touches = touches or TOUCHES[bound.__name__]
-
-    @functools.wraps(bound)
-    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        sessions = touches(args, kwargs)
-        try:
-            return await bound(self, *args, **kwargs)
-        finally:
-            cache_of(self).invalidate(sessions)
-
-    del method.__wrapped__  # type: ignore[attr-defined]
-    _wrap(method, bound)
-    return method
+    """The store's cache (its core's: a user-scoped view of the store shares it)."""
+    core = store._core
+    if core.cache is None:
+        core.cache = SessionCache()
+    return core.cache  # type: ignore[no-any-return]
 
 
 def cache_stats(self: Any) -> dict[str, float]:

@@ -31,10 +31,11 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from ._kernel import EVERY_SESSION, MORE, Query, operation
 from .errors import ConfigurationError, LTSTError
 
 if TYPE_CHECKING:
-    from ._ops import Core, Op
+    from ._kernel import Core, Op
 
 __all__ = [
     "ENCRYPTED_MARKER",
@@ -172,6 +173,7 @@ WHERE user_id = %(user_id)s AND preference_key = %(preference_key)s
 """
 
 
+@operation(group=MORE, invalidates=EVERY_SESSION, per_user=False)
 def rotate_encryption_keys(core: Core) -> Op[dict[str, int]]:
     """Re-encrypt every sensitive preference with the newest key of ``LTST_ENCRYPTION_KEYS``.
 
@@ -180,8 +182,6 @@ def rotate_encryption_keys(core: Core) -> Op[dict[str, int]]:
     is and counted in ``"unreadable"`` (its user and key are logged as a warning) instead of stopping
     the rotation. Returns ``{"rotated": n, "encrypted": m, "unreadable": k}``. One transaction.
     """
-    from ._ops import Query
-
     keyring = Keyring.from_env()
     rows = yield Query(SELECT_SENSITIVE)
     updates = []

@@ -10,7 +10,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from ._ops import Core, Op, Query
+from ._kernel import EVERY_SESSION, MORE, Core, Op, Query, operation
 from ._tables import OWNED_TABLES
 from .errors import AccessDeniedError, ValidationError
 from .models import check_datetime, check_id
@@ -68,6 +68,7 @@ EXPORT_ROWS = _EXPORT.format(content="")
 EXPORT_ROWS_WITH_CONTENT = _EXPORT.format(content=", m.content")
 
 
+@operation(group=MORE, invalidates=EVERY_SESSION)
 def delete_user(core: Core, user_id: str) -> Op[ErasureResult]:
     """Erase every row of ``user_id`` from the library's tables (``ltst_memory/_tables.py``: sessions,
     messages, context, preferences, relationships, summaries, retention policies, retrieval statistics,
@@ -104,6 +105,7 @@ def _pseudonym(key: bytes, kind: str, value: str) -> str:
     return hmac.new(key, f"{kind}:{value}".encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:32]
 
 
+@operation(group=MORE, per_user=False)
 def export_analytics(
     core: Core,
     *,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ._ops import Core, Op, Query
+from ._kernel import MORE, Core, Op, Query, operation
 from .errors import LTSTError, StoreClosedError, ValidationError
 from .models import check_id
 
@@ -103,6 +103,7 @@ def _days(name: str, value: object) -> int | None:
 # --------------------------------------------------------------------------- operations
 
 
+@operation(group=MORE)
 def set_retention_policy(
     core: Core,
     *,
@@ -126,6 +127,7 @@ def set_retention_policy(
     return _policy_from_row(row)
 
 
+@operation(group=MORE)
 def delete_retention_policy(core: Core, *, user_id: str | None = None, session_type: str | None = None) -> Op[bool]:
     """Remove the policy of exactly ``user_id`` / ``session_type``; ``True`` if there was one."""
     params = {
@@ -136,6 +138,7 @@ def delete_retention_policy(core: Core, *, user_id: str | None = None, session_t
     return bool(removed)
 
 
+@operation(group=MORE, per_user=False)
 def get_retention_policies(core: Core) -> Op[list[RetentionPolicy]]:
     """Every retention policy (administrative: not exposed on user-scoped stores)."""
     rows = yield Query(SELECT_POLICIES)

@@ -28,14 +28,12 @@ import dataclasses
 import functools
 import inspect
 import logging
-import sys
-import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from ._ops import Call, Embed, Op, Query
+from ._kernel import REGISTRY, Call, Commit, Embed, Op, Parallel, Query
 from .errors import AccessDeniedError, ValidationError
 from .models import check_id
 
@@ -193,8 +191,6 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
             if type(instruction).__name__ == "Commit":  # multi-transaction operations (bulk import)
                 in_transaction = False
             elif type(instruction).__name__ == "Parallel":  # bulk import's workers, each on its own connection
-                from .bulk import Commit, Parallel
-
                 yield Commit()  # the checks above ran in a transaction of their own
                 in_transaction = False
                 instruction = Parallel(tuple(_drive(op, {}, user_id) for op in instruction.ops))
@@ -269,97 +265,10 @@ def _references_user(op: Callable[..., Any]) -> bool:
     return False
 
 
-def _is_operation(value: Any) -> bool:
-    module = sys.modules.get(getattr(value, "__module__", ""), None)
-    return inspect.isgeneratorfunction(value) and getattr(module, value.__name__, None) is value
-
-
-def _closure_operations(function: Any, depth: int = 0) -> set[Any]:
-    """The generator operations a store method closes over, through wrappers (cache, bulk, ...)."""
-    found: set[Any] = set()
-    if depth > 4 or not inspect.isfunction(function) or not function.__closure__:
-        return found
-    for cell in function.__closure__:
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        if _is_operation(value):
-            found.add(value)
-        elif inspect.isfunction(value):
-            found |= _closure_operations(value, depth + 1)
-    return found
-
-
-def _operation_of(method: Any) -> Callable[..., Op[Any]] | None:
-    """The one generator operation a store method was bound from (``sync_method(op)``, cache wrappers...)."""
-    found = _closure_operations(method)
-    return next(iter(found)) if len(found) == 1 else None
-
-
-def _rebind(function: Any, op: Callable[..., Op[Any]], replacement: Callable[..., Op[Any]]) -> Any:
-    """A copy of ``function`` (and of the wrappers it closes over) running ``replacement`` instead of ``op``."""
-    cells = []
-    for cell in function.__closure__ or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:
-            cells.append(cell)
-            continue
-        if value is op:
-            value = replacement
-        elif inspect.isfunction(value) and op in _closure_operations(value):
-            value = _rebind(value, op, replacement)
-        cells.append(types.CellType(value))
-    copy = types.FunctionType(
-        function.__code__, function.__globals__, function.__name__, function.__defaults__, tuple(cells)
-    )
-    copy.__kwdefaults__ = function.__kwdefaults__
-    return copy
-
-
-class _NeverHit:
-    """A view of a store's read cache that never answers (scoped reads always run their checks), while
-    writes through the scoped store still invalidate the shared cache."""
-
-    def __init__(self, cache: Any) -> None:
-        self._cache = cache
-
-    def get(self, *args: Any, **kwargs: Any) -> tuple[bool, None]:
-        return False, None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cache, name)
-
-
-class _StoreView:
-    """What a rebound store method sees as ``self``: the store, but with the scoped user's core and a
-    cache that never hits."""
-
-    def __init__(self, storage: Any, core: Any) -> None:
-        self.__dict__["_ltst_storage"] = storage
-        self.__dict__["_core"] = core
-        try:
-            from .cache import cache_of
-        except ImportError:  # pragma: no cover - no cache in this version
-            return
-        self.__dict__["_session_cache"] = _NeverHit(cache_of(storage))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_ltst_storage"], name)
-
-
 def scoped_methods(storage_cls: type) -> dict[str, tuple[Any, Callable[..., Op[Any]]]]:
-    """``{name: (method, operation)}`` of the operations a scoped store of ``storage_cls`` exposes."""
-    found: dict[str, tuple[Any, Callable[..., Op[Any]]]] = {}
-    for name in dir(storage_cls):
-        if name.startswith("_"):
-            continue
-        method = inspect.getattr_static(storage_cls, name)
-        op = _operation_of(method)
-        if op is not None and _references_user(op):
-            found[name] = (method, op)
-    return found
+    """``{name: (method, operation)}`` of the operations a scoped store of ``storage_cls`` exposes: those
+    declared ``per_user`` (ltst_memory/_kernel.py)."""
+    return {d.name: (getattr(storage_cls, d.name), d.function) for d in REGISTRY.values() if d.per_user}
 
 
 # --------------------------------------------------------------------------- the scoped stores
@@ -372,7 +281,16 @@ class _ScopedBase:
         self._storage = storage
         self._user_id = check_id("user_id", user_id)
         self._scoped_core = dataclasses.replace(storage._core, scope_user=self._user_id)
-        self._view = _StoreView(storage, self._scoped_core)
+
+    def _invoke(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the declared operation ``name`` through the store, restricted to this user: on the
+        scoped core, through :func:`scoped_operation`, never answered from the cache (a write still
+        invalidates it)."""
+        declared = REGISTRY[name]
+        function = scoped_operation(declared.function, self._user_id)
+        return self._storage._invoke(
+            declared, self._scoped_core, _record(args), _record_kwargs(kwargs), function=function, cached=False
+        )
 
     @property
     def user_id(self) -> str:
@@ -429,20 +347,17 @@ class AsyncUserScopedStorage(_ScopedBase):
     _is_async = True
 
 
-def _make_method(name: str, method: Any, op: Callable[..., Op[Any]], is_async: bool) -> Any:
-    def bind(self: _ScopedBase) -> Any:
-        return _rebind(method, op, scoped_operation(op, self._user_id))
-
+def _make_method(name: str, method: Any, is_async: bool) -> Any:
     if is_async:
 
         async def scoped_async(self: _ScopedBase, *args: Any, **kwargs: Any) -> Any:
-            return await bind(self)(self._view, *_record(args), **_record_kwargs(kwargs))
+            return await self._invoke(name, args, kwargs)
 
         function: Any = scoped_async
     else:
 
         def scoped_sync(self: _ScopedBase, *args: Any, **kwargs: Any) -> Any:
-            return bind(self)(self._view, *_record(args), **_record_kwargs(kwargs))
+            return self._invoke(name, args, kwargs)
 
         function = scoped_sync
     function.__name__ = function.__qualname__ = name
@@ -483,7 +398,7 @@ def _scoped_signature(method: Any) -> inspect.Signature:
 @functools.cache
 def _scoped_class(storage_cls: type, is_async: bool) -> type:
     base = AsyncUserScopedStorage if is_async else UserScopedStorage
-    namespace = {name: _make_method(name, m, op, is_async) for name, (m, op) in scoped_methods(storage_cls).items()}
+    namespace = {name: _make_method(name, m, is_async) for name, (m, _) in scoped_methods(storage_cls).items()}
     namespace["__doc__"] = base.__doc__
     namespace["__module__"] = __name__
     return type(base.__name__, (base,), namespace)

@@ -13,24 +13,21 @@ is ever sent anywhere by ltst-memory itself: no telemetry, no exporter is config
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from ._ops import Core, Op, Query
+from ._kernel import MAINTENANCE, Core, Op, Query, operation
 from .models import check_limit
 
 __all__ = [
     "OperationMetrics",
-    "async_stats_method",
     "metrics_of",
     "stats",
-    "sync_stats_method",
     "track_operation",
 ]
 
@@ -258,36 +255,7 @@ def _cache_stats(*owners: Any) -> dict[str, Any] | None:
     return None
 
 
-def sync_stats_method(op: Callable[..., Op[dict[str, Any]]]) -> Callable[..., dict[str, Any]]:
-    """Bind :func:`stats` to a sync store, adding the store's cache hit rates to the report."""
-    from ._executor import sync_method
-
-    bound = sync_method(op)
-
-    @functools.wraps(bound)
-    def method(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        report = bound(self, *args, **kwargs)
-        report["cache"] = _cache_stats(self, self._core)
-        return report
-
-    return method
-
-
-def async_stats_method(op: Callable[..., Op[dict[str, Any]]]) -> Callable[..., Any]:
-    """Bind :func:`stats` to an async store, adding the store's cache hit rates to the report."""
-    from ._executor import async_method
-
-    bound = async_method(op)
-
-    @functools.wraps(bound)
-    async def method(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        report = await bound(self, *args, **kwargs)
-        report["cache"] = _cache_stats(self, self._core)
-        return report
-
-    return method
-
-
+@operation(group=MAINTENANCE, per_user=False)
 def stats(core: Core, growth_days: int = 30) -> Op[dict[str, Any]]:
     """Everything worth watching about this store, as a JSON-serialisable dict.
 

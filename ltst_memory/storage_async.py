@@ -10,31 +10,27 @@ import asyncio
 import inspect
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from . import _declared, _pooled, cache, scoped
 from . import _ops as ops
-from . import _pooled, bulk, cache, crypto, privacy, retention, scoped
-from . import recall as recall_ops
-from . import rehydrate as rehydrate_ops
-from . import stats as stats_ops
-from . import summarize as summarize_ops
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
+    connect,
     pool_timeout_error,
     redact,
     release_embedded,
     unavailable,
 )
 from ._executor import (
-    async_method,
     check_open,
     check_outside_transaction,
     check_replica,
@@ -50,12 +46,38 @@ from ._executor import (
     result_of,
     results_or_first_error,
 )
-from ._kernel import Call, Commit, Copy, Embed, Op, Parallel, Query, R
+from ._kernel import Call, Commit, Copy, Core, Embed, Op, Operation, Parallel, Query, R
 from ._sqlstate import CLASSIFIED, LTSTError, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
 from .errors import ConfigurationError, EmbeddingError
+from .migrate import migrate
+from .models import check_id
 from .stats import track_operation
+
+if TYPE_CHECKING:  # the names in the annotations of the generated methods
+    # BEGIN GENERATED imports (python -m ltst_memory._codegen; do not edit)
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from datetime import datetime
+    from typing import Any
+
+    from .bulk import BulkResult
+    from .models import (
+        ConversationContext,
+        ConversationMessage,
+        ConversationSession,
+        SessionRelationship,
+        SessionSummary,
+        UserPreference,
+    )
+    from .privacy import ErasureResult
+    from .recall import RecallScope
+    from .rehydrate import RehydrationResult
+    from .retention import RetentionPolicy
+    from .tokens import TokenCounter
+    # END GENERATED imports
+
+P = ParamSpec("P")
 
 __all__ = ["AsyncConversationStorage"]
 
@@ -236,6 +258,21 @@ class AsyncConversationStorage:
 
     primary = property(primary_reads)  # `with store.primary:` reads the primary (ltst_memory/_executor.py)
 
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        """The psycopg async connection pool (for advanced use: your own queries on the same database)."""
+        check_open(self._closed)
+        assert self._pool is not None  # open once not closed
+        return self._pool
+
+    async def migrate(self) -> list[str]:
+        """Apply pending schema migrations; return the names applied (on a connection of its own, in a
+        worker thread: migrations run with the sync driver)."""
+        conninfo = self._conninfo or self.pool.conninfo
+        if not isinstance(conninfo, str):
+            raise ConfigurationError("this store's pool has no connection string to migrate with; run `ltst migrate`")
+        return await asyncio.to_thread(_migrate, conninfo)
+
     async def versions(self) -> dict[str, str]:
         """``{"postgres": ..., "pgvector": ...}`` versions of the server."""
         return await self._arun(ops.server_versions(self._core))
@@ -345,6 +382,40 @@ class AsyncConversationStorage:
 
         return results_or_first_error(list(await asyncio.gather(*(run(op) for op in ops), return_exceptions=True)))
 
+    async def _acall(self, function: Callable[Concatenate[Core, P], Op[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the declared operation ``function`` (ltst_memory/_kernel.py) with ``args``: every
+        generated method comes here."""
+        return await self._invoke(function.__ltst_operation__, self._core, args, kwargs)  # type: ignore[attr-defined,no-any-return]
+
+    async def _invoke(
+        self, declared: Operation, core: Any, args: Any, kwargs: Any, *, function: Any = None, cached: bool = True
+    ) -> Any:
+        """Run ``declared``'s operation on ``core``: through the session cache if it is ``cached`` (and
+        ``cached`` is allowed), then invalidating what it declares it changes. ``function`` replaces the
+        operation (a user-scoped store runs it wrapped: ltst_memory/scoped.py)."""
+        run = declared.function if function is None else function
+        cache = core.cache
+        if declared.cached and cached:
+            session_id = args[0] if args else kwargs.get("session_id")
+            if session_id.__class__ is not str:  # a list is unhashable: the ValidationError of the others
+                check_id("session_id", session_id)
+            hit, value = cache.get("session", session_id)
+            if hit:
+                return value
+            generation = cache.generation(session_id) if isinstance(session_id, str) else (0, 0)
+            readonly = declared.read_only and cache.ttl <= 0  # a miss that will be cached reads the primary
+            value = await self._arun(run(core, *args, **kwargs), readonly=readonly)
+            if value is not None:
+                cache.put("session", session_id, value, generation)
+            return value
+        if declared.invalidates is None:
+            return await self._arun(run(core, *args, **kwargs), readonly=declared.read_only)
+        sessions = declared.sessions_changed(args, kwargs)
+        try:
+            return await self._arun(run(core, *args, **kwargs), readonly=declared.read_only)
+        finally:
+            cache.invalidate(sessions)
+
     async def _outside(self, instruction: Embed | Call) -> Any:
         if isinstance(instruction, Embed):
             return await asyncio.to_thread(embed_checked, self._core.embedder, instruction.texts)
@@ -372,47 +443,444 @@ class AsyncConversationStorage:
 
     # ------------------------------------------------------------------ API
 
-    create_session = async_method(ops.create_session)
-    get_or_create_session = async_method(ops.get_or_create_session)
-    get_session = cache.async_cached("session", ops.get_session)
-    update_session = cache.async_invalidating(async_method(ops.update_session))
-    update_session_activity = cache.async_invalidating(async_method(ops.update_session_activity))
-    get_user_sessions = async_method(ops.get_user_sessions)
-    delete_session = cache.async_invalidating(async_method(ops.delete_session))
-    get_session_summary = async_method(ops.get_session_summary)
-    store_message = cache.async_invalidating(async_method(ops.store_message))
-    store_messages = cache.async_invalidating(async_method(ops.store_messages))
-    get_messages = async_method(ops.get_messages)
-    get_recent_messages = async_method(ops.get_recent_messages)
-    search_messages = async_method(ops.search_messages)
-    store_context = async_method(ops.store_context)
-    get_context = async_method(ops.get_context)
-    cleanup_expired_data = cache.async_invalidating(async_method(ops.cleanup_expired_data), cache.every_session)
-    store_preference = async_method(ops.store_preference)
-    get_preferences = async_method(ops.get_preferences)
-    store_relationship = async_method(ops.store_relationship)
-    get_related_sessions = async_method(ops.get_related_sessions)
-    recall = async_method(recall_ops.recall)  # hybrid retrieval (ltst_memory/recall.py)
-    rehydrate = async_method(rehydrate_ops.rehydrate)  # context merging (ltst_memory/rehydrate.py)
-    # compaction (ltst_memory/summarize.py)
-    summarize_session = cache.async_invalidating(async_method(summarize_ops.summarize_session))
     for_user = scoped.for_user  # user-scoped view (ltst_memory/scoped.py)
-    # privacy, retention, encryption keys (ltst_memory/privacy.py, retention.py, crypto.py)
-    delete_user = cache.async_invalidating(async_method(privacy.delete_user), cache.every_session)
-    export_analytics = async_method(privacy.export_analytics)
-    set_retention_policy = async_method(retention.set_retention_policy)
-    delete_retention_policy = async_method(retention.delete_retention_policy)
-    get_retention_policies = async_method(retention.get_retention_policies)
-    rotate_encryption_keys = cache.async_invalidating(async_method(crypto.rotate_encryption_keys), cache.every_session)
-    stats = stats_ops.async_stats_method(stats_ops.stats)  # observability (ltst_memory/stats.py)
-    # bulk import and deferred embedding (ltst_memory/bulk.py)
-    import_messages = cache.async_invalidating(async_method(bulk.import_messages))
-    embed_pending = async_method(bulk.embed_pending)
-    pending_embeddings = async_method(bulk.pending_embeddings)
-    search_unembedded = async_method(bulk.search_unembedded)
-    # in-process session cache (ltst_memory/cache.py)
     cache_stats = cache.cache_stats
     clear_cache = cache.clear_cache
+
+    # BEGIN GENERATED methods (python -m ltst_memory._codegen; do not edit)
+    # Sessions
+
+    async def create_session(self, session: ConversationSession) -> ConversationSession:
+        """Create ``session``; raise SessionExistsError if its id is taken."""
+        return await self._acall(_declared._ops.create_session, session)
+
+    async def get_or_create_session(self, session: ConversationSession) -> ConversationSession:
+        """The stored session with ``session.session_id``, created from ``session`` when there is none.
+
+        An existing session is returned as stored (its fields are left alone; use ``update_session`` to
+        change them), so running the same set-up code twice is harmless. Raises SessionExistsError if the
+        id belongs to another user's session.
+        """
+        return await self._acall(_declared._ops.get_or_create_session, session)
+
+    async def get_session(self, session_id: str) -> ConversationSession | None:
+        """The session with ``session_id``, or ``None``."""
+        return await self._acall(_declared._ops.get_session, session_id)
+
+    async def update_session(self, session: ConversationSession) -> ConversationSession:
+        """Write the mutable fields of ``session`` (name, type, status, metadata, summary, score)."""
+        return await self._acall(_declared._ops.update_session, session)
+
+    async def update_session_activity(self, session_id: str) -> datetime:
+        """Set the session's ``last_activity`` to now and return it."""
+        return await self._acall(_declared._ops.update_session_activity, session_id)
+
+    async def get_user_sessions(self, user_id: str, limit: int = 50) -> list[ConversationSession]:
+        """The user's sessions, most recently active first."""
+        return await self._acall(_declared._ops.get_user_sessions, user_id, limit)
+
+    async def get_session_summary(self, session_id: str) -> SessionSummary:
+        """Trigger-maintained statistics of the session."""
+        return await self._acall(_declared._ops.get_session_summary, session_id)
+
+    # Messages
+
+    async def store_messages(self, messages: Sequence[ConversationMessage]) -> list[ConversationMessage]:
+        """Store ``messages`` in one transaction with one embedding call; return them as stored, in order.
+
+        ``message_index`` is assigned per session (0, 1, 2, ...) under a lock on the session rows, so
+        concurrent writers never produce gaps or duplicates. A message whose ``message_uuid`` is already
+        stored is not stored again: the stored row is returned in its place.
+        """
+        return await self._acall(_declared._ops.store_messages, messages)
+
+    async def store_message(self, message: ConversationMessage) -> ConversationMessage:
+        """Store one message (see :func:`store_messages`) and return it with its id, index and timestamp."""
+        return await self._acall(_declared._ops.store_message, message)
+
+    async def get_messages(self, session_id: str, limit: int = 100, offset: int = 0) -> list[ConversationMessage]:
+        """Messages of the session in order (oldest first), ``limit`` of them from ``offset``."""
+        return await self._acall(_declared._ops.get_messages, session_id, limit, offset)
+
+    async def get_recent_messages(self, session_id: str, limit: int = 20) -> list[ConversationMessage]:
+        """The last ``limit`` messages of the session, oldest first."""
+        return await self._acall(_declared._ops.get_recent_messages, session_id, limit)
+
+    # Search and rehydration
+
+    async def search_messages(
+        self,
+        query: str,
+        session_id: str | None = None,
+        limit: int = 10,
+        threshold: float | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> list[tuple[ConversationMessage, float]]:
+        """Messages most similar in meaning to ``query``, as ``(message, cosine similarity)`` best first.
+
+        Scope: one session (``session_id``), all of a user's sessions (``user_id``), both, or — when
+        neither is given — every stored message. With a ``threshold``, only messages with
+        ``similarity >= threshold`` are returned (the spec's example uses 0.7; MiniLM scores clear
+        paraphrases around 0.4-0.6); without one, the ``limit`` nearest messages. Filtered searches use
+        pgvector's iterative index scans, so a scope never returns fewer
+        rows than exist.
+        """
+        return await self._acall(_declared._ops.search_messages, query, session_id, limit, threshold, user_id=user_id)
+
+    async def recall(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        limit: int = 10,
+        scope: RecallScope = "auto",
+        metadata: Mapping[str, Any] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        roles: Sequence[str] | None = None,
+        exclude_message_ids: Sequence[int] | None = None,
+        lexical_weight: float = 0.5,
+        neighbor_weight: float = 0.35,
+        recency_weight: float = 0.0,
+        recency_half_life_days: float = 30.0,
+        expand_neighbors: int = 0,
+        mmr: float | None = None,
+        min_score: float = 0.0,
+        candidates: int = 40,
+        min_similarity: float | None = None,
+    ) -> list[tuple[ConversationMessage, float]]:
+        """Messages that best answer ``query``, as ``(message, score)`` pairs best first (hybrid search).
+
+        Scope (``scope="auto"``): all of ``user_id``'s sessions when ``user_id`` is given (``session_id``,
+        if also given, must belong to that user, else :class:`AccessDeniedError`); else the one session
+        ``session_id``; else every stored message. Explicit scopes: ``"session"`` (only ``session_id``),
+        ``"user"`` (all sessions of ``user_id``, or of ``session_id``'s owner), ``"related"``
+        (``session_id`` and the sessions linked to it), ``"all"``.
+
+        Filters: ``metadata`` (JSON containment, e.g. ``{"speaker": "Caroline"}``), ``since`` /
+        ``until`` (timestamp range, ``until`` exclusive), ``roles``, ``exclude_message_ids``.
+
+        Ranking: ``lexical_weight`` (0 = vectors only, 1 = BM25 only), ``neighbor_weight`` (share of an
+        adjacent turn's score a turn inherits), ``recency_weight`` with ``recency_half_life_days``,
+        ``mmr`` (λ of maximal marginal relevance, e.g. 0.7; ``None`` = off), ``min_score``, and
+        ``candidates`` (rows taken from each of the BM25 and vector searches before fusion).
+        ``min_similarity`` is an absolute relevance floor (fused scores are relative to the pool, so an
+        unrelated pool still has a best hit): a turn is kept only if its cosine similarity with the query
+        reaches it, it shares a word with the query (BM25 > 0), or, with ``neighbor_weight`` > 0, the
+        turn next to it does. ``None`` (default) keeps every candidate.
+        ``expand_neighbors=n`` adds the ``n`` turns before and after each hit (score slightly below
+        the hit's) so an answer comes with its context; they count towards ``limit``.
+
+        Scores are in [0, 1 + neighbor_weight] and comparable within one call only.
+        """
+        return await self._acall(
+            _declared.recall.recall,
+            query,
+            user_id=user_id,
+            session_id=session_id,
+            limit=limit,
+            scope=scope,
+            metadata=metadata,
+            since=since,
+            until=until,
+            roles=roles,
+            exclude_message_ids=exclude_message_ids,
+            lexical_weight=lexical_weight,
+            neighbor_weight=neighbor_weight,
+            recency_weight=recency_weight,
+            recency_half_life_days=recency_half_life_days,
+            expand_neighbors=expand_neighbors,
+            mmr=mmr,
+            min_score=min_score,
+            candidates=candidates,
+            min_similarity=min_similarity,
+        )
+
+    async def rehydrate(
+        self,
+        session_id: str,
+        query: str | None = None,
+        *,
+        token_budget: int = 2000,
+        recent_turns: int = 10,
+        min_recent_turns: int = 4,
+        memory_limit: int = 20,
+        include_other_sessions: bool = True,
+        include_related: bool = True,
+        include_sensitive_preferences: bool = False,
+        count_tokens: TokenCounter | None = None,
+        recall_options: Mapping[str, Any] | None = None,
+        memory_min_similarity: float | None = 0.2,
+    ) -> RehydrationResult:
+        """Merge the session's memory into a :class:`RehydrationResult` within ``token_budget`` tokens.
+
+        ``query`` is what the next answer is about; with ``None`` the latest human turn of the session
+        is used (no memories when there is none). ``include_other_sessions`` searches all of the user's
+        sessions for memories (else only this one); ``include_related`` adds summaries of linked
+        sessions. Sensitive preferences stay out unless ``include_sensitive_preferences``.
+        ``count_tokens`` is any ``text -> int`` (default: the offline estimator of
+        :mod:`ltst_memory.tokens`); ``recall_options`` are extra keyword arguments for
+        :func:`~ltst_memory.recall.recall`. ``memory_min_similarity`` is the relevance floor of memories
+        (recall's ``min_similarity``, default :data:`DEFAULT_MEMORY_MIN_SIMILARITY`): spare budget is left
+        empty rather than filled with turns that neither resemble the query nor share a word with it;
+        ``None`` turns it off. Only the session owner's data is ever read.
+        """
+        return await self._acall(
+            _declared.rehydrate.rehydrate,
+            session_id,
+            query,
+            token_budget=token_budget,
+            recent_turns=recent_turns,
+            min_recent_turns=min_recent_turns,
+            memory_limit=memory_limit,
+            include_other_sessions=include_other_sessions,
+            include_related=include_related,
+            include_sensitive_preferences=include_sensitive_preferences,
+            count_tokens=count_tokens,
+            recall_options=recall_options,
+            memory_min_similarity=memory_min_similarity,
+        )
+
+    # Context
+
+    async def store_context(self, context: ConversationContext) -> ConversationContext:
+        """Insert or update the context entry for ``(session_id, context_type, context_key)``."""
+        return await self._acall(_declared._ops.store_context, context)
+
+    async def get_context(self, session_id: str, context_type: str | None = None) -> list[ConversationContext]:
+        """Unexpired context of the session (optionally of one type), most relevant first."""
+        return await self._acall(_declared._ops.get_context, session_id, context_type)
+
+    # Preferences
+
+    async def store_preference(self, preference: UserPreference) -> UserPreference:
+        """Insert or update the user's preference ``preference_key``."""
+        return await self._acall(_declared._ops.store_preference, preference)
+
+    async def get_preferences(self, user_id: str, preference_type: str | None = None) -> list[UserPreference]:
+        """The user's preferences (optionally of one type), most confident first.
+
+        Sensitive preferences are decrypted; with no encryption key set they are left out.
+        """
+        return await self._acall(_declared._ops.get_preferences, user_id, preference_type)
+
+    # Relationships
+
+    async def store_relationship(self, relationship: SessionRelationship) -> SessionRelationship:
+        """Link two sessions of the same user (insert or update the link of that type)."""
+        return await self._acall(_declared._ops.store_relationship, relationship)
+
+    async def get_related_sessions(
+        self,
+        session_id: str,
+        limit: int = 20,
+    ) -> list[tuple[ConversationSession, SessionRelationship]]:
+        """Sessions linked to ``session_id`` in either direction, strongest link first."""
+        return await self._acall(_declared._ops.get_related_sessions, session_id, limit)
+
+    # Observability and maintenance
+
+    async def delete_session(self, session_id: str) -> dict[str, int]:
+        """Delete the session and everything attached to it; return the number of rows removed per kind."""
+        return await self._acall(_declared._ops.delete_session, session_id)
+
+    async def cleanup_expired_data(self) -> dict[str, int]:
+        """Delete expired context and what the retention policies no longer keep (ltst_memory/retention.py);
+        return how many rows of each kind were removed: ``{"context": ..., "messages": ...}``.
+        """
+        return await self._acall(_declared._ops.cleanup_expired_data)
+
+    async def stats(self, growth_days: int = 30) -> dict[str, Any]:
+        """Everything worth watching about this store, as a JSON-serialisable dict.
+
+        Keys: ``operations`` (per operation of *this* store object since it opened: calls, errors, mean,
+        p50, p95 and max in milliseconds), ``rows`` (exact counts), ``tables`` (bytes on disk, index
+        bytes, sequential and index scans), ``indexes`` (scans and size of every index — an index with 0
+        scans is unused), ``growth`` (messages by message timestamp and sessions created, per day, for the
+        last ``growth_days`` days), ``database`` (size, versions, PostgreSQL buffer cache hit ratio),
+        ``embedding`` (model and dimension recorded in the database) and ``cache`` (hit rates of the
+        store's in-memory cache, or ``None`` without one). Server counters (scans, buffer hits) are
+        PostgreSQL's cumulative statistics and may lag a second behind.
+        """
+        return await self._acall(_declared.stats.stats, growth_days)
+
+    # More methods
+
+    async def rotate_encryption_keys(self) -> dict[str, int]:
+        """Re-encrypt every sensitive preference with the newest key of ``LTST_ENCRYPTION_KEYS``.
+
+        Values stored in plain text while marked sensitive (by a version without encryption) are
+        encrypted too. A value no configured key opens, or one encrypted for another row, is left as it
+        is and counted in ``"unreadable"`` (its user and key are logged as a warning) instead of stopping
+        the rotation. Returns ``{"rotated": n, "encrypted": m, "unreadable": k}``. One transaction.
+        """
+        return await self._acall(_declared.crypto.rotate_encryption_keys)
+
+    async def import_messages(
+        self,
+        messages: Iterable[ConversationMessage],
+        *,
+        batch_size: int = 5000,
+        defer_embedding: bool = False,
+        workers: int = 1,
+    ) -> BulkResult:
+        """Bulk-store ``messages`` (any iterable, consumed lazily) with binary COPY; return a :class:`BulkResult`.
+
+        Each batch of ``batch_size`` is embedded with one embedder call (messages that carry an
+        ``embedding`` are not re-embedded) and written in one transaction; a failing batch rolls back
+        alone (earlier batches stay). With ``defer_embedding=True`` messages without an embedding are
+        stored with none, for :class:`EmbeddingWorker` to fill in. The sessions must exist.
+
+        ``workers`` > 1 writes on that many connections at once (the server inserts on one CPU per
+        connection): ``workers * batch_size`` messages are read at a time and split by the sessions'
+        owner, so each user's messages go through one connection, in order, and concurrent transactions
+        never wait for each other's session or statistics rows. Each part is written in transactions of
+        up to ``batch_size`` messages. If one part fails, the parts running beside it still commit and the
+        first error is raised. At most ``pool_max_size`` parts run at once.
+        """
+        return await self._acall(
+            _declared.bulk.import_messages,
+            messages,
+            batch_size=batch_size,
+            defer_embedding=defer_embedding,
+            workers=workers,
+        )
+
+    async def embed_pending(self, limit: int = 256) -> int:
+        """Claim up to ``limit`` messages stored without an embedding (``FOR UPDATE SKIP LOCKED``), embed
+        them with one call and store the vectors; return how many were embedded (0: nothing pending).
+
+        A message the embedder rejects is set aside: the batch is split until the rejected messages are
+        alone, the others are stored, and the rejected ones keep no embedding (logged as a warning;
+        :class:`EmbeddingWorker` lists them in ``dead_letters`` and stops claiming them). If the embedder
+        rejects every message of the batch, that is its failure, not theirs: the error is raised.
+        """
+        return await self._acall(_declared.bulk.embed_pending, limit)
+
+    async def pending_embeddings(self) -> int:
+        """How many stored messages still wait for their embedding."""
+        return await self._acall(_declared.bulk.pending_embeddings)
+
+    async def search_unembedded(
+        self,
+        query: str,
+        session_id: str | None = None,
+        limit: int = 10,
+        *,
+        user_id: str | None = None,
+    ) -> list[tuple[ConversationMessage, float]]:
+        """Messages still waiting for their embedding that match ``query``'s words (full text, English
+        stemming), as ``(message, rank)`` best first; same scopes as ``search_messages``.
+        """
+        return await self._acall(_declared.bulk.search_unembedded, query, session_id, limit, user_id=user_id)
+
+    async def set_retention_policy(
+        self,
+        *,
+        user_id: str | None = None,
+        session_type: str | None = None,
+        message_days: int | None = None,
+        context_days: int | None = None,
+    ) -> RetentionPolicy:
+        """Set (insert or replace) the retention policy of ``user_id`` / ``session_type`` (``None``: any).
+
+        ``message_days`` / ``context_days`` of ``None`` keep that data forever (overriding a more general
+        policy). Applied by the next :func:`cleanup_expired_data`.
+        """
+        return await self._acall(
+            _declared.retention.set_retention_policy,
+            user_id=user_id,
+            session_type=session_type,
+            message_days=message_days,
+            context_days=context_days,
+        )
+
+    async def delete_retention_policy(self, *, user_id: str | None = None, session_type: str | None = None) -> bool:
+        """Remove the policy of exactly ``user_id`` / ``session_type``; ``True`` if there was one."""
+        return await self._acall(
+            _declared.retention.delete_retention_policy, user_id=user_id, session_type=session_type
+        )
+
+    async def get_retention_policies(self) -> list[RetentionPolicy]:
+        """Every retention policy (administrative: not exposed on user-scoped stores)."""
+        return await self._acall(_declared.retention.get_retention_policies)
+
+    async def delete_user(self, user_id: str) -> ErasureResult:
+        """Erase every row of ``user_id`` from the library's tables (``ltst_memory/_tables.py``: sessions,
+        messages, context, preferences, relationships, summaries, retention policies, retrieval statistics,
+        adapter rows that carry an owner) in one transaction, then refresh the planner statistics of the
+        tables of user data when it removed anything (``ANALYZE``), so sampled values of the user do not stay in
+        ``pg_stats``. Tables the library does not own are never touched.
+
+        Returns an :class:`ErasureResult`: the rows removed per kind (all zero for an unknown user) and
+        whether the erase is ``complete``. Works the same on the tables' owner and on a role under Row
+        Level Security (the transaction acts as ``user_id``). Sessions cached by other processes'
+        stores are not seen by them before their cache entries expire (the cache is off by default).
+        """
+        return await self._acall(_declared.privacy.delete_user, user_id)
+
+    async def export_analytics(
+        self,
+        *,
+        include_content: bool = False,
+        salt: str | bytes | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100000,
+    ) -> list[dict[str, Any]]:
+        """One anonymised row per message, oldest first: pseudonymous ``user``/``session``/``message`` ids
+        (keyed HMAC-SHA256), session type, role, type, index, timestamp, length, token estimate and —
+        only with ``include_content=True`` — the content, verbatim (names inside it are NOT scrubbed).
+
+        The key is ``salt``, else ``LTST_ANALYTICS_SALT``, else a random one for this export only (ids
+        then match within one export but not across exports). Keep the salt secret: with it, anyone can
+        test guesses of user ids. Administrative: not available on user-scoped stores.
+        """
+        return await self._acall(
+            _declared.privacy.export_analytics,
+            include_content=include_content,
+            salt=salt,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+
+    async def summarize_session(
+        self,
+        session_id: str,
+        *,
+        summarizer: Callable[[str], str] | None = None,
+        summary: str | None = None,
+        max_messages: int = 2000,
+        max_sentences: int = 6,
+        max_words: int = 150,
+        max_transcript_chars: int = 24000,
+    ) -> str:
+        """Write and return a summary of the session (see the module docstring).
+
+        ``summary`` stores the given text as is; else ``summarizer(prompt)`` (an LLM callable) writes it
+        from the last ``max_messages`` turns (transcript cut to ``max_transcript_chars`` from the end);
+        else the summary is extractive. An empty session gets an empty summary.
+        """
+        return await self._acall(
+            _declared.summarize.summarize_session,
+            session_id,
+            summarizer=summarizer,
+            summary=summary,
+            max_messages=max_messages,
+            max_sentences=max_sentences,
+            max_words=max_words,
+            max_transcript_chars=max_transcript_chars,
+        )
+
+    # END GENERATED methods
+
+
+def _migrate(conninfo: str) -> list[str]:
+    with connect(conninfo) as conn:
+        return migrate(conn)
 
 
 async def _copy(conn: psycopg.AsyncConnection[Any], instruction: Copy) -> int:
