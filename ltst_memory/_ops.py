@@ -25,7 +25,6 @@ from . import _queries as q
 from . import crypto, hnsw
 from ._kernel import (
     CONTEXT,
-    EVERY_SESSION,
     MAINTENANCE,
     MESSAGES,
     PREFERENCES,
@@ -538,15 +537,6 @@ def get_context(core: Core, session_id: str, context_type: str | None = None) ->
     if not rows:
         yield from _require_session(session_id)
     return [q.context_from_row(r) for r in rows]
-
-
-@operation(group=MAINTENANCE, invalidates=EVERY_SESSION, per_user=False)
-def cleanup_expired_data(core: Core) -> Op[dict[str, int]]:
-    """Delete expired context and what the retention policies no longer keep (ltst_memory/retention.py);
-    return how many rows of each kind were removed: ``{"context": ..., "messages": ...}``."""
-    from .retention import cleanup_expired_data as apply_retention
-
-    return (yield from apply_retention(core))
 
 
 # --------------------------------------------------------------------------- preferences

@@ -68,6 +68,9 @@ RETURNING {SESSION_COLUMNS}
 
 SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM conversation_sessions WHERE session_id = %(session_id)s"
 
+#: Key of the advisory lock held while migrating or rebuilding the HNSW index ("ltst" in ASCII).
+MIGRATION_LOCK_KEY = 0x6C747374
+
 #: The owner of a session (no row: no such session).
 SESSION_OWNER = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
 
@@ -376,7 +379,6 @@ UPSERT_METADATA = """
 INSERT INTO ltst_metadata (key, value) VALUES (%(key)s, %(value)s)
 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
 """
-ANY_EMBEDDING_STORED = "SELECT EXISTS (SELECT 1 FROM conversation_messages WHERE embedding IS NOT NULL)"
 SERVER_VERSIONS = """
 SELECT current_setting('server_version') AS postgres,
        (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from ._queries import MIGRATION_LOCK_KEY
 from .errors import ValidationError
 
 __all__ = ["INDEX_NAME", "STORAGES", "HnswStorage", "index_ddl", "index_storage", "order_by", "set_index_storage"]
@@ -90,8 +91,6 @@ def set_index_storage(conn: psycopg.Connection[Any], storage: str, *, concurrent
     ``conn`` must be outside a transaction. With ``concurrently`` the new index is built with ``CREATE
     INDEX CONCURRENTLY`` beside the old one (writes continue; takes longer), then replaces it.
     """
-    from .migrate import MIGRATION_LOCK_KEY
-
     wanted = check_storage(storage)
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise ValidationError("set_index_storage() needs a connection outside any transaction")

@@ -14,15 +14,15 @@ from typing import Any
 
 import psycopg
 
+from . import _queries as q
+from ._queries import MIGRATION_LOCK_KEY
 from .errors import EmbeddingDimensionError, MigrationError
+from .hnsw import index_ddl, index_storage
 from .schema import migration_files
 
-__all__ = ["applied_migrations", "ensure_embedding_model", "migrate"]
+__all__ = ["MIGRATION_LOCK_KEY", "applied_migrations", "ensure_embedding_model", "migrate"]
 
 logger = logging.getLogger(__name__)
-
-#: Key of the advisory lock held while migrating ("ltst" in ASCII).
-MIGRATION_LOCK_KEY = 0x6C747374
 
 
 #: Checksums of earlier texts of shipped migrations that were edited on purpose and stay valid where
@@ -119,7 +119,7 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-        meta = dict(conn.execute("SELECT key, value FROM ltst_metadata").fetchall())
+        meta = dict(conn.execute(q.SELECT_METADATA).fetchall())
         stored_model = meta.get("embedding_model")
         stored_dim = int(meta.get("embedding_dimension", "0") or 0)
         if stored_model == model_name and stored_dim == dimension:
@@ -138,8 +138,6 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
                 "model, or re-embed every message with `ltst reembed`"
             )
         if stored_dim != dimension:
-            from .hnsw import index_ddl, index_storage
-
             logger.info("resizing the embedding column from %s to %s dimensions", stored_dim, dimension)
             storage = index_storage(conn)  # the index is rebuilt as it was: vector or halfvec
             conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
@@ -150,8 +148,4 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
             )
             conn.execute(index_ddl(storage, dimension))
         for key, value in (("embedding_model", model_name), ("embedding_dimension", str(dimension))):
-            conn.execute(
-                "INSERT INTO ltst_metadata (key, value) VALUES (%s, %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                (key, value),
-            )
+            conn.execute(q.UPSERT_METADATA, {"key": key, "value": value})

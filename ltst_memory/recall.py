@@ -35,7 +35,16 @@ from ._kernel import SEARCH, operation
 from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
 from .embeddings import embedding_text
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
-from .models import ConversationMessage, check_datetime, check_id, check_json, check_limit, check_text, short_repr
+from .models import (
+    ConversationMessage,
+    check_datetime,
+    check_id,
+    check_json,
+    check_limit,
+    check_text,
+    normalize_role,
+    short_repr,
+)
 
 __all__ = ["Candidate", "RecallScope", "embedding_text", "fuse", "recall"]
 
@@ -258,8 +267,6 @@ def recall(
         params["until"] = check_datetime("until", until)
         filters += rq.FILTER_UNTIL
     if roles is not None:
-        from .models import normalize_role
-
         if isinstance(roles, str) or not isinstance(roles, Sequence) or not roles:
             raise ValidationError("roles must be a non-empty list of roles")
         params["roles"] = [normalize_role(r) for r in roles]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ._kernel import MORE, Core, Op, Query, operation
+from ._kernel import EVERY_SESSION, MAINTENANCE, MORE, Core, Op, Query, operation
 from .errors import LTSTError, StoreClosedError, ValidationError
 from .models import check_id
 
@@ -145,6 +145,7 @@ def get_retention_policies(core: Core) -> Op[list[RetentionPolicy]]:
     return [_policy_from_row(r) for r in rows]
 
 
+@operation(group=MAINTENANCE, invalidates=EVERY_SESSION, per_user=False)
 def cleanup_expired_data(core: Core) -> Op[dict[str, int]]:
     """Delete expired context and the data retention policies no longer keep, in one transaction, over
     every user (also on a role under Row Level Security: see schema/0009_owned_tables.sql).

@@ -661,10 +661,12 @@ class ConversationStorage:
         return self._call(_declared._ops.delete_session, session_id)
 
     def cleanup_expired_data(self) -> dict[str, int]:
-        """Delete expired context and what the retention policies no longer keep (ltst_memory/retention.py);
-        return how many rows of each kind were removed: ``{"context": ..., "messages": ...}``.
+        """Delete expired context and the data retention policies no longer keep, in one transaction, over
+        every user (also on a role under Row Level Security: see schema/0009_owned_tables.sql).
+
+        Returns the rows removed per kind: ``{"context": ..., "messages": ...}``.
         """
-        return self._call(_declared._ops.cleanup_expired_data)
+        return self._call(_declared.retention.cleanup_expired_data)
 
     def stats(self, growth_days: int = 30) -> dict[str, Any]:
         """Everything worth watching about this store, as a JSON-serialisable dict.

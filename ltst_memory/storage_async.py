@@ -687,10 +687,12 @@ class AsyncConversationStorage:
         return await self._acall(_declared._ops.delete_session, session_id)
 
     async def cleanup_expired_data(self) -> dict[str, int]:
-        """Delete expired context and what the retention policies no longer keep (ltst_memory/retention.py);
-        return how many rows of each kind were removed: ``{"context": ..., "messages": ...}``.
+        """Delete expired context and the data retention policies no longer keep, in one transaction, over
+        every user (also on a role under Row Level Security: see schema/0009_owned_tables.sql).
+
+        Returns the rows removed per kind: ``{"context": ..., "messages": ...}``.
         """
-        return await self._acall(_declared._ops.cleanup_expired_data)
+        return await self._acall(_declared.retention.cleanup_expired_data)
 
     async def stats(self, growth_days: int = 30) -> dict[str, Any]:
         """Everything worth watching about this store, as a JSON-serialisable dict.

@@ -250,7 +250,7 @@ def test_bulk_import_through_a_scoped_store(two_users: ConversationStorage) -> N
 def test_operations_run_the_adapter_way_are_scoped(two_users: ConversationStorage) -> None:
     """Adapters run operation generators with ``store._run(op(store._core, ...))``; on a scoped store the
     generator's own arguments are checked the same way."""
-    from ltst_memory import _ops
+    from ltst_memory import _ops, retention
 
     alice = two_users.for_user("alice")
     assert alice._run(_ops.get_messages(alice._core, "alice-s1"))[0].content == "alice secret 1 pizza"
@@ -258,7 +258,7 @@ def test_operations_run_the_adapter_way_are_scoped(two_users: ConversationStorag
         _ops.get_messages(alice._core, "bob-s1"),
         _ops.search_messages(alice._core, "pizza", user_id="bob"),
         _ops.search_messages(alice._core, "pizza"),  # user_id left None: would search everyone
-        _ops.cleanup_expired_data(alice._core),  # names no user: administrative
+        retention.cleanup_expired_data(alice._core),  # names no user: administrative
     ):
         with pytest.raises(AccessDeniedError):
             alice._run(generator)
