@@ -277,7 +277,42 @@ def render_api() -> str:
     for name in only_sync:
         parts.append(f"- `{name}` is sync only: {_clean_doc(sync_members[name]).splitlines()[0]}")
     parts.append("\n" + ASYNC_EXAMPLE)
+    parts.append(_exports())
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _exports() -> str:
+    """A section for every name ``ltst_memory`` exports (``__all__``), the two stores excepted."""
+    import ltst_memory
+
+    out = [
+        "## Everything `ltst_memory` exports\n",
+        "The data classes, embedders, workers, errors and helpers importable from `ltst_memory` "
+        "(`ltst_memory.__all__`), besides the two stores above.\n",
+    ]
+    for name in sorted(ltst_memory.__all__, key=str.lower):
+        if name in ("ConversationStorage", "AsyncConversationStorage"):
+            continue
+        value = getattr(ltst_memory, name)
+        out.append(f"### `{name}`\n")
+        if name == "__version__":
+            out.append("The installed version of ltst-memory (from the package metadata).\n")
+            continue
+        if inspect.isclass(value):
+            bases = ", ".join(b.__name__ for b in value.__bases__ if b is not object)
+            head = f"class {name}({bases})" if issubclass(value, BaseException) else None
+            if head is None:
+                try:
+                    signature = inspect.signature(value).replace(return_annotation=inspect.Signature.empty)
+                    head = _format_signature(signature, f"class {name}")
+                except (TypeError, ValueError):
+                    head = f"class {name}"
+        elif callable(value):
+            head = _format_signature(inspect.signature(value), name)
+        else:
+            head = f"{name}: {type(value).__name__}"
+        out += ["```text", head, "```\n", _clean_doc(value).split("\n\n")[0] + "\n"]
+    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- schema reference

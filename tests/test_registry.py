@@ -90,3 +90,15 @@ def test_a_typed_use_of_both_stores_passes_mypy_strict() -> None:
     usage = Path(__file__).parent / "typing" / "usage.py"
     report, errors, status = api.run(["--strict", "--follow-imports=silent", "--no-incremental", str(usage)])
     assert status == 0, report + errors
+
+
+def test_every_exported_name_is_in_the_api_reference() -> None:
+    import re
+    from pathlib import Path
+
+    import ltst_memory
+
+    reference = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    headed = set(re.findall(r"^##+ `?([A-Za-z_][A-Za-z0-9_]*)`?", reference, flags=re.M))
+    missing = [n for n in ltst_memory.__all__ if n not in headed]
+    assert not missing, f"exported but not in docs/api.md: {missing} (run `ltst api-docs`)"
