@@ -139,7 +139,7 @@ class Prepared:
         """
         dim_bytes = self.vectors.shape[1] * 4
         vector_head = _LENGTH.pack(4 + dim_bytes) + struct.pack(">HH", self.vectors.shape[1], 0)
-        matrix = memoryview(np.ascontiguousarray(self.vectors)).cast("B")
+        matrix = np.ascontiguousarray(self.vectors).data.cast("B")
         has_vector = self.has_vector.tolist()
         session_fields: dict[str, bytes] = {}
         head = _HEAD.pack
@@ -218,7 +218,7 @@ def prepare(core: ops.Core, messages: Sequence[ConversationMessage]) -> Prepared
         parent = m.parent_message_id
         if parent is not None and (parent.__class__ is bool or not isinstance(parent, int)):
             raise ValidationError("parent_message_id must be an int (a message_id) or None")
-        key = m.message_uuid
+        key: Any = m.message_uuid
         if key is None:
             generated += 1
         elif key.__class__ is not uuid.UUID:
@@ -254,7 +254,7 @@ def prepare(core: ops.Core, messages: Sequence[ConversationMessage]) -> Prepared
             if "speaker" in meta:  # speaker + content: one tsvector of <= 1 MB (content alone: max_content_chars)
                 check_indexed_text(text, meta)
             meta_field = _LENGTH.pack(len(body)) + body
-        vector = m.embedding
+        vector: Any = m.embedding
         if vector is None:
             missing.append(i)
         else:

@@ -202,7 +202,7 @@ def _format_signature(sig: inspect.Signature, prefix: str) -> str:
             star_done = True
         if p.kind == p.VAR_POSITIONAL:
             star_done = True
-        text = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
+        text = ("*" if p.kind == p.VAR_POSITIONAL else "**" if p.kind == p.VAR_KEYWORD else "") + p.name
         if p.annotation is not p.empty:
             text += f": {annotation(p.annotation)}"
         if p.default is not p.empty:

@@ -160,7 +160,7 @@ def _message_params(core: Core, message: ConversationMessage) -> dict[str, Any]:
     message_uuid = uuid.uuid4() if given_uuid is None else check_uuid("message_uuid", given_uuid)
     if not isinstance(message.is_context_message, bool):
         raise ValidationError("is_context_message must be a bool")
-    params = {
+    params: dict[str, Any] = {
         "message_uuid": message_uuid,
         "session_id": check_id("session_id", message.session_id),
         "role": normalize_role(message.role),

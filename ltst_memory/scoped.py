@@ -29,7 +29,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -190,7 +190,7 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
                 checked |= pending
             if type(instruction).__name__ == "Commit":  # multi-transaction operations (bulk import)
                 in_transaction = False
-            elif type(instruction).__name__ == "Parallel":  # bulk import's workers, each on its own connection
+            elif isinstance(instruction, Parallel):  # bulk import's workers, each on its own connection
                 yield Commit()  # the checks above ran in a transaction of their own
                 in_transaction = False
                 instruction = Parallel(tuple(_drive(op, {}, user_id) for op in instruction.ops))
@@ -205,6 +205,8 @@ def scope_generator(generator: Op[Any], user_id: str) -> Op[Any]:
     if not inspect.isgenerator(generator) or inspect.getgeneratorstate(generator) != inspect.GEN_CREATED:
         raise AccessDeniedError("a user-scoped store runs only operation generators that have not started yet")
     frame = generator.gi_frame
+    if frame is None:  # a generator that has finished
+        raise AccessDeniedError("a user-scoped store runs only operation generators that have not started yet")
     code = generator.gi_code
     count = code.co_argcount + code.co_kwonlyargcount
     names = code.co_varnames[: count + bool(code.co_flags & inspect.CO_VARARGS)]
@@ -214,7 +216,7 @@ def scope_generator(generator: Op[Any], user_id: str) -> Op[Any]:
     users, sessions = _argument_references(arguments)
     if not users and not sessions and not any(n == "user_id" or _is_session_name(n) for n in arguments):
         raise AccessDeniedError(f"{code.co_name} names no user or session: not available on a user-scoped store")
-    return _drive(generator, arguments, user_id)
+    return _drive(cast("Op[Any]", generator), arguments, user_id)
 
 
 def _drain(user_id: str, lazies: list[_Recording]) -> set[str]:
@@ -385,7 +387,7 @@ def _wrap_lazy(value: Any) -> Any:
 
 def _scoped_signature(method: Any) -> inspect.Signature:
     signature = inspect.signature(method)
-    parameters = []
+    parameters: list[inspect.Parameter] = []
     for parameter in signature.parameters.values():
         if parameter.name == "user_id" and parameter.default is inspect.Parameter.empty:
             later = list(signature.parameters.values())[len(parameters) + 1 :]
@@ -409,4 +411,5 @@ def for_user(self: Any, user_id: str) -> UserScopedStorage | AsyncUserScopedStor
     other user's id or session raises :class:`~ltst_memory.AccessDeniedError` and returns no data.
     Each transaction sets ``ltst.user_id`` for the Row Level Security policies (docs/security.md)."""
     is_async = hasattr(self, "_arun")
-    return _scoped_class(type(self), is_async)(self, user_id)
+    scoped: UserScopedStorage | AsyncUserScopedStorage = _scoped_class(cast(type, type(self)), is_async)(self, user_id)
+    return scoped

@@ -47,10 +47,10 @@ from ._executor import (
     results_or_first_error,
 )
 from ._kernel import Call, Commit, Copy, Core, Embed, Op, Operation, Parallel, Query, R
-from ._sqlstate import CLASSIFIED, LTSTError, classify
+from ._sqlstate import CLASSIFIED, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
-from .errors import ConfigurationError, EmbeddingError
+from .errors import ConfigurationError, EmbeddingError, LTSTError
 from .migrate import migrate
 from .models import check_id
 from .stats import track_operation
