@@ -142,7 +142,8 @@ def _check_tokenizer(directory: Path) -> None:
         raise UnsupportedModelError("tokenizer.json adds tokens of its own")
     post = tokenizer.get("post_processor") or {}
     if post.get("type") == "TemplateProcessing":
-        template = [next(iter(piece.values()), {}).get("id") for piece in post.get("single", [])]
+        pieces: list[dict[str, Any]] = post.get("single", [])
+        template = [_first_value(piece).get("id") for piece in pieces]
     elif post.get("type") == "BertProcessing":
         template = [post.get("cls", [None])[0], "A", post.get("sep", [None])[0]]
     else:
@@ -215,3 +216,9 @@ def check_model_dir(path: str | Path) -> ModelSpec:
         intermediate_size=intermediate,
         layer_norm_eps=eps,
     )
+
+
+def _first_value(piece: dict[str, Any]) -> dict[str, Any]:
+    """The first value of a template piece (``{"SpecialToken": {...}}`` -> ``{...}``), or ``{}``."""
+    value: Any = next(iter(piece.values()), {})
+    return value if isinstance(value, dict) else {}

@@ -30,9 +30,11 @@ def list_sessions(core: Core, user_id: str | None = None, limit: int = 20) -> Op
     """Sessions (of one user, or of everybody) with their message counts, most recently active first."""
     params: dict[str, Any] = {"limit": check_limit("limit", limit, minimum=1)}
     if user_id is None:
-        return (yield Query(LIST_ALL_SESSIONS, params))
+        rows: list[dict[str, Any]] = yield Query(LIST_ALL_SESSIONS, params)
+        return rows
     params["user_id"] = check_id("user_id", user_id)
-    return (yield Query(LIST_USER_SESSIONS, params))
+    rows = yield Query(LIST_USER_SESSIONS, params)
+    return rows
 
 
 # --------------------------------------------------------------------------- doctor
@@ -121,7 +123,8 @@ def run_checks(
                 )
                 return
             if installed is None:
-                yield Check("pgvector", "warn", f"{available[0]} available, not installed", "run `ltst migrate`")
+                version = available[0] if available else "?"
+                yield Check("pgvector", "warn", f"{version} available, not installed", "run `ltst migrate`")
             else:
                 major_minor = tuple(int(x) for x in str(installed[0]).split(".")[:2])
                 yield Check(
@@ -141,7 +144,7 @@ def run_checks(
             )
             stored: dict[str, str] = {}
             if done:
-                stored = dict(conn.execute("SELECT key, value FROM ltst_metadata").fetchall())  # type: ignore[arg-type]
+                stored = dict(conn.execute("SELECT key, value FROM ltst_metadata").fetchall())
                 status = reembed_status(conn)
                 if status is not None:
                     yield Check(

@@ -67,7 +67,7 @@ def unavailable(dsn: str, exc: BaseException, *, replica: bool = False) -> Datab
 
 def connect(conninfo: str, *, replica: bool = False, connect_timeout: int | None = None) -> psycopg.Connection[Any]:
     """``psycopg.connect(conninfo)``, or a DatabaseUnavailableError that never shows the password."""
-    options = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
+    options: dict[str, Any] = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
     try:
         return psycopg.connect(conninfo, **options)
     except psycopg.OperationalError as exc:

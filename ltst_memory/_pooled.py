@@ -50,7 +50,7 @@ _READ_ONLY_SESSION = "SET default_transaction_read_only = on"
 _handed_back: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
-def loads(data: bytes) -> Any:
+def loads(data: str | bytes) -> Any:
     """``json.loads``, with a shortcut for ``{}``."""
     return {} if data == _EMPTY_OBJECT else json.loads(data)
 

@@ -261,7 +261,8 @@ class SentenceTransformerEmbedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self._load()
         if self._backend == "numpy":
-            return model.encode(list(texts), normalize=self._normalize)
+            encoded: NDArray[np.float32] = model.encode(list(texts), normalize=self._normalize)
+            return encoded
         vectors = model.encode(
             list(texts),
             batch_size=self._batch_size,
@@ -278,7 +279,7 @@ def _quiet_transformers() -> None:
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover - comes with sentence-transformers
         return
-    hf_logging.disable_progress_bar()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)

@@ -39,7 +39,7 @@ INDEX_DEFINITION = f"SELECT pg_get_indexdef(to_regclass('{INDEX_NAME}')) AS defi
 def check_storage(storage: str) -> HnswStorage:
     if storage not in STORAGES:
         raise ValidationError(f"HNSW storage must be one of {', '.join(STORAGES)}; got {storage!r}")
-    return storage  # type: ignore[return-value]
+    return storage
 
 
 def index_ddl(

@@ -133,7 +133,8 @@ def reembed(
             else:
                 last = int(status["last_message_id"])
         result.resumed_from = last
-        remaining = conn.execute(COUNT_AFTER, (last,)).fetchone()[0]
+        counted = conn.execute(COUNT_AFTER, (last,)).fetchone()
+        remaining = counted[0] if counted else 0
         conn.commit()
         if on_start is not None:
             on_start(int(remaining))

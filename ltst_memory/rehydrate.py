@@ -316,7 +316,7 @@ def merge(
             dropped["related"] += 1
 
     # ---- order inside sections, then enforce the budget on the rendered text itself
-    chosen["recent"].sort(key=lambda it: it.message.message_index if it.message else 0)
+    chosen["recent"].sort(key=lambda it: (it.message.message_index or 0) if it.message else 0)
     for name in SECTIONS:
         setattr(result, name, chosen[name])
     tokens = count(result.to_prompt()) if order else 0

@@ -129,7 +129,7 @@ def _instrumentation() -> tuple[Any, Any]:
                             )
                         except ValueError:  # already registered (e.g. module reloaded)
                             collector = prometheus_client.REGISTRY._names_to_collectors.get("ltst_operation_seconds")
-                            histogram = collector
+                            histogram = collector  # type: ignore[assignment] # the same histogram, registered before
                 _instruments.update(tracer=tracer, histogram=histogram, ready=True)
     return _instruments["tracer"], _instruments["histogram"]
 

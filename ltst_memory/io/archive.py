@@ -115,7 +115,8 @@ def export_sessions(core: Core, user_id: str | None, session_id: str | None) -> 
     if (user_id is None) == (session_id is None):
         raise ValidationError("export needs exactly one of user_id or session_id")
     if user_id is not None:
-        return (yield Query(EXPORT_USER_SESSIONS, {"user_id": check_id("user_id", user_id)}))
+        sessions: list[dict[str, Any]] = yield Query(EXPORT_USER_SESSIONS, {"user_id": check_id("user_id", user_id)})
+        return sessions
     rows = yield Query(EXPORT_ONE_SESSION, {"session_id": check_id("session_id", str(session_id))})
     if not rows:
         raise SessionNotFoundError(str(session_id))
@@ -255,7 +256,7 @@ def other_row_params(kind: str, r: dict[str, Any]) -> dict[str, Any]:
             "updated_at": parse_time(r.get("updated_at")),
         }
     if kind == "preference":
-        params = {
+        params: dict[str, Any] = {
             "user_id": check_id("user_id", r["user_id"]),
             "preference_key": check_id("preference_key", r["preference_key"]),
             "preference_value": check_json("preference_value", r["preference_value"], require_object=False),
@@ -362,7 +363,7 @@ def _read_line(
             raise ValidationError(f"{where}: session {obj.get('session_id')!r} is declared twice")
         session = ConversationSession(
             session_id=obj["session_id"],
-            user_id=owner,
+            user_id=owner,  # type: ignore[arg-type] # None or not a string: the model's validator refuses it
             session_name=obj.get("session_name"),
             session_type=obj.get("session_type") or "conversation",
             status=obj.get("status") or "active",
