@@ -20,9 +20,12 @@ measurements behind the defaults.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -46,7 +49,7 @@ from .models import (
     short_repr,
 )
 
-__all__ = ["Candidate", "RecallScope", "embedding_text", "fuse", "recall"]
+__all__ = ["Candidate", "RecallScope", "ScoreParts", "embedding_text", "explain_scores", "fuse", "recall"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +75,48 @@ class Candidate:
     cosine: float
     score: float = 0.0
     embedding: np.ndarray | None = None
+    parts: ScoreParts | None = None
+
+
+@dataclass(frozen=True)
+class ScoreParts:
+    """How one recall hit's score is made (read-only; see :func:`explain_scores`).
+
+    ``words + meaning + neighbour + recency == score``: ``words`` is the BM25 share
+    (``lexical_weight * bm25 / max bm25``), ``meaning`` the cosine share, ``neighbour`` what the turn
+    inherits from an adjacent turn, ``recency`` the freshness share (each of the first three already
+    scaled by ``1 - recency_weight``). ``bm25`` and ``cosine`` are the raw signals.
+    """
+
+    words: float
+    meaning: float
+    neighbour: float
+    recency: float
+    bm25: float
+    cosine: float
+
+
+_EXPLAIN: ContextVar[dict[int, ScoreParts] | None] = ContextVar("ltst_recall_explain", default=None)
+
+
+@contextlib.contextmanager
+def explain_scores() -> Iterator[dict[int, ScoreParts]]:
+    """Collect the :class:`ScoreParts` of every ``recall`` run inside the block, by ``message_id``.
+
+    Read-only and opt-in (nothing is collected outside the block)::
+
+        with explain_scores() as parts:
+            hits = store.recall("where do we eat?", user_id="u1")
+        parts[hits[0][0].message_id].words
+
+    Turns added by ``expand_neighbors`` carry no parts of their own.
+    """
+    parts: dict[int, ScoreParts] = {}
+    token = _EXPLAIN.set(parts)
+    try:
+        yield parts
+    finally:
+        _EXPLAIN.reset(token)
 
 
 # --------------------------------------------------------------------------- pure scoring
@@ -105,6 +150,7 @@ def fuse(
         lexical = c.bm25 / top_bm25 if top_bm25 > 0 else 0.0
         semantic = (c.cosine - lo) / span if span > 1e-9 else (1.0 if hi > 0 else 0.0)
         c.score = lexical_weight * lexical + (1.0 - lexical_weight) * semantic
+        c.parts = ScoreParts(lexical_weight * lexical, (1.0 - lexical_weight) * semantic, 0.0, 0.0, c.bm25, c.cosine)
     if neighbor_weight:
         by_position = {(c.message.session_id, c.message.message_index): c.score for c in candidates}
         base = dict(by_position)
@@ -113,6 +159,8 @@ def fuse(
             key_next = (c.message.session_id, (c.message.message_index or 0) + 1)
             neighbour = max(base.get(key_prev, 0.0), base.get(key_next, 0.0))
             c.score += neighbor_weight * neighbour
+            if c.parts is not None:
+                c.parts = dataclasses.replace(c.parts, neighbour=neighbor_weight * neighbour)
     if recency_weight:
         reference = now or datetime.now(timezone.utc)
         half_life = max(recency_half_life_days, 1e-6) * 86_400.0
@@ -121,6 +169,12 @@ def fuse(
             age = max((reference - ts).total_seconds(), 0.0) if ts is not None else math.inf
             fresh = 0.0 if math.isinf(age) else 0.5 ** (age / half_life)
             c.score = c.score * (1.0 - recency_weight) + recency_weight * fresh
+            if c.parts is not None:
+                keep = 1.0 - recency_weight
+                p = c.parts
+                c.parts = ScoreParts(
+                    p.words * keep, p.meaning * keep, p.neighbour * keep, recency_weight * fresh, p.bm25, p.cosine
+                )
 
 
 def relevant_only(candidates: Sequence[Candidate], min_similarity: float, *, neighbours: bool) -> list[Candidate]:
@@ -362,6 +416,9 @@ def recall(
     if mmr is not None and pool:
         pool = mmr_select(pool[: max(limit * 4, 20)], limit, mmr)
     hits = [(c.message, c.score) for c in pool[:limit]]
+    explained = _EXPLAIN.get()
+    if explained is not None:
+        explained.update({c.message.message_id: c.parts for c in pool[:limit] if c.parts is not None})
     if expand_neighbors and hits:
         hits = yield from _expand(hits, expand_neighbors, limit)
     logger.debug("recall %r: %d candidates, %d returned", query[:60], len(rows), len(hits))
