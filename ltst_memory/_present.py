@@ -54,6 +54,9 @@ def rehydration_view(result: Any) -> dict[str, Any]:
         ]
         for name, items in result.sections().items()
     }
+    from .rehydrate import SECTIONS
+
+    totals = {name: sum(i["tokens"] for i in items) for name, items in sections.items()}
     return {
         "session_id": result.session_id,
         "query": result.query,
@@ -61,7 +64,12 @@ def rehydration_view(result: Any) -> dict[str, Any]:
         "tokens_used": result.tokens_used,
         "dropped": dict(result.dropped),
         "sections": sections,
-        "section_tokens": {name: sum(i["tokens"] for i in items) for name, items in sections.items()},
+        "section_tokens": totals,
+        "overview": [
+            {"section": name, "items": len(sections.get(name, [])), "tokens": totals.get(name, 0),
+             "dropped": int(result.dropped.get(name, 0))}
+            for name in SECTIONS if name in sections or result.dropped.get(name)
+        ],
         "prompt": result.to_prompt(),
     }
 

@@ -154,3 +154,30 @@ def test_bad_input_is_refused_and_changes_nothing(
     response = getattr(client, method)(path, **({"data": data} if data else {}))
     assert response.status_code == status and error in response.text and "Nothing was changed" in response.text
     assert (store.get_messages("trip"), store.get_context("trip"), store.get_preferences("alice")) == before
+
+
+def test_ltst_serve_prints_its_address_and_refuses_requests_without_the_token(store: Any, database_dsn: str) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    seed(store)
+    command = [sys.executable, "-m", "ltst_memory.cli", "serve", "--port", "0", "--dsn", database_dsn,
+               "--model", "hashing-bow"]  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            line = process.stderr.readline()
+            found = re.search(r"(http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
+            assert found, line
+            base, token = found.group(1), found.group(3)
+            assert httpx.get(f"{base}/").status_code == 401
+            assert httpx.get(f"{base}/", headers={"x-ltst-token": token[:-1]}).status_code == 401
+            with httpx.Client(follow_redirects=True) as browser:
+                users = browser.get(f"{base}/?token={token}")
+                assert users.status_code == 200 and "alice" in users.text
+                assert browser.get(f"{base}/sessions/trip").status_code == 200  # the cookie carries the token
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

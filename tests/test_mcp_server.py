@@ -125,3 +125,31 @@ async def test_bad_input_is_refused_and_changes_nothing(two_users: Any) -> None:
         assert "SessionNotFoundError" in await error_of(client, "rehydrate", session_id="nobody", query="x")
     assert len(two_users.get_messages("alice-trip")) == 2
     assert [s.session_id for s in two_users.get_user_sessions("alice")] == ["alice-trip"]
+
+
+async def test_ltst_mcp_over_stdio(two_users: Any, database_dsn: str) -> None:
+    """``ltst mcp --user alice`` as Claude Desktop runs it: a subprocess speaking MCP on stdio."""
+    import sys
+
+    from mcp import StdioServerParameters
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "ltst_memory.cli", "mcp", "--user", "alice", "--dsn", database_dsn, "--model", "hashing-bow"],
+    )
+    async with Client(params) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        sessions = await call(client, "list_sessions")
+        assert [s["session_id"] for s in sessions] == ["alice-trip"]
+        assert "AccessDeniedError" in await error_of(client, "rehydrate", session_id="bob-trip")
+
+
+def test_ltst_mcp_needs_a_user_and_a_known_transport(database_dsn: str) -> None:
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "ltst_memory.cli", "mcp", "--dsn", database_dsn]
+    missing = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "--user" in missing.stderr
+    wrong = subprocess.run([*base, "--user", "a", "--transport", "smoke"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 1 and "--transport must be stdio or http" in wrong.stderr
