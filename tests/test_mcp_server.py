@@ -153,3 +153,34 @@ def test_ltst_mcp_needs_a_user_and_a_known_transport(database_dsn: str) -> None:
     assert missing.returncode != 0 and "--user" in missing.stderr
     wrong = subprocess.run([*base, "--user", "a", "--transport", "smoke"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 1 and "--transport must be stdio or http" in wrong.stderr
+
+
+async def test_ltst_mcp_over_streamable_http(two_users: Any, database_dsn: str) -> None:
+    """``ltst mcp --transport http``: the SDK's client over streamable HTTP on 127.0.0.1."""
+    import socket
+    import subprocess
+    import sys
+
+    import anyio
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "ltst_memory.cli", "mcp", "--user", "bob", "--transport", "http",
+               "--port", str(port), "--dsn", database_dsn, "--model", "hashing-bow"]  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            assert "ready" in process.stderr.readline()
+            for _ in range(200):  # the ready line comes just before uvicorn binds the port
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    await anyio.sleep(0.05)
+            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                assert [s["session_id"] for s in await call(client, "list_sessions")] == ["bob-trip"]
+                assert "AccessDeniedError" in await error_of(client, "search", query="x", session_id="alice-trip")
+        finally:
+            process.terminate()
+            process.wait(timeout=30)

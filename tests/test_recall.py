@@ -17,7 +17,7 @@ from ltst_memory import (
     SessionRelationship,
     ValidationError,
 )
-from ltst_memory.recall import Candidate, embedding_text, fuse
+from ltst_memory.recall import Candidate, embedding_text, explain_scores, fuse
 
 T0 = datetime(2023, 5, 8, 13, 56, tzinfo=timezone.utc)
 
@@ -277,3 +277,33 @@ def test_small_scope_scan_and_index_paths_rank_alike(store, database_dsn):
             assert scanned, query
             assert [m.message_id for m, _ in scanned] == [m.message_id for m, _ in via_index], query
             assert [round(s, 6) for _, s in scanned] == [round(s, 6) for _, s in via_index], query
+
+
+def test_score_parts_add_up_to_the_score():
+    """fuse records each candidate's parts (words, meaning, neighbour, recency) summing to its score."""
+    now = datetime(2026, 1, 31, tzinfo=timezone.utc)
+    pool = [
+        Candidate(ConversationMessage("s", "human", "a", message_index=i, timestamp=now - timedelta(days=d)), b, c)
+        for i, (b, c, d) in enumerate([(2.0, 0.9, 1), (0.0, 0.5, 10), (1.0, 0.1, 60)])
+    ]
+    fuse(pool, lexical_weight=0.4, neighbor_weight=0.3, recency_weight=0.2, now=now)
+    for c in pool:
+        p = c.parts
+        assert p is not None and p.words + p.meaning + p.neighbour + p.recency == pytest.approx(c.score)
+        assert (p.bm25, p.cosine) == (c.bm25, c.cosine)
+    assert pool[1].parts.words == 0 and pool[1].parts.neighbour > 0  # no word match; next to a strong turn
+    assert pool[0].parts.words == pytest.approx(0.4 * 0.8)  # the best BM25, scaled by 1 - recency_weight
+
+
+def test_explain_scores_collects_parts_of_recall_only_inside_the_block(store):
+    store.create_session(ConversationSession("s1", "u1"))
+    store.store_messages([ConversationMessage("s1", "human", "We eat at the vegetarian place."),
+                          ConversationMessage("s1", "ai", "Noted, vegetarian it is.")])  # fmt: skip
+    with explain_scores() as parts:
+        hits = store.recall("vegetarian place", user_id="u1")
+    assert hits and set(parts) == {m.message_id for m, _ in hits}
+    for message, score in hits:
+        p = parts[message.message_id]
+        assert p.words + p.meaning + p.neighbour + p.recency == pytest.approx(score)
+    store.recall("vegetarian place", user_id="u1")
+    assert set(parts) == {m.message_id for m, _ in hits}  # nothing collected after the block
