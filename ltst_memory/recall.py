@@ -418,7 +418,9 @@ def recall(
     hits = [(c.message, c.score) for c in pool[:limit]]
     explained = _EXPLAIN.get()
     if explained is not None:
-        explained.update({c.message.message_id: c.parts for c in pool[:limit] if c.parts is not None})
+        explained.update(
+            {c.message.message_id: c.parts for c in pool[:limit] if c.parts is not None and c.message.message_id}
+        )
     if expand_neighbors and hits:
         hits = yield from _expand(hits, expand_neighbors, limit)
     logger.debug("recall %r: %d candidates, %d returned", query[:60], len(rows), len(hits))
