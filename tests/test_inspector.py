@@ -181,3 +181,17 @@ def test_ltst_serve_prints_its_address_and_refuses_requests_without_the_token(st
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def test_messages_and_users_are_paged(client: Any, store: Any) -> None:
+    store.create_session(ConversationSession(session_id="long", user_id="carol"))
+    store.store_messages([ConversationMessage("long", "human", f"turn {i}") for i in range(120)])
+    first = client.get("/sessions/long").text
+    assert first.count('class="message') == 50 and "page 1 of 3" in first  # oldest first
+    assert ">turn 0<" in first and ">turn 49<" in first and ">turn 50<" not in first
+    third = client.get("/sessions/long", params={"page": "3"}).text
+    assert third.count('class="message') == 20 and ">turn 100<" in third and ">turn 119<" in third
+    assert ">turn 99<" not in third
+    assert client.get("/sessions/long", params={"page": "0"}).status_code == 400
+    users = client.get("/").text
+    assert "carol" in users and "?page=2" not in users  # three users fit on one page
