@@ -1,14 +1,15 @@
-"""The declared operations as methods of the two stores: generated source, checked to be current.
+"""The two stores' source: generated, checked to be current.
 
-``python -m ltst_memory._codegen`` rewrites, in ``storage.py`` and ``storage_async.py``, the parts
-between ``# BEGIN GENERATED`` and ``# END GENERATED`` markers from
-:data:`ltst_memory._kernel.REGISTRY`: in the class body one method per declared operation, with the
-operation's parameters, its return type (``R`` of ``Op[R]``) and its docstring, whose body hands the
-call to the store (``self._call(operation, ...)`` / ``self._acall``, typed so that a type checker
-checks the arguments against the operation and infers its result); in an ``if TYPE_CHECKING:`` block the
-names its annotations use. The result is normalised with ruff (import order, format).
-``tests/test_registry.py`` fails when a file is not current (as psycopg checks the sync code it
-generates from the async source).
+``python -m ltst_memory._codegen`` rewrites, in ``storage_async.py``, the parts between
+``# BEGIN GENERATED`` and ``# END GENERATED`` markers from :data:`ltst_memory._kernel.REGISTRY`: in the
+class body one method per declared operation, with the operation's parameters, its return type (``R``
+of ``Op[R]``) and its docstring, whose body hands the call to the store (``self._acall(operation,
+...)``, typed so that a type checker checks the arguments against the operation and infers its
+result); in an ``if TYPE_CHECKING:`` block the names its annotations use. Then it writes all of
+``storage.py``, the sync store, from ``storage_async.py`` (:mod:`ltst_memory._unasync`: the generated
+``self._call`` methods included). The results are normalised with ruff (unused imports of the sync
+store, import order, format). ``tests/test_registry.py`` fails when a file is not current (as psycopg
+checks the sync code it generates from the async source).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from . import _declared  # noqa: F401 - every module that declares operations
 from ._kernel import GROUPS, REGISTRY, Operation
+from ._unasync import unasync
 
 __all__ = ["generate", "render_imports", "render_methods"]
 
@@ -161,11 +163,14 @@ def _ruff(arguments: list[str], text: str, path: Path) -> str:
 
 def generate(kind: str) -> str:
     """The text ``storage.py`` (``"sync"``) or ``storage_async.py`` (``"async"``) should have."""
-    path = FILES[kind]
+    path = FILES["async"]
     text = path.read_text()
     text = _replace(text, "imports", render_imports(), "    ")
-    text = _replace(text, "methods", render_methods(kind), "    ")
-    text = _ruff(["check", "--fix", "--select", "I", "--quiet"], text, path)
+    text = _replace(text, "methods", render_methods("async"), "    ")
+    rules = "I"
+    if kind == "sync":
+        path, text, rules = FILES["sync"], unasync(_ruff(["format", "--quiet"], text, path)), "I,F401"
+    text = _ruff(["check", "--fix", "--select", rules, "--quiet"], text, path)
     return _ruff(["format", "--quiet"], text, path)
 
 

@@ -1,8 +1,12 @@
-"""``ConversationStorage``: the synchronous store."""
+# Generated from ltst_memory/storage_async.py by `python -m ltst_memory._codegen` (ltst_memory/_unasync.py).
+# Do not edit: change storage_async.py and regenerate.
+"""``ConversationStorage``: the synchronous store.
+
+Generated from ``storage_async.py`` (do not edit) by ``python -m ltst_memory._codegen`` (ltst_memory/_unasync.py).
+"""
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import weakref
 from collections.abc import Callable, Iterator
@@ -16,6 +20,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _declared, _pooled, cache, scoped
 from . import _ops as ops
+from ._acompat import blocking, gather
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
@@ -128,38 +133,49 @@ class ConversationStorage:
             raise ConfigurationError("pass read_dsn or read_pool, not both")
         self._core = make_core(self._settings, embedder)
         self._warm = warm
-        self._closed = True
-        self._embedded_dir: Path | None = None
+        self._given_pool = pool
+        self._pool: ConnectionPool[Any] | None = None
         self._owns_pool = pool is None
         self._given_read_pool = read_pool
         self._read_pool: ConnectionPool[Any] | None = None  # None: every operation runs on the primary
         self._read_conninfo = "" if read_pool is not None else (self._settings.read_dsn or "")
+        self._embedded_dir: Path | None = None
+        self._conninfo = ""
+        self._closed = True
         self._registered: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-        conninfo = self._settings.dsn
-        if pool is None and conninfo is None:
-            self._embedded_dir = self._settings.data_dir
-            conninfo = acquire_embedded(self._embedded_dir)
-        self._conninfo = conninfo or ""
+        self._open()  # the sync store opens here
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _open(self) -> None:
         opened: list[ConnectionPool[Any]] = []
         try:
+            pool = self._given_pool
             if pool is None:
-                prepare_database(self._conninfo, self._settings, self._core.embedder)
-                pool = self._start_pool(self._conninfo, opened, replica=False)
-            self._pool = pool
-            self._read_pool = self._open_read_pool(opened)
+                pool = self._open_pool(opened)
+            read_pool = self._open_read_pool(opened)
         except BaseException:
             for opened_pool in opened:
                 opened_pool.close()
             self._release_embedded()
             raise
+        self._pool = pool
+        self._read_pool = read_pool
         self._closed = False
-        if warm:
-            warm_up(self._core.embedder)
-        logger.info("ltst-memory store open on %s", redact(self._conninfo) if self._conninfo else "a given pool")
-        if self._read_pool is not None:
-            logger.info("ltst-memory reads on replica %s", self.read_dsn)
+        if self._warm:
+            blocking(warm_up, self._core.embedder)
+        logger.info("ltst-memory store open on %s", self.dsn)
+        if read_pool is not None:
+            logger.info("ltst-memory store reads on replica %s", self.read_dsn)
 
-    # ------------------------------------------------------------------ lifecycle
+    def _open_pool(self, opened: list[ConnectionPool[Any]]) -> ConnectionPool[Any]:
+        conninfo = self._settings.dsn
+        if conninfo is None:
+            self._embedded_dir = self._settings.data_dir
+            conninfo = blocking(acquire_embedded, self._embedded_dir)
+        self._conninfo = conninfo
+        blocking(prepare_database, conninfo, self._settings, self._core.embedder)
+        return self._start_pool(conninfo, opened, replica=False)
 
     def _start_pool(self, conninfo: str, opened: list[ConnectionPool[Any]], *, replica: bool) -> ConnectionPool[Any]:
         """Open a pool on the primary or the replica; it goes into ``opened`` first, so a failed open
@@ -183,7 +199,7 @@ class ConversationStorage:
         """The read replica's pool: the given ``read_pool``, one opened on ``read_dsn``, or ``None``."""
         if self._given_read_pool is not None or not self._read_conninfo:
             return self._given_read_pool
-        check_replica(self._read_conninfo, self._settings.pool_timeout)
+        blocking(check_replica, self._read_conninfo, self._settings.pool_timeout)
         return self._start_pool(self._read_conninfo, opened, replica=True)
 
     def _release_embedded(self) -> None:
@@ -198,7 +214,7 @@ class ConversationStorage:
         self._closed = True
         if self._read_pool is not None and self._given_read_pool is None:
             self._read_pool.close()
-        if self._owns_pool:
+        if self._owns_pool and self._pool is not None:
             self._pool.close()
         self._release_embedded()
         logger.info("ltst-memory store closed")
@@ -244,6 +260,7 @@ class ConversationStorage:
     @property
     def pool(self) -> ConnectionPool[Any]:
         """The psycopg connection pool (for advanced use: your own queries on the same database)."""
+        assert self._pool is not None  # set once open
         return self._pool
 
     def migrate(self) -> list[str]:
@@ -262,6 +279,7 @@ class ConversationStorage:
     @contextmanager
     def _connection(self, replica: bool = False) -> Iterator[psycopg.Connection[Any]]:
         """A connection of the primary pool, or of the read replica's with ``replica``."""
+        assert self._pool is not None  # guarded by check_open
         replica = replica and self._read_pool is not None
         pool = self._read_pool if replica and self._read_pool is not None else self._pool
         given = self._given_read_pool is not None if replica else not self._owns_pool
@@ -276,7 +294,8 @@ class ConversationStorage:
                     _pooled.handed_back(conn)
         except PoolTimeout as exc:
             shown = self.read_dsn if replica else self.dsn
-            raise pool_timeout_error(pool, self._settings.pool_timeout, str(shown), replica=replica) from exc
+            timeout = self._settings.pool_timeout
+            raise blocking(pool_timeout_error, pool, timeout, str(shown), replica=replica) from exc
         except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
@@ -350,12 +369,10 @@ class ConversationStorage:
             raise
 
     def _parallel(self, ops: tuple[Op[Any], ...]) -> list[Any]:
-        """Run ``ops`` at once, each in a thread on its own connection (at most ``pool_max_size``)."""
-        workers = max(1, min(len(ops), self._pool.max_size))
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="ltst-parallel") as threads:
-            futures = [threads.submit(self._drive, op, False, False) for op in ops]
-            concurrent.futures.wait(futures)
-        return results_or_first_error([f.exception() or f.result() for f in futures])
+        """Run ``ops`` at once, each on its own connection (at most ``pool_max_size`` at a time)."""
+        assert self._pool is not None  # guarded by check_open
+        outcomes = gather(self._drive, [(op, False, False) for op in ops], self._pool.max_size)
+        return results_or_first_error(outcomes)
 
     def _call(self, function: Callable[Concatenate[Core, P], Op[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the declared operation ``function`` (ltst_memory/_kernel.py) with ``args``: every
@@ -393,8 +410,8 @@ class ConversationStorage:
 
     def _outside(self, instruction: Embed | Call) -> Any:
         if isinstance(instruction, Embed):
-            return embed_checked(self._core.embedder, instruction.texts)
-        return instruction.function(*instruction.args)
+            return blocking(embed_checked, self._core.embedder, instruction.texts)
+        return blocking(instruction.function, *instruction.args)
 
     def _execute(self, conn: psycopg.Connection[Any], query: Query, replica: bool = False) -> Any:
         logger.debug("query %s", describe(query))
@@ -402,7 +419,7 @@ class ConversationStorage:
             with conn.cursor(row_factory=ROW_FACTORY) as cur:
                 if query.many is None:
                     cur.execute(query.sql, query.params)
-                    return result_of(cur, query)
+                    return _fetch(cur, query)
                 returning = query.fetch == "all"
                 cur.executemany(query.sql, query.many, returning=returning)
                 if not returning:
@@ -863,3 +880,9 @@ def _copy(conn: psycopg.Connection[Any], instruction: Copy) -> int:
 def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
     with suppress(psycopg.Error):  # a broken connection: the pool discards it anyway
         conn.autocommit = False
+
+
+def _fetch(cur: psycopg.Cursor[Any], query: Query) -> Any:
+    if query.fetch in ("all", "one"):
+        return cur.fetchall() if query.fetch == "all" else cur.fetchone()
+    return result_of(cur, query)

@@ -1,13 +1,10 @@
 """``AsyncConversationStorage``: the asyncio store, same methods and semantics as the sync one.
 
-It runs the very same operations (:mod:`ltst_memory._ops`) on psycopg's async pool. Embedding is
-CPU-bound model inference and runs in a worker thread so the event loop stays free.
+``storage.py`` is generated from this file: ``python -m ltst_memory._codegen`` (ltst_memory/_unasync.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import _declared, _pooled, cache, scoped
 from . import _ops as ops
+from ._acompat import ablocking, agather
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
@@ -87,11 +85,22 @@ logger = logging.getLogger(__name__)
 class AsyncConversationStorage:
     """Conversation memory on PostgreSQL + pgvector (asyncio API).
 
-    Create it with ``await AsyncConversationStorage.open(...)`` or ``async with
-    AsyncConversationStorage(...) as store:``; the arguments are those of
-    :class:`~ltst_memory.ConversationStorage` (``pool`` and ``read_pool`` are ``AsyncConnectionPool``s).
-    Every method is a coroutine; those that write are atomic (one transaction or one statement).
-    ``warm=True`` loads the embedding model when the store opens (``open``/``async with``).
+    The database is, in order: ``dsn``, ``LTST_DATABASE_URL``, ``DATABASE_URL``, else an embedded
+    PostgreSQL server in ``data_dir`` / ``LTST_DATA_DIR`` / the user data directory. You may also hand
+    over your own psycopg ``AsyncConnectionPool`` as ``pool`` (the store does not close it). The schema is
+    migrated on open unless ``auto_migrate=False``. Open it with ``await AsyncConversationStorage.open(...)``
+    or ``async with AsyncConversationStorage(...) as store:``; every method is a coroutine.
+
+    ``read_dsn`` (or ``LTST_READ_DATABASE_URL``, or your own ``read_pool``) names a read replica: the
+    reads of sessions, messages, context, preferences and relationships, ``search_messages``,
+    ``recall`` and ``rehydrate`` run there, everything else on the primary. Replica reads may lag:
+    ``with store.primary:`` reads the primary (docs/scaling.md).
+
+    ``warm=True`` loads the embedding model while the store opens (the first embedding otherwise
+    pays for it: a few hundred milliseconds for the bundled model, seconds with torch).
+
+    Every method that writes runs in one transaction (or one statement): a call either fully happens or
+    changes nothing.
     """
 
     def __init__(
@@ -134,23 +143,32 @@ class AsyncConversationStorage:
         self._conninfo = ""
         self._closed = True
         self._registered: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
+        if True:  # ASYNC
+            pass  # opened by `open()`, `connect()` or `async with`
+        else:
+            self._open()  # the sync store opens here
 
-    @classmethod
-    async def open(cls, dsn: str | None = None, **kwargs: Any) -> AsyncConversationStorage:
-        """Create and open a store (see the class docstring for the arguments)."""
-        store = cls(dsn, **kwargs)
-        await store.connect()
-        return store
+    # ------------------------------------------------------------------ lifecycle
 
-    async def connect(self) -> None:
-        """Start/join the database, migrate and open the pool. Called by ``open`` and ``async with``."""
-        if not self._closed:
-            return
+    if True:  # ASYNC
+
+        @classmethod
+        async def open(cls, dsn: str | None = None, **kwargs: Any) -> AsyncConversationStorage:
+            """Create and open a store (see the class docstring for the arguments)."""
+            store = cls(dsn, **kwargs)
+            await store.connect()
+            return store
+
+        async def connect(self) -> None:
+            """Start/join the database, migrate and open the pool. Called by ``open`` and ``async with``."""
+            if self._closed:
+                await self._open()
+
+    async def _open(self) -> None:
         opened: list[AsyncConnectionPool[Any]] = []
         try:
-            if self._given_pool is not None:
-                pool = self._given_pool
-            else:
+            pool = self._given_pool
+            if pool is None:
                 pool = await self._open_pool(opened)
             read_pool = await self._open_read_pool(opened)
         except BaseException:
@@ -162,7 +180,7 @@ class AsyncConversationStorage:
         self._read_pool = read_pool
         self._closed = False
         if self._warm:
-            await asyncio.to_thread(warm_up, self._core.embedder)
+            await ablocking(warm_up, self._core.embedder)
         logger.info("ltst-memory async store open on %s", self.dsn)
         if read_pool is not None:
             logger.info("ltst-memory async store reads on replica %s", self.read_dsn)
@@ -171,9 +189,9 @@ class AsyncConversationStorage:
         conninfo = self._settings.dsn
         if conninfo is None:
             self._embedded_dir = self._settings.data_dir
-            conninfo = await asyncio.to_thread(acquire_embedded, self._embedded_dir)
+            conninfo = await ablocking(acquire_embedded, self._embedded_dir)
         self._conninfo = conninfo
-        await asyncio.to_thread(prepare_database, conninfo, self._settings, self._core.embedder)
+        await ablocking(prepare_database, conninfo, self._settings, self._core.embedder)
         return await self._start_pool(conninfo, opened, replica=False)
 
     async def _start_pool(
@@ -200,7 +218,7 @@ class AsyncConversationStorage:
         """The read replica's pool: the given ``read_pool``, one opened on ``read_dsn``, or ``None``."""
         if self._given_read_pool is not None or not self._read_conninfo:
             return self._given_read_pool
-        await asyncio.to_thread(check_replica, self._read_conninfo, self._settings.pool_timeout)
+        await ablocking(check_replica, self._read_conninfo, self._settings.pool_timeout)
         return await self._start_pool(self._read_conninfo, opened, replica=True)
 
     def _release_embedded(self) -> None:
@@ -218,9 +236,11 @@ class AsyncConversationStorage:
         if self._owns_pool and self._pool is not None:
             await self._pool.close()
         self._release_embedded()
+        logger.info("ltst-memory async store closed")
 
     async def __aenter__(self) -> AsyncConversationStorage:
-        await self.connect()
+        if True:  # ASYNC
+            await self.connect()
         return self
 
     async def __aexit__(
@@ -261,17 +281,25 @@ class AsyncConversationStorage:
     @property
     def pool(self) -> AsyncConnectionPool[Any]:
         """The psycopg async connection pool (for advanced use: your own queries on the same database)."""
-        check_open(self._closed)
-        assert self._pool is not None  # open once not closed
+        if True:  # ASYNC
+            check_open(self._closed)
+        assert self._pool is not None  # set once open
         return self._pool
 
     async def migrate(self) -> list[str]:
-        """Apply pending schema migrations; return the names applied (on a connection of its own, in a
-        worker thread: migrations run with the sync driver)."""
-        conninfo = self._conninfo or self.pool.conninfo
-        if not isinstance(conninfo, str):
-            raise ConfigurationError("this store's pool has no connection string to migrate with; run `ltst migrate`")
-        return await asyncio.to_thread(_migrate, conninfo)
+        """Apply pending schema migrations; return the names applied."""
+        check_open(self._closed)
+        if True:  # ASYNC: migrations run with the sync driver, on a connection of their own in a thread
+            conninfo = self._conninfo or self.pool.conninfo
+            if not isinstance(conninfo, str):
+                raise ConfigurationError(
+                    "this store's pool has no connection string to migrate with; run `ltst migrate`"
+                )
+            return await ablocking(_migrate, conninfo)
+        else:
+            with self._connection() as conn:
+                conn.commit()
+                return migrate(conn)
 
     async def versions(self) -> dict[str, str]:
         """``{"postgres": ..., "pgvector": ...}`` versions of the server."""
@@ -298,7 +326,7 @@ class AsyncConversationStorage:
         except PoolTimeout as exc:
             shown = self.read_dsn if replica else self.dsn
             timeout = self._settings.pool_timeout
-            raise await asyncio.to_thread(pool_timeout_error, pool, timeout, str(shown), replica=replica) from exc
+            raise await ablocking(pool_timeout_error, pool, timeout, str(shown), replica=replica) from exc
         except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
@@ -314,8 +342,8 @@ class AsyncConversationStorage:
             return await self._drive(op, readonly, on_replica(self, op, readonly))
 
     async def _drive(self, op: Op[R], readonly: bool, replica: bool) -> R:
-        """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run in a
-        worker thread with no connection held; a :class:`Commit` ends the transaction."""
+        """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run with
+        no connection held; a :class:`Commit` ends the transaction and gives the connection back."""
         held: AsyncExitStack | None = None  # the pool connection (and the transaction), while held
         conn: psycopg.AsyncConnection[Any] | None = None
         in_transaction = False
@@ -352,7 +380,10 @@ class AsyncConversationStorage:
                     held = AsyncExitStack()
                     conn = await held.enter_async_context(self._connection(replica))
                     if not begin and not conn.autocommit:  # statements on their own until one needs it
-                        await conn.set_autocommit(True)
+                        if True:  # ASYNC (psycopg < 3.2 has no Connection.set_autocommit)
+                            await conn.set_autocommit(True)
+                        else:
+                            conn.autocommit = True
                         held.push_async_callback(_end_autocommit, conn)
                 if begin and not in_transaction:
                     await held.enter_async_context(conn.transaction())
@@ -374,13 +405,8 @@ class AsyncConversationStorage:
     async def _parallel(self, ops: tuple[Op[Any], ...]) -> list[Any]:
         """Run ``ops`` at once, each on its own connection (at most ``pool_max_size`` at a time)."""
         assert self._pool is not None  # guarded by check_open
-        slots = asyncio.Semaphore(max(1, min(len(ops), self._pool.max_size)))
-
-        async def run(op: Op[Any]) -> Any:
-            async with slots:
-                return await self._drive(op, False, False)
-
-        return results_or_first_error(list(await asyncio.gather(*(run(op) for op in ops), return_exceptions=True)))
+        outcomes = await agather(self._drive, [(op, False, False) for op in ops], self._pool.max_size)
+        return results_or_first_error(outcomes)
 
     async def _acall(self, function: Callable[Concatenate[Core, P], Op[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the declared operation ``function`` (ltst_memory/_kernel.py) with ``args``: every
@@ -418,9 +444,8 @@ class AsyncConversationStorage:
 
     async def _outside(self, instruction: Embed | Call) -> Any:
         if isinstance(instruction, Embed):
-            return await asyncio.to_thread(embed_checked, self._core.embedder, instruction.texts)
-        value = await asyncio.to_thread(instruction.function, *instruction.args)
-        return await value if inspect.isawaitable(value) else value
+            return await ablocking(embed_checked, self._core.embedder, instruction.texts)
+        return await ablocking(instruction.function, *instruction.args)
 
     async def _execute(self, conn: psycopg.AsyncConnection[Any], query: Query, replica: bool = False) -> Any:
         logger.debug("query %s", describe(query))
@@ -880,9 +905,11 @@ class AsyncConversationStorage:
     # END GENERATED methods
 
 
-def _migrate(conninfo: str) -> list[str]:
-    with connect(conninfo) as conn:
-        return migrate(conn)
+if True:  # ASYNC
+
+    def _migrate(conninfo: str) -> list[str]:
+        with connect(conninfo) as conn:
+            return migrate(conn)
 
 
 async def _copy(conn: psycopg.AsyncConnection[Any], instruction: Copy) -> int:
@@ -895,7 +922,10 @@ async def _copy(conn: psycopg.AsyncConnection[Any], instruction: Copy) -> int:
 
 async def _end_autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
     with suppress(psycopg.Error):  # a broken connection: the pool discards it anyway
-        await conn.set_autocommit(False)
+        if True:  # ASYNC
+            await conn.set_autocommit(False)
+        else:
+            conn.autocommit = False
 
 
 async def _fetch(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:

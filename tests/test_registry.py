@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from ltst_memory import AsyncConversationStorage, ConversationStorage, _codegen
+from ltst_memory import AsyncConversationStorage, ConversationStorage, _codegen, _unasync
 from ltst_memory._executor import read_only_operations
 from ltst_memory._kernel import REGISTRY
 from ltst_memory.scoped import _references_user, scoped_methods
@@ -36,6 +36,46 @@ STORES = (ConversationStorage, AsyncConversationStorage)
 @pytest.mark.parametrize("kind", sorted(_codegen.FILES))
 def test_generated_store_methods_are_current(kind: str) -> None:
     assert _codegen.generate(kind) == _codegen.FILES[kind].read_text(), "run: python -m ltst_memory._codegen"
+
+
+def test_the_sync_store_is_generated_from_the_async_one() -> None:
+    sync_text = _codegen.FILES["sync"].read_text()
+    assert sync_text.startswith(_unasync.HEADER)  # says that it is generated, and from what
+    assert "async " not in sync_text and "await " not in sync_text and "# ASYNC" not in sync_text
+    assert _unasync.unasync(_codegen.FILES["async"].read_text()) != _codegen.FILES["async"].read_text()
+
+
+def test_unasync_keeps_the_sync_branch_drops_keywords_and_maps_names() -> None:
+    source = """class AsyncConversationStorage:
+    \"\"\"The store (asyncio API).\"\"\"
+
+    if True:  # ASYNC
+
+        async def connect(self) -> None:
+            await self._open()
+
+    async def __aenter__(self) -> AsyncConversationStorage:
+        if True:  # ASYNC: opens here
+            await self.connect()
+        else:
+            self.opened = True
+
+        async with AsyncExitStack() as stack:  # an AsyncExitStack
+            await stack.aclose()
+        return self
+"""
+    expected = """class ConversationStorage:
+    \"\"\"The store (synchronous API).\"\"\"
+
+
+    def __enter__(self) -> ConversationStorage:
+        self.opened = True
+
+        with ExitStack() as stack:  # an ExitStack
+            stack.close()
+        return self
+"""
+    assert _unasync.rewrite_tokens(_unasync.drop_async_blocks(source)) == expected
 
 
 @pytest.mark.parametrize("store", STORES, ids=lambda c: c.__name__)
