@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ltst_memory import ConversationMessage
 
@@ -138,3 +138,42 @@ class DatabaseSupply:
         finally:
             if conn is not None:
                 conn.close()
+
+
+_roles = itertools.count()
+
+#: The ordinary read/write grants of an application role (docs/security.md).
+APP_ROLE_GRANTS = (
+    "GRANT USAGE ON SCHEMA public TO {}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}",
+    "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}",
+)
+
+
+def as_role(dsn: str, role: str) -> str:
+    """``dsn`` logging in as ``role`` (no password: the test server trusts local connections)."""
+    params = conninfo_to_dict(dsn)
+    params["user"] = role
+    params.pop("password", None)
+    return make_conninfo("", **params)
+
+
+@contextmanager
+def login_role(dsn: str, prefix: str, grants: tuple[str, ...] = APP_ROLE_GRANTS) -> Iterator[str]:
+    """A new LOGIN role on ``dsn``'s database that owns no table, with ``grants`` (``{}`` is the
+    role); yields a DSN that logs in as it, and drops the role (and what it owns) afterwards."""
+    role = f"{prefix}_{os.getpid()}_{next(_roles)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        for statement in grants:
+            conn.execute(sql.SQL(statement).format(sql.Identifier(role)))
+    try:
+        yield as_role(dsn, role)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
+                (role,),
+            )
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -6,13 +6,12 @@ docs/security.md recommends), so Row Level Security applies to it.
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 
 import dspy
 import psycopg
 import pytest
+from _helpers import login_role
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.messages import AIMessage, HumanMessage
 from ltst_memory.adapters.dspy import LTSTMemory, LTSTRetriever
@@ -20,7 +19,6 @@ from ltst_memory.adapters.langchain import LTSTChatMessageHistory, LTSTVectorSto
 from ltst_memory.adapters.langgraph import LTSTStore
 from ltst_memory.schema import migration_files
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ltst_memory import (
     AccessDeniedError,
@@ -33,38 +31,13 @@ from ltst_memory import (
 ADAPTER_TABLES = ("ltst_collections", "ltst_documents", "ltst_store_items", "ltst_store_vectors")
 EMBED = DeterministicFakeEmbedding(size=8)
 INDEX = {"dims": 8, "embed": EMBED, "fields": ["text"]}
-_roles = itertools.count()
-
-
-def _as_role(dsn: str, role: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["user"] = role
-    params.pop("password", None)
-    return make_conninfo("", **params)
 
 
 @pytest.fixture
 def app_dsn(database_dsn: str) -> Iterator[str]:
     """A DSN for a LOGIN role that is not the tables' owner, with ordinary read/write grants."""
-    role = f"ltst_adapter_app_{os.getpid()}_{next(_roles)}"
-    with psycopg.connect(database_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        for statement in (
-            "GRANT USAGE ON SCHEMA public TO {}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}",
-            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}",
-        ):
-            conn.execute(sql.SQL(statement).format(sql.Identifier(role)))
-    try:
-        yield _as_role(database_dsn, role)
-    finally:
-        with psycopg.connect(database_dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
-                (role,),
-            )
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with login_role(database_dsn, "ltst_adapter_app") as dsn:
+        yield dsn
 
 
 def _rows_of(conn: psycopg.Connection, user: str) -> dict[str, int]:

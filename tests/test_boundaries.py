@@ -6,16 +6,15 @@ Everything runs on the real server; RLS checks connect as a real non-owner LOGIN
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 import pytest
+from _helpers import login_role
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 from ltst_memory import (
     AccessDeniedError,
@@ -28,7 +27,6 @@ from ltst_memory import (
     UserPreference,
 )
 
-_roles = itertools.count()
 QUERY = "bob email address diagnosis"
 SINCE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
@@ -36,35 +34,11 @@ SINCE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_role(dsn: str, role: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["user"] = role
-    params.pop("password", None)
-    return make_conninfo("", **params)
-
-
 @pytest.fixture
 def app_role(database_dsn: str) -> Iterator[str]:
     """A DSN for a LOGIN role that does not own the tables, with the grants docs/security.md lists."""
-    role = f"ltst_bnd_{os.getpid()}_{next(_roles)}"
-    with psycopg.connect(database_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        for statement in (
-            "GRANT USAGE ON SCHEMA public TO {}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}",
-            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}",
-        ):
-            conn.execute(sql.SQL(statement).format(sql.Identifier(role)))
-    try:
-        yield _as_role(database_dsn, role)
-    finally:
-        with psycopg.connect(database_dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
-                (role,),
-            )
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with login_role(database_dsn, "ltst_bnd") as dsn:
+        yield dsn
 
 
 def _seed_alice(store: ConversationStorage) -> None:
@@ -260,27 +234,20 @@ def test_tables_the_library_does_not_own_are_untouched(empty_database_dsn: str, 
         store.store_message(ConversationMessage(session_id="bob-1", role="human", content="hello"))
         store.set_retention_policy(message_days=0)
         assert _app_fingerprint(empty_database_dsn) == before
-        role = f"ltst_bnd_{os.getpid()}_{next(_roles)}"
-        with psycopg.connect(empty_database_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
-            for table in sorted(owned_table_names() - {"ltst_owned_tables"}):  # the library's tables (security.md)
-                conn.execute(
-                    sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
-                        sql.Identifier(table), sql.Identifier(role)
-                    )
-                )
-        try:
-            with ConversationStorage(
-                _as_role(empty_database_dsn, role), embedder=hashing_embedder, auto_migrate=False
-            ) as app:
-                app.for_user("bob").get_user_sessions()
-                app.delete_user("alice")
-                app.cleanup_expired_data()
-        finally:
-            with psycopg.connect(empty_database_dsn, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        grants = (
+            "GRANT USAGE ON SCHEMA public TO {}",
+            *(  # the library's tables only (docs/security.md)
+                f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{table}" TO {{}}'
+                for table in sorted(owned_table_names() - {"ltst_owned_tables"})
+            ),
+        )
+        with (
+            login_role(empty_database_dsn, "ltst_bnd", grants) as app_dsn,
+            ConversationStorage(app_dsn, embedder=hashing_embedder, auto_migrate=False) as app,
+        ):
+            app.for_user("bob").get_user_sessions()
+            app.delete_user("alice")
+            app.cleanup_expired_data()
         removed = store.delete_user("bob")
         assert removed["sessions"] == 1 and removed["messages"] == 0  # retention took the message
         store.cleanup_expired_data()

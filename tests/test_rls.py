@@ -6,15 +6,13 @@ recommends — and check that raw SQL through it sees and writes one user's rows
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from _helpers import login_role
 from ltst_memory.schema import migration_files
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ltst_memory import (
     AccessDeniedError,
@@ -35,14 +33,6 @@ TABLES = (
     "session_summary",
     "ltst_retention_policies",
 )
-_roles = itertools.count()
-
-
-def _as_role(dsn: str, role: str) -> str:
-    params = conninfo_to_dict(dsn)
-    params["user"] = role
-    params.pop("password", None)
-    return make_conninfo("", **params)
 
 
 @pytest.fixture
@@ -63,25 +53,8 @@ def seeded(store: ConversationStorage) -> ConversationStorage:
 @pytest.fixture
 def app_dsn(database_dsn: str, seeded: ConversationStorage) -> Iterator[str]:
     """A DSN for a LOGIN role that is not the tables' owner, with ordinary read/write grants."""
-    role = f"ltst_app_{os.getpid()}_{next(_roles)}"
-    with psycopg.connect(database_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        for statement in (
-            "GRANT USAGE ON SCHEMA public TO {}",
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}",
-            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}",
-        ):
-            conn.execute(sql.SQL(statement).format(sql.Identifier(role)))
-    try:
-        yield _as_role(database_dsn, role)
-    finally:
-        with psycopg.connect(database_dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
-                (role,),
-            )
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with login_role(database_dsn, "ltst_app") as dsn:
+        yield dsn
 
 
 def _counts(conn: psycopg.Connection) -> dict[str, int]:
