@@ -43,16 +43,21 @@ from ltst_memory.embeddings import SentenceTransformerEmbedder
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (1, 5, 10, 20)
+DEFAULT = "hybrid + neighbours + session-first, long turns damped (default)"
+
+#: recall's session and long-turn steps off: the ranking as it was before issue 20
+_OFF = {"session_weight": 0.0, "long_turn_penalty": 0.0}
 
 #: name -> (dataset copy, recall keyword arguments)
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
-    "vector, plain text": ("plain", {"lexical_weight": 0.0, "neighbor_weight": 0.0}),
-    "BM25, plain text": ("plain", {"lexical_weight": 1.0, "neighbor_weight": 0.0}),
-    "hybrid, plain text": ("plain", {"neighbor_weight": 0.0}),
-    "vector, speaker in text": ("speaker", {"lexical_weight": 0.0, "neighbor_weight": 0.0}),
-    "BM25, speaker in text": ("speaker", {"lexical_weight": 1.0, "neighbor_weight": 0.0}),
-    "hybrid (score fusion)": ("speaker", {"neighbor_weight": 0.0}),
-    "hybrid + neighbours (default)": ("speaker", {}),
+    "vector, plain text": ("plain", {"lexical_weight": 0.0, "neighbor_weight": 0.0, **_OFF}),
+    "BM25, plain text": ("plain", {"lexical_weight": 1.0, "neighbor_weight": 0.0, **_OFF}),
+    "hybrid, plain text": ("plain", {"neighbor_weight": 0.0, **_OFF}),
+    "vector, speaker in text": ("speaker", {"lexical_weight": 0.0, "neighbor_weight": 0.0, **_OFF}),
+    "BM25, speaker in text": ("speaker", {"lexical_weight": 1.0, "neighbor_weight": 0.0, **_OFF}),
+    "hybrid (score fusion)": ("speaker", {"neighbor_weight": 0.0, **_OFF}),
+    "hybrid + neighbours": ("speaker", _OFF),
+    "hybrid + neighbours + session-first, long turns damped (default)": ("speaker", {}),
     "default + MMR 0.7": ("speaker", {"mmr": 0.7}),
     "default + recency 0.1": ("speaker", {"recency_weight": 0.1, "recency_half_life_days": 90}),
 }
@@ -228,6 +233,36 @@ def rehydration_coverage(
     }
 
 
+def compare(store: ConversationStorage, questions: list[dict[str, Any]], names: str | None) -> dict[str, Any]:
+    """The configurations of ``_retrieval_eval`` on the speaker copy, with its metrics (turn-level
+    all/any evidence in the top 10, session-level all evidence in the top 5, MRR)."""
+    import _retrieval_eval as ev
+
+    items = [
+        {
+            "user": user_of("speaker", q["conv"]),
+            "question": q["question"],
+            "evidence": q["evidence"],
+            "sessions": {f"{user_of('speaker', q['conv'])}/session_{d[1:].split(':')[0]}" for d in q["evidence"]},
+            "kind": CATEGORIES[q["category"]],
+        }
+        for q in questions
+    ]
+    results = ev.run_configs(
+        store,
+        items,
+        lambda m: m.metadata.get("dia_id"),
+        lambda m: m.session_id,
+        names.split(",") if names else None,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
+    print(ev.table(results))
+    print()
+    print(ev.kind_table(results.get(ev.DEFAULT) or next(iter(results.values()))))
+    print()
+    return results
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| configuration | R@1 | R@5 | R@10 | R@20 | MRR | p50 ms | p95 ms |",
@@ -268,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         default="0.2",
         help="rehydrate's memory_min_similarity, or a comma-separated list to compare ('none' = off)",
     )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the configurations of _retrieval_eval (issue 20's metrics, as on the long-chat set)",
+    )
+    parser.add_argument("--compare-configs", help="comma-separated names of those configurations (default: all)")
     parser.add_argument("--limit-questions", type=int, help="only the first N questions (quick runs)")
     parser.add_argument("--out", type=Path, help="write all results as JSON here")
     parser.add_argument("--embedding-cache", type=Path, help="an .npz file of text embeddings, read and written")
@@ -290,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 output[f"ingest_seconds_{copy}"] = seconds
                 print(f"ingested {copy} copy in {seconds:.0f} s", file=sys.stderr)
                 embedder.save()
-        default = "hybrid + neighbours (default)"
+        default = DEFAULT
         configs = {default: CONFIGS[default]}  # first, so its latency includes the query embedding
         if args.ablation:
             configs.update({k: v for k, v in CONFIGS.items() if k != default})
@@ -305,9 +346,11 @@ def main(argv: list[str] | None = None) -> int:
                 results[name][cat]["count"] = n
             print(f"{name}: {json.dumps({k: round(v, 3) for k, v in results[name]['all'].items()})}", file=sys.stderr)
         output["recall"] = results
+        if args.compare:
+            output["compare"] = compare(store, questions, args.compare_configs)
         print(table(results))
         print()
-        print(category_table(results["hybrid + neighbours (default)"]))
+        print(category_table(results[DEFAULT]))
         if args.rehydrate:
             output["rehydrate"] = {}
             for text in args.memory_floor.split(","):

@@ -12,9 +12,12 @@ in one SQL statement:
 Each signal is normalised over the candidate pool (BM25 divided by its best score, cosine rescaled
 between the pool's lowest and highest) and combined with ``lexical_weight``; a turn next to a strong
 hit inherits part of its neighbour's score (``neighbor_weight``: answers often sit in the turn after
-the one that matches the question's words). Options cover scope (one session, a user's sessions,
-related sessions, everything), metadata filters, a time range, recency weighting, returning the
-neighbouring turns of each hit, and MMR de-duplication. See ``docs/retrieval.md`` for the
+the one that matches the question's words); a long turn (an assistant's essay) is damped
+(``long_turn_penalty``), and every turn adds a share of the best score in its session
+(``session_weight``: the session that answers a question tends to hold several good hits).
+Options cover scope (one session, a user's sessions, related sessions, everything), metadata
+filters, a time range, recency weighting, returning the neighbouring turns of each hit, and MMR
+de-duplication. See ``docs/retrieval.md`` for the
 measurements behind the defaults.
 """
 
@@ -62,6 +65,11 @@ _SCOPE_SIZE = {"user": q.SCOPE_SIZE_OF_USER, "session": q.SCOPE_SIZE_OF_SESSION,
 DEFAULT_LEXICAL_WEIGHT = 0.5
 DEFAULT_NEIGHBOR_WEIGHT = 0.35
 DEFAULT_CANDIDATES = 40
+#: Measured on LoCoMo and on the long-chat development set together (docs/retrieval.md).
+DEFAULT_SESSION_WEIGHT = 0.15
+DEFAULT_LONG_TURN_PENALTY = 0.5
+#: A turn of more words than this (whitespace-separated) is "long" for ``long_turn_penalty``.
+LONG_TURN_WORDS = 150
 BM25_K1 = 1.2
 BM25_B = 0.75
 
@@ -84,8 +92,9 @@ class ScoreParts:
 
     ``words + meaning + neighbour + recency == score``: ``words`` is the BM25 share
     (``lexical_weight * bm25 / max bm25``), ``meaning`` the cosine share, ``neighbour`` what the turn
-    inherits from an adjacent turn, ``recency`` the freshness share (each of the first three already
-    scaled by ``1 - recency_weight``). ``bm25`` and ``cosine`` are the raw signals.
+    inherits from an adjacent turn and from the best turn of its session (``session_weight``),
+    ``recency`` the freshness share (the first three already divided by ``1 + long_turn_penalty`` for a
+    long turn and scaled by ``1 - recency_weight``). ``bm25`` and ``cosine`` are the raw signals.
     """
 
     words: float
@@ -130,13 +139,18 @@ def fuse(
     recency_weight: float = 0.0,
     recency_half_life_days: float = 30.0,
     now: datetime | None = None,
+    session_weight: float = 0.0,
+    long_turn_penalty: float = 0.0,
 ) -> None:
     """Set ``score`` of every candidate in place (pure logic, no I/O).
 
     ``score = lexical_weight * bm25 / max(bm25) + (1 - lexical_weight) * (cos - min) / (max - min)``,
     (``lexical_weight`` counts as 0 when no candidate matches any query word), then
-    ``+ neighbor_weight * (best adjacent turn's score)``, then, with ``recency_weight`` > 0,
+    ``+ neighbor_weight * (best adjacent turn's score)``, then ``/ (1 + long_turn_penalty)`` for a
+    turn of more than :data:`LONG_TURN_WORDS` words, then ``+ session_weight * (best score in the
+    turn's session)``, then, with ``recency_weight`` > 0,
     ``score * (1 - recency_weight) + recency_weight * 0.5 ** (age / half_life)``.
+    The defaults of :func:`fuse` leave the last three steps out; :func:`recall`'s turn them on.
     """
     if not candidates:
         return
@@ -161,6 +175,25 @@ def fuse(
             c.score += neighbor_weight * neighbour
             if c.parts is not None:
                 c.parts = dataclasses.replace(c.parts, neighbour=neighbor_weight * neighbour)
+    if long_turn_penalty:
+        for c in candidates:
+            if len(c.message.content.split()) > LONG_TURN_WORDS:
+                damp = 1.0 / (1.0 + long_turn_penalty)
+                c.score *= damp
+                if c.parts is not None:
+                    p = c.parts
+                    c.parts = dataclasses.replace(
+                        p, words=p.words * damp, meaning=p.meaning * damp, neighbour=p.neighbour * damp
+                    )
+    if session_weight:
+        best: dict[str, float] = {}
+        for c in candidates:
+            best[c.message.session_id] = max(best.get(c.message.session_id, 0.0), c.score)
+        for c in candidates:
+            inherited = session_weight * best[c.message.session_id]
+            c.score += inherited
+            if c.parts is not None:
+                c.parts = dataclasses.replace(c.parts, neighbour=c.parts.neighbour + inherited)
     if recency_weight:
         reference = now or datetime.now(timezone.utc)
         half_life = max(recency_half_life_days, 1e-6) * 86_400.0
@@ -250,6 +283,8 @@ def recall(
     exclude_message_ids: Sequence[int] | None = None,
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT,
     neighbor_weight: float = DEFAULT_NEIGHBOR_WEIGHT,
+    session_weight: float = DEFAULT_SESSION_WEIGHT,
+    long_turn_penalty: float = DEFAULT_LONG_TURN_PENALTY,
     recency_weight: float = 0.0,
     recency_half_life_days: float = 30.0,
     expand_neighbors: int = 0,
@@ -270,7 +305,11 @@ def recall(
     ``until`` (timestamp range, ``until`` exclusive), ``roles``, ``exclude_message_ids``.
 
     Ranking: ``lexical_weight`` (0 = vectors only, 1 = BM25 only), ``neighbor_weight`` (share of an
-    adjacent turn's score a turn inherits), ``recency_weight`` with ``recency_half_life_days``,
+    adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
+    :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
+    statement is not buried under long assistant answers that repeat the topic's words),
+    ``session_weight`` (share of the best score in its session a turn adds), ``recency_weight``
+    with ``recency_half_life_days``,
     ``mmr`` (λ of maximal marginal relevance, e.g. 0.7; ``None`` = off), ``min_score``, and
     ``candidates`` (rows taken from each of the BM25 and vector searches before fusion).
     ``min_similarity`` is an absolute relevance floor (fused scores are relative to the pool, so an
@@ -280,7 +319,7 @@ def recall(
     ``expand_neighbors=n`` adds the ``n`` turns before and after each hit (score slightly below
     the hit's) so an answer comes with its context; they count towards ``limit``.
 
-    Scores are in [0, 1 + neighbor_weight] and comparable within one call only.
+    Scores are in [0, (1 + neighbor_weight) * (1 + session_weight)] and comparable within one call only.
     """
     check_text("query", query, max_chars=core.settings.max_content_chars)
     limit = check_limit("limit", limit, minimum=1, maximum=1_000)
@@ -288,6 +327,8 @@ def recall(
     expand_neighbors = check_limit("expand_neighbors", expand_neighbors, maximum=20)
     lexical_weight = _check_weight("lexical_weight", lexical_weight)
     neighbor_weight = _check_weight("neighbor_weight", neighbor_weight)
+    session_weight = _check_weight("session_weight", session_weight)
+    long_turn_penalty = _check_weight("long_turn_penalty", long_turn_penalty)
     recency_weight = _check_weight("recency_weight", recency_weight)
     if mmr is not None:
         mmr = _check_weight("mmr", mmr)
@@ -408,6 +449,8 @@ def recall(
         neighbor_weight=neighbor_weight,
         recency_weight=recency_weight,
         recency_half_life_days=float(recency_half_life_days),
+        session_weight=session_weight,
+        long_turn_penalty=long_turn_penalty,
     )
     if min_similarity is not None:
         pool = relevant_only(pool, float(min_similarity), neighbours=neighbor_weight > 0)

@@ -207,6 +207,9 @@ def test_invalid_arguments_raise_validation_errors(store):
         {"roles": ["robot"]},
         {"since": datetime(2023, 1, 1)},
         {"exclude_message_ids": ["x"]},
+        {"session_weight": 1.5},
+        {"long_turn_penalty": -0.1},
+        {"long_turn_penalty": True},
     ):
         with pytest.raises(ValidationError):
             store.recall("beagle", user_id="u1", **kwargs)
@@ -248,6 +251,75 @@ def test_fuse_is_pure_and_uses_neighbours():
     no_words = [cand(0, 0.0, 0.1), cand(1, 0.0, 0.3)]
     fuse(no_words, lexical_weight=1.0, neighbor_weight=0.0)  # no word matched: meaning decides
     assert [c.score for c in no_words] == [0.0, 1.0]
+
+
+def test_fuse_damps_long_turns_and_adds_the_best_score_of_the_session():
+    def cand(session: str, index: int, bm25: float, words: int) -> Candidate:
+        text = " ".join(["word"] * words)
+        return Candidate(
+            ConversationMessage(session_id=session, role="user", content=text, message_index=index), bm25, 0.5
+        )
+
+    pool = [cand("a", 0, 10.0, 200), cand("b", 0, 8.0, 12), cand("b", 5, 2.0, 12), cand("c", 0, 2.0, 12)]
+    fuse(pool, lexical_weight=1.0, neighbor_weight=0.0)
+    assert [round(c.score, 3) for c in pool] == [1.0, 0.8, 0.2, 0.2]
+    fuse(pool, lexical_weight=1.0, neighbor_weight=0.0, long_turn_penalty=0.5)
+    # the 200-word turn is divided by 1.5: the short statement now leads
+    assert [round(c.score, 3) for c in pool] == [0.667, 0.8, 0.2, 0.2]
+    fuse(pool, lexical_weight=1.0, neighbor_weight=0.0, long_turn_penalty=0.5, session_weight=0.5)
+    # each turn adds half of its session's best score: b's weak turn now passes c's equal one
+    assert [round(c.score, 3) for c in pool] == [1.0, 1.2, 0.6, 0.3]
+
+
+_LONG_ANSWER = (
+    "Choosing a name is fun, and there are a few things to keep in mind before you decide. "
+    "Short names of one or two syllables are easiest for a dog to learn and for you to call across a park. "
+    "Avoid anything that sounds like a command such as sit, stay or no, because the animal will confuse them. "
+    "Many owners pick something from food, places, mythology or a favourite film character. "
+    "Say it in a happy voice and reward the animal with a treat whenever it looks at you. "
+    "Within a week or two most puppies respond reliably, older rescues may take a little longer. "
+    "Keep training sessions under ten minutes and end each one on a success. "
+    "It also helps if everyone in the household uses exactly the same word and tone. "
+    "Nicknames are fine later, once the main one is firmly learned. "
+    "A tag with your phone number on the collar matters more than any clever choice. "
+    "Register the microchip with your current address as soon as possible. "
+    "Finally, remember that consistency and patience matter far more than the word itself, "
+    "and that a relaxed, well exercised companion learns everything faster."
+)
+
+
+def test_a_short_statement_of_the_user_outranks_long_answers_on_the_topic(semantic_store):
+    """A user's one-line fact is found among long assistant answers that repeat the question's words."""
+    semantic_store.create_session(ConversationSession(session_id="names", user_id="u"))
+    semantic_store.create_session(ConversationSession(session_id="walk", user_id="u"))
+    semantic_store.store_messages(
+        [
+            ConversationMessage(session_id="names", role="user", content="We are getting a puppy soon, any advice?"),
+            ConversationMessage(session_id="names", role="assistant", content=_LONG_ANSWER),
+            ConversationMessage(session_id="names", role="user", content="And if it ignores me?"),
+            ConversationMessage(session_id="names", role="assistant", content="Be patient. " + _LONG_ANSWER),
+        ]
+    )
+    semantic_store.store_messages(
+        [
+            ConversationMessage(
+                session_id="walk", role="user", content="Our new dog is a greyhound, we called her Juniper."
+            ),
+            ConversationMessage(session_id="walk", role="assistant", content="Congratulations on the adoption!"),
+        ]
+    )
+
+    def rank_of_statement(**options: float) -> tuple[int, int]:
+        """(rank of the Juniper statement, rank of the first long answer) in the ranking."""
+        hits = semantic_store.recall("What is the name of my dog?", user_id="u", limit=6, **options)
+        texts = [m.content for m, _ in hits]
+        statement = next(i for i, t in enumerate(texts) if "Juniper" in t)
+        return statement, next(i for i, t in enumerate(texts) if len(t.split()) > 150)
+
+    statement, long_answer = rank_of_statement()
+    assert statement < long_answer
+    statement, long_answer = rank_of_statement(long_turn_penalty=0.0, session_weight=0.0)
+    assert long_answer < statement  # the ranking before long turns were damped buried the fact
 
 
 async def test_async_recall_matches_sync(astore):

@@ -1,0 +1,215 @@
+"""Metrics and ablation variants shared by ``benchmarks/locomo.py --compare`` and
+``benchmarks/devset_longchat.py`` (issue 20: every ablation on both data sets, measured the same way).
+
+A question is ``{"user", "question", "evidence": {turn ids}, "sessions": {session ids}, "kind"}``;
+``turn_of(message)`` and ``session_of(message)`` map a recalled message to those ids. Everything is
+measured through ``storage.recall(question, user_id=..., limit=50, **options)``, as a user calls it.
+
+Metrics per question, averaged: ``turn_all@10`` (every evidence turn in the top 10), ``turn_any@10``
+(at least one), ``share@10`` (share of evidence turns in the top 10: LoCoMo's usual R@10),
+``session_all@5`` (every evidence session among the first 5 distinct sessions of the ranking) and
+``MRR`` (first evidence turn, 0 beyond 50).
+
+Variants that are not options of ``recall`` (role-aware ranking, a short-turn boost, adaptive fusion
+weights) are measured by replacing ``ltst_memory.recall.fuse`` for the duration of one configuration
+(``VARIANTS``): the call path stays ``storage.recall``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ltst_memory import recall as recall_module
+
+LIMIT = 50
+DEFAULT = "default (long turns /1.5 + session-first 0.15)"
+
+
+def _role_prior(weight: float) -> Callable[..., None]:
+    """After fusion, a user's own turn gets ``+weight`` × its score (role-aware ranking)."""
+
+    def post(pool: Sequence[Any]) -> None:
+        for c in pool:
+            if c.message.role in ("user", "human"):
+                c.score *= 1.0 + weight
+
+    return post
+
+
+def _length_prior(weight: float, words: int = 60) -> Callable[..., None]:
+    """Short turns (statements) up, long turns down: ``score × (1 + weight)`` when under ``words``."""
+
+    def post(pool: Sequence[Any]) -> None:
+        for c in pool:
+            if len(c.message.content.split()) <= words:
+                c.score *= 1.0 + weight
+
+    return post
+
+
+#: name -> post-processing applied after the library's fuse (None = the library as it is)
+VARIANTS: dict[str, Callable[[float], Callable[..., None]]] = {
+    "role": _role_prior,
+    "short": _length_prior,
+}
+
+#: recall's session and long-turn steps off: the ranking as it was before issue 20
+OFF: dict[str, Any] = {"session_weight": 0.0, "long_turn_penalty": 0.0}
+
+#: name -> (recall keyword arguments, variant name or None, variant weight)
+CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
+    "BM25 alone": ({"lexical_weight": 1.0, "neighbor_weight": 0.0, **OFF}, None, 0.0),
+    "vector alone": ({"lexical_weight": 0.0, "neighbor_weight": 0.0, **OFF}, None, 0.0),
+    "score fusion": ({"neighbor_weight": 0.0, **OFF}, None, 0.0),
+    "+ neighbours (previous default)": (OFF, None, 0.0),
+    "previous default, lexical 0.3": ({"lexical_weight": 0.3, **OFF}, None, 0.0),
+    "previous default, lexical 0.7": ({"lexical_weight": 0.7, **OFF}, None, 0.0),
+    "previous default, 100 candidates": ({"candidates": 100, **OFF}, None, 0.0),
+    "previous default + role-aware (user turns x1.3)": (OFF, "role", 0.3),
+    "previous default + short turns x1.3 (<= 60 words)": (OFF, "short", 0.3),
+    "previous default + adaptive fusion weight": (OFF, "adaptive", 1.0),
+    "previous default + session-first 0.15": ({"long_turn_penalty": 0.0}, None, 0.0),
+    "previous default + session-first 0.3": ({"long_turn_penalty": 0.0, "session_weight": 0.3}, None, 0.0),
+    "previous default + long turns /1.5": ({"session_weight": 0.0}, None, 0.0),
+    "default (long turns /1.5 + session-first 0.15)": ({}, None, 0.0),
+    "default, long_turn_penalty 0.3": ({"long_turn_penalty": 0.3}, None, 0.0),
+    "default, long_turn_penalty 1.0": ({"long_turn_penalty": 1.0}, None, 0.0),
+    "default, session_weight 0.1": ({"session_weight": 0.1}, None, 0.0),
+    "default, session_weight 0.25": ({"session_weight": 0.25}, None, 0.0),
+}
+
+
+def _peakedness(values: Sequence[float]) -> float:
+    """How far the best value stands out of the next nine: (best - median of top 10) / (best - lowest)."""
+    top = sorted(values, reverse=True)
+    if len(top) < 2 or top[0] - top[-1] <= 1e-12:
+        return 0.0
+    return (top[0] - statistics.median(top[:10])) / (top[0] - top[-1])
+
+
+def adaptive_lexical_weight(candidates: Sequence[Any], base: float, strength: float) -> float:
+    """Fusion weight that follows how peaked each signal is over the pool (clipped to 0.2-0.8)."""
+    lexical = _peakedness([c.bm25 for c in candidates])
+    semantic = _peakedness([c.cosine for c in candidates])
+    return min(0.8, max(0.2, base + strength * (lexical - semantic)))
+
+
+@contextmanager
+def variant(name: str | None, weight: float) -> Iterator[None]:
+    """Replace ``recall.fuse`` by the library's fuse followed by the variant's post-processing."""
+    if name is None:
+        yield
+        return
+    original = recall_module.fuse
+    post = VARIANTS[name](weight) if name != "adaptive" else (lambda pool: None)
+
+    def fuse(candidates: Sequence[Any], **kwargs: Any) -> None:
+        if name == "adaptive" and candidates:
+            kwargs["lexical_weight"] = adaptive_lexical_weight(candidates, kwargs["lexical_weight"], weight)
+        original(candidates, **kwargs)
+        post(candidates)
+
+    recall_module.fuse = fuse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        recall_module.fuse = original  # type: ignore[assignment]
+
+
+def evaluate(
+    store: Any,
+    questions: Sequence[dict[str, Any]],
+    turn_of: Callable[[Any], Any],
+    session_of: Callable[[Any], Any],
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Metrics of one configuration, overall (``"all"``) and per question ``kind``."""
+    buckets: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    latencies = []
+    for q in questions:
+        started = time.perf_counter()
+        hits = store.recall(q["question"], user_id=q["user"], limit=LIMIT, **options)
+        latencies.append(time.perf_counter() - started)
+        turns = [turn_of(m) for m, _ in hits]
+        sessions: list[Any] = []
+        for m, _ in hits:
+            s = session_of(m)
+            if s not in sessions:
+                sessions.append(s)
+        evidence = q["evidence"]
+        top10 = set(turns[:10])
+        first = next((i for i, t in enumerate(turns) if t in evidence), None)
+        values = {
+            "turn_all@10": float(evidence <= top10),
+            "turn_any@10": float(bool(evidence & top10)),
+            "share@10": len(evidence & top10) / len(evidence),
+            "session_all@5": float(q["sessions"] <= set(sessions[:5])),
+            "MRR": 0.0 if first is None else 1.0 / (first + 1),
+        }
+        for key in ("all", str(q["kind"])):
+            for metric, value in values.items():
+                buckets[key][metric].append(value)
+    result: dict[str, Any] = {
+        key: {"n": len(m["MRR"]), **{k: statistics.fmean(v) for k, v in m.items()}} for key, m in buckets.items()
+    }
+    latencies.sort()
+    result["latency_ms"] = {
+        "p50": 1000 * latencies[len(latencies) // 2],
+        "p95": 1000 * latencies[int(len(latencies) * 0.95)],
+    }
+    return result
+
+
+def run_configs(
+    store: Any,
+    questions: Sequence[dict[str, Any]],
+    turn_of: Callable[[Any], Any],
+    session_of: Callable[[Any], Any],
+    names: Sequence[str] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, dict[str, Any]]:
+    """Every configuration of ``CONFIGS`` (or ``names``), one after the other."""
+    results = {}
+    for name in names or list(CONFIGS):
+        options, var, weight = CONFIGS[name]
+        with variant(var, weight):
+            results[name] = evaluate(store, questions, turn_of, session_of, options)
+        a = results[name]["all"]
+        log(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in a.items() if k != "n"))
+    return results
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """A markdown table of the overall metrics of each configuration."""
+    lines = [
+        "| configuration | turn all@10 | turn any@10 | share@10 | session all@5 | MRR | p95 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in results.items():
+        a = r["all"]
+        lines.append(
+            f"| {name} | {a['turn_all@10']:.3f} | {a['turn_any@10']:.3f} | {a['share@10']:.3f} "
+            f"| {a['session_all@5']:.3f} | {a['MRR']:.3f} | {r['latency_ms']['p95']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def kind_table(result: dict[str, Any]) -> str:
+    """A markdown table of one configuration per question kind."""
+    lines = [
+        "| kind | n | turn all@10 | turn any@10 | share@10 | session all@5 | MRR |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, r in sorted(result.items()):
+        if key in ("all", "latency_ms"):
+            continue
+        lines.append(
+            f"| {key} | {r['n']} | {r['turn_all@10']:.3f} | {r['turn_any@10']:.3f} | {r['share@10']:.3f} "
+            f"| {r['session_all@5']:.3f} | {r['MRR']:.3f} |"
+        )
+    return "\n".join(lines)
