@@ -568,6 +568,8 @@ class AsyncConversationStorage:
         exclude_message_ids: Sequence[int] | None = None,
         lexical_weight: float = 0.5,
         neighbor_weight: float = 0.35,
+        session_weight: float = 0.15,
+        long_turn_penalty: float = 0.5,
         recency_weight: float = 0.0,
         recency_half_life_days: float = 30.0,
         expand_neighbors: int = 0,
@@ -588,7 +590,11 @@ class AsyncConversationStorage:
         ``until`` (timestamp range, ``until`` exclusive), ``roles``, ``exclude_message_ids``.
 
         Ranking: ``lexical_weight`` (0 = vectors only, 1 = BM25 only), ``neighbor_weight`` (share of an
-        adjacent turn's score a turn inherits), ``recency_weight`` with ``recency_half_life_days``,
+        adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
+        :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
+        statement is not buried under long assistant answers that repeat the topic's words),
+        ``session_weight`` (share of the best score in its session a turn adds), ``recency_weight``
+        with ``recency_half_life_days``,
         ``mmr`` (λ of maximal marginal relevance, e.g. 0.7; ``None`` = off), ``min_score``, and
         ``candidates`` (rows taken from each of the BM25 and vector searches before fusion).
         ``min_similarity`` is an absolute relevance floor (fused scores are relative to the pool, so an
@@ -598,7 +604,7 @@ class AsyncConversationStorage:
         ``expand_neighbors=n`` adds the ``n`` turns before and after each hit (score slightly below
         the hit's) so an answer comes with its context; they count towards ``limit``.
 
-        Scores are in [0, 1 + neighbor_weight] and comparable within one call only.
+        Scores are in [0, (1 + neighbor_weight) * (1 + session_weight)] and comparable within one call only.
         """
         return await self._acall(
             _declared.recall.recall,
@@ -614,6 +620,8 @@ class AsyncConversationStorage:
             exclude_message_ids=exclude_message_ids,
             lexical_weight=lexical_weight,
             neighbor_weight=neighbor_weight,
+            session_weight=session_weight,
+            long_turn_penalty=long_turn_penalty,
             recency_weight=recency_weight,
             recency_half_life_days=recency_half_life_days,
             expand_neighbors=expand_neighbors,
