@@ -269,6 +269,10 @@ def test_fuse_damps_long_turns_and_adds_the_best_score_of_the_session():
     fuse(pool, lexical_weight=1.0, neighbor_weight=0.0, long_turn_penalty=0.5, session_weight=0.5)
     # each turn adds half of its session's best score: b's weak turn now passes c's equal one
     assert [round(c.score, 3) for c in pool] == [1.0, 1.2, 0.6, 0.3]
+    for c in pool:  # explain_scores' parts still add up: the session share counts as inherited
+        p = c.parts
+        assert p is not None and p.words + p.meaning + p.neighbour + p.recency == pytest.approx(c.score)
+    assert pool[0].parts is not None and pool[0].parts.words == pytest.approx(1.0 / 1.5)
 
 
 _LONG_ANSWER = (
