@@ -25,6 +25,7 @@ from . import _queries as q
 from . import crypto, hnsw
 from ._kernel import (
     CONTEXT,
+    EVERY_SESSION,
     MAINTENANCE,
     MESSAGES,
     PREFERENCES,
@@ -47,6 +48,7 @@ from .embeddings import embedding_text
 from .errors import (
     AccessDeniedError,
     EmbeddingDimensionError,
+    NotFoundError,
     SessionExistsError,
     SessionNotFoundError,
     ValidationError,
@@ -263,6 +265,21 @@ def delete_session(core: Core, session_id: str) -> Op[dict[str, int]]:
     counts = yield Query(q.COUNT_SESSION_ROWS, params, fetch="one")
     yield Query(q.DELETE_SESSION, params, fetch="none")
     return {"sessions": 1, **{k: int(v) for k, v in counts.items()}}
+
+
+@operation(group=MESSAGES, invalidates=EVERY_SESSION)
+def delete_message(core: Core, message_id: int, user_id: str | None = None) -> Op[dict[str, Any]]:
+    """Delete one message (of ``user_id`` when given; a scoped store: of its user only) in one
+    statement, its triggers keeping the session summary and the word statistics current; return
+    ``{"message_id", "session_id"}``. No such message (of that user) is a
+    :class:`~ltst_memory.NotFoundError`."""
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or not 0 < message_id < 2**63:
+        raise ValidationError(f"message_id must be a positive 64-bit integer, got {message_id!r}")
+    params = {"message_id": message_id, "user_id": scoped_user(core, user_id)}
+    row = yield Query(q.DELETE_MESSAGE, params, fetch="one", atomic=True)
+    if row is None:
+        raise NotFoundError(f"no message {message_id}")
+    return {"message_id": int(row["message_id"]), "session_id": str(row["session_id"])}
 
 
 @operation(group=SESSIONS, read_only=True)

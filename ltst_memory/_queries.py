@@ -457,3 +457,10 @@ def related_from_row(row: dict[str, Any]) -> tuple[ConversationSession, SessionR
 
 def summary_from_row(row: dict[str, Any]) -> SessionSummary:
     return SessionSummary(**{k: row[k] for k in SUMMARY_COLUMNS.replace(" ", "").split(",")})
+
+#: Delete one message, of ``user_id`` only when ``user_id`` is not NULL; returns the deleted row's keys.
+DELETE_MESSAGE = """
+DELETE FROM conversation_messages
+WHERE message_id = %(message_id)s AND (%(user_id)s::text IS NULL OR user_id = %(user_id)s::text)
+RETURNING message_id, session_id, user_id
+"""

@@ -57,7 +57,6 @@ def build_server(storage: Any, user_id: str, *, name: str = "ltst-memory") -> MC
     """
     from mcp.server.mcpserver import MCPServer
 
-    from . import _forget
     from .models import ConversationContext, ConversationMessage, ConversationSession, UserPreference
     from .recall import explain_scores
 
@@ -131,7 +130,7 @@ def build_server(storage: Any, user_id: str, *, name: str = "ltst-memory") -> MC
     @server.tool(description="Delete one message of this user by its message_id.")
     @_typed_errors
     def forget_message(message_id: int) -> dict[str, Any]:
-        return scoped._run(_forget.delete_message(scoped._core, message_id, user))  # type: ignore[no-any-return]
+        return scoped.delete_message(message_id)  # type: ignore[no-any-return]
 
     @server.tool(description="Delete a session and everything in it; confirm must repeat the session_id.")
     @_typed_errors

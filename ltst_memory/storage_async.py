@@ -510,6 +510,14 @@ class AsyncConversationStorage:
 
     # Messages
 
+    async def delete_message(self, message_id: int, user_id: str | None = None) -> dict[str, Any]:
+        """Delete one message (of ``user_id`` when given; a scoped store: of its user only) in one
+        statement, its triggers keeping the session summary and the word statistics current; return
+        ``{"message_id", "session_id"}``. No such message (of that user) is a
+        :class:`~ltst_memory.NotFoundError`.
+        """
+        return await self._acall(_declared._ops.delete_message, message_id, user_id)
+
     async def store_messages(self, messages: Sequence[ConversationMessage]) -> list[ConversationMessage]:
         """Store ``messages`` in one transaction with one embedding call; return them as stored, in order.
 

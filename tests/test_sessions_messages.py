@@ -7,11 +7,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ltst_memory import (
+    AsyncConversationStorage,
     ConversationMessage,
     ConversationSession,
     ConversationStorage,
+    NotFoundError,
     SessionExistsError,
     SessionNotFoundError,
+    ValidationError,
 )
 
 
@@ -223,3 +226,31 @@ def test_delete_session_removes_everything_and_reports_counts(store: Conversatio
     assert store.get_related_sessions("s2") == []
     with pytest.raises(SessionNotFoundError):
         store.delete_session("s1")
+
+
+def test_delete_message_removes_one_message_and_updates_the_summary(store: ConversationStorage) -> None:
+    store.create_session(ConversationSession("s1", "alice"))
+    store.create_session(ConversationSession("b1", "bob"))
+    kept, gone = store.store_messages(
+        [ConversationMessage("s1", "human", "keep me"), ConversationMessage("s1", "ai", "forget me")]
+    )
+    bobs = store.store_message(ConversationMessage("b1", "human", "bob's words"))
+    assert store.delete_message(gone.message_id) == {"message_id": gone.message_id, "session_id": "s1"}  # type: ignore[arg-type]
+    assert [m.content for m in store.get_messages("s1")] == ["keep me"]
+    assert store.get_session_summary("s1").total_messages == 1
+    alice = store.for_user("alice")
+    with pytest.raises(NotFoundError):  # bob's message is not alice's to delete: not found, nothing removed
+        alice.delete_message(bobs.message_id)  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError):
+        store.delete_message(gone.message_id)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        store.delete_message(0)
+    assert [m.content for m in store.get_messages("b1")] == ["bob's words"]
+    assert kept.message_id is not None
+
+
+async def test_async_delete_message(astore: AsyncConversationStorage) -> None:
+    await astore.create_session(ConversationSession("s1", "alice"))
+    message = await astore.store_message(ConversationMessage("s1", "human", "forget me"))
+    assert (await astore.delete_message(message.message_id))["session_id"] == "s1"  # type: ignore[arg-type]
+    assert await astore.get_messages("s1") == []

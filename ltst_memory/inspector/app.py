@@ -20,7 +20,6 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import _forget
 from .._present import MASK, error_status, jsonable, recall_view, rehydration_view
 from ..errors import ConfigurationError, LTSTError, ValidationError
 from ..models import ConversationContext, UserPreference, check_id
@@ -247,7 +246,7 @@ def create_app(storage: Any, *, token: str) -> Starlette:
         raw = request.path_params["message_id"]
         if not raw.isdigit():
             raise ValidationError(f"message_id must be a positive whole number, got {raw[:40]!r}")
-        gone = storage._run(_forget.delete_message(storage._core, int(raw)))
+        gone = storage.delete_message(int(raw))
         return RedirectResponse(f"/sessions/{gone['session_id']}", status_code=303)
 
     async def _in_thread(request: Request, function: Callable[[Request, Any], Response], form: Any) -> Response:
