@@ -18,12 +18,9 @@ do. ``langchain_postgres.v2.indexes`` and ``hybrid_search_config`` are the sdist
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
-import tarfile
-import tempfile
-from pathlib import Path
+
+from _upstream import EMBEDDED_SERVER, main
 
 PACKAGE = "langchain-postgres"
 GLOB = "langchain_postgres-*"
@@ -33,44 +30,25 @@ MODULES = [
     "tests/unit_tests/v2/test_async_pg_vectorstore_search.py",
 ]
 
-CONFTEST = r'''
+CONFTEST = (
+    r'''
 """Shim: langchain-postgres' tests on ltst-memory's adapters (written by upstream_langchain_postgres.py)."""
 from __future__ import annotations
 
-import atexit
-import shutil
 import sys
-import tempfile
 import types
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from ltst_memory import AsyncConversationStorage, ConversationStorage, HashingEmbedder
-from ltst_memory._connection import acquire_embedded, release_embedded
 from ltst_memory.adapters.langchain import LTSTChatMessageHistory, LTSTVectorStore
 
-_DATA = Path(tempfile.mkdtemp(prefix="ltst-upstream-pg-"))
-_PARAMS = conninfo_to_dict(acquire_embedded(_DATA))
+'''
+    + EMBEDDED_SERVER
+    + r'''
 
-
-def _stop() -> None:
-    if _DATA.exists():
-        release_embedded(_DATA)
-        shutil.rmtree(_DATA, ignore_errors=True)
-
-
-atexit.register(_stop)
-
-
-def pytest_unconfigure(config) -> None:
-    _stop()
-
-
-_HOST = quote(str(_PARAMS.get("host", "localhost")), safe="")
 DSN = f"postgresql://{_PARAMS.get('user', 'postgres')}@{_HOST}:{_PARAMS.get('port', 5432)}/postgres"
 USER = "upstream"
 
@@ -243,37 +221,17 @@ sys.modules.update({
     "langchain_postgres.v2.async_vectorstore": _async_vs,
 })
 '''
-
-
-def fetch(workdir: Path) -> Path:
-    """The extracted sdist (downloaded once)."""
-    found = sorted(workdir.glob(f"{GLOB}/tests"))
-    if found:
-        return found[-1].parent
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(workdir), PACKAGE],
-        check=True,
-    )
-    archive = sorted(workdir.glob(f"{GLOB}.tar.gz"))[-1]
-    with tarfile.open(archive) as tar:
-        tar.extractall(workdir, filter="data")
-    return sorted(workdir.glob(f"{GLOB}/tests"))[-1].parent
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ltst-upstream-lcp")
-    parser.add_argument("pytest_args", nargs="*")
-    args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    root = fetch(args.workdir)
-    (root / "tests" / "conftest.py").write_text(CONFTEST, encoding="utf-8")
-    command = [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto",
-        "--rootdir", str(root), "-q", "-rf", *MODULES, *args.pytest_args,
-    ]  # fmt: skip
-    return subprocess.run(command, cwd=root, check=False).returncode
+)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(
+        main(
+            __doc__.splitlines()[0],
+            package=PACKAGE,
+            glob=GLOB,
+            conftest=CONFTEST,
+            modules=MODULES,
+            workdir="ltst-upstream-lcp",
+        )
+    )

@@ -15,55 +15,34 @@ tests of PostgresStore's private helpers fail by design.
 
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
-import tarfile
-import tempfile
-from pathlib import Path
+
+from _upstream import EMBEDDED_SERVER, main
 
 PACKAGE = "langgraph-checkpoint-postgres"
 
-CONFTEST = r'''
+CONFTEST = (
+    r'''
 """Shim: LangGraph's PostgresStore tests on ltst-memory's LTSTStore (written by upstream_langgraph_store.py)."""
 from __future__ import annotations
 
-import atexit
-import shutil
 import sys
-import tempfile
 import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from psycopg import AsyncConnection
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 from ltst_memory import AsyncConversationStorage, ConversationStorage, HashingEmbedder
-from ltst_memory._connection import acquire_embedded, release_embedded
 from ltst_memory.adapters.langgraph import LTSTStore
 from tests.embed_test_utils import CharacterEmbeddings  # noqa: F401
 
-_DATA = Path(tempfile.mkdtemp(prefix="ltst-upstream-pg-"))
-_PARAMS = conninfo_to_dict(acquire_embedded(_DATA))
+'''
+    + EMBEDDED_SERVER
+    + r"""
 
-
-def _stop() -> None:
-    if _DATA.exists():
-        release_embedded(_DATA)
-        shutil.rmtree(_DATA, ignore_errors=True)
-
-
-atexit.register(_stop)
-
-
-def pytest_unconfigure(config) -> None:
-    _stop()
-_HOST = quote(str(_PARAMS.get("host", "localhost")), safe="")
 _USER = _PARAMS.get("user", "postgres")
 DEFAULT_POSTGRES_URI = f"postgresql://{_USER}@{_HOST}:{_PARAMS.get('port', 5432)}/"
 DEFAULT_URI = DEFAULT_POSTGRES_URI + "postgres"
@@ -167,38 +146,18 @@ async def conn() -> AsyncIterator[AsyncConnection[DictRow]]:
 @pytest.fixture
 def fake_embeddings() -> CharacterEmbeddings:
     return CharacterEmbeddings(dims=500)
-'''
-
-
-def fetch(workdir: Path) -> Path:
-    """The extracted sdist (downloaded once)."""
-    found = sorted(workdir.glob("langgraph_checkpoint_postgres-*/tests"))
-    if found:
-        return found[-1].parent
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-d", str(workdir), PACKAGE],
-        check=True,
-    )
-    archive = sorted(workdir.glob("langgraph_checkpoint_postgres-*.tar.gz"))[-1]
-    with tarfile.open(archive) as tar:
-        tar.extractall(workdir, filter="data")
-    return sorted(workdir.glob("langgraph_checkpoint_postgres-*/tests"))[-1].parent
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ltst-upstream")
-    parser.add_argument("pytest_args", nargs="*")
-    args = parser.parse_args()
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    root = fetch(args.workdir)
-    (root / "tests" / "conftest.py").write_text(CONFTEST, encoding="utf-8")
-    command = [
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto",
-        "--rootdir", str(root), "-q", "-rf", "tests/test_store.py", "tests/test_async_store.py", *args.pytest_args,
-    ]  # fmt: skip
-    return subprocess.run(command, cwd=root, check=False).returncode
+"""
+)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(
+        main(
+            __doc__.splitlines()[0],
+            package=PACKAGE,
+            glob="langgraph_checkpoint_postgres-*",
+            conftest=CONFTEST,
+            modules=["tests/test_store.py", "tests/test_async_store.py"],
+            workdir="ltst-upstream",
+        )
+    )
