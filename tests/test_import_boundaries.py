@@ -24,23 +24,17 @@ from ltst_memory import (
     SessionRelationship,
     ValidationError,
 )
+from ltst_memory._tables import owned_table_names
 from ltst_memory.cli import app
 from ltst_memory.io import export_jsonl, import_export, import_jsonl
 from ltst_memory.io.archive import import_other_rows
 
-TABLES = (
-    "conversation_sessions",
-    "conversation_messages",
-    "conversation_context",
-    "user_preferences",
-    "session_relationships",
-    "session_summary",
-)
+TABLES = sorted(owned_table_names())  # every table of the library, adapters' included
 SECRET = "PLANTED-BY-ALICE"
 
 
 def fingerprint(dsn: str) -> dict[str, str]:
-    """An md5 of every row of every LTST table (ordered), to prove that nothing changed."""
+    """An md5 of every row of every table the library owns (ordered), to prove that nothing changed."""
     result = {}
     with psycopg.connect(dsn) as conn:
         for table in TABLES:
