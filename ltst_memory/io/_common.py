@@ -140,9 +140,6 @@ Progress = Callable[[int], None]
 
 # --------------------------------------------------------------------------- SQL
 
-SELECT_SESSION_OWNERS = (
-    "SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s::text[])"
-)
 SELECT_EXISTING_UUIDS = """
 SELECT message_uuid::text AS message_uuid, user_id FROM conversation_messages
 WHERE message_uuid = ANY(%(uuids)s::uuid[])
@@ -269,7 +266,7 @@ def check_session_owners(core: Core, owners: dict[str, str]) -> Op[None]:
     """
     if not owners:
         return
-    rows = yield Query(SELECT_SESSION_OWNERS, {"session_ids": list(owners)})
+    rows = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": list(owners)})
     foreign = sorted(r["session_id"] for r in rows if r["user_id"] != owners[r["session_id"]])
     if foreign:
         raise ValidationError(
