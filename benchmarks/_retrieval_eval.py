@@ -81,6 +81,14 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     "default, long_turn_penalty 1.0": ({"long_turn_penalty": 1.0}, None, 0.0),
     "default, session_weight 0.1": ({"session_weight": 0.1}, None, 0.0),
     "default, session_weight 0.25": ({"session_weight": 0.25}, None, 0.0),
+    "default + question's role 0.15": ({"role_weight": 0.15}, None, 0.0),
+    "default + question's role 0.3": ({"role_weight": 0.3}, None, 0.0),
+    "default + question's role 0.5": ({"role_weight": 0.5}, None, 0.0),
+    "default + question's dates 0.15": ({"date_weight": 0.15}, None, 0.0),
+    "default + question's dates 0.3": ({"date_weight": 0.3}, None, 0.0),
+    "default + question's dates 0.5": ({"date_weight": 0.5}, None, 0.0),
+    "default + latest 0.15": ({"latest_weight": 0.15}, None, 0.0),
+    "default + latest 0.3": ({"latest_weight": 0.3}, None, 0.0),
 }
 
 

@@ -15,6 +15,10 @@ hit inherits part of its neighbour's score (``neighbor_weight``: answers often s
 the one that matches the question's words); a long turn (an assistant's essay) is damped
 (``long_turn_penalty``), and every turn adds a share of the best score in its session
 (``session_weight``: the session that answers a question tends to hold several good hits).
+The question's wording is read without a model (:mod:`ltst_memory._query_hints`): a question in the
+first person prefers the user's turns, one about an earlier answer the assistant's (``role_weight``);
+a date it names prefers turns of that time (``date_weight``); "now"/"current" can prefer the newest
+of several statements (``latest_weight``, off by default).
 Options cover scope (one session, a user's sessions, related sessions, everything), metadata
 filters, a time range, recency weighting, returning the neighbouring turns of each hit, and MMR
 de-duplication. See ``docs/retrieval.md`` for the
@@ -39,6 +43,7 @@ from . import _queries as q
 from . import _recall_queries as rq
 from ._kernel import SEARCH, operation
 from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
+from ._query_hints import Period, asks_for_latest, question_periods, question_roles
 from .embeddings import embedding_text
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
 from .models import (
@@ -70,6 +75,11 @@ DEFAULT_SESSION_WEIGHT = 0.15
 DEFAULT_LONG_TURN_PENALTY = 0.5
 #: A turn of more words than this (whitespace-separated) is "long" for ``long_turn_penalty``.
 LONG_TURN_WORDS = 150
+#: Query analysis (:mod:`ltst_memory._query_hints`): the role a question asks about, the dates it names.
+DEFAULT_ROLE_WEIGHT = 0.3
+DEFAULT_DATE_WEIGHT = 0.3
+#: Off by default: neutral on both development sets (docs/retrieval.md).
+DEFAULT_LATEST_WEIGHT = 0.0
 BM25_K1 = 1.2
 BM25_B = 0.75
 
@@ -141,13 +151,21 @@ def fuse(
     now: datetime | None = None,
     session_weight: float = 0.0,
     long_turn_penalty: float = 0.0,
+    roles: Sequence[str] = (),
+    role_weight: float = 0.0,
+    periods: Sequence[Period] = (),
+    date_weight: float = 0.0,
+    latest_weight: float = 0.0,
 ) -> None:
     """Set ``score`` of every candidate in place (pure logic, no I/O).
 
     ``score = lexical_weight * bm25 / max(bm25) + (1 - lexical_weight) * (cos - min) / (max - min)``,
     (``lexical_weight`` counts as 0 when no candidate matches any query word), then
     ``+ neighbor_weight * (best adjacent turn's score)``, then ``/ (1 + long_turn_penalty)`` for a
-    turn of more than :data:`LONG_TURN_WORDS` words, then ``+ session_weight * (best score in the
+    turn of more than :data:`LONG_TURN_WORDS` words, then ``* (1 + role_weight)`` for a turn whose
+    role is in ``roles``, ``* (1 + date_weight)`` for a turn dated in one of ``periods`` and
+    ``* (1 + latest_weight * t)`` with ``t`` the turn's time between the pool's oldest (0) and newest
+    (1) turn (the question's hints, :mod:`ltst_memory._query_hints`), then ``+ session_weight * (best score in the
     turn's session)``, then, with ``recency_weight`` > 0,
     ``score * (1 - recency_weight) + recency_weight * 0.5 ** (age / half_life)``.
     The defaults of :func:`fuse` leave the last three steps out; :func:`recall`'s turn them on.
@@ -184,6 +202,25 @@ def fuse(
                     p = c.parts
                     c.parts = dataclasses.replace(
                         p, words=p.words * damp, meaning=p.meaning * damp, neighbour=p.neighbour * damp
+                    )
+    dated = [c.message.timestamp for c in candidates if c.message.timestamp is not None]
+    oldest, newest = (min(dated), max(dated)) if latest_weight and dated else (None, None)
+    if (roles and role_weight) or (periods and date_weight) or oldest is not None:
+        for c in candidates:
+            factor = 1.0
+            if oldest is not None and newest is not None and newest > oldest and c.message.timestamp is not None:
+                factor *= 1.0 + latest_weight * (c.message.timestamp - oldest) / (newest - oldest)
+            if roles and c.message.role in roles:
+                factor *= 1.0 + role_weight
+            ts = c.message.timestamp
+            if periods and ts is not None and any(p.holds(ts) for p in periods):
+                factor *= 1.0 + date_weight
+            if factor != 1.0:
+                c.score *= factor
+                if c.parts is not None:
+                    p = c.parts
+                    c.parts = dataclasses.replace(
+                        p, words=p.words * factor, meaning=p.meaning * factor, neighbour=p.neighbour * factor
                     )
     if session_weight:
         best: dict[str, float] = {}
@@ -285,6 +322,9 @@ def recall(
     neighbor_weight: float = DEFAULT_NEIGHBOR_WEIGHT,
     session_weight: float = DEFAULT_SESSION_WEIGHT,
     long_turn_penalty: float = DEFAULT_LONG_TURN_PENALTY,
+    role_weight: float = DEFAULT_ROLE_WEIGHT,
+    date_weight: float = DEFAULT_DATE_WEIGHT,
+    latest_weight: float = DEFAULT_LATEST_WEIGHT,
     recency_weight: float = 0.0,
     recency_half_life_days: float = 30.0,
     expand_neighbors: int = 0,
@@ -308,7 +348,15 @@ def recall(
     adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
     :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
     statement is not buried under long assistant answers that repeat the topic's words),
-    ``session_weight`` (share of the best score in its session a turn adds), ``recency_weight``
+    ``session_weight`` (share of the best score in its session a turn adds), and three weights
+    driven by the question's wording (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question
+    in the first person multiplies the user's turns by ``1 + role_weight``, one about what the
+    assistant said earlier — "did you recommend…" — the assistant's turns; a question in the third
+    person changes nothing), ``date_weight`` (turns dated in a period the question names — "on
+    October 13, 2023", "in July 2023", "in June" — or up to a week after it, ``× (1 + date_weight)``)
+    and ``latest_weight`` (off by default; a question asking for the present value — "now",
+    "current", "latest" — multiplies each turn by ``1 + latest_weight × t``, ``t`` its time between
+    the oldest (0) and newest (1) candidate). Then ``recency_weight``
     with ``recency_half_life_days``,
     ``mmr`` (λ of maximal marginal relevance, e.g. 0.7; ``None`` = off), ``min_score``, and
     ``candidates`` (rows taken from each of the BM25 and vector searches before fusion).
@@ -319,7 +367,8 @@ def recall(
     ``expand_neighbors=n`` adds the ``n`` turns before and after each hit (score slightly below
     the hit's) so an answer comes with its context; they count towards ``limit``.
 
-    Scores are in [0, (1 + neighbor_weight) * (1 + session_weight)] and comparable within one call only.
+    Scores are in [0, (1 + neighbor_weight) * (1 + role_weight) * (1 + date_weight) * (1 + latest_weight)
+    * (1 + session_weight)] and comparable within one call only.
     """
     check_text("query", query, max_chars=core.settings.max_content_chars)
     limit = check_limit("limit", limit, minimum=1, maximum=1_000)
@@ -329,6 +378,9 @@ def recall(
     neighbor_weight = _check_weight("neighbor_weight", neighbor_weight)
     session_weight = _check_weight("session_weight", session_weight)
     long_turn_penalty = _check_weight("long_turn_penalty", long_turn_penalty)
+    role_weight = _check_weight("role_weight", role_weight)
+    date_weight = _check_weight("date_weight", date_weight)
+    latest_weight = _check_weight("latest_weight", latest_weight)
     recency_weight = _check_weight("recency_weight", recency_weight)
     if mmr is not None:
         mmr = _check_weight("mmr", mmr)
@@ -451,6 +503,11 @@ def recall(
         recency_half_life_days=float(recency_half_life_days),
         session_weight=session_weight,
         long_turn_penalty=long_turn_penalty,
+        roles=question_roles(query) if role_weight else (),
+        role_weight=role_weight,
+        periods=question_periods(query) if date_weight else (),
+        date_weight=date_weight,
+        latest_weight=latest_weight if asks_for_latest(query) else 0.0,
     )
     if min_similarity is not None:
         pool = relevant_only(pool, float(min_similarity), neighbours=neighbor_weight > 0)

@@ -210,6 +210,9 @@ def test_invalid_arguments_raise_validation_errors(store):
         {"session_weight": 1.5},
         {"long_turn_penalty": -0.1},
         {"long_turn_penalty": True},
+        {"role_weight": 2},
+        {"date_weight": -0.5},
+        {"latest_weight": "0.3"},
     ):
         with pytest.raises(ValidationError):
             store.recall("beagle", user_id="u1", **kwargs)
@@ -322,7 +325,7 @@ def test_a_short_statement_of_the_user_outranks_long_answers_on_the_topic(semant
 
     statement, long_answer = rank_of_statement()
     assert statement < long_answer
-    statement, long_answer = rank_of_statement(long_turn_penalty=0.0, session_weight=0.0)
+    statement, long_answer = rank_of_statement(long_turn_penalty=0.0, session_weight=0.0, role_weight=0.0)
     assert long_answer < statement  # the ranking before long turns were damped buried the fact
 
 
@@ -383,3 +386,104 @@ def test_explain_scores_collects_parts_of_recall_only_inside_the_block(store):
         assert p.words + p.meaning + p.neighbour + p.recency == pytest.approx(score)
     store.recall("vegetarian place", user_id="u1")
     assert set(parts) == {m.message_id for m, _ in hits}  # nothing collected after the block
+
+
+# --------------------------------------------------------------------------- query analysis
+
+
+def test_question_wording_names_the_role_the_dates_and_the_present():
+    from datetime import date
+
+    from ltst_memory._query_hints import asks_for_latest, question_periods, question_roles
+
+    assert question_roles("What is my dog called?") == ("human",)
+    assert question_roles("How many days before the trip did I book the flights?") == ("human",)
+    assert question_roles("Which hotel in Kyoto did you recommend to me?") == ("ai",)
+    assert question_roles("How much should I drink on long runs, according to you?") == ("ai",)
+    # a request to the assistant is about the user's own situation, not about a past answer
+    assert question_roles("Can you suggest a dinner I could cook this weekend?") == ("human",)
+    assert question_roles("What did Caroline paint?") == ()
+    assert question_roles("Did the US team win?") == ()
+
+    (day,) = question_periods("What painting did Melanie show on October 13, 2023?")
+    assert (day.start, day.end) == (date(2023, 10, 13), date(2023, 10, 14))
+    assert question_periods("Who did Maria have dinner with on 3 May, 2023?")[0].start == date(2023, 5, 3)
+    (month,) = question_periods("What did they paint in July 2023?")
+    assert (month.start, month.end) == (date(2023, 7, 1), date(2023, 8, 1))
+    (december,) = question_periods("What class did she start in December 2023?")
+    assert december.end == date(2024, 1, 1)
+    (june,) = question_periods("When did Melanie go camping in June?")
+    assert june.holds(datetime(2021, 6, 20, tzinfo=timezone.utc))
+    assert june.holds(datetime(2021, 7, 3, tzinfo=timezone.utc))  # told a few days later
+    assert not june.holds(datetime(2021, 8, 3, tzinfo=timezone.utc))
+    assert question_periods("What may I cook?") == ()
+    assert question_periods("Anything on February 30, 2023?") == ()  # not a date
+    assert [p.start for p in question_periods("between 2023-05-08 and 2023-06-01")] == [
+        date(2023, 5, 8),
+        date(2023, 6, 1),
+    ]
+
+    assert asks_for_latest("What is my current 5k personal best?")
+    assert asks_for_latest("What book am I reading right now?")
+    assert not asks_for_latest("What book did I read in May?")
+
+
+def _chat(store, session_id: str, when: datetime, turns: list[tuple[str, str]]) -> None:
+    store.create_session(ConversationSession(session_id=session_id, user_id="u"))
+    store.store_messages(
+        [
+            ConversationMessage(session_id=session_id, role=role, content=text, timestamp=when + timedelta(minutes=i))
+            for i, (role, text) in enumerate(turns)
+        ]
+    )
+
+
+def test_a_question_in_the_first_person_prefers_what_the_user_said(store):
+    _chat(
+        store,
+        "s",
+        T0,
+        [
+            ("user", "I ride a gravel bike to work."),
+            ("assistant", "Ride a gravel bike to work."),
+            ("user", "The weather is lovely today, sunny and warm."),
+        ],
+    )
+
+    def first(question: str, **options: float) -> str:
+        return store.recall(question, user_id="u", limit=4, neighbor_weight=0.0, session_weight=0.0, **options)[0][
+            0
+        ].role
+
+    assert first("Which bike do I ride to work?") == "human"
+    assert first("Which bike did you recommend I ride to work?") == "ai"
+    # the question's role decides: without it, both questions get the same first turn
+    assert first("Which bike do I ride to work?", role_weight=0.0) == first(
+        "Which bike did you recommend I ride to work?", role_weight=0.0
+    )
+
+
+def test_a_date_in_the_question_prefers_turns_of_that_time(store):
+    _chat(store, "march", datetime(2023, 3, 14, 18, tzinfo=timezone.utc), [("user", "We cooked a mushroom risotto.")])
+    _chat(store, "july", datetime(2023, 7, 2, 18, tzinfo=timezone.utc), [("user", "We cooked a mushroom risotto!")])
+    for question, session in (
+        ("What did they cook in March 2023?", "march"),
+        ("What did they cook on July 1, 2023?", "july"),
+        ("What did they cook in March?", "march"),
+    ):
+        hits = store.recall(question, user_id="u", limit=2)
+        assert hits[0][0].session_id == session, question
+    undated = store.recall("What did they cook?", user_id="u", limit=2, date_weight=0.0)
+    dated = store.recall("What did they cook in July 2023?", user_id="u", limit=2, date_weight=0.0)
+    assert [m.session_id for m, _ in undated] == [m.session_id for m, _ in dated]  # off: the date changes nothing
+
+
+def test_asking_for_the_current_value_prefers_the_newest_statement(store):
+    _chat(store, "jan", datetime(2024, 1, 10, tzinfo=timezone.utc), [("user", "My commute is 25 minutes by bus.")])
+    _chat(store, "jun", datetime(2024, 6, 10, tzinfo=timezone.utc), [("user", "My commute is 50 minutes by train.")])
+    _chat(store, "mar", datetime(2024, 3, 10, tzinfo=timezone.utc), [("user", "Rainy day, commute was slow.")])
+    current = store.recall("How long is my commute now?", user_id="u", limit=3, latest_weight=0.5)
+    assert "50 minutes" in current[0][0].content
+    ids = {m.content: s for m, s in store.recall("How long is my commute?", user_id="u", limit=3, latest_weight=0.5)}
+    plain = {m.content: s for m, s in store.recall("How long is my commute?", user_id="u", limit=3)}
+    assert ids == plain  # without "now"/"current" in the question, the option changes nothing
