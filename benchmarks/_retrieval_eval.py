@@ -27,7 +27,7 @@ from typing import Any
 from ltst_memory import recall as recall_module
 
 LIMIT = 50
-DEFAULT = "default (long turns /1.5 + session-first 0.15)"
+DEFAULT = "default (+ question's role 0.3 and dates 0.3)"
 
 
 def _role_prior(weight: float) -> Callable[..., None]:
@@ -58,8 +58,11 @@ VARIANTS: dict[str, Callable[[float], Callable[..., None]]] = {
     "short": _length_prior,
 }
 
-#: recall's session and long-turn steps off: the ranking as it was before issue 20
-OFF: dict[str, Any] = {"session_weight": 0.0, "long_turn_penalty": 0.0}
+#: every step of issue 20 off (session-first, long turns, the question's role and dates): the
+#: ranking as it was before issue 20
+OFF: dict[str, Any] = {"session_weight": 0.0, "long_turn_penalty": 0.0, "role_weight": 0.0, "date_weight": 0.0}
+#: the default of issue 20's first round: session-first and long turns, no query analysis
+ROUND1: dict[str, Any] = {"role_weight": 0.0, "date_weight": 0.0}
 
 #: name -> (recall keyword arguments, variant name or None, variant weight)
 CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
@@ -73,22 +76,26 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     "previous default + role-aware (user turns x1.3)": (OFF, "role", 0.3),
     "previous default + short turns x1.3 (<= 60 words)": (OFF, "short", 0.3),
     "previous default + adaptive fusion weight": (OFF, "adaptive", 1.0),
-    "previous default + session-first 0.15": ({"long_turn_penalty": 0.0}, None, 0.0),
-    "previous default + session-first 0.3": ({"long_turn_penalty": 0.0, "session_weight": 0.3}, None, 0.0),
-    "previous default + long turns /1.5": ({"session_weight": 0.0}, None, 0.0),
-    "default (long turns /1.5 + session-first 0.15)": ({}, None, 0.0),
-    "default, long_turn_penalty 0.3": ({"long_turn_penalty": 0.3}, None, 0.0),
-    "default, long_turn_penalty 1.0": ({"long_turn_penalty": 1.0}, None, 0.0),
-    "default, session_weight 0.1": ({"session_weight": 0.1}, None, 0.0),
-    "default, session_weight 0.25": ({"session_weight": 0.25}, None, 0.0),
-    "default + question's role 0.15": ({"role_weight": 0.15}, None, 0.0),
-    "default + question's role 0.3": ({"role_weight": 0.3}, None, 0.0),
-    "default + question's role 0.5": ({"role_weight": 0.5}, None, 0.0),
-    "default + question's dates 0.15": ({"date_weight": 0.15}, None, 0.0),
-    "default + question's dates 0.3": ({"date_weight": 0.3}, None, 0.0),
-    "default + question's dates 0.5": ({"date_weight": 0.5}, None, 0.0),
+    "previous default + session-first 0.15": ({**OFF, "session_weight": 0.15}, None, 0.0),
+    "previous default + session-first 0.3": ({**OFF, "session_weight": 0.3}, None, 0.0),
+    "previous default + long turns /1.5": ({**OFF, "long_turn_penalty": 0.5}, None, 0.0),
+    "round-1 default (long turns /1.5 + session-first 0.15)": (ROUND1, None, 0.0),
+    "round-1 default, long_turn_penalty 0.3": ({**ROUND1, "long_turn_penalty": 0.3}, None, 0.0),
+    "round-1 default, long_turn_penalty 1.0": ({**ROUND1, "long_turn_penalty": 1.0}, None, 0.0),
+    "round-1 default, session_weight 0.1": ({**ROUND1, "session_weight": 0.1}, None, 0.0),
+    "round-1 default, session_weight 0.25": ({**ROUND1, "session_weight": 0.25}, None, 0.0),
+    "round-1 default + question's role 0.15": ({**ROUND1, "role_weight": 0.15}, None, 0.0),
+    "round-1 default + question's role 0.3": ({**ROUND1, "role_weight": 0.3}, None, 0.0),
+    "round-1 default + question's role 0.5": ({**ROUND1, "role_weight": 0.5}, None, 0.0),
+    "round-1 default + question's dates 0.15": ({**ROUND1, "date_weight": 0.15}, None, 0.0),
+    "round-1 default + question's dates 0.3": ({**ROUND1, "date_weight": 0.3}, None, 0.0),
+    "round-1 default + question's dates 0.5": ({**ROUND1, "date_weight": 0.5}, None, 0.0),
+    DEFAULT: ({}, None, 0.0),
     "default + latest 0.15": ({"latest_weight": 0.15}, None, 0.0),
     "default + latest 0.3": ({"latest_weight": 0.3}, None, 0.0),
+    "default + query expansion (3 words of the top 3 hits)": ({}, "prf", 3.0),
+    "default + passages (BM25 of the best 3 sentences of a long turn)": ({}, "passages", 0.0),
+    "default + passages, long turns undamped": ({"long_turn_penalty": 0.0}, "passages", 0.0),
 }
 
 
@@ -107,11 +114,85 @@ def adaptive_lexical_weight(candidates: Sequence[Any], base: float, strength: fl
     return min(0.8, max(0.2, base + strength * (lexical - semantic)))
 
 
+_STOP_WORDS = """a about above after again against all also am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have having
+    he her here hers herself him himself his how i if in into is it its itself just let like me more most my
+    myself no nor not now of off on once only or other our ours out over own really same she should so some
+    such than that the their theirs them then there these they this those through to too under until up very
+    was we were what when where which while who whom why will with would you your yours yourself"""
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+def expansion_words(query: str, texts: Sequence[str], n: int) -> list[str]:
+    """Pseudo-relevance feedback on the query text: the ``n`` words found in most of ``texts`` (the top
+    hits of a first recall), then most often, that are neither stop words nor in the query."""
+    import re
+
+    asked = {w.lower() for w in re.findall(r"[A-Za-z']+", query)}
+    docs: dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    for text in texts:
+        words = [w.lower() for w in re.findall(r"[A-Za-z']{3,}", text)]
+        for w in set(words):
+            docs[w] += 1
+        for w in words:
+            counts[w] += 1
+    ranked = sorted((w for w in docs if w not in _STOP and w not in asked), key=lambda w: (-docs[w], -counts[w], w))
+    return ranked[:n]
+
+
+# Passages of long turns, scored at query time for the words only (no schema, no vector per passage):
+# a turn of more than LONG_TURN_WORDS words takes the BM25 of its best window of three sentences
+# (same term statistics) instead of the whole turn's.
+_PASSAGE_BM25 = """CASE WHEN b.score IS NOT NULL
+            AND array_length(regexp_split_to_array(btrim(m.content), '\\s+'), 1) > {words}
+       THEN coalesce((
+           SELECT max(ps.score) FROM (
+               SELECT sum(i.idf * (f.tf * (%(k1)s + 1.0))
+                          / (f.tf + %(k1)s * (1.0 - %(b)s + %(b)s * length(pv.tsv) / tt.avgdl))) AS score
+               FROM (
+                   SELECT (s.n - 1) / 3 AS p, to_tsvector('english', string_agg(s.sentence, ' ' ORDER BY s.n)) AS tsv
+                   FROM regexp_split_to_table(m.content, '(?<=[.!?])\\s+|\\n+') WITH ORDINALITY AS s(sentence, n)
+                   GROUP BY (s.n - 1) / 3
+               ) AS pv
+               CROSS JOIN LATERAL unnest(pv.tsv) AS u(lexeme, positions, weights)
+               JOIN idf AS i ON i.term = u.lexeme
+               CROSS JOIN totals AS tt
+               CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS f
+               GROUP BY pv.p
+           ) AS ps), 0.0)
+       ELSE coalesce(b.score, 0.0) END AS bm25"""
+
+
+@contextmanager
+def passages() -> Iterator[None]:
+    """Score long turns by their best passage (BM25 only), by rewriting recall's candidate SQL."""
+    from ltst_memory import _recall_queries as rq
+
+    original = rq.candidates_sql
+
+    def candidates_sql(**kwargs: Any) -> str:
+        sql = original(**kwargs)
+        column = "coalesce(b.score, 0.0) AS bm25"
+        assert column in sql
+        return sql.replace(column, _PASSAGE_BM25.format(words=recall_module.LONG_TURN_WORDS))
+
+    rq.candidates_sql = candidates_sql  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        rq.candidates_sql = original  # type: ignore[assignment]
+
+
 @contextmanager
 def variant(name: str | None, weight: float) -> Iterator[None]:
     """Replace ``recall.fuse`` by the library's fuse followed by the variant's post-processing."""
     if name is None:
         yield
+        return
+    if name == "passages":
+        with passages():
+            yield
         return
     original = recall_module.fuse
     post = VARIANTS[name](weight) if name != "adaptive" else (lambda pool: None)
@@ -135,13 +216,20 @@ def evaluate(
     turn_of: Callable[[Any], Any],
     session_of: Callable[[Any], Any],
     options: dict[str, Any],
+    expand: int = 0,
 ) -> dict[str, Any]:
-    """Metrics of one configuration, overall (``"all"``) and per question ``kind``."""
+    """Metrics of one configuration, overall (``"all"``) and per question ``kind``. ``expand`` > 0:
+    recall twice, the second time with ``expand`` words of the first top 3 appended to the question
+    (:func:`expansion_words`)."""
     buckets: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     latencies = []
     for q in questions:
         started = time.perf_counter()
-        hits = store.recall(q["question"], user_id=q["user"], limit=LIMIT, **options)
+        question = q["question"]
+        if expand:
+            first = store.recall(question, user_id=q["user"], limit=3, **options)
+            question += " " + " ".join(expansion_words(question, [m.content for m, _ in first], expand))
+        hits = store.recall(question, user_id=q["user"], limit=LIMIT, **options)
         latencies.append(time.perf_counter() - started)
         turns = [turn_of(m) for m, _ in hits]
         sessions: list[Any] = []
@@ -185,8 +273,11 @@ def run_configs(
     results = {}
     for name in names or list(CONFIGS):
         options, var, weight = CONFIGS[name]
-        with variant(var, weight):
-            results[name] = evaluate(store, questions, turn_of, session_of, options)
+        if var == "prf":
+            results[name] = evaluate(store, questions, turn_of, session_of, options, expand=int(weight))
+        else:
+            with variant(var, weight):
+                results[name] = evaluate(store, questions, turn_of, session_of, options)
         a = results[name]["all"]
         log(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in a.items() if k != "n"))
     return results
