@@ -93,6 +93,8 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     DEFAULT: ({}, None, 0.0),
     "default + latest 0.15": ({"latest_weight": 0.15}, None, 0.0),
     "default + latest 0.3": ({"latest_weight": 0.3}, None, 0.0),
+    "default + spread 0.2": ({"spread_weight": 0.2}, None, 0.0),
+    "default + spread 0.4": ({"spread_weight": 0.4}, None, 0.0),
     "default + query expansion (3 words of the top 3 hits)": ({}, "prf", 3.0),
     "default + passages (BM25 of the best 3 sentences of a long turn)": ({}, "passages", 0.0),
     "default + passages, long turns undamped": ({"long_turn_penalty": 0.0}, "passages", 0.0),

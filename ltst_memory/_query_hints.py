@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-__all__ = ["PERIOD_SLACK", "Period", "asks_for_latest", "question_periods", "question_roles"]
+__all__ = ["PERIOD_SLACK", "Period", "asks_for_latest", "asks_for_several", "question_periods", "question_roles"]
 
 #: A turn dated up to this long after a named period still counts as being about it.
 PERIOD_SLACK = timedelta(days=7)
@@ -40,6 +40,16 @@ _ASSISTANT_SAID = re.compile(
 # the same thing at different times, the newest holds the answer
 _LATEST = re.compile(
     r"\b(now|currently|current|latest|newest|nowadays|these\s+days|at\s+the\s+moment|most\s+recent(ly)?|still)\b",
+    re.IGNORECASE,
+)
+
+# "how many ... have I", "what activities has John done", "which plants do I have", "in what ways",
+# "both", "in common": the answer gathers several facts, usually told in different sessions
+_SEVERAL = re.compile(
+    r"\bhow\s+many\b(?!\s+(days|weeks|months|years|hours|minutes|seconds)\b)"
+    r"|\bin\s+total\b|\baltogether\b"
+    r"|\b(what|which)\s+(\w+\s+){0,2}?\w+(?<!s)s\s+(have|has|had|did|do|does|are|were)\b"
+    r"|\bwhat\s+are\b|\bin\s+what\s+ways\b|\bboth\b|\bin\s+common\b",
     re.IGNORECASE,
 )
 
@@ -107,6 +117,11 @@ def question_roles(query: str) -> tuple[str, ...]:
 def asks_for_latest(query: str) -> bool:
     """Whether the question asks for the present value of something that may have changed."""
     return _LATEST.search(query) is not None
+
+
+def asks_for_several(query: str) -> bool:
+    """Whether the question gathers several facts (a count, a list, what two people share)."""
+    return _SEVERAL.search(query) is not None
 
 
 def _month_end(year: int, month: int) -> date:

@@ -43,7 +43,7 @@ from . import _queries as q
 from . import _recall_queries as rq
 from ._kernel import SEARCH, operation
 from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
-from ._query_hints import Period, asks_for_latest, question_periods, question_roles
+from ._query_hints import Period, asks_for_latest, asks_for_several, question_periods, question_roles
 from .embeddings import embedding_text
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
 from .models import (
@@ -80,6 +80,7 @@ DEFAULT_ROLE_WEIGHT = 0.3
 DEFAULT_DATE_WEIGHT = 0.3
 #: Off by default: neutral on both development sets (docs/retrieval.md).
 DEFAULT_LATEST_WEIGHT = 0.0
+DEFAULT_SPREAD_WEIGHT = 0.0
 BM25_K1 = 1.2
 BM25_B = 0.75
 
@@ -156,6 +157,7 @@ def fuse(
     periods: Sequence[Period] = (),
     date_weight: float = 0.0,
     latest_weight: float = 0.0,
+    spread_weight: float = 0.0,
 ) -> None:
     """Set ``score`` of every candidate in place (pure logic, no I/O).
 
@@ -166,7 +168,8 @@ def fuse(
     role is in ``roles``, ``* (1 + date_weight)`` for a turn dated in one of ``periods`` and
     ``* (1 + latest_weight * t)`` with ``t`` the turn's time between the pool's oldest (0) and newest
     (1) turn (the question's hints, :mod:`ltst_memory._query_hints`), then ``+ session_weight * (best score in the
-    turn's session)``, then, with ``recency_weight`` > 0,
+    turn's session)``, then ``* (1 - spread_weight) ** k`` for a turn with ``k`` better turns in
+    its session, then, with ``recency_weight`` > 0,
     ``score * (1 - recency_weight) + recency_weight * 0.5 ** (age / half_life)``.
     The defaults of :func:`fuse` leave the last three steps out; :func:`recall`'s turn them on.
     """
@@ -231,6 +234,19 @@ def fuse(
             c.score += inherited
             if c.parts is not None:
                 c.parts = dataclasses.replace(c.parts, neighbour=c.parts.neighbour + inherited)
+    if spread_weight:
+        seen: dict[str, int] = {}
+        for c in sorted(candidates, key=lambda c: -c.score):
+            earlier = seen.get(c.message.session_id, 0)
+            seen[c.message.session_id] = earlier + 1
+            if earlier:
+                factor = (1.0 - spread_weight) ** earlier
+                c.score *= factor
+                if c.parts is not None:
+                    p = c.parts
+                    c.parts = dataclasses.replace(
+                        p, words=p.words * factor, meaning=p.meaning * factor, neighbour=p.neighbour * factor
+                    )
     if recency_weight:
         reference = now or datetime.now(timezone.utc)
         half_life = max(recency_half_life_days, 1e-6) * 86_400.0
@@ -325,6 +341,7 @@ def recall(
     role_weight: float = DEFAULT_ROLE_WEIGHT,
     date_weight: float = DEFAULT_DATE_WEIGHT,
     latest_weight: float = DEFAULT_LATEST_WEIGHT,
+    spread_weight: float = DEFAULT_SPREAD_WEIGHT,
     recency_weight: float = 0.0,
     recency_half_life_days: float = 30.0,
     expand_neighbors: int = 0,
@@ -356,7 +373,10 @@ def recall(
     October 13, 2023", "in July 2023", "in June" — or up to a week after it, ``× (1 + date_weight)``)
     and ``latest_weight`` (off by default; a question asking for the present value — "now",
     "current", "latest" — multiplies each turn by ``1 + latest_weight × t``, ``t`` its time between
-    the oldest (0) and newest (1) candidate). Then ``recency_weight``
+    the oldest (0) and newest (1) candidate), and ``spread_weight`` (off by default; a question that
+    gathers several facts — "how many …", "what activities has …", "both" — multiplies the n-th best
+    turn of a session by ``(1 - spread_weight) ** (n - 1)``, so the top reaches more sessions). Then
+    ``recency_weight``
     with ``recency_half_life_days``,
     ``mmr`` (λ of maximal marginal relevance, e.g. 0.7; ``None`` = off), ``min_score``, and
     ``candidates`` (rows taken from each of the BM25 and vector searches before fusion).
@@ -381,6 +401,7 @@ def recall(
     role_weight = _check_weight("role_weight", role_weight)
     date_weight = _check_weight("date_weight", date_weight)
     latest_weight = _check_weight("latest_weight", latest_weight)
+    spread_weight = _check_weight("spread_weight", spread_weight)
     recency_weight = _check_weight("recency_weight", recency_weight)
     if mmr is not None:
         mmr = _check_weight("mmr", mmr)
@@ -508,6 +529,7 @@ def recall(
         periods=question_periods(query) if date_weight else (),
         date_weight=date_weight,
         latest_weight=latest_weight if asks_for_latest(query) else 0.0,
+        spread_weight=spread_weight if asks_for_several(query) else 0.0,
     )
     if min_similarity is not None:
         pool = relevant_only(pool, float(min_similarity), neighbours=neighbor_weight > 0)

@@ -547,6 +547,7 @@ class ConversationStorage:
         role_weight: float = 0.3,
         date_weight: float = 0.3,
         latest_weight: float = 0.0,
+        spread_weight: float = 0.0,
         recency_weight: float = 0.0,
         recency_half_life_days: float = 30.0,
         expand_neighbors: int = 0,
@@ -578,7 +579,10 @@ class ConversationStorage:
         October 13, 2023", "in July 2023", "in June" — or up to a week after it, ``× (1 + date_weight)``)
         and ``latest_weight`` (off by default; a question asking for the present value — "now",
         "current", "latest" — multiplies each turn by ``1 + latest_weight × t``, ``t`` its time between
-        the oldest (0) and newest (1) candidate). Then ``recency_weight``
+        the oldest (0) and newest (1) candidate), and ``spread_weight`` (off by default; a question that
+        gathers several facts — "how many …", "what activities has …", "both" — multiplies the n-th best
+        turn of a session by ``(1 - spread_weight) ** (n - 1)``, so the top reaches more sessions). Then
+        ``recency_weight``
         with ``recency_half_life_days``,
         ``mmr`` (λ of maximal marginal relevance, e.g. 0.7; ``None`` = off), ``min_score``, and
         ``candidates`` (rows taken from each of the BM25 and vector searches before fusion).
@@ -611,6 +615,7 @@ class ConversationStorage:
             role_weight=role_weight,
             date_weight=date_weight,
             latest_weight=latest_weight,
+            spread_weight=spread_weight,
             recency_weight=recency_weight,
             recency_half_life_days=recency_half_life_days,
             expand_neighbors=expand_neighbors,

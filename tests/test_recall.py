@@ -213,6 +213,7 @@ def test_invalid_arguments_raise_validation_errors(store):
         {"role_weight": 2},
         {"date_weight": -0.5},
         {"latest_weight": "0.3"},
+        {"spread_weight": float("nan")},
     ):
         with pytest.raises(ValidationError):
             store.recall("beagle", user_id="u1", **kwargs)
@@ -394,7 +395,7 @@ def test_explain_scores_collects_parts_of_recall_only_inside_the_block(store):
 def test_question_wording_names_the_role_the_dates_and_the_present():
     from datetime import date
 
-    from ltst_memory._query_hints import asks_for_latest, question_periods, question_roles
+    from ltst_memory._query_hints import asks_for_latest, asks_for_several, question_periods, question_roles
 
     assert question_roles("What is my dog called?") == ("human",)
     assert question_roles("How many days before the trip did I book the flights?") == ("human",)
@@ -422,6 +423,12 @@ def test_question_wording_names_the_role_the_dates_and_the_present():
         date(2023, 5, 8),
         date(2023, 6, 1),
     ]
+
+    assert asks_for_several("How many musical instruments am I playing these days?")
+    assert asks_for_several("What activities has Melanie done with her family?")
+    assert asks_for_several("What do Jon and Gina both have in common?")
+    assert not asks_for_several("How many days before the trip did I book the flights?")
+    assert not asks_for_several("What is my dog called?")
 
     assert asks_for_latest("What is my current 5k personal best?")
     assert asks_for_latest("What book am I reading right now?")
@@ -487,3 +494,29 @@ def test_asking_for_the_current_value_prefers_the_newest_statement(store):
     ids = {m.content: s for m, s in store.recall("How long is my commute?", user_id="u", limit=3, latest_weight=0.5)}
     plain = {m.content: s for m, s in store.recall("How long is my commute?", user_id="u", limit=3)}
     assert ids == plain  # without "now"/"current" in the question, the option changes nothing
+
+
+def test_a_question_gathering_several_facts_can_spread_over_sessions(store):
+    _chat(
+        store,
+        "guitar",
+        datetime(2024, 2, 1, tzinfo=timezone.utc),
+        [
+            ("user", "I started guitar lessons, my first musical instrument."),
+            ("user", "The guitar teacher says musical instrument practice needs patience."),
+            ("user", "A guitar is a musical instrument with six strings."),
+        ],
+    )
+    _chat(store, "piano", datetime(2024, 3, 1, tzinfo=timezone.utc), [("user", "I practise the piano every morning.")])
+    question = "How many musical instruments do I play?"
+
+    def sessions(**options: float) -> list[str]:
+        hits = store.recall(question, user_id="u", limit=3, neighbor_weight=0.0, session_weight=0.0, **options)
+        return [m.session_id for m, _ in hits]
+
+    assert sessions() == ["guitar", "guitar", "guitar"]
+    assert "piano" in sessions(spread_weight=0.5)  # the second and third guitar turns step back
+    one = store.recall("Which musical instrument did I start?", user_id="u", limit=3, spread_weight=0.5)
+    assert [m.session_id for m, _ in one] == [
+        m.session_id for m, _ in store.recall("Which musical instrument did I start?", user_id="u", limit=3)
+    ]  # a question about one fact is not spread
