@@ -18,7 +18,8 @@ the one that matches the question's words); a long turn (an assistant's essay) i
 The question's wording is read without a model (:mod:`ltst_memory._query_hints`): a question in the
 first person prefers the user's turns, one about an earlier answer the assistant's (``role_weight``);
 a date it names prefers turns of that time (``date_weight``); "now"/"current" can prefer the newest
-of several statements (``latest_weight``, off by default).
+of several statements (``latest_weight``, off by default), and "how many"/"both" can spread the
+top over sessions (``spread_weight``, off by default).
 Options cover scope (one session, a user's sessions, related sessions, everything), metadata
 filters, a time range, recency weighting, returning the neighbouring turns of each hit, and MMR
 de-duplication. See ``docs/retrieval.md`` for the
@@ -365,7 +366,7 @@ def recall(
     adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
     :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
     statement is not buried under long assistant answers that repeat the topic's words),
-    ``session_weight`` (share of the best score in its session a turn adds), and three weights
+    ``session_weight`` (share of the best score in its session a turn adds), and four weights
     driven by the question's wording (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question
     in the first person multiplies the user's turns by ``1 + role_weight``, one about what the
     assistant said earlier — "did you recommend…" — the assistant's turns; a question in the third

@@ -605,7 +605,7 @@ class AsyncConversationStorage:
         adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
         :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
         statement is not buried under long assistant answers that repeat the topic's words),
-        ``session_weight`` (share of the best score in its session a turn adds), and three weights
+        ``session_weight`` (share of the best score in its session a turn adds), and four weights
         driven by the question's wording (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question
         in the first person multiplies the user's turns by ``1 + role_weight``, one about what the
         assistant said earlier — "did you recommend…" — the assistant's turns; a question in the third
