@@ -460,9 +460,10 @@ def search_messages(
     Scope: one session (``session_id``), all of a user's sessions (``user_id``), both, or — when
     neither is given — every stored message. With a ``threshold``, only messages with
     ``similarity >= threshold`` are returned (the spec's example uses 0.7; MiniLM scores clear
-    paraphrases around 0.4-0.6); without one, the ``limit`` nearest messages. Filtered searches use
-    pgvector's iterative index scans, so a scope never returns fewer
-    rows than exist.
+    paraphrases around 0.4-0.6); without one, the ``limit`` nearest messages. A scope of up to
+    ``exact_search_max_rows`` messages is searched exactly; larger scopes and unscoped searches use
+    the vector index (``ltst vector-index``) with iterative scans, so a scope never returns fewer
+    rows than exist, and a message is found from the moment it is stored.
     """
     check_text("query", query, max_chars=core.settings.max_content_chars)
     params: dict[str, Any] = {
@@ -492,7 +493,8 @@ def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any]) -> Op[b
 
 
 def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
-    """Pick exact search for small scopes, HNSW with iterative scans for large ones and for no scope."""
+    """Pick exact search for small scopes, the IVFFlat index with iterative scans for large ones and for
+    no scope (an exact scan where the index was not built)."""
     scoped_to_session = "session_id" in params
     scoped_to_user = "user_id" in params
     if scoped_to_session or scoped_to_user:
@@ -501,14 +503,27 @@ def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
             if scoped_to_session and scoped_to_user:
                 return q.EXACT_SEARCH_IN_USER_SESSION
             return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER
-    ef_search = min(max(core.settings.hnsw_ef_search, params["limit"] * 2), 1_000)  # pgvector's maximum
-    yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(ef_search)}, fetch="none", local=True)
+    yield vector_search_settings(core, params["limit"] * 2, index_order=True)
     order = yield from hnsw_order(core)
     if scoped_to_session and scoped_to_user:
         return q.search_messages_sql("user_session", order)
     if scoped_to_session:
         return q.search_messages_sql("session", order)
     return q.search_messages_sql("user" if scoped_to_user else "all", order)
+
+
+def vector_search_settings(core: Core, candidates: int, *, index_order: bool = False) -> Query:
+    """The transaction-local settings of a search that scans the vector index for ``candidates`` rows:
+    ``ivfflat_probes`` lists first, more (iterative scan) until enough rows pass the scope's filter.
+    ``index_order``: the statement is one ``ORDER BY distance LIMIT n`` that must take its order from
+    the vector index (sorts disabled)."""
+    ef_search = min(max(core.settings.hnsw_ef_search, candidates), 1_000)  # pgvector's maximum
+    params = {
+        "probes": str(core.settings.ivfflat_probes),
+        "ef_search": str(ef_search),
+        "enable_sort": "off" if index_order else "on",
+    }
+    return Query(q.SET_SEARCH_SETTINGS, params, fetch="none", local=True)
 
 
 def hnsw_order(core: Core, *, column: str = "embedding", param: str = "query") -> Op[str]:

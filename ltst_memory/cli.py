@@ -208,6 +208,49 @@ def migrate(as_json: JsonOption = False, dsn: DsnOption = None, data_dir: DataDi
     out(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
+@app.command("vector-index")
+@_command
+def vector_index(
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="vector (float32) or halfvec (float16, half the index).")
+    ] = None,
+    lists: Annotated[int | None, typer.Option("--lists", help="IVFFlat lists (default: messages / 1000).")] = None,
+    concurrently: Annotated[
+        bool, typer.Option("--concurrently", help="Build the new index beside the old one; writes go on.")
+    ] = False,
+    show: Annotated[bool, typer.Option("--show", help="Only show the index in use; build nothing.")] = False,
+    as_json: JsonOption = False,
+    dsn: DsnOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Build or rebuild the vector index of unscoped and large-scope searches (docs/scaling.md, "The vector index").
+
+    Build it once the store holds messages (10,000 or more), and rebuild it when the table has grown
+    several times since. Example: ltst vector-index --concurrently
+    """
+    from ._connection import connect
+    from .hnsw import INDEX_DEFINITION, build_index
+
+    with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
+        if show:
+            row = conn.execute(INDEX_DEFINITION).fetchone()
+            conn.rollback()
+            definition = row[0] if row else None
+            if as_json:
+                _print_json({"index": definition})
+            else:
+                out(
+                    definition
+                    or "no vector index: searches of large scopes scan exactly (ltst vector-index builds one)"
+                )
+            return
+        built = build_index(conn, storage=storage, lists=lists, concurrently=concurrently)
+    if as_json:
+        _print_json(dataclasses.asdict(built))
+        return
+    out(f"vector index built: {built.storage}, {built.lists} lists over {built.rows} messages in {built.seconds:.1f} s")
+
+
 @app.command("hnsw-storage")
 @_command
 def hnsw_storage(
@@ -221,7 +264,7 @@ def hnsw_storage(
     dsn: DsnOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Show or change how the HNSW index stores vectors (docs/scaling.md, "HNSW storage").
+    """Show or change how the vector index stores vectors (the name predates the IVFFlat index).
 
     Example: ltst hnsw-storage halfvec --concurrently
     """
@@ -234,13 +277,13 @@ def hnsw_storage(
             if as_json:
                 _print_json({"storage": current})
             else:
-                out(f"HNSW index storage: {current}")
+                out(f"vector index storage: {current}")
             return
         changed = set_index_storage(conn, storage, concurrently=concurrently)
     if as_json:
         _print_json({"storage": storage, "changed": changed})
         return
-    out(f"HNSW index rebuilt as {storage}" if changed else f"HNSW index already uses {storage}")
+    out(f"vector index rebuilt as {storage}" if changed else f"vector index already uses {storage}")
 
 
 @app.command()

@@ -46,13 +46,15 @@ class Settings:
     pool_max_size: int = 10
     pool_timeout: float = 30.0
     auto_migrate: bool = True
-    #: HNSW candidate list of searches that walk the index (unscoped, or scopes above
-    #: ``exact_search_max_rows``): at 1M messages 100 gave recall@10 0.93, 400 gave 0.97 for ~0.2 ms more
-    #: (docs/benchmarks.md, "HNSW storage").
+    #: IVFFlat lists probed first by searches that scan the vector index (unscoped, or scopes above
+    #: ``exact_search_max_rows``; ltst_memory/hnsw.py); docs/benchmarks.md, "Vector index".
+    ivfflat_probes: int = 10
+    #: HNSW candidate list, for an HNSW index on the embeddings that a deployment builds itself (the
+    #: library's own vector index is IVFFlat).
     hnsw_ef_search: int = 400
     #: Scoped searches over at most this many messages are exact (btree + full distance sort);
-    #: larger scopes use the HNSW index with pgvector's iterative scans.
-    exact_search_max_rows: int = 5_000
+    #: larger scopes use the vector index with pgvector's iterative scans.
+    exact_search_max_rows: int = 15_000
     #: A streaming replica (``LTST_READ_DATABASE_URL``) for read-only operations; see docs/scaling.md.
     read_dsn: str | None = None
 

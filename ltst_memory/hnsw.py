@@ -1,20 +1,36 @@
-"""The HNSW index on message embeddings, stored as ``vector`` (float32, the default) or ``halfvec``.
+"""The vector index for searches of large scopes: IVFFlat, built in bulk, off the per-message write path.
 
-``halfvec`` keeps the embeddings in the table as float32 and indexes their float16 copies: an
-expression index ``USING hnsw ((embedding::halfvec(d)) halfvec_cosine_ops)``. The graph is about half
-the size, so twice as many messages fit in memory before searches start reading from disk. Only the
-walk of the graph uses float16: the store re-ranks what the index returns with the float32 distance,
-and the similarities it reports are the float32 ones. Measured in docs/benchmarks.md ("HNSW storage").
+Where each search gets its answer:
 
-Switch with ``ltst hnsw-storage halfvec`` (or :func:`set_index_storage`): it rebuilds the index (minutes
-for millions of rows; searches of large scopes fall back to exact scans meanwhile). A store finds out
-which index exists on its first search of a large scope, so reopen long-lived stores after switching.
+* a session's or a user's search over at most ``exact_search_max_rows`` messages reads the scope's
+  rows through the btree on ``session_id`` / ``(user_id, timestamp)`` and computes every distance:
+  exact, and its cost grows with the scope, not with the table;
+* larger scopes and unscoped searches use the IVFFlat index ``idx_messages_embedding_ivfflat`` with
+  pgvector's iterative scans (``ivfflat.iterative_scan = relaxed_order``), so a filtered search still
+  returns ``limit`` rows when that many exist; without the index they are exact scans of the table.
+
+There is no HNSW graph on ``conversation_messages``: inserting into one graph over every user's
+messages was 85-90 % of an append's server time. An IVFFlat insert only finds the nearest of the
+index's ``lists`` centroids and appends the row to that list, so a message is in the index (and found
+by every search) the moment ``store_message`` returns. The centroids are computed from the rows present
+when the index is built, which is why it is built in bulk, by the operator, once the table holds data:
+``ltst vector-index`` (or :func:`build_index`); rebuild it when the table has grown several times
+since (docs/scaling.md, "The vector index"). Migration 0012 builds it in place of the old HNSW index
+on databases that already hold 10,000 embedded messages or more.
+
+``halfvec`` storage (``ltst vector-index --storage halfvec``) indexes float16 copies of the vectors
+(an expression index over ``embedding::halfvec(d)``): half the index size. The store re-ranks what the
+index returns with the float32 distance, and the similarities it reports are the float32 ones.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -22,44 +38,65 @@ from psycopg import sql
 from ._queries import MIGRATION_LOCK_KEY
 from .errors import ValidationError
 
-__all__ = ["INDEX_NAME", "STORAGES", "HnswStorage", "index_ddl", "index_storage", "order_by", "set_index_storage"]
+__all__ = [
+    "INDEX_NAME",
+    "STORAGES",
+    "HnswStorage",
+    "IndexBuild",
+    "build_index",
+    "index_ddl",
+    "index_storage",
+    "lists_for",
+    "order_by",
+    "set_index_storage",
+]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HnswStorage = Literal["vector", "halfvec"]
 STORAGES: tuple[HnswStorage, ...] = ("vector", "halfvec")
-INDEX_NAME = "idx_messages_embedding_hnsw"
-#: Graph parameters, chosen by measurement (docs/benchmarks.md, section 3).
-M, EF_CONSTRUCTION = 16, 64
+INDEX_NAME = "idx_messages_embedding_ivfflat"
+#: The HNSW index of schema versions before 0012 (migration 0012 replaces it).
+LEGACY_INDEX_NAME = "idx_messages_embedding_hnsw"
 
 #: The definition of the index in use (NULL without one), resolved through the search_path.
 INDEX_DEFINITION = f"SELECT pg_get_indexdef(to_regclass('{INDEX_NAME}')) AS definition"
+_EMBEDDED_ROWS = "SELECT count(*) FROM conversation_messages WHERE embedding IS NOT NULL"
+_DIMENSION = "SELECT value FROM ltst_metadata WHERE key = 'embedding_dimension'"
 
 
 def check_storage(storage: str) -> HnswStorage:
     if storage not in STORAGES:
-        raise ValidationError(f"HNSW storage must be one of {', '.join(STORAGES)}; got {storage!r}")
+        raise ValidationError(f"vector index storage must be one of {', '.join(STORAGES)}; got {storage!r}")
     return storage
 
 
+def lists_for(rows: int) -> int:
+    """pgvector's advice for an IVFFlat index over ``rows`` vectors: rows / 1000 up to a million rows,
+    √rows above (at least 10)."""
+    if rows <= 1_000_000:
+        return max(10, rows // 1_000)
+    return int(math.sqrt(rows))
+
+
 def index_ddl(
-    storage: HnswStorage, dimension: int, *, name: str = INDEX_NAME, concurrently: bool = False
+    storage: HnswStorage, dimension: int, *, lists: int, name: str = INDEX_NAME, concurrently: bool = False
 ) -> sql.Composed:
-    """``CREATE INDEX`` of the HNSW index with ``storage`` for ``dimension``-d embeddings (``IF NOT
-    EXISTS``, or ``CONCURRENTLY``)."""
+    """``CREATE INDEX`` of the IVFFlat index with ``storage`` for ``dimension``-d embeddings and ``lists``
+    lists (``IF NOT EXISTS``, or ``CONCURRENTLY``)."""
     check_storage(storage)
     target = (
         sql.SQL("(embedding::halfvec({})) halfvec_cosine_ops").format(sql.Literal(int(dimension)))
         if storage == "halfvec"
         else sql.SQL("embedding vector_cosine_ops")
     )
-    statement = "CREATE INDEX {} {} ON conversation_messages USING hnsw ({}) WITH (m = {}, ef_construction = {})"
+    statement = "CREATE INDEX {} {} ON conversation_messages USING ivfflat ({}) WITH (lists = {})"
     return sql.SQL(statement).format(
         sql.SQL("CONCURRENTLY" if concurrently else "IF NOT EXISTS"),
         sql.Identifier(name),
         target,
-        sql.Literal(M),
-        sql.Literal(EF_CONSTRUCTION),
+        sql.Literal(int(lists)),
     )
 
 
@@ -69,7 +106,7 @@ def storage_of(definition: str | None) -> HnswStorage:
 
 
 def order_by(storage: HnswStorage, dimension: int, *, column: str = "embedding", param: str = "query") -> str:
-    """The distance expression the index orders by, for an ``ORDER BY ... LIMIT`` that walks the graph.
+    """The distance expression the index orders by, for an ``ORDER BY ... LIMIT`` that scans it.
 
     ``column`` is a trusted SQL fragment (a column, maybe qualified); ``param`` a parameter name.
     """
@@ -80,46 +117,97 @@ def order_by(storage: HnswStorage, dimension: int, *, column: str = "embedding",
 
 
 def index_storage(conn: psycopg.Connection[Any]) -> HnswStorage:
-    """The storage of the HNSW index in the database of ``conn``."""
+    """The storage of the vector index in the database of ``conn``."""
     row = conn.execute(INDEX_DEFINITION).fetchone()
     return storage_of(row[0] if row else None)
 
 
-def set_index_storage(conn: psycopg.Connection[Any], storage: str, *, concurrently: bool = False) -> bool:
-    """Rebuild the HNSW index with ``storage`` (``"vector"`` or ``"halfvec"``); False if it already is.
+@dataclass(frozen=True)
+class IndexBuild:
+    """What :func:`build_index` built."""
 
-    ``conn`` must be outside a transaction. With ``concurrently`` the new index is built with ``CREATE
-    INDEX CONCURRENTLY`` beside the old one (writes continue; takes longer), then replaces it.
+    storage: HnswStorage
+    lists: int
+    rows: int
+    seconds: float
+
+
+def build_index(
+    conn: psycopg.Connection[Any],
+    *,
+    storage: str | None = None,
+    lists: int | None = None,
+    concurrently: bool = False,
+) -> IndexBuild:
+    """Build (or rebuild) the IVFFlat index from the messages stored now; drop an HNSW index left
+    from before migration 0012.
+
+    ``storage`` defaults to the current index's (``"vector"`` without one); ``lists`` to
+    :func:`lists_for` of the embedded rows. ``conn`` must be outside a transaction. Without
+    ``concurrently`` writes to the messages wait for the build (about a minute per million messages
+    on 2 cores); with it the new index is built beside the old one with ``CREATE INDEX
+    CONCURRENTLY`` (writes go on; takes longer), then replaces it. Running it twice leaves one index.
     """
-    wanted = check_storage(storage)
+    if lists is not None and (isinstance(lists, bool) or not isinstance(lists, int) or not 1 <= lists <= 32_768):
+        raise ValidationError(f"lists must be an integer from 1 to 32768; got {lists!r}")
+    if storage is not None:
+        check_storage(storage)
+    return _locked(conn, lambda: _build(conn, storage, lists, concurrently))
+
+
+def _locked(conn: psycopg.Connection[Any], work: Callable[[], T]) -> T:
+    """Run ``work`` in autocommit under the migration lock (one index build at a time)."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        raise ValidationError("set_index_storage() needs a connection outside any transaction")
+        raise ValidationError("building the vector index needs a connection outside any transaction")
     previous = conn.autocommit
     conn.autocommit = True
     try:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
-            row = conn.execute(INDEX_DEFINITION).fetchone()
-            if row and row[0] and storage_of(row[0]) == wanted:
-                return False
-            dim_row = conn.execute("SELECT value FROM ltst_metadata WHERE key = 'embedding_dimension'").fetchone()
-            if not dim_row or not dim_row[0]:
-                raise ValidationError("the database has no embedding dimension yet; open a store on it first")
-            dimension = int(dim_row[0])
-            logger.info("rebuilding %s as %s (%d dimensions)", INDEX_NAME, wanted, dimension)
-            if concurrently:
-                temporary = sql.Identifier(INDEX_NAME + "_new")
-                conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(temporary))
-                conn.execute(index_ddl(wanted, dimension, name=INDEX_NAME + "_new", concurrently=True))
-                with conn.transaction():
-                    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(INDEX_NAME)))
-                    conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(temporary, sql.Identifier(INDEX_NAME)))
-            else:
-                with conn.transaction():
-                    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(INDEX_NAME)))
-                    conn.execute(index_ddl(wanted, dimension))
-            return True
+            return work()
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     finally:
         conn.autocommit = previous
+
+
+def _build(conn: psycopg.Connection[Any], storage: str | None, lists: int | None, concurrently: bool) -> IndexBuild:
+    started = time.perf_counter()
+    wanted = check_storage(storage) if storage is not None else index_storage(conn)
+    dim_row = conn.execute(_DIMENSION).fetchone()
+    if not dim_row or not dim_row[0]:
+        raise ValidationError("the database has no embedding dimension yet; open a store on it first")
+    dimension = int(dim_row[0])
+    count_row = conn.execute(_EMBEDDED_ROWS).fetchone()
+    rows = int(count_row[0]) if count_row else 0
+    n_lists = lists if lists is not None else lists_for(rows)
+    logger.info("building %s: %s, %d lists over %d messages", INDEX_NAME, wanted, n_lists, rows)
+    name, temporary = sql.Identifier(INDEX_NAME), sql.Identifier(INDEX_NAME + "_new")
+    if concurrently:
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(temporary))
+        conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=INDEX_NAME + "_new", concurrently=True))
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
+            conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(temporary, name))
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(LEGACY_INDEX_NAME)))
+    else:
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
+            conn.execute(index_ddl(wanted, dimension, lists=n_lists))
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(LEGACY_INDEX_NAME)))
+    return IndexBuild(storage=wanted, lists=n_lists, rows=rows, seconds=time.perf_counter() - started)
+
+
+def set_index_storage(conn: psycopg.Connection[Any], storage: str, *, concurrently: bool = False) -> bool:
+    """Rebuild the vector index with ``storage`` (``"vector"`` or ``"halfvec"``); False if it already is
+    (or, for ``"vector"``, if there is no index: searches then scan exactly). See :func:`build_index`.
+    """
+    wanted = check_storage(storage)
+
+    def work() -> bool:
+        if index_storage(conn) == wanted:
+            return False
+        _build(conn, wanted, None, concurrently)
+        return True
+
+    return _locked(conn, work)

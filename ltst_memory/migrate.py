@@ -17,7 +17,7 @@ import psycopg
 from . import _queries as q
 from ._queries import MIGRATION_LOCK_KEY
 from .errors import EmbeddingDimensionError, MigrationError
-from .hnsw import index_ddl, index_storage
+from .hnsw import INDEX_DEFINITION, INDEX_NAME, LEGACY_INDEX_NAME, index_ddl, index_storage, lists_for
 from .schema import migration_files
 
 __all__ = ["MIGRATION_LOCK_KEY", "applied_migrations", "ensure_embedding_model", "migrate"]
@@ -140,12 +140,16 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
         if stored_dim != dimension:
             logger.info("resizing the embedding column from %s to %s dimensions", stored_dim, dimension)
             storage = index_storage(conn)  # the index is rebuilt as it was: vector or halfvec
-            conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
+            row = conn.execute(INDEX_DEFINITION).fetchone()
+            had_index = bool(row and row[0])
+            for name in (INDEX_NAME, LEGACY_INDEX_NAME):
+                conn.execute(psycopg.sql.SQL("DROP INDEX IF EXISTS {}").format(psycopg.sql.Identifier(name)))
             conn.execute(
                 psycopg.sql.SQL("ALTER TABLE conversation_messages ALTER COLUMN embedding TYPE vector({})").format(
                     psycopg.sql.Literal(int(dimension))
                 )
             )
-            conn.execute(index_ddl(storage, dimension))
+            if had_index:
+                conn.execute(index_ddl(storage, dimension, lists=lists_for(0)))
         for key, value in (("embedding_model", model_name), ("embedding_dimension", str(dimension))):
             conn.execute(q.UPSERT_METADATA, {"key": key, "value": value})

@@ -43,7 +43,7 @@ import numpy as np
 from . import _queries as q
 from . import _recall_queries as rq
 from ._kernel import SEARCH, operation
-from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user
+from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user, vector_search_settings
 from ._query_hints import Period, asks_for_latest, asks_for_several, question_periods, question_roles
 from .embeddings import embedding_text
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
@@ -505,8 +505,7 @@ def recall(
         order=order,
     )
     if not scan:
-        ef_search = max(core.settings.hnsw_ef_search, params["candidates"])
-        yield Query(q.SET_SEARCH_SETTINGS, {"ef_search": str(min(ef_search, 1000))}, fetch="none", local=True)
+        yield vector_search_settings(core, params["candidates"])
     rows = yield Query(sql, params)
     pool = [
         Candidate(

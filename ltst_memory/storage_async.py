@@ -555,9 +555,10 @@ class AsyncConversationStorage:
         Scope: one session (``session_id``), all of a user's sessions (``user_id``), both, or — when
         neither is given — every stored message. With a ``threshold``, only messages with
         ``similarity >= threshold`` are returned (the spec's example uses 0.7; MiniLM scores clear
-        paraphrases around 0.4-0.6); without one, the ``limit`` nearest messages. Filtered searches use
-        pgvector's iterative index scans, so a scope never returns fewer
-        rows than exist.
+        paraphrases around 0.4-0.6); without one, the ``limit`` nearest messages. A scope of up to
+        ``exact_search_max_rows`` messages is searched exactly; larger scopes and unscoped searches use
+        the vector index (``ltst vector-index``) with iterative scans, so a scope never returns fewer
+        rows than exist, and a message is found from the moment it is stored.
         """
         return await self._acall(_declared._ops.search_messages, query, session_id, limit, threshold, user_id=user_id)
 

@@ -78,7 +78,7 @@ def test_sessions_search_stats_cleanup(runner: CliRunner, store: ConversationSto
     report = json.loads(run(runner, "stats", "--json", "--dsn", database_dsn))
     assert report["rows"]["messages"] == 3 and report["rows"]["sessions"] == 2
     out = run(runner, "stats", "--dsn", database_dsn)
-    assert "idx_messages_embedding_hnsw" in out and "conversation_messages" in out
+    assert "idx_messages_user_time" in out and "conversation_messages" in out
     assert "removed" in run(runner, "cleanup", "--dsn", database_dsn)
 
 
@@ -142,7 +142,7 @@ def test_reembed_switches_model_and_dimension(runner: CliRunner, store: Conversa
         new.store_message(ConversationMessage("s1", "human", "a new one"))  # the new column takes writes
     with psycopg.connect(database_dsn) as conn:
         indexes = [r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE indexdef ~ 'embedding'")]
-        assert "idx_messages_embedding_hnsw" in indexes
+        assert "idx_messages_pending_embedding" in indexes
         assert reembed_status(conn) is None
     assert "nothing to do" in run(runner, "reembed", "--model", "hashing-bow:64", "--dsn", database_dsn)
 

@@ -82,10 +82,10 @@ def test_the_halfvec_query_walks_the_halfvec_index(memory: ConversationStorage, 
             plan = "\n".join(
                 r[0] for r in conn.execute("EXPLAIN " + sql, {"query": query_vector, "limit": 3, "threshold": -1})
             )
-        assert "idx_messages_embedding_hnsw" in plan
+        assert "idx_messages_embedding_ivfflat" in plan
         assert [
             r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'idx_messages_emb%'")
-        ] == ["idx_messages_embedding_hnsw"]  # the concurrent build replaced the old index under the same name
+        ] == ["idx_messages_embedding_ivfflat"]  # the concurrent build replaced the old index under the same name
 
 
 def test_resizing_an_empty_store_keeps_the_halfvec_index(database_dsn: str) -> None:
@@ -98,7 +98,7 @@ def test_resizing_an_empty_store_keeps_the_halfvec_index(database_dsn: str) -> N
         store.store_message(ConversationMessage("s", "human", "hello there"))
         assert store.search_messages("hello", limit=1)[0][0].content == "hello there"
     with psycopg.connect(database_dsn, autocommit=True) as conn:
-        definition = conn.execute("SELECT pg_get_indexdef('idx_messages_embedding_hnsw'::regclass)").fetchone()[0]
+        definition = conn.execute("SELECT pg_get_indexdef('idx_messages_embedding_ivfflat'::regclass)").fetchone()[0]
     assert "halfvec(64)" in definition and "halfvec_cosine_ops" in definition
 
 

