@@ -5,8 +5,10 @@
 Loads the first N messages of the shared data set (``DIR/texts.json``, ``DIR/vectors.npy``,
 ``DIR/probe.npy``) into its own database, times the operations and prints one JSON object. Peers run
 under a separate virtualenv (langchain-postgres pins pgvector<0.4); ours runs under the project's
-Python. Every system gets the same texts, vectors, sessions (100 messages each) and users (1,000
-messages each), and the same query vectors; nothing is embedded during the timed operations.
+Python. Every system gets the same texts, vectors, sessions (100 messages each) and users (one of
+10 % of the messages up to 100,000, one of 1 % up to 10,000, the others 1,000 each), and the same
+query vectors; nothing is embedded during the timed operations except rehydrate's question (ours,
+MiniLM). Searches run before the timed writes and are scored against brute force in numpy.
 """
 
 from __future__ import annotations
@@ -63,8 +65,89 @@ def session_of(i: int) -> str:
     return f"s{i // PER_SESSION}"
 
 
+#: Sessions of the loaded data (set by main). Users: "big" owns the first 10 % of the sessions (at most
+#: 100,000 messages), "mid" the next 1 % (at most 10,000), every other user 1,000 messages (10 sessions).
+SESSIONS = 0
+
+
+def _groups() -> tuple[int, int]:
+    big = min(100_000 // PER_SESSION, SESSIONS // 10)
+    return big, big + min(10_000 // PER_SESSION, SESSIONS // 100)
+
+
 def user_of_session(s: int) -> str:
-    return f"u{s * PER_SESSION // PER_USER}"
+    big, mid = _groups()
+    s = min(s, SESSIONS - 1)
+    return "big" if s < big else "mid" if s < mid else f"u{s // 10}"
+
+
+def rows_of_user(user: str) -> range:
+    big, mid = _groups()
+    if user == "big":
+        return range(0, big * PER_SESSION)
+    if user == "mid":
+        return range(big * PER_SESSION, mid * PER_SESSION)
+    first = max(int(user[1:]) * 10, mid)
+    return range(first * PER_SESSION, min(SESSIONS, (int(user[1:]) + 1) * 10) * PER_SESSION)
+
+
+def small_users(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` random users of 1,000 messages."""
+    _, mid = _groups()
+    return [user_of_session(int(s)) for s in rng.integers(-(-mid // 10) * 10, SESSIONS, size=n)]
+
+
+def row_of(text: str) -> int:
+    """The data set's row of a loaded text ("message {i}: ...")."""
+    return int(text.split(":", 1)[0].split()[1])
+
+
+class Truth:
+    """Brute-force top-10 of the loaded vectors, per scope, for recall@10."""
+
+    def __init__(self, vectors: np.ndarray, probe: np.ndarray) -> None:
+        self.vectors, self.probe = vectors, probe
+        self.cache: dict[tuple[str, int], set[int]] = {}
+
+    def top(self, user: str | None, q: int) -> set[int]:
+        key = (user or "", q)
+        if key not in self.cache:
+            rows = rows_of_user(user) if user else range(len(self.vectors))
+            sims = self.vectors[rows.start : rows.stop] @ self.probe[q]
+            best = np.argpartition(-sims, K)[:K] if len(sims) > K else np.arange(len(sims))
+            self.cache[key] = {rows.start + int(i) for i in best}
+        return self.cache[key]
+
+
+def search_ops(search: Callable[[np.ndarray, str | None, int], list[str]], truth: Truth, n: int) -> dict[str, Any]:
+    """Time ``search(query vector, user or None, query index)`` (returns the texts found) for the users
+    of 1,000 messages, "mid", "big" and every user (unscoped), with recall@10 against brute force and
+    the count of calls that returned fewer than 10 rows. Runs before any timed write (the appends add
+    copies of the query vectors)."""
+    rng = np.random.default_rng(2)
+    out: dict[str, Any] = {}
+    plan: dict[str, list[str | None]] = {
+        "search_user_top10": list(small_users(rng, n)),
+        "search_mid_user": ["mid"] * n,
+        "search_big_user": ["big"] * n,
+        "search_unscoped": [None] * n,
+    }
+    for op, users in plan.items():
+        if users[0] in ("mid", "big") and not rows_of_user(str(users[0])):
+            continue
+        hits, short = 0, 0
+        samples = []
+        for i in range(-3, n):
+            q = i % len(truth.probe)
+            t = time.perf_counter()
+            found = search(truth.probe[q], users[i], q)
+            if i >= 0:
+                samples.append(time.perf_counter() - t)
+                hits += len(truth.top(users[i], q) & {row_of(x) for x in found})
+                short += len(found) < K
+        out[op] = {**stats(samples), "recall_at_10": hits / (K * n), "short_results": short}
+    out["search_short_results"] = out["search_user_top10"]["short_results"]
+    return out
 
 
 def table_bytes(dsn: str, tables: list[str]) -> int:
@@ -82,17 +165,32 @@ def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray,
     from _common import PrecomputedEmbedder
 
     from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
+    from ltst_memory.embeddings import SentenceTransformerEmbedder
+    from ltst_memory.hnsw import build_index
 
-    embedder = PrecomputedEmbedder()
+    class Embedder(PrecomputedEmbedder):
+        """Precomputed vectors for the data and the probes; MiniLM for rehydrate's questions."""
+
+        model_name = "all-MiniLM-L6-v2"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+
+        def embed(self, items: Any) -> np.ndarray:
+            if all(t in self.table for t in items):
+                return super().embed(items)
+            return self.model.embed(list(items))
+
+    embedder = Embedder()
+    embedder.model.embed(["warm up"])
     size = len(texts)
     sessions = size // PER_SESSION
     out: dict[str, Any] = {}
     with ConversationStorage(dsn, embedder=embedder) as store:
         t = time.perf_counter()
         for s in range(sessions + 200):
-            store.create_session(ConversationSession(session_id=f"s{s}", user_id=user_of_session(min(s, sessions - 1))))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
+            store.create_session(ConversationSession(session_id=f"s{s}", user_id=user_of_session(s)))
         result = store.import_messages(
             (
                 ConversationMessage(
@@ -106,16 +204,21 @@ def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray,
             batch_size=10_000,
         )
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("SET maintenance_work_mem = '1GB'")
             tb = time.perf_counter()
-            conn.execute(
-                "CREATE INDEX idx_messages_embedding_hnsw ON conversation_messages "
-                "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-            )
+            built = build_index(conn)  # what `ltst vector-index` runs, once the data is there
             out["index_build_s"] = time.perf_counter() - tb
+            out["index_lists"] = built.lists
             conn.execute("VACUUM ANALYZE")
         out["load_s"] = time.perf_counter() - t
         out["copy_msgs_per_s"] = result.rate
+        queries = [f"query {i}" for i in range(len(probe))]
+        for q, v in zip(queries, probe, strict=True):
+            embedder.table[q] = v
+
+        def search(vector: np.ndarray, user: str | None, q: int) -> list[str]:
+            return [m.content for m, _ in store.search_messages(queries[q], user_id=user, limit=K)]
+
+        out.update(search_ops(search, Truth(vectors, probe), n))
         rng = np.random.default_rng(1)
         fresh = iter(range(sessions, sessions + 200))
 
@@ -143,76 +246,12 @@ def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray,
         out["append_one"] = timed(append_one, n)
         out["append_50"] = timed(append_50, min(n, 150), warmup=2)
         out["read_last_50"] = timed(lambda i: store.get_recent_messages(f"s{rng.integers(sessions)}", limit=50), n)
-        users = max(1, size // PER_USER)
-        short = 0
-        queries = [f"query {i}" for i in range(len(probe))]
-        for q, v in zip(queries, probe, strict=True):
-            embedder.table[q] = v
-
-        def search(i: int) -> None:
-            nonlocal short
-            hits = store.search_messages(queries[i % len(queries)], user_id=f"u{rng.integers(users)}", limit=K)
-            short += len(hits) < K
-
-        out["search_user_top10"] = timed(search, n)
-        out["search_short_results"] = short
-        out["search_variants"] = search_variants(dsn, probe[:100], users)
-        out["recall_at_10"] = out["search_variants"]["store's exact path (EXACT_SEARCH_OF_USER)"]["recall_at_10"]
-        if hasattr(store, "rehydrate"):
-            out["rehydrate"] = timed(
-                lambda i: store.rehydrate(f"s{rng.integers(sessions)}", queries[i % len(queries)]), n
-            )  # type: ignore[attr-defined]
-        else:
-            out["rehydrate"] = None
+        # rehydrate with a question MiniLM embeds in the call (not in the precomputed table)
+        questions = [f"what did we say about {texts[i].split(':', 1)[1].strip()}?" for i in range(n + 3)]
+        out["rehydrate"] = timed(
+            lambda i: store.rehydrate(f"s{rng.integers(sessions)}", questions[i]), n
+        )  # includes the query embedding (MiniLM, numpy backend)
         out["bytes"] = table_bytes(dsn, ["conversation_messages", "conversation_sessions", "session_summary"])
-    return out
-
-
-#: Settings tried for the user-scoped search (chosen by measurement; see docs/benchmarks.md).
-SEARCH_VARIANTS = {
-    "hnsw ef=40 relaxed": "SET LOCAL hnsw.ef_search = 40; SET LOCAL hnsw.iterative_scan = relaxed_order",
-    "hnsw ef=100 relaxed": "SET LOCAL hnsw.ef_search = 100; SET LOCAL hnsw.iterative_scan = relaxed_order",
-    "hnsw ef=200 relaxed": "SET LOCAL hnsw.ef_search = 200; SET LOCAL hnsw.iterative_scan = relaxed_order",
-    "hnsw ef=100 strict": "SET LOCAL hnsw.ef_search = 100; SET LOCAL hnsw.iterative_scan = strict_order",
-    "exact (user's rows via btree)": "SET LOCAL enable_indexscan = off",
-    # what search_messages(user_id=...) runs for a user of <= exact_search_max_rows messages
-    "store's exact path (EXACT_SEARCH_OF_USER)": "",
-}
-
-
-def search_variants(dsn: str, probe: np.ndarray, users: int) -> dict[str, dict[str, float]]:
-    """Latency (database side, query vector given) and recall@10 against exact search, per setting.
-
-    A result counts as a hit when its distance is within the exact top 10's (ties included: the timed
-    appends stored copies of the probe vectors, so equal distances occur and either row is right)."""
-    from pgvector.psycopg import register_vector
-
-    from ltst_memory import _queries as q
-
-    out: dict[str, dict[str, float]] = {}
-    answers: dict[str, list[list[float]]] = {}
-    with psycopg.connect(dsn) as conn:
-        register_vector(conn)
-        for name, settings in SEARCH_VARIANTS.items():
-            samples, got = [], []
-            for i, v in enumerate(probe):
-                params = {"query": v, "user_id": f"u{i % users}", "limit": K, "threshold": -1.0}
-                t = time.perf_counter()
-                sql = q.EXACT_SEARCH_OF_USER if not settings else q.search_messages_sql("user")
-                with conn.transaction():
-                    for statement in filter(None, settings.split(";")):
-                        conn.execute(statement)
-                    cur = conn.execute(sql, params)
-                    rows = cur.fetchall()
-                samples.append(time.perf_counter() - t)
-                column = [d.name for d in cur.description].index("distance")
-                got.append(sorted(float(r[column]) for r in rows))
-            answers[name] = got
-            out[name] = {**stats(samples), "short_results": sum(len(d) < K for d in got)}
-    exact = answers["exact (user's rows via btree)"]
-    for name, got in answers.items():
-        hits = sum(sum(d <= e[-1] + 1e-9 for d in g) for g, e in zip(got, exact, strict=True) if e)
-        out[name]["recall_at_10"] = hits / max(1, sum(len(e) for e in exact))
     return out
 
 
@@ -323,6 +362,12 @@ def run_lc_vectorstore(dsn: str, texts: list[str], vectors: np.ndarray, probe: n
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE lc_vectors")
     out["load_s"] = time.perf_counter() - t
+
+    def search(vector: np.ndarray, user: str | None, q: int) -> list[str]:
+        where = {"filter": {"user_id": user}} if user else {}
+        return [d.page_content for d in vs.similarity_search_by_vector(vector.tolist(), k=K, **where)]
+
+    out.update(search_ops(search, Truth(vectors, probe), n))
     rng = np.random.default_rng(1)
     out["append_one"] = timed(
         lambda i: vs.add_embeddings(
@@ -341,18 +386,6 @@ def run_lc_vectorstore(dsn: str, texts: list[str], vectors: np.ndarray, probe: n
         min(n, 150),
         warmup=2,
     )
-    users = max(1, size // PER_USER)
-    short = 0
-
-    def search(i: int) -> None:
-        nonlocal short
-        docs = vs.similarity_search_by_vector(
-            probe[i % len(probe)].tolist(), k=K, filter={"user_id": f"u{rng.integers(users)}"}
-        )
-        short += len(docs) < K
-
-    out["search_user_top10"] = timed(search, n)
-    out["search_short_results"] = short
     out["bytes"] = table_bytes(dsn, ["lc_vectors"])
     asyncio.run(engine.close()) if hasattr(engine, "close") else None
     return out
@@ -380,7 +413,7 @@ def run_langgraph(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.nda
     out: dict[str, Any] = {}
 
     def ns(s: int) -> tuple[str, ...]:
-        return ("user", user_of_session(min(s, sessions - 1)), "session", f"s{s}")
+        return ("user", user_of_session(s), "session", f"s{s}")
 
     with PostgresStore.from_conn_string(dsn, index={"dims": 384, "embed": embed, "fields": ["text"]}) as store:
         store.setup()
@@ -410,6 +443,12 @@ def run_langgraph(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.nda
             out["index_build_s"] = time.perf_counter() - tb
             conn.execute("VACUUM ANALYZE")
         out["load_s"] = time.perf_counter() - t
+
+        def search(vector: np.ndarray, user: str | None, q: int) -> list[str]:
+            prefix = ("user", user) if user else ("user",)
+            return [item.value["text"] for item in store.search(prefix, query=queries[q], limit=K)]
+
+        out.update(search_ops(search, Truth(vectors, probe), n))
         rng = np.random.default_rng(1)
         fresh = iter(range(sessions, sessions + 200))
 
@@ -430,16 +469,6 @@ def run_langgraph(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.nda
         out["append_one"] = timed(append_one, n)
         out["append_50"] = timed(append_50, min(n, 150), warmup=2)
         out["read_last_50"] = timed(lambda i: store.search(ns(int(rng.integers(sessions))), limit=50), n)
-        users = max(1, size // PER_USER)
-        short = 0
-
-        def search(i: int) -> None:
-            nonlocal short
-            hits = store.search(("user", f"u{rng.integers(users)}"), query=queries[i % len(queries)], limit=K)
-            short += len(hits) < K
-
-        out["search_user_top10"] = timed(search, n)
-        out["search_short_results"] = short
         out["bytes"] = table_bytes(dsn, ["store", "store_vectors"])
     return out
 
@@ -463,6 +492,8 @@ def main() -> None:
     texts = json.loads((args.data / "texts.json").read_text())[: args.size]
     vectors = np.load(args.data / "vectors.npy", mmap_mode="r")[: args.size]
     probe = np.load(args.data / "probe.npy")
+    global SESSIONS
+    SESSIONS = args.size // PER_SESSION
     t = time.perf_counter()
     result = SYSTEMS[args.system](args.dsn, texts, np.asarray(vectors), probe, args.n)
     result.update(

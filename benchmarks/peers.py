@@ -9,10 +9,12 @@
 
 One private embedded PostgreSQL (PG 18 + pgvector 0.8) serves every system, each in its own database.
 The data set is generated once: synthetic chat texts and, for each, a 384-d unit vector clustered
-around real all-MiniLM-L6-v2 vectors of 2,000 of the texts (HNSW behaves as on real embeddings);
-sessions hold 100 messages and users 1,000, at every size. Each system runs in its own process
-(``peer_side.py``) so its peak RSS is its own. Nothing is embedded during the timed operations:
-every system gets the same precomputed vectors, so the database work is what is compared.
+around real all-MiniLM-L6-v2 vectors of 2,000 of the texts (vector indexes behave as on real
+embeddings); sessions hold 100 messages; one user owns 10 % of the messages (at most 100,000), one 1 %
+(at most 10,000), every other user 1,000. It prints a table per size and the goals of issue 18.
+Each system runs in its own process (``peer_side.py``) so its peak RSS is its own. Nothing is
+embedded during the timed operations but rehydrate's question (ours, MiniLM, counted in): every
+system gets the same precomputed vectors, so the database work is what is compared.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import clustered_vectors, fresh_database, machine, server, texts
 
 HERE = Path(__file__).resolve().parent
-OPS = ("append_one", "append_50", "read_last_50", "search_user_top10", "rehydrate")
+OPS = (
+    "append_one",
+    "append_50",
+    "read_last_50",
+    "search_user_top10",
+    "search_mid_user",
+    "search_big_user",
+    "search_unscoped",
+    "rehydrate",
+)
+SEARCHES = ("search_user_top10", "search_mid_user", "search_big_user", "search_unscoped")
 PEERS = ("lc_history", "lc_vectorstore", "langgraph")
+VECTOR_PEERS = ("lc_vectorstore", "langgraph")
 
 
 def make_data(directory: Path, size: int, probes: int = 200) -> None:
@@ -99,16 +113,68 @@ def table(results: list[dict[str, object]]) -> str:
                 else:
                     cells.append(f"{float(value):,.0f}" if key != "search_short_results" else str(value))
             lines.append(f"| {label} | " + " | ".join(cells) + " | |")
-        ours = rows.get("ours", {})
-        if "recall_at_10" in ours:
-            lines.append(f"\nours: recall@10 of the user-scoped search vs exact search = {ours['recall_at_10']:.3f}")
+        for op in SEARCHES:
+            cells = []
+            for system in ("ours", *PEERS):
+                value = rows.get(system, {}).get(op)  # type: ignore[attr-defined]
+                cells.append(
+                    f"{value['recall_at_10']:.3f} ({value['short_results']} short)" if isinstance(value, dict) else "—"
+                )
+            lines.append(f"| {op}: recall@10 (calls with < 10 rows) | " + " | ".join(cells) + " | |")
+        lines.append("")
+        lines.extend(goals(rows, size))
     return "\n".join(lines)
+
+
+def _p(rows: dict[str, Any], system: str, op: str, key: str = "p50") -> float | None:
+    value = rows.get(system, {}).get(op)
+    return float(value[key]) if isinstance(value, dict) else None
+
+
+def goals(rows: dict[str, Any], size: int) -> list[str]:
+    """The issue's goals (issue 18) as measured in this run, one line each."""
+    out = []
+
+    def ratio(op: str, peers: tuple[str, ...], target: float, *, inverse: bool = False) -> None:
+        ours = _p(rows, "ours", op)
+        theirs = [v for v in (_p(rows, peer, op) for peer in peers) if v is not None]
+        if ours is None or not theirs:
+            return
+        value = ours / min(theirs) if inverse else min(theirs) / ours
+        verdict = "met" if (value <= target if inverse else value >= target) else "NOT met"
+        what = f"ours / {'/'.join(peers)}" if inverse else f"fastest of {'/'.join(peers)} / ours"
+        out.append(f"- {op}: {what} (p50) = {value:.2f} (goal {'<=' if inverse else '>='} {target:g}): {verdict}")
+
+    ratio("append_one", VECTOR_PEERS, 3)
+    ratio("append_one", ("lc_history",), 2, inverse=True)
+    ratio("append_50", VECTOR_PEERS, 3)
+    ratio("read_last_50", ("lc_history", "langgraph"), 2)
+    limits = {"search_mid_user": (1.0, 5.0), "search_big_user": (0.99, 10.0), "search_unscoped": (0.95, 50.0)}
+    for op, (recall_goal, p95_goal) in limits.items():
+        value = rows.get("ours", {}).get(op)
+        if isinstance(value, dict):
+            users = {"search_mid_user": "a user of 1 %", "search_big_user": "a user of 10 %"}.get(op, "every user")
+            met = value["recall_at_10"] >= recall_goal and value["p95"] <= p95_goal
+            out.append(
+                f"- {op} ({users} of {size:,}): recall@10 {value['recall_at_10']:.3f}, p95 {value['p95']:.2f} ms "
+                f"(goal >= {recall_goal} and <= {p95_goal:g} ms at 1M): {'met' if met else 'NOT met'}"
+            )
+    rehydrate = _p(rows, "ours", "rehydrate", "p95")
+    if rehydrate is not None:
+        out.append(
+            f"- rehydrate incl. MiniLM query embedding: p95 {rehydrate:.2f} ms (goal <= 30): "
+            f"{'met' if rehydrate <= 30 else 'NOT met'}"
+        )
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--systems", nargs="+", default=["ours", *PEERS])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], metavar="SYSTEM@SIZE", help="pairs not to run, e.g. langgraph@1000000"
+    )
     parser.add_argument("--peer-python", default="/tmp/peers-venv/bin/python")
     parser.add_argument("--n", type=int, default=200, help="timed calls per operation")
     parser.add_argument("--data", type=Path, default=Path("/tmp/ltst-peers-data"))
@@ -124,6 +190,8 @@ def main() -> None:
     with server(args.dsn) as admin:
         for size in args.sizes:
             for system in args.systems:
+                if f"{system}@{size}" in args.skip:
+                    continue
                 dsn = fresh_database(admin, f"peer_{system}_{size}")
                 python = sys.executable if system == "ours" else args.peer_python
                 results.append(run_side(python, system, dsn, args.data, size, args.n))
