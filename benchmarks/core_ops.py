@@ -35,11 +35,6 @@ TARGETS_MS = {
     "search_messages (user, incl. embedding)": 40,
 }
 
-HNSW_INDEX = (
-    "CREATE INDEX IF NOT EXISTS idx_messages_embedding_hnsw ON conversation_messages "
-    "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-)
-
 
 def import_time(runs: int = 5) -> float:
     code = "import time; t=time.perf_counter(); import ltst_memory; print(time.perf_counter()-t)"
@@ -59,8 +54,6 @@ def load(  # type: ignore[no-untyped-def]
     for s in range(n_sessions):
         store.create_session(ConversationSession(session_id=f"s{s}", user_id=f"u{s % users}"))
     sessions_s = time.perf_counter() - t
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
     messages = (
         ConversationMessage(
             session_id=f"s{i % n_sessions}",
@@ -71,18 +64,18 @@ def load(  # type: ignore[no-untyped-def]
         for i in range(n_messages)
     )
     result = store.import_messages(messages, batch_size=10_000, workers=import_workers)
+    from ltst_memory.hnsw import build_index
+
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        conn.execute("SET max_parallel_maintenance_workers = 1")
         t = time.perf_counter()
-        conn.execute(HNSW_INDEX)
+        build_index(conn)  # the IVFFlat index of large-scope searches (`ltst vector-index`)
         index_s = time.perf_counter() - t
         conn.execute("VACUUM ANALYZE")
     return {
         "create_sessions_s": sessions_s,
         "import_msgs_per_s": result.rate,
         "import_s": result.seconds,
-        "hnsw_build_s": index_s,
+        "vector_index_build_s": index_s,
     }
 
 
@@ -95,6 +88,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="timed calls per operation")
     parser.add_argument("--dsn", help="superuser DSN of a server to use instead of a private embedded one")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--batch-rounds", type=int, default=5, help="alternating raw-embedder / store_messages rounds")
     args = parser.parse_args()
 
     from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
@@ -153,25 +147,27 @@ def main() -> None:
             report["ops_ms"] = ops
 
             # batch throughput: store_messages(64 texts, embedded in one call) vs the embedder alone
-            batch_texts = texts(64 * 8, seed=5)
-            t = time.perf_counter()
-            for b in range(8):
-                embedder.embed(batch_texts[b * 64 : (b + 1) * 64])
-            raw = 64 * 8 / (time.perf_counter() - t)
-            t = time.perf_counter()
-            for b in range(8):
-                store.store_messages(
-                    [
-                        ConversationMessage(session_id=f"s{b}", role="human", content=x)
-                        for x in batch_texts[b * 64 : (b + 1) * 64]
-                    ]
+            # (rounds alternate the two, so both see the same machine; the median round is reported)
+            rounds = []
+            for r in range(args.batch_rounds):
+                batch_texts = texts(64 * 8, seed=5 + r)
+                t = time.perf_counter()
+                for b in range(8):
+                    embedder.embed(batch_texts[b * 64 : (b + 1) * 64])
+                raw = 64 * 8 / (time.perf_counter() - t)
+                t = time.perf_counter()
+                for b in range(8):
+                    store.store_messages(
+                        [
+                            ConversationMessage(session_id=f"s{b}", role="human", content=x)
+                            for x in batch_texts[b * 64 : (b + 1) * 64]
+                        ]
+                    )
+                stored = 64 * 8 / (time.perf_counter() - t)
+                rounds.append(
+                    {"embedder_raw_msgs_per_s": raw, "store_messages_msgs_per_s": stored, "ratio": stored / raw}
                 )
-            stored = 64 * 8 / (time.perf_counter() - t)
-            report["batch"] = {
-                "embedder_raw_msgs_per_s": raw,
-                "store_messages_msgs_per_s": stored,
-                "ratio": stored / raw,
-            }
+            report["batch"] = {**sorted(rounds, key=lambda x: x["ratio"])[len(rounds) // 2], "rounds": rounds}
 
     print(json.dumps(report, indent=2))
     print("\n| operation | p50 ms | p95 ms | target p95 |\n|---|---|---|---|")

@@ -136,7 +136,7 @@ class Core:
     settings: Settings
     embedder: Embedder
     stats: dict[str, int] = field(default_factory=dict)
-    #: "vector" or "halfvec": how the database's HNSW index stores vectors (ltst_memory/hnsw.py); looked
+    #: "vector" or "halfvec": how the database's vector index stores vectors (ltst_memory/hnsw.py); looked
     #: up on the first search that walks the index.
     hnsw_storage: HnswStorage | None = None
     #: The user a scoped store (``for_user``) is restricted to; ``None`` on an unscoped store. Operations

@@ -487,7 +487,7 @@ def search_messages(
 def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any]) -> Op[bool]:
     """Whether the scope counted by ``size_sql`` (``session_summary`` / ``ltst_user_stats``, kept by triggers) holds
     at most ``exact_search_max_rows`` messages: small scopes are read directly, exactly; large ones
-    through the HNSW / GIN indexes. Shared by ``search_messages`` and ``recall``."""
+    through the vector (IVFFlat) / GIN indexes. Shared by ``search_messages`` and ``recall``."""
     size = yield Query(size_sql, params, fetch="one")
     return int(size["n"]) <= core.settings.exact_search_max_rows
 
@@ -527,7 +527,7 @@ def vector_search_settings(core: Core, candidates: int, *, index_order: bool = F
 
 
 def hnsw_order(core: Core, *, column: str = "embedding", param: str = "query") -> Op[str]:
-    """The distance expression the HNSW index orders by (``hnsw.order_by``), for ``column`` and query
+    """The distance expression the vector index orders by (``hnsw.order_by``), for ``column`` and query
     parameter ``param``. The index's storage is looked up once per store."""
     if core.hnsw_storage is None:
         row = yield Query(hnsw.INDEX_DEFINITION, fetch="one")

@@ -74,7 +74,7 @@ RETURNING {SESSION_COLUMNS}
 
 SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM conversation_sessions WHERE session_id = %(session_id)s"
 
-#: Key of the advisory lock held while migrating or rebuilding the HNSW index ("ltst" in ASCII).
+#: Key of the advisory lock held while migrating or building the vector index ("ltst" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C747374
 
 #: The owner of a session (no row: no such session).
@@ -217,7 +217,7 @@ SELECT_PARENT_OWNERS = """
 SELECT message_id, user_id FROM conversation_messages WHERE message_id = ANY(%(ids)s)
 """
 
-# Search through the HNSW index: ``{order}`` is the distance the index orders by (ltst_memory/hnsw.py:
+# Search through the vector index: ``{order}`` is the distance the index orders by (ltst_memory/hnsw.py:
 # float32, or float16 for a halfvec index); the candidates are re-ranked by the float32 distance.
 _SEARCH_TEMPLATE = """
 WITH candidates AS MATERIALIZED (
@@ -243,14 +243,14 @@ SEARCH_SCOPES = {
 
 @functools.lru_cache(maxsize=64)
 def search_messages_sql(scope: str, order: str = "embedding <=> %(query)s") -> str:
-    """The HNSW search of ``scope`` (a key of SEARCH_SCOPES) ordered by ``order`` (hnsw.order_by)."""
+    """The vector-index search of ``scope`` (a key of SEARCH_SCOPES) ordered by ``order`` (hnsw.order_by)."""
     return _SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope=SEARCH_SCOPES[scope], order=order)
 
 
 # Exact search over a small scope: the rows come from the btree on session_id / user_id and every
-# distance is computed, so the answer is complete and exact (HNSW with a selective filter may stop
-# at hnsw.max_scan_tuples before it has seen every row of the scope). Only the ids and distances of
-# the scope are sorted (``+ 0`` keeps the planner off the HNSW order); the full rows are read for the
+# distance is computed, so the answer is complete and exact (an index scan with a selective filter
+# may stop at its scan limits before it has seen every row of the scope). Only the ids and distances of
+# the scope are sorted (``+ 0`` keeps the planner off the vector index's order); the full rows are read for the
 # ``limit`` best alone (−35 % server time for a user of 3,000 messages, docs/benchmarks.md).
 _EXACT_SEARCH_TEMPLATE = """
 WITH best AS MATERIALIZED (

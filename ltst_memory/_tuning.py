@@ -1,8 +1,8 @@
 """Server settings the library applies to the embedded PostgreSQL it starts (never to a server you own).
 
 PostgreSQL's defaults (128 MB ``shared_buffers``, JIT on, spinning-disk page costs) are sized for a
-small shared host. A conversation store reads vectors and the HNSW graph on every search: with the
-defaults a 100k-message store's HNSW index (~200 MB) does not fit in shared buffers and each search or
+small shared host. A conversation store reads vectors and its vector index on every search: with the
+defaults a 100k-message store's vectors (~150 MB) do not fit in shared buffers and each search or
 insert re-reads pages from the OS cache, and JIT compilation can add tens of milliseconds to a recall
 query whose plan looks expensive. The settings here are written once with ``ALTER SYSTEM`` when the
 embedded server's data directory is first set up (a marker file records it), so later changes you make

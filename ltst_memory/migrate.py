@@ -114,7 +114,7 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
     """Check that the database was set up for this embedding model, adopting it on an empty store.
 
     With no embedding stored yet, a different model or dimension is adopted: the column is resized
-    and its HNSW index rebuilt. Otherwise a different dimension raises EmbeddingDimensionError and a
+    and its vector index rebuilt. Otherwise a different dimension raises EmbeddingDimensionError and a
     different model of the same dimension raises it too (vectors of two models do not compare).
     """
     with conn.transaction():
