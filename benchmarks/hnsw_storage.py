@@ -1,4 +1,4 @@
-"""The HNSW index stored as ``vector`` vs ``halfvec`` (ltst_memory/hnsw.py), through the store's API.
+"""The vector index (IVFFlat) stored as ``vector`` vs ``halfvec`` (ltst_memory/hnsw.py), through the store's API.
 
     HF_HUB_OFFLINE=1 python benchmarks/hnsw_storage.py [--messages 100000] [--n 200] [--ef-search 100 200]
         [--dsn ...] [--json FILE]
@@ -44,7 +44,7 @@ def message_ids(dsn: str, count: int) -> np.ndarray:
 def index_mb(dsn: str) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE conversation_messages")
-        size = conn.execute("SELECT pg_relation_size('idx_messages_embedding_hnsw')").fetchone()
+        size = conn.execute("SELECT pg_relation_size('idx_messages_embedding_ivfflat')").fetchone()
     return size[0] / 2**20 if size else 0.0
 
 
@@ -110,7 +110,7 @@ def main() -> None:
             for s in range(1_000):
                 store.create_session(ConversationSession(session_id=f"s{s}", user_id=f"u{s % 100}"))
             with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
+                conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_ivfflat")
             store.import_messages(
                 (
                     ConversationMessage(f"s{i % 1000}", "human", corpus[i], embedding=vectors[i])
@@ -123,7 +123,7 @@ def main() -> None:
             for storage in ("vector", "halfvec"):
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute("ALTER DATABASE ltst_bench_hnsw_storage SET maintenance_work_mem = '1GB'")
-                    conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
+                    conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_ivfflat")
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     t = time.perf_counter()
                     set_index_storage(conn, storage)

@@ -15,7 +15,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-OPS = ("append_one", "append_50", "read_last_50", "search_user_top10")
+OPS = (
+    "append_one",
+    "append_50",
+    "read_last_50",
+    "search_user_top10",
+    "search_mid_user",
+    "search_big_user",
+    "search_unscoped",
+    "rehydrate",
+)
+SEARCHES = ("search_user_top10", "search_mid_user", "search_big_user", "search_unscoped")
 LABELS = {
     "ours": "ltst-memory",
     "lc_history": "langchain-postgres chat history",
@@ -30,7 +40,8 @@ def main() -> None:
     source, out = Path(sys.argv[1]), Path(sys.argv[2])
     results = [r for r in json.loads(source.read_text())["results"] if "error" not in r]
     systems = [s for s in LABELS if any(r["system"] == s for r in results)]
-    fig, axes = plt.subplots(1, len(OPS), figsize=(4.2 * len(OPS), 3.6))
+    fig, grid = plt.subplots(2, len(OPS) // 2, figsize=(4.2 * len(OPS) // 2, 7.2))
+    axes = list(grid.flat)
     for ax, op in zip(axes, OPS, strict=True):
         for system in systems:
             points = sorted(
@@ -48,20 +59,24 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(out / "peers_latency.png", dpi=110)
 
-    ours = sorted((r["size"], r) for r in results if r["system"] == "ours" and "search_variants" in r)
-    if ours:
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        for name in ours[0][1]["search_variants"]:
-            points = [(size, r["search_variants"][name]["p50"]) for size, r in ours]
-            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    fig, grid = plt.subplots(1, len(SEARCHES), figsize=(4.2 * len(SEARCHES), 3.6))
+    for ax, op in zip(grid, SEARCHES, strict=True):
+        for system in systems:
+            points = sorted(
+                (r["size"], r[op]["recall_at_10"])
+                for r in results
+                if r["system"] == system and isinstance(r.get(op), dict)
+            )
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=LABELS[system], color=COLORS[system])
         ax.set_xscale("log")
-        ax.set_title("one user's top-10 search (1,000 messages) as the table grows")
-        ax.set_xlabel("stored messages (all users)")
-        ax.set_ylabel("p50 ms, database side")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{op}: recall@10")
+        ax.set_xlabel("stored messages")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "user_search_growth.png", dpi=110)
+    grid[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "peers_recall.png", dpi=110)
 
 
 if __name__ == "__main__":
