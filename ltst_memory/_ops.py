@@ -259,7 +259,7 @@ def get_user_sessions(core: Core, user_id: str, limit: int = 50) -> Op[list[Conv
 def delete_session(core: Core, session_id: str) -> Op[dict[str, int]]:
     """Delete the session and everything attached to it; return the number of rows removed per kind."""
     params = {"session_id": check_id("session_id", session_id)}
-    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": [session_id]})
+    locked = yield from lock_sessions(core, [session_id])
     if not locked:
         raise SessionNotFoundError(session_id)
     counts = yield Query(q.COUNT_SESSION_ROWS, params, fetch="one")
@@ -294,8 +294,30 @@ def get_session_summary(core: Core, session_id: str) -> Op[SessionSummary]:
 # --------------------------------------------------------------------------- messages
 
 
+def lock_sessions(core: Core, session_ids: list[str]) -> Op[list[dict[str, Any]]]:
+    """Lock the rows of ``session_ids`` (sorted) in id order and return them (the existing ones).
+
+    On a Citus cluster, where a row lock needs a statement answered by one shard, the owners are
+    looked up first and each user's sessions locked in turn (users in order, then ids): two writers
+    still take the locks of any two sessions in the same order."""
+    if core.distributed is None:
+        row = yield Query(q.CITUS_INSTALLED, {}, fetch="one")
+        if row and row["installed"]:
+            row = yield Query(q.IS_DISTRIBUTED, {}, fetch="one")
+        core.distributed = bool(row and row.get("distributed"))
+    if not core.distributed:
+        rows: list[dict[str, Any]] = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
+        return rows
+    owners = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": session_ids})
+    locked: list[dict[str, Any]] = []
+    for user in sorted({r["user_id"] for r in owners}):
+        ids = sorted(r["session_id"] for r in owners if r["user_id"] == user)
+        locked += yield Query(q.LOCK_SESSIONS_OF_USER, {"user_id": user, "session_ids": ids})
+    return sorted(locked, key=lambda r: r["session_id"])
+
+
 def lock_sessions_for_write(
-    params: list[dict[str, Any]], uuid_given: list[bool], existing_sql: str
+    core: Core, params: list[dict[str, Any]], uuid_given: list[bool], existing_sql: str
 ) -> Op[tuple[dict[str, str], dict[str, int], dict[uuid.UUID, dict[str, Any]]]]:
     """Lock the sessions a write touches (in id order, so concurrent writers cannot deadlock) and check
     it: every session exists, a client-given ``message_uuid`` is not used in another session, and every
@@ -305,7 +327,7 @@ def lock_sessions_for_write(
     (fetched with ``existing_sql``) of the client-given uuids.
     """
     session_ids = sorted({p["session_id"] for p in params})
-    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
+    locked = yield from lock_sessions(core, session_ids)
     owners = {r["session_id"]: r["user_id"] for r in locked}
     next_index = {r["session_id"]: r["next_message_index"] for r in locked}
     for sid in session_ids:
@@ -377,7 +399,9 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         logger.debug("stored %d messages", len(rows))
         return _as_stored(params, {r["message_uuid"]: r for r in rows})
 
-    owners, next_index, existing = yield from lock_sessions_for_write(params, uuid_given, q.SELECT_MESSAGES_BY_UUID)
+    owners, next_index, existing = yield from lock_sessions_for_write(
+        core, params, uuid_given, q.SELECT_MESSAGES_BY_UUID
+    )
 
     to_insert: list[dict[str, Any]] = []
     seen: set[uuid.UUID] = set()
