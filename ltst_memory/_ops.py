@@ -188,12 +188,29 @@ def server_versions(core: Core) -> Op[dict[str, str]]:
 # --------------------------------------------------------------------------- sessions
 
 
+def insert_session(core: Core, params: dict[str, Any]) -> Op[dict[str, Any] | None]:
+    """Insert the session of ``params``; its row, or ``None`` when its id is taken (by any user).
+
+    On a Citus cluster the key is ``(session_id, user_id)`` and each shard checks only its own rows, so
+    the id is checked first under a transaction lock on it (taken on the coordinator, which every
+    writer goes through): a session id stays unique across users, as on one server."""
+    if not (yield from is_distributed(core)):
+        row: dict[str, Any] | None = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
+        return row
+    yield Query(q.LOCK_SESSION_ID, {"session_id": params["session_id"]}, fetch="none")
+    taken = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": [params["session_id"]]})
+    if taken:
+        return None
+    row = yield Query(q.INSERT_SESSION, params, fetch="one")
+    return row
+
+
 @operation(group=SESSIONS)
 def create_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
     """Create ``session``; raise SessionExistsError if its id is taken."""
     if not isinstance(session, ConversationSession):
         raise ValidationError(f"expected a ConversationSession, got {type(session).__name__}")
-    row = yield Query(q.INSERT_SESSION, _session_params(session), fetch="one", atomic=True)
+    row = yield from insert_session(core, _session_params(session))
     if row is None:
         raise SessionExistsError(session.session_id)
     return q.session_from_row(row)
@@ -210,11 +227,11 @@ def get_or_create_session(core: Core, session: ConversationSession) -> Op[Conver
     if not isinstance(session, ConversationSession):
         raise ValidationError(f"expected a ConversationSession, got {type(session).__name__}")
     params = _session_params(session)
-    row = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
+    row = yield from insert_session(core, params)
     if row is None:
         row = yield Query(q.SELECT_SESSION, {"session_id": params["session_id"]}, fetch="one")
         if row is None:  # deleted between the two statements: create it after all
-            row = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
+            row = yield from insert_session(core, params)
         if row is None or row["user_id"] != params["user_id"]:
             raise SessionExistsError(session.session_id)
     return q.session_from_row(row)
@@ -294,18 +311,23 @@ def get_session_summary(core: Core, session_id: str) -> Op[SessionSummary]:
 # --------------------------------------------------------------------------- messages
 
 
+def is_distributed(core: Core) -> Op[bool]:
+    """Whether the store's tables are distributed by Citus (looked up once per store)."""
+    if core.distributed is None:
+        row = yield Query(q.CITUS_INSTALLED, {}, fetch="one")
+        if row and row["installed"]:
+            row = yield Query(q.IS_DISTRIBUTED, {}, fetch="one")
+        core.distributed = bool(row and row.get("distributed"))
+    return core.distributed
+
+
 def lock_sessions(core: Core, session_ids: list[str]) -> Op[list[dict[str, Any]]]:
     """Lock the rows of ``session_ids`` (sorted) in id order and return them (the existing ones).
 
     On a Citus cluster, where a row lock needs a statement answered by one shard, the owners are
     looked up first and each user's sessions locked in turn (users in order, then ids): two writers
     still take the locks of any two sessions in the same order."""
-    if core.distributed is None:
-        row = yield Query(q.CITUS_INSTALLED, {}, fetch="one")
-        if row and row["installed"]:
-            row = yield Query(q.IS_DISTRIBUTED, {}, fetch="one")
-        core.distributed = bool(row and row.get("distributed"))
-    if not core.distributed:
+    if not (yield from is_distributed(core)):
         rows: list[dict[str, Any]] = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
         return rows
     owners = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": session_ids})
@@ -647,7 +669,10 @@ def store_relationship(core: Core, relationship: SessionRelationship) -> Op[Sess
             raise SessionNotFoundError(sid)
     if len(set(owners.values())) != 1:
         raise ValidationError("related sessions must belong to the same user")
-    row = yield Query(q.UPSERT_RELATIONSHIP, params, fetch="one")
+    statement = q.UPSERT_RELATIONSHIP
+    if (yield from is_distributed(core)):
+        statement, params["user_id"] = q.UPSERT_RELATIONSHIP_OF_USER, owners[ids[0]]
+    row = yield Query(statement, params, fetch="one")
     return q.relationship_from_row(row)
 
 

@@ -111,6 +111,9 @@ ORDER BY session_id
 FOR UPDATE
 """
 
+# On a Citus cluster: creators of one session id queue here (a transaction lock on the coordinator).
+LOCK_SESSION_ID = "SELECT pg_advisory_xact_lock(hashtextextended('ltst.session:' || %(session_id)s, 0))"
+
 # Whether conversation_sessions is a Citus table: the extension first (its catalog exists only then).
 CITUS_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS installed"
 IS_DISTRIBUTED = """
@@ -356,16 +359,20 @@ SELECT_PREFERENCES_OF_TYPE = _SELECT_PREFERENCES.format(type_filter="AND prefere
 
 # --------------------------------------------------------------------------- relationships
 
-UPSERT_RELATIONSHIP = f"""
+_UPSERT_RELATIONSHIP = f"""
 INSERT INTO session_relationships AS r
-    (source_session_id, target_session_id, relationship_type, relationship_strength, metadata)
+    (source_session_id, target_session_id, relationship_type, relationship_strength, metadata{{user_column}})
 VALUES (%(source_session_id)s, %(target_session_id)s, %(relationship_type)s, %(relationship_strength)s,
-        %(metadata)s::jsonb)
+        %(metadata)s::jsonb{{user_value}})
 ON CONFLICT ON CONSTRAINT session_relationships_key DO UPDATE SET
     relationship_strength = EXCLUDED.relationship_strength,
     metadata = EXCLUDED.metadata
 RETURNING {RELATIONSHIP_COLUMNS}
 """
+UPSERT_RELATIONSHIP = _UPSERT_RELATIONSHIP.format(user_column="", user_value="")
+# On a Citus cluster (schema/citus/: the table has user_id, its distribution column, which an INSERT
+# must name to be routed to a shard).
+UPSERT_RELATIONSHIP_OF_USER = _UPSERT_RELATIONSHIP.format(user_column=", user_id", user_value=", %(user_id)s")
 
 SELECT_SESSION_OWNERS = """
 SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s)
