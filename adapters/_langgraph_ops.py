@@ -64,13 +64,17 @@ SELECT_NAMESPACES = """
 SELECT DISTINCT i.namespace FROM ltst_store_items AS i WHERE {owner} AND i.ns_path LIKE %(pattern)s AND {live}
 """
 UPSERT_ITEM = """
-INSERT INTO ltst_store_items AS i (user_id, ns_path, key, namespace, value, expires_at, ttl_minutes)
+INSERT INTO ltst_store_items AS i (user_id, ns_path, key, namespace, value, expires_at, ttl_minutes, created_at,
+                                    updated_at)
 VALUES (%(owner)s, %(ns_path)s, %(key)s, %(namespace)s, %(value)s::jsonb,
-        now() + %(ttl)s * interval '1 minute', %(ttl)s)
+        now() + %(ttl)s * interval '1 minute', %(ttl)s, now(), now())
 ON CONFLICT (user_id, ns_path, key) DO UPDATE SET
-    value = EXCLUDED.value, updated_at = now(), expires_at = EXCLUDED.expires_at, ttl_minutes = EXCLUDED.ttl_minutes,
-    -- an expired item that was not swept yet is a new item
-    created_at = CASE WHEN i.expires_at IS NOT NULL AND i.expires_at <= now() THEN now() ELSE i.created_at END
+    value = EXCLUDED.value, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at,
+    ttl_minutes = EXCLUDED.ttl_minutes,
+    -- an expired item that was not swept yet is a new item (no function here: on Citus, DO UPDATE SET
+    -- may only call IMMUTABLE ones, so "now" is the row's proposed updated_at)
+    created_at = CASE WHEN i.expires_at IS NOT NULL AND i.expires_at <= EXCLUDED.updated_at
+                      THEN EXCLUDED.created_at ELSE i.created_at END
 """
 DELETE_ITEM = "DELETE FROM ltst_store_items AS i WHERE {owner} AND i.ns_path = %(ns_path)s AND i.key = %(key)s"
 DELETE_VECTORS = "DELETE FROM ltst_store_vectors WHERE user_id = %(owner)s AND ns_path = %(ns_path)s AND key = %(key)s"

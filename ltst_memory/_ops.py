@@ -411,7 +411,10 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
 
     session_ids = sorted({p["session_id"] for p in params})
     uuid_given = [m.message_uuid is not None for m in messages]
-    if len(session_ids) == 1 and not any(uuid_given) and all(p["parent_message_id"] is None for p in params):
+    no_parents = all(p["parent_message_id"] is None for p in params)
+    one_statement = len(session_ids) == 1 and not any(uuid_given) and no_parents
+    # (on a Citus cluster its UPDATE by session_id alone would ask every shard: the locking path instead)
+    if one_statement and not (yield from is_distributed(core)):
         # the common case (one session, ids and parents left to the store): one statement
         columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
         columns["session_id"] = session_ids[0]
