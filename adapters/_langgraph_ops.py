@@ -43,8 +43,10 @@ WHERE {{owner}} AND i.ns_path = %(ns_path)s AND i.key = %(key)s AND {{live}}
 ORDER BY i.user_id = %(shared)s DESC, i.updated_at DESC
 LIMIT 1
 """
+# (to_timestamp of epoch seconds, not timestamptz + interval: Citus refuses a STABLE operator over a
+# column in an UPDATE, and a whole number of minutes is the same instant either way)
 REFRESH_TTL = """
-UPDATE ltst_store_items SET expires_at = now() + ttl_minutes * interval '1 minute'
+UPDATE ltst_store_items SET expires_at = to_timestamp(extract(epoch FROM now())::float8 + ttl_minutes * 60.0)
 WHERE user_id = %(owner)s AND ns_path = %(ns_path)s AND key = ANY(%(keys)s::text[]) AND ttl_minutes IS NOT NULL
 """
 _SEARCH = f"""

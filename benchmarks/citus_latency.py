@@ -78,12 +78,44 @@ def ingest(
     return {"by_user": by_user, "messages": total, "seconds": seconds, "messages_per_s": total / seconds}
 
 
+class StatementClock:
+    """Time spent in each statement (by its first line) while ``on``: where the ingest time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.on = False
+        self.lock = threading.Lock()
+        original = ConversationStorage._execute
+
+        def execute(store: Any, conn: Any, query: Any, replica: bool = False) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(store, conn, query, replica)
+            finally:
+                if self.on:
+                    key = " ".join(query.sql.split())[:70]
+                    with self.lock:
+                        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - began
+
+        ConversationStorage._execute = execute  # type: ignore[method-assign]
+
+    def top(self, total: float, n: int = 6) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 1)) for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1])[:n]]
+
+
+CLOCK = StatementClock()
+
+
 def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     rng = random.Random(0)
     with ConversationStorage(dsn, embedder=HashingEmbedder(384), pool_max_size=max(2, args.writers)) as store:
         loaded = ingest(store, run, args.users, args.sessions, args.messages, args.writers)
+        CLOCK.seconds.clear()
+        CLOCK.on = True
         one = ingest(store, run + "x", max(1, args.users // 4), args.sessions, args.messages, 1)
+        CLOCK.on = False
+        one["time_by_statement_percent"] = CLOCK.top(one["seconds"])
         users = list(loaded["by_user"])
         sessions = [s for ss in loaded["by_user"].values() for s in ss]
         ops: dict[str, Any] = {
