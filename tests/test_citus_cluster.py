@@ -209,16 +209,20 @@ def test_concurrent_writers_get_gapless_indexes_and_lose_nothing(database_dsn: s
                         stored = store.store_messages(
                             [
                                 ConversationMessage(
-                                    session_id=f"{user}-shared", role="human", content=f"w{w} m{i}{k}",
+                                    session_id=f"{user}-shared",
+                                    role="human",
+                                    content=f"w{w} m{i}{k}",
                                     message_uuid=f"00000000-0000-4000-8000-{w:04d}{i:04d}{k:04d}",
                                 )
                                 for k in range(2)
                             ]
                         )
                     else:
-                        stored = [store.store_message(
-                            ConversationMessage(session_id=f"{user}-shared", role="human", content=f"w{w} m{i}")
-                        )]
+                        stored = [
+                            store.store_message(
+                                ConversationMessage(session_id=f"{user}-shared", role="human", content=f"w{w} m{i}")
+                            )
+                        ]
                     with lock:
                         acknowledged.extend((m.session_id, int(m.message_index or 0)) for m in stored)
             except BaseException as exc:  # reported below
@@ -236,3 +240,18 @@ def test_concurrent_writers_get_gapless_indexes_and_lose_nothing(database_dsn: s
             assert indexes == list(range(len(indexes)))  # gapless, no duplicates
             assert sorted(i for s, i in acknowledged if s == sid) == indexes  # every acknowledged one stored
             assert store.get_session_summary(sid).total_messages == len(indexes)
+
+
+def test_opening_with_another_embedder_resizes_an_empty_store_and_refuses_a_filled_one(database_dsn: str) -> None:
+    from ltst_memory import EmbeddingDimensionError
+
+    # the model check upserts into ltst_metadata, a reference table (no function in DO UPDATE SET)
+    with ConversationStorage(database_dsn, embedder=HashingEmbedder(256)) as store:
+        fill(store, "user-0")
+        hits = store.search_messages("green tea", user_id="user-0")
+        assert {m.content for m, _ in hits} == {"user-0 likes green tea", "Noted: green tea."}
+    with psycopg.connect(database_dsn) as conn:
+        row = conn.execute("SELECT vector_dims(embedding) FROM conversation_messages LIMIT 1").fetchone()
+        assert row is not None and row[0] == 256  # the column was resized on every shard
+    with pytest.raises(EmbeddingDimensionError, match="256 dimensions"):
+        ConversationStorage(database_dsn, embedder=HashingEmbedder(384))
