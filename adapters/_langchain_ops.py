@@ -85,10 +85,11 @@ UPDATE ltst_collections SET dimension = %(dimension)s, embedding_model = %(model
 WHERE user_id = %(owner)s AND collection = %(collection)s
 """
 UPSERT_DOCUMENT = """
-INSERT INTO ltst_documents (user_id, collection, document_id, content, metadata, embedding)
-VALUES (%(owner)s, %(collection)s, %(document_id)s, %(content)s, %(metadata)s::jsonb, %(embedding)s)
+INSERT INTO ltst_documents (user_id, collection, document_id, content, metadata, embedding, updated_at)
+VALUES (%(owner)s, %(collection)s, %(document_id)s, %(content)s, %(metadata)s::jsonb, %(embedding)s, now())
 ON CONFLICT (user_id, collection, document_id) DO UPDATE SET
-    content = EXCLUDED.content, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding, updated_at = now()
+    content = EXCLUDED.content, metadata = EXCLUDED.metadata, embedding = EXCLUDED.embedding,
+    updated_at = EXCLUDED.updated_at
 """
 DELETE_DOCUMENTS = """
 DELETE FROM ltst_documents WHERE {owner} AND collection = %(collection)s AND document_id = ANY(%(ids)s::text[])

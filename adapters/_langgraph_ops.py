@@ -43,8 +43,10 @@ WHERE {{owner}} AND i.ns_path = %(ns_path)s AND i.key = %(key)s AND {{live}}
 ORDER BY i.user_id = %(shared)s DESC, i.updated_at DESC
 LIMIT 1
 """
+# (to_timestamp of epoch seconds, not timestamptz + interval: Citus refuses a STABLE operator over a
+# column in an UPDATE, and a whole number of minutes is the same instant either way)
 REFRESH_TTL = """
-UPDATE ltst_store_items SET expires_at = now() + ttl_minutes * interval '1 minute'
+UPDATE ltst_store_items SET expires_at = to_timestamp(extract(epoch FROM now())::float8 + ttl_minutes * 60.0)
 WHERE user_id = %(owner)s AND ns_path = %(ns_path)s AND key = ANY(%(keys)s::text[]) AND ttl_minutes IS NOT NULL
 """
 _SEARCH = f"""
@@ -64,13 +66,17 @@ SELECT_NAMESPACES = """
 SELECT DISTINCT i.namespace FROM ltst_store_items AS i WHERE {owner} AND i.ns_path LIKE %(pattern)s AND {live}
 """
 UPSERT_ITEM = """
-INSERT INTO ltst_store_items AS i (user_id, ns_path, key, namespace, value, expires_at, ttl_minutes)
+INSERT INTO ltst_store_items AS i (user_id, ns_path, key, namespace, value, expires_at, ttl_minutes, created_at,
+                                    updated_at)
 VALUES (%(owner)s, %(ns_path)s, %(key)s, %(namespace)s, %(value)s::jsonb,
-        now() + %(ttl)s * interval '1 minute', %(ttl)s)
+        now() + %(ttl)s * interval '1 minute', %(ttl)s, now(), now())
 ON CONFLICT (user_id, ns_path, key) DO UPDATE SET
-    value = EXCLUDED.value, updated_at = now(), expires_at = EXCLUDED.expires_at, ttl_minutes = EXCLUDED.ttl_minutes,
-    -- an expired item that was not swept yet is a new item
-    created_at = CASE WHEN i.expires_at IS NOT NULL AND i.expires_at <= now() THEN now() ELSE i.created_at END
+    value = EXCLUDED.value, updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at,
+    ttl_minutes = EXCLUDED.ttl_minutes,
+    -- an expired item that was not swept yet is a new item (no function here: on Citus, DO UPDATE SET
+    -- may only call IMMUTABLE ones, so "now" is the row's proposed updated_at)
+    created_at = CASE WHEN i.expires_at IS NOT NULL AND i.expires_at <= EXCLUDED.updated_at
+                      THEN EXCLUDED.created_at ELSE i.created_at END
 """
 DELETE_ITEM = "DELETE FROM ltst_store_items AS i WHERE {owner} AND i.ns_path = %(ns_path)s AND i.key = %(key)s"
 DELETE_VECTORS = "DELETE FROM ltst_store_vectors WHERE user_id = %(owner)s AND ns_path = %(ns_path)s AND key = %(key)s"

@@ -157,6 +157,14 @@ def pool_timeout_error(pool: Any, timeout: float, shown_dsn: str, *, replica: bo
             heal_embedded()
         return unavailable(conninfo, exc, replica=replica)
     which = "read replica pool" if replica else "pool"
+    stats = pool.get_stats() if hasattr(pool, "get_stats") else {}
+    if stats.get("pool_size", pool.max_size) < pool.max_size:
+        # not exhausted: connections were lost and psycopg_pool reconnects with a backoff (1 s, doubling)
+        return DatabaseUnavailableError(
+            f"no connection within {timeout:g}s: the server at {shown_dsn} answers again, but the store's {which} "
+            f"is still opening connections (after losing some, psycopg_pool retries after 1 s, 2 s, 4 s, ...). "
+            f"Retry the call, or keep pool_timeout / LTST_POOL_TIMEOUT (now {timeout:g}s) above that wait."
+        )
     return DatabaseUnavailableError(
         f"no connection free within {timeout:g}s: all {pool.max_size} connections of the store's {which} are "
         f"in use (the server at {shown_dsn} is up). Raise pool_max_size / LTST_POOL_MAX_SIZE (now "

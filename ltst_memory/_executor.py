@@ -132,6 +132,54 @@ def check_outside_transaction(op: Op[Any], instruction: Embed | Call, wrote: boo
         )
 
 
+#: How far (seconds) the server replays behind its primary: 0 when it has replayed all the WAL it
+#: received (or is not a standby), else the age of the last transaction it replayed (infinite when it
+#: has replayed none since it started). A standby that lost its primary has nothing left to replay: 0.
+REPLICA_LAG = """
+SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0.0
+            WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0.0
+            ELSE coalesce(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8,
+                          'Infinity'::float8)
+       END AS lag
+"""
+
+#: How long (seconds at most) a lag check waits for a connection of the replica pool.
+REPLICA_CHECK_TIMEOUT = 1.0
+
+
+class ReplicaHealth:
+    """Whether a store's read replica takes its reads now: reachable, and no more than
+    ``settings.read_max_lag`` seconds behind. Checked at most every ``read_check_interval`` seconds (ten
+    times less often while unusable); a change is logged, as a warning when reads move to the primary."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_lag = settings.read_max_lag
+        self.interval = settings.read_check_interval
+        self.usable = True
+        self.checked_at: float | None = None
+        self.lag: float | None = None
+
+    def due(self, now: float) -> bool:
+        """Whether the replica is to be checked again before a read at ``now`` (``time.monotonic()``)."""
+        if self.checked_at is None:
+            return True
+        return now - self.checked_at >= (self.interval if self.usable else 10 * self.interval)
+
+    def record(self, now: float, lag: float | None, error: BaseException | None) -> bool:
+        """Note the outcome of a check (the ``lag``, or the ``error`` that stopped it); return whether
+        the replica takes reads."""
+        usable = error is None and lag is not None and lag <= self.max_lag
+        if not usable and (self.usable or self.checked_at is None):
+            why = f"cannot be reached ({type(error).__name__}: {error})" if error is not None else (
+                f"replays {lag:.1f} s behind the primary (read_max_lag {self.max_lag:g} s)"
+            )
+            logger.warning("read replica %s: reads go to the primary", why)
+        elif usable and not self.usable:
+            logger.warning("read replica usable again (%.1f s behind): reads go to it", lag or 0.0)
+        self.usable, self.checked_at, self.lag = usable, now, lag
+        return usable
+
+
 #: ids of the stores whose operations run on the primary in the current thread / asyncio task.
 _on_primary: ContextVar[frozenset[int]] = ContextVar("ltst_on_primary", default=frozenset())
 

@@ -144,6 +144,9 @@ class Core:
     scope_user: str | None = None
     #: The store's session cache (ltst_memory/cache.py; off unless its ttl is set).
     cache: Any = None
+    #: Whether the tables are distributed by Citus (docs/citus.md); looked up by the first write that
+    #: locks sessions (``_ops.lock_sessions``), which then locks them one user at a time.
+    distributed: bool | None = None
 
 
 # --------------------------------------------------------------------------- declarations

@@ -188,12 +188,29 @@ def server_versions(core: Core) -> Op[dict[str, str]]:
 # --------------------------------------------------------------------------- sessions
 
 
+def insert_session(core: Core, params: dict[str, Any]) -> Op[dict[str, Any] | None]:
+    """Insert the session of ``params``; its row, or ``None`` when its id is taken (by any user).
+
+    On a Citus cluster the key is ``(session_id, user_id)`` and each shard checks only its own rows, so
+    the id is checked first under a transaction lock on it (taken on the coordinator, which every
+    writer goes through): a session id stays unique across users, as on one server."""
+    if not (yield from is_distributed(core)):
+        row: dict[str, Any] | None = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
+        return row
+    yield Query(q.LOCK_SESSION_ID, {"session_id": params["session_id"]}, fetch="none")
+    taken = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": [params["session_id"]]})
+    if taken:
+        return None
+    row = yield Query(q.INSERT_SESSION, params, fetch="one")
+    return row
+
+
 @operation(group=SESSIONS)
 def create_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
     """Create ``session``; raise SessionExistsError if its id is taken."""
     if not isinstance(session, ConversationSession):
         raise ValidationError(f"expected a ConversationSession, got {type(session).__name__}")
-    row = yield Query(q.INSERT_SESSION, _session_params(session), fetch="one", atomic=True)
+    row = yield from insert_session(core, _session_params(session))
     if row is None:
         raise SessionExistsError(session.session_id)
     return q.session_from_row(row)
@@ -210,11 +227,11 @@ def get_or_create_session(core: Core, session: ConversationSession) -> Op[Conver
     if not isinstance(session, ConversationSession):
         raise ValidationError(f"expected a ConversationSession, got {type(session).__name__}")
     params = _session_params(session)
-    row = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
+    row = yield from insert_session(core, params)
     if row is None:
         row = yield Query(q.SELECT_SESSION, {"session_id": params["session_id"]}, fetch="one")
         if row is None:  # deleted between the two statements: create it after all
-            row = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
+            row = yield from insert_session(core, params)
         if row is None or row["user_id"] != params["user_id"]:
             raise SessionExistsError(session.session_id)
     return q.session_from_row(row)
@@ -259,7 +276,7 @@ def get_user_sessions(core: Core, user_id: str, limit: int = 50) -> Op[list[Conv
 def delete_session(core: Core, session_id: str) -> Op[dict[str, int]]:
     """Delete the session and everything attached to it; return the number of rows removed per kind."""
     params = {"session_id": check_id("session_id", session_id)}
-    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": [session_id]})
+    locked = yield from lock_sessions(core, [session_id])
     if not locked:
         raise SessionNotFoundError(session_id)
     counts = yield Query(q.COUNT_SESSION_ROWS, params, fetch="one")
@@ -294,8 +311,35 @@ def get_session_summary(core: Core, session_id: str) -> Op[SessionSummary]:
 # --------------------------------------------------------------------------- messages
 
 
+def is_distributed(core: Core) -> Op[bool]:
+    """Whether the store's tables are distributed by Citus (looked up once per store)."""
+    if core.distributed is None:
+        row = yield Query(q.CITUS_INSTALLED, {}, fetch="one")
+        if row and row["installed"]:
+            row = yield Query(q.IS_DISTRIBUTED, {}, fetch="one")
+        core.distributed = bool(row and row.get("distributed"))
+    return core.distributed
+
+
+def lock_sessions(core: Core, session_ids: list[str]) -> Op[list[dict[str, Any]]]:
+    """Lock the rows of ``session_ids`` (sorted) in id order and return them (the existing ones).
+
+    On a Citus cluster, where a row lock needs a statement answered by one shard, the owners are
+    looked up first and each user's sessions locked in turn (users in order, then ids): two writers
+    still take the locks of any two sessions in the same order."""
+    if not (yield from is_distributed(core)):
+        rows: list[dict[str, Any]] = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
+        return rows
+    owners = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": session_ids})
+    locked: list[dict[str, Any]] = []
+    for user in sorted({r["user_id"] for r in owners}):
+        ids = sorted(r["session_id"] for r in owners if r["user_id"] == user)
+        locked += yield Query(q.LOCK_SESSIONS_OF_USER, {"user_id": user, "session_ids": ids})
+    return sorted(locked, key=lambda r: r["session_id"])
+
+
 def lock_sessions_for_write(
-    params: list[dict[str, Any]], uuid_given: list[bool], existing_sql: str
+    core: Core, params: list[dict[str, Any]], uuid_given: list[bool], existing_sql: str
 ) -> Op[tuple[dict[str, str], dict[str, int], dict[uuid.UUID, dict[str, Any]]]]:
     """Lock the sessions a write touches (in id order, so concurrent writers cannot deadlock) and check
     it: every session exists, a client-given ``message_uuid`` is not used in another session, and every
@@ -305,7 +349,7 @@ def lock_sessions_for_write(
     (fetched with ``existing_sql``) of the client-given uuids.
     """
     session_ids = sorted({p["session_id"] for p in params})
-    locked = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
+    locked = yield from lock_sessions(core, session_ids)
     owners = {r["session_id"]: r["user_id"] for r in locked}
     next_index = {r["session_id"]: r["next_message_index"] for r in locked}
     for sid in session_ids:
@@ -367,7 +411,10 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
 
     session_ids = sorted({p["session_id"] for p in params})
     uuid_given = [m.message_uuid is not None for m in messages]
-    if len(session_ids) == 1 and not any(uuid_given) and all(p["parent_message_id"] is None for p in params):
+    no_parents = all(p["parent_message_id"] is None for p in params)
+    one_statement = len(session_ids) == 1 and not any(uuid_given) and no_parents
+    # (on a Citus cluster its UPDATE by session_id alone would ask every shard: the locking path instead)
+    if one_statement and not (yield from is_distributed(core)):
         # the common case (one session, ids and parents left to the store): one statement
         columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
         columns["session_id"] = session_ids[0]
@@ -377,7 +424,9 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         logger.debug("stored %d messages", len(rows))
         return _as_stored(params, {r["message_uuid"]: r for r in rows})
 
-    owners, next_index, existing = yield from lock_sessions_for_write(params, uuid_given, q.SELECT_MESSAGES_BY_UUID)
+    owners, next_index, existing = yield from lock_sessions_for_write(
+        core, params, uuid_given, q.SELECT_MESSAGES_BY_UUID
+    )
 
     to_insert: list[dict[str, Any]] = []
     seen: set[uuid.UUID] = set()
@@ -638,7 +687,10 @@ def store_relationship(core: Core, relationship: SessionRelationship) -> Op[Sess
             raise SessionNotFoundError(sid)
     if len(set(owners.values())) != 1:
         raise ValidationError("related sessions must belong to the same user")
-    row = yield Query(q.UPSERT_RELATIONSHIP, params, fetch="one")
+    statement = q.UPSERT_RELATIONSHIP
+    if (yield from is_distributed(core)):
+        statement, params["user_id"] = q.UPSERT_RELATIONSHIP_OF_USER, owners[ids[0]]
+    row = yield Query(statement, params, fetch="one")
     return q.relationship_from_row(row)
 
 

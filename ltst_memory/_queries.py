@@ -109,6 +109,24 @@ ORDER BY session_id
 FOR UPDATE
 """
 
+# On a Citus cluster a row lock needs a statement answered by one shard: the sessions of one user.
+LOCK_SESSIONS_OF_USER = """
+SELECT session_id, user_id, next_message_index FROM conversation_sessions
+WHERE user_id = %(user_id)s AND session_id = ANY(%(session_ids)s)
+ORDER BY session_id
+FOR UPDATE
+"""
+
+# On a Citus cluster: creators of one session id queue here (a transaction lock on the coordinator).
+LOCK_SESSION_ID = "SELECT pg_advisory_xact_lock(hashtextextended('ltst.session:' || %(session_id)s, 0))"
+
+# Whether conversation_sessions is a Citus table: the extension first (its catalog exists only then).
+CITUS_INSTALLED = "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS installed"
+IS_DISTRIBUTED = """
+SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'conversation_sessions'::regclass)
+       AS distributed
+"""
+
 ADVANCE_MESSAGE_INDEX = """
 UPDATE conversation_sessions AS s SET next_message_index = x.next_index
 FROM unnest(%(session_ids)s::text[], %(next_indexes)s::int[]) AS x(session_id, next_index)
@@ -295,15 +313,16 @@ SELECT coalesce(sum(total_messages), 0) AS n FROM session_summary WHERE session_
 
 UPSERT_CONTEXT = f"""
 INSERT INTO conversation_context AS c
-    (session_id, user_id, context_type, context_key, context_value, relevance_score, metadata, expires_at)
+    (session_id, user_id, context_type, context_key, context_value, relevance_score, metadata, expires_at,
+     updated_at)
 VALUES (%(session_id)s, %(user_id)s, %(context_type)s, %(context_key)s, %(context_value)s,
-        %(relevance_score)s, %(metadata)s::jsonb, %(expires_at)s)
+        %(relevance_score)s, %(metadata)s::jsonb, %(expires_at)s, now())
 ON CONFLICT ON CONSTRAINT conversation_context_key DO UPDATE SET
     context_value = EXCLUDED.context_value,
     relevance_score = EXCLUDED.relevance_score,
     metadata = EXCLUDED.metadata,
     expires_at = EXCLUDED.expires_at,
-    updated_at = now()
+    updated_at = EXCLUDED.updated_at
 RETURNING {CONTEXT_COLUMNS}
 """
 
@@ -323,16 +342,17 @@ DELETE FROM conversation_context WHERE expires_at IS NOT NULL AND expires_at <= 
 
 UPSERT_PREFERENCE = f"""
 INSERT INTO user_preferences AS p
-    (user_id, preference_key, preference_value, preference_type, confidence_score, metadata, is_sensitive)
+    (user_id, preference_key, preference_value, preference_type, confidence_score, metadata, is_sensitive,
+     updated_at)
 VALUES (%(user_id)s, %(preference_key)s, %(preference_value)s::jsonb, %(preference_type)s,
-        %(confidence_score)s, %(metadata)s::jsonb, %(is_sensitive)s)
+        %(confidence_score)s, %(metadata)s::jsonb, %(is_sensitive)s, now())
 ON CONFLICT (user_id, preference_key) DO UPDATE SET
     preference_value = EXCLUDED.preference_value,
     preference_type = EXCLUDED.preference_type,
     confidence_score = EXCLUDED.confidence_score,
     metadata = EXCLUDED.metadata,
     is_sensitive = EXCLUDED.is_sensitive,
-    updated_at = now()
+    updated_at = EXCLUDED.updated_at
 RETURNING {PREFERENCE_COLUMNS}
 """
 
@@ -345,16 +365,20 @@ SELECT_PREFERENCES_OF_TYPE = _SELECT_PREFERENCES.format(type_filter="AND prefere
 
 # --------------------------------------------------------------------------- relationships
 
-UPSERT_RELATIONSHIP = f"""
+_UPSERT_RELATIONSHIP = f"""
 INSERT INTO session_relationships AS r
-    (source_session_id, target_session_id, relationship_type, relationship_strength, metadata)
+    (source_session_id, target_session_id, relationship_type, relationship_strength, metadata{{user_column}})
 VALUES (%(source_session_id)s, %(target_session_id)s, %(relationship_type)s, %(relationship_strength)s,
-        %(metadata)s::jsonb)
+        %(metadata)s::jsonb{{user_value}})
 ON CONFLICT ON CONSTRAINT session_relationships_key DO UPDATE SET
     relationship_strength = EXCLUDED.relationship_strength,
     metadata = EXCLUDED.metadata
 RETURNING {RELATIONSHIP_COLUMNS}
 """
+UPSERT_RELATIONSHIP = _UPSERT_RELATIONSHIP.format(user_column="", user_value="")
+# On a Citus cluster (schema/citus/: the table has user_id, its distribution column, which an INSERT
+# must name to be routed to a shard).
+UPSERT_RELATIONSHIP_OF_USER = _UPSERT_RELATIONSHIP.format(user_column=", user_id", user_value=", %(user_id)s")
 
 SELECT_SESSION_OWNERS = """
 SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s)
@@ -364,12 +388,17 @@ SELECT_RELATED_SESSIONS = f"""
 SELECT {", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))},
        r.source_session_id, r.target_session_id, r.relationship_type, r.relationship_strength,
        r.metadata AS relationship_metadata, r.created_at AS relationship_created_at
-FROM session_relationships AS r
+FROM (  -- materialized first: on Citus, a join of two distributed tables must pair user_id
+    WITH r AS MATERIALIZED (
+        SELECT * FROM session_relationships
+        WHERE source_session_id = %(session_id)s OR target_session_id = %(session_id)s
+    )
+    SELECT * FROM r
+) AS r
 JOIN conversation_sessions AS s
   ON s.session_id = CASE WHEN r.source_session_id = %(session_id)s
                          THEN r.target_session_id ELSE r.source_session_id END
-WHERE (r.source_session_id = %(session_id)s OR r.target_session_id = %(session_id)s)
-  AND s.user_id = (SELECT o.user_id FROM conversation_sessions AS o WHERE o.session_id = %(session_id)s)
+WHERE s.user_id = (SELECT o.user_id FROM conversation_sessions AS o WHERE o.session_id = %(session_id)s)
 ORDER BY r.relationship_strength DESC, s.last_activity DESC
 LIMIT %(limit)s
 """
@@ -382,8 +411,8 @@ SELECT_SUMMARY = f"SELECT {SUMMARY_COLUMNS} FROM session_summary WHERE session_i
 
 SELECT_METADATA = "SELECT key, value FROM ltst_metadata"
 UPSERT_METADATA = """
-INSERT INTO ltst_metadata (key, value) VALUES (%(key)s, %(value)s)
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+INSERT INTO ltst_metadata (key, value, updated_at) VALUES (%(key)s, %(value)s, now())
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at
 """
 SERVER_VERSIONS = """
 SELECT current_setting('server_version') AS postgres,

@@ -123,6 +123,7 @@ SELECT {columns}, coalesce(b.score, 0.0) AS bm25,
 FROM pool AS p
 JOIN conversation_messages AS m ON m.message_id = p.message_id
 LEFT JOIN bm25 AS b ON b.message_id = p.message_id
+WHERE {scope}{filters}
 """
 
 
@@ -130,14 +131,17 @@ _POOL_SEED = """
     SELECT message_id FROM seed"""
 
 # The seed plus the turns just before and after each seed row (same scope and filters), so that the
-# turn answering a question gets scored even when only the question's turn matched.
+# turn answering a question gets scored even when only the question's turn matched. (The pool's rows
+# pass the scope and filters already; the final WHERE repeats them so that a distributed database sees
+# the user: on Citus, a user's recall is one shard's query, and the neighbours join pairs user_id.)
 _POOL_WITH_NEIGHBOURS = """
     SELECT message_id FROM seed
     UNION
     SELECT m.message_id FROM seed AS s
     JOIN conversation_messages AS p ON p.message_id = s.message_id
     JOIN conversation_messages AS m
-      ON m.session_id = p.session_id AND m.message_index IN (p.message_index - 1, p.message_index + 1)
+      ON m.session_id = p.session_id AND m.user_id = p.user_id
+     AND m.message_index IN (p.message_index - 1, p.message_index + 1)
     WHERE {scope}{filters}"""
 
 
@@ -160,7 +164,13 @@ def candidates_sql(
     pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
     match = (_MATCH_BY_SCAN if scan else _MATCH_BY_INDEX).format(scope=scope, filters=filters, order=order)
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
-    tail = _TAIL.format(pool=pool, columns=M_MESSAGE_COLUMNS, extra=", m.embedding" if with_embedding else "")
+    tail = _TAIL.format(
+        pool=pool,
+        columns=M_MESSAGE_COLUMNS,
+        extra=", m.embedding" if with_embedding else "",
+        scope=scope,
+        filters=filters,
+    )
     return head + match + tail
 
 

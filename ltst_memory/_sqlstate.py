@@ -100,6 +100,7 @@ def _input_message(exc: psycopg.Error) -> str:
     else:
         index = re.search(r'for index "([^"]+)"', primary)
         for name in (index.group(1) if index else None, diag.constraint_name, diag.table_name):
+            name = re.sub(r"_\d+$", "", name) if name and name not in _FIELDS_OF else name  # a shard: name_<shard id>
             if name and name in _FIELDS_OF:
                 fields = _FIELDS_OF[name]
                 break

@@ -264,7 +264,7 @@ def _import_batch(
         result.deferred += len(missing)
 
     owners, next_index, existing = yield from lock_sessions_for_write(
-        prepared.params(), [g is not None for g in prepared.given_uuids], EXISTING_UUIDS
+        core, prepared.params(), [g is not None for g in prepared.given_uuids], EXISTING_UUIDS
     )
     now = (yield Query(TRANSACTION_NOW, {"work_mem": _work_mem(prepared)}, fetch="one", local=True))["now"]
 

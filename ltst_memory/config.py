@@ -30,6 +30,16 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigurationError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name} must be a number, got {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a store needs to know before it opens.
@@ -57,6 +67,13 @@ class Settings:
     exact_search_max_rows: int = 15_000
     #: A streaming replica (``LTST_READ_DATABASE_URL``) for read-only operations; see docs/scaling.md.
     read_dsn: str | None = None
+    #: Reads go to the primary (with a warning in the log) while the replica replays more than this many
+    #: seconds behind it (``LTST_READ_MAX_LAG``), or cannot be reached.
+    read_max_lag: float = 10.0
+    #: How often (seconds) a store checks its replica's lag: the first read after the interval checks,
+    #: on a connection of the replica pool; ten times less often while the replica is unusable. 0: every
+    #: read.
+    read_check_interval: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("dsn", "read_dsn"):
@@ -76,6 +93,7 @@ class Settings:
             max_content_chars=_env_int("LTST_MAX_CONTENT_CHARS", 100_000),
             pool_max_size=_env_int("LTST_POOL_MAX_SIZE", 10),
             read_dsn=env.get("LTST_READ_DATABASE_URL") or None,
+            read_max_lag=_env_float("LTST_READ_MAX_LAG", 10.0),
         )
         given = {k: v for k, v in overrides.items() if v is not None}
         if "data_dir" in given:
@@ -86,6 +104,8 @@ class Settings:
             raise ConfigurationError(str(exc)) from None
         if settings.max_content_chars < 1:
             raise ConfigurationError("max_content_chars must be at least 1")
+        if not settings.read_max_lag >= 0 or not settings.read_check_interval >= 0:
+            raise ConfigurationError("read_max_lag and read_check_interval must be numbers of seconds >= 0")
         if settings.pool_min_size < 0 or settings.pool_max_size < max(1, settings.pool_min_size):
             raise ConfigurationError("pool sizes must satisfy 0 <= pool_min_size <= pool_max_size, max >= 1")
         return settings

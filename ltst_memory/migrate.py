@@ -48,7 +48,9 @@ def applied_migrations(conn: psycopg.Connection[Any]) -> dict[str, str | None]:
 def migrate(conn: psycopg.Connection[Any]) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now.
 
-    ``conn`` must not be inside a transaction; it is left in autocommit-off idle state.
+    On a database converted with ``ltst citus-prepare`` (docs/citus.md), ``schema/citus/distribute.sql``
+    runs again after any new migration. ``conn`` must not be inside a transaction; it is left in
+    autocommit-off idle state.
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise MigrationError("migrate() needs a connection outside any transaction: commit or roll back first")
@@ -59,6 +61,7 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             done = applied_migrations(conn)
+            citus = bool(done) and _converted_for_citus(conn)
             for name, sql in migration_files():
                 checksum = _checksum(sql)
                 if name in done:
@@ -71,6 +74,8 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
                 logger.info("applying migration %s", name)
                 try:
                     with conn.transaction():
+                        if citus:  # DDL on distributed tables and functions in one transaction: Citus
+                            conn.execute(CITUS_SEQUENTIAL)  # wants one connection per node for both
                         conn.execute(sql.encode("utf-8"))  # bytes: no parameter parsing of '%'
                         conn.execute(
                             "INSERT INTO ltst_migrations (name, checksum) VALUES (%s, %s) "
@@ -82,9 +87,25 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
                 applied_now.append(name)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+        if applied_now and _converted_for_citus(conn):
+            from ._cli_citus import prepare_for_citus
+
+            logger.info("converted for Citus: applying schema/citus/distribute.sql again after %s", applied_now)
+            prepare_for_citus(conn)
     finally:
         conn.autocommit = previous_autocommit
     return applied_now
+
+
+CITUS_SEQUENTIAL = "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"
+CONVERTED_FOR_CITUS = "SELECT EXISTS (SELECT 1 FROM ltst_metadata WHERE key = 'citus_distribution_column')"
+
+
+def _converted_for_citus(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``ltst citus-prepare`` converted this database (docs/citus.md): after a new migration its
+    file runs again, so that the keys, trigger functions and distribution stay as a cluster needs them."""
+    row = conn.execute(CONVERTED_FOR_CITUS).fetchone()
+    return bool(row and row[0])
 
 
 #: Whether any message has an embedding, seen by the schema owner (RLS would hide rows from other roles).

@@ -58,7 +58,8 @@ _EXPORT = """
 SELECT m.message_uuid, m.session_id, m.user_id, s.session_type, m.role, m.message_type, m.message_index,
        m."timestamp", length(m.content) AS characters, ltst_token_estimate(m.content) AS tokens_estimate,
        m.embedding IS NOT NULL AS embedded{content}
-FROM conversation_messages AS m JOIN conversation_sessions AS s ON s.session_id = m.session_id
+FROM conversation_messages AS m
+JOIN conversation_sessions AS s ON s.session_id = m.session_id AND s.user_id = m.user_id
 WHERE m."timestamp" >= coalesce(%(since)s, '-infinity'::timestamptz)
   AND m."timestamp" < coalesce(%(until)s, 'infinity'::timestamptz)
 ORDER BY m."timestamp", m.message_id

@@ -60,10 +60,10 @@ class RetentionPolicy:
 # --------------------------------------------------------------------------- SQL
 
 UPSERT_POLICY = """
-INSERT INTO ltst_retention_policies (user_id, session_type, message_days, context_days)
-VALUES (%(user_id)s, %(session_type)s, %(message_days)s, %(context_days)s)
+INSERT INTO ltst_retention_policies (user_id, session_type, message_days, context_days, updated_at)
+VALUES (%(user_id)s, %(session_type)s, %(message_days)s, %(context_days)s, now())
 ON CONFLICT (user_id, session_type) DO UPDATE SET
-    message_days = EXCLUDED.message_days, context_days = EXCLUDED.context_days, updated_at = now()
+    message_days = EXCLUDED.message_days, context_days = EXCLUDED.context_days, updated_at = EXCLUDED.updated_at
 RETURNING user_id, session_type, message_days, context_days, created_at, updated_at
 """
 DELETE_POLICY = "DELETE FROM ltst_retention_policies WHERE user_id = %(user_id)s AND session_type = %(session_type)s"

@@ -8,6 +8,7 @@ Generated from ``storage_async.py`` (do not edit) by ``python -m ltst_memory._co
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -30,6 +31,9 @@ from ._connection import (
     unavailable,
 )
 from ._executor import (
+    REPLICA_CHECK_TIMEOUT,
+    REPLICA_LAG,
+    ReplicaHealth,
     check_open,
     check_outside_transaction,
     check_replica,
@@ -139,6 +143,7 @@ class ConversationStorage:
         self._given_read_pool = read_pool
         self._read_pool: ConnectionPool[Any] | None = None  # None: every operation runs on the primary
         self._read_conninfo = "" if read_pool is not None else (self._settings.read_dsn or "")
+        self._replica_health = ReplicaHealth(self._settings)
         self._embedded_dir: Path | None = None
         self._conninfo = ""
         self._closed = True
@@ -162,6 +167,8 @@ class ConversationStorage:
         self._pool = pool
         self._read_pool = read_pool
         self._closed = False
+        if read_pool is not None:
+            self._replica_takes_reads()  # its lag now (a warning if reads start on the primary)
         if self._warm:
             blocking(warm_up, self._core.embedder)
         logger.info("ltst-memory store open on %s", self.dsn)
@@ -308,7 +315,26 @@ class ConversationStorage:
         check_open(self._closed)
         readonly = is_read_only(op) if readonly is None else readonly
         with track_operation(self._core, op):  # timings by operation: ltst_memory/stats.py
-            return self._drive(op, readonly, on_replica(self, op, readonly))
+            replica = on_replica(self, op, readonly) and self._replica_takes_reads()
+            return self._drive(op, readonly, replica)
+
+    def _replica_takes_reads(self) -> bool:
+        """Whether the read replica takes reads now (:class:`~ltst_memory._executor.ReplicaHealth`):
+        when a check is due, its lag is read on a connection of the replica pool."""
+        health = self._replica_health
+        now = time.monotonic()
+        if not health.due(now):
+            return health.usable
+        assert self._read_pool is not None  # on_replica() said the store has one
+        lag: float | None = None
+        try:
+            with self._read_pool.connection(timeout=REPLICA_CHECK_TIMEOUT) as conn, conn.transaction():
+                cur = conn.execute(REPLICA_LAG)
+                row = cur.fetchone()
+                lag = float(row[0]) if row is not None else None
+        except (psycopg.Error, PoolTimeout) as exc:
+            return health.record(now, None, exc)
+        return health.record(now, lag, None)
 
     def _drive(self, op: Op[R], readonly: bool, replica: bool) -> R:
         """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run with

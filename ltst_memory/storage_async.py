@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -29,6 +30,9 @@ from ._connection import (
     unavailable,
 )
 from ._executor import (
+    REPLICA_CHECK_TIMEOUT,
+    REPLICA_LAG,
+    ReplicaHealth,
     check_open,
     check_outside_transaction,
     check_replica,
@@ -139,6 +143,7 @@ class AsyncConversationStorage:
         self._given_read_pool = read_pool
         self._read_pool: AsyncConnectionPool[Any] | None = None  # None: every operation runs on the primary
         self._read_conninfo = "" if read_pool is not None else (self._settings.read_dsn or "")
+        self._replica_health = ReplicaHealth(self._settings)
         self._embedded_dir: Path | None = None
         self._conninfo = ""
         self._closed = True
@@ -179,6 +184,8 @@ class AsyncConversationStorage:
         self._pool = pool
         self._read_pool = read_pool
         self._closed = False
+        if read_pool is not None:
+            await self._replica_takes_reads()  # its lag now (a warning if reads start on the primary)
         if self._warm:
             await ablocking(warm_up, self._core.embedder)
         logger.info("ltst-memory async store open on %s", self.dsn)
@@ -339,7 +346,26 @@ class AsyncConversationStorage:
         check_open(self._closed)
         readonly = is_read_only(op) if readonly is None else readonly
         with track_operation(self._core, op):  # timings by operation: ltst_memory/stats.py
-            return await self._drive(op, readonly, on_replica(self, op, readonly))
+            replica = on_replica(self, op, readonly) and await self._replica_takes_reads()
+            return await self._drive(op, readonly, replica)
+
+    async def _replica_takes_reads(self) -> bool:
+        """Whether the read replica takes reads now (:class:`~ltst_memory._executor.ReplicaHealth`):
+        when a check is due, its lag is read on a connection of the replica pool."""
+        health = self._replica_health
+        now = time.monotonic()
+        if not health.due(now):
+            return health.usable
+        assert self._read_pool is not None  # on_replica() said the store has one
+        lag: float | None = None
+        try:
+            async with self._read_pool.connection(timeout=REPLICA_CHECK_TIMEOUT) as conn, conn.transaction():
+                cur = await conn.execute(REPLICA_LAG)
+                row = await cur.fetchone()
+                lag = float(row[0]) if row is not None else None
+        except (psycopg.Error, PoolTimeout) as exc:
+            return health.record(now, None, exc)
+        return health.record(now, lag, None)
 
     async def _drive(self, op: Op[R], readonly: bool, replica: bool) -> R:
         """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run with

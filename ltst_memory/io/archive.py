@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from .. import _queries as q
 from .. import crypto
-from .._ops import Core, Op, Query
+from .._ops import Core, Op, Query, is_distributed
 from ..errors import SessionNotFoundError, ValidationError
 from ..models import ConversationMessage, ConversationSession, check_id, check_json, check_score, check_text
 from ._common import (
@@ -93,16 +93,19 @@ VALUES (%(user_id)s, %(preference_key)s, %(preference_value)s::jsonb, %(preferen
         %(metadata)s::jsonb, %(is_sensitive)s, coalesce(%(created_at)s, now()), coalesce(%(updated_at)s, now()))
 ON CONFLICT (user_id, preference_key) DO NOTHING
 """
-IMPORT_RELATIONSHIP = """
+_IMPORT_RELATIONSHIP = """
 INSERT INTO session_relationships
-    (source_session_id, target_session_id, relationship_type, relationship_strength, metadata, created_at)
+    (source_session_id, target_session_id, relationship_type, relationship_strength, metadata, created_at{user_column})
 SELECT %(source_session_id)s, %(target_session_id)s, %(relationship_type)s, %(relationship_strength)s,
-       %(metadata)s::jsonb, coalesce(%(created_at)s, now())
+       %(metadata)s::jsonb, coalesce(%(created_at)s, now()){user_value}
 WHERE (SELECT count(*) FROM conversation_sessions
         WHERE session_id IN (%(source_session_id)s, %(target_session_id)s) AND user_id = %(user_id)s)
       = CASE WHEN %(source_session_id)s = %(target_session_id)s THEN 1 ELSE 2 END
 ON CONFLICT DO NOTHING
 """
+IMPORT_RELATIONSHIP = _IMPORT_RELATIONSHIP.format(user_column="", user_value="")
+# On a Citus cluster the row names its user (the distribution column; docs/citus.md).
+IMPORT_RELATIONSHIP_OF_USER = _IMPORT_RELATIONSHIP.format(user_column=", user_id", user_value=", %(user_id)s")
 
 # --------------------------------------------------------------------------- export
 
@@ -293,8 +296,11 @@ def import_other_rows(core: Core, kind: str, rows: list[dict[str, Any]]) -> Op[i
     """Insert the context, relationship or preference lines ``rows`` (each already checked by
     :func:`_check_references` and carrying the ``user_id`` it is imported for)."""
     added = 0
+    statement = _OTHER_SQL[kind]
+    if kind == "relationship" and (yield from is_distributed(core)):
+        statement = IMPORT_RELATIONSHIP_OF_USER
     for r in rows:
-        added += yield Query(_OTHER_SQL[kind], other_row_params(kind, r), fetch="rowcount")
+        added += yield Query(statement, other_row_params(kind, r), fetch="rowcount")
     return added
 
 

@@ -181,13 +181,24 @@ $$;
 DROP VIEW ltst_citus_constraints;
 
 -- 3. Triggers ---------------------------------------------------------------------------------------------
--- The session summary triggers of 0001, keyed by (session_id, user_id) instead of session_id.
+-- The session summary triggers of 0001, keyed by (session_id, user_id) instead of session_id, and written
+-- so that they also run on the shards of a Citus cluster:
+--   * a transition table (new_sessions, new_messages, old_messages) is read once, by a query that names
+--     no other table, into arrays: Citus plans every statement that names a distributed table itself and
+--     cannot see a transition table from there ("could not find named tuplestore");
+--   * the statements that write other tables name the user (one shard, the trigger's own) and call no
+--     function in ON CONFLICT ... DO UPDATE (Citus wants IMMUTABLE functions there).
+-- They stay statement-level: a batch of N messages still costs one summary update per session.
 
 CREATE OR REPLACE FUNCTION ltst_sessions_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    ids   text[];
+    users text[];
 BEGIN
+    SELECT array_agg(session_id), array_agg(user_id) INTO ids, users FROM new_sessions;
     INSERT INTO session_summary (session_id, user_id)
-    SELECT session_id, user_id FROM new_sessions
+    SELECT r.session_id, r.user_id FROM unnest(ids, users) AS r(session_id, user_id)
     ON CONFLICT (session_id, user_id) DO NOTHING;
     RETURN NULL;
 END;
@@ -195,68 +206,78 @@ $$;
 
 CREATE OR REPLACE FUNCTION ltst_messages_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := now();
+    g record;
 BEGIN
-    INSERT INTO session_summary AS s (
-        session_id, user_id, total_messages, human_messages, ai_messages, system_messages, tool_messages,
-        first_message_at, last_message_at, total_tokens_estimate, updated_at)
-    SELECT session_id, user_id,
-           count(*),
-           count(*) FILTER (WHERE role = 'human'),
-           count(*) FILTER (WHERE role = 'ai'),
-           count(*) FILTER (WHERE role = 'system'),
-           count(*) FILTER (WHERE role = 'tool'),
-           min("timestamp"), max("timestamp"),
-           sum(ltst_token_estimate(content)),
-           now()
-    FROM new_messages
-    GROUP BY session_id, user_id
-    ON CONFLICT (session_id, user_id) DO UPDATE SET
-        total_messages        = s.total_messages + EXCLUDED.total_messages,
-        human_messages        = s.human_messages + EXCLUDED.human_messages,
-        ai_messages           = s.ai_messages + EXCLUDED.ai_messages,
-        system_messages       = s.system_messages + EXCLUDED.system_messages,
-        tool_messages         = s.tool_messages + EXCLUDED.tool_messages,
-        first_message_at      = LEAST(s.first_message_at, EXCLUDED.first_message_at),
-        last_message_at       = GREATEST(s.last_message_at, EXCLUDED.last_message_at),
-        total_tokens_estimate = s.total_tokens_estimate + EXCLUDED.total_tokens_estimate,
-        updated_at            = now();
+    FOR g IN
+        SELECT session_id, user_id,
+               count(*)                                AS total_messages,
+               count(*) FILTER (WHERE role = 'human')  AS human_messages,
+               count(*) FILTER (WHERE role = 'ai')     AS ai_messages,
+               count(*) FILTER (WHERE role = 'system') AS system_messages,
+               count(*) FILTER (WHERE role = 'tool')   AS tool_messages,
+               min("timestamp") AS first_message_at, max("timestamp") AS last_message_at,
+               sum(ltst_token_estimate(content))       AS total_tokens_estimate
+          FROM new_messages
+         GROUP BY session_id, user_id
+         ORDER BY user_id, session_id
+    LOOP
+        INSERT INTO session_summary AS s (
+            session_id, user_id, total_messages, human_messages, ai_messages, system_messages, tool_messages,
+            first_message_at, last_message_at, total_tokens_estimate, updated_at)
+        VALUES (g.session_id, g.user_id, g.total_messages, g.human_messages, g.ai_messages, g.system_messages,
+                g.tool_messages, g.first_message_at, g.last_message_at, g.total_tokens_estimate, started)
+        ON CONFLICT (session_id, user_id) DO UPDATE SET
+            total_messages        = s.total_messages + EXCLUDED.total_messages,
+            human_messages        = s.human_messages + EXCLUDED.human_messages,
+            ai_messages           = s.ai_messages + EXCLUDED.ai_messages,
+            system_messages       = s.system_messages + EXCLUDED.system_messages,
+            tool_messages         = s.tool_messages + EXCLUDED.tool_messages,
+            first_message_at      = LEAST(s.first_message_at, EXCLUDED.first_message_at),
+            last_message_at       = GREATEST(s.last_message_at, EXCLUDED.last_message_at),
+            total_tokens_estimate = s.total_tokens_estimate + EXCLUDED.total_tokens_estimate,
+            updated_at            = EXCLUDED.updated_at;
 
-    UPDATE conversation_sessions AS cs
-       SET last_activity = GREATEST(cs.last_activity, now())
-      FROM (SELECT DISTINCT session_id, user_id FROM new_messages) AS n
-     WHERE cs.session_id = n.session_id AND cs.user_id = n.user_id;
+        UPDATE conversation_sessions AS cs
+           SET last_activity = GREATEST(cs.last_activity, started)
+         WHERE cs.session_id = g.session_id AND cs.user_id = g.user_id;
+    END LOOP;
     RETURN NULL;
 END;
 $$;
 
 CREATE OR REPLACE FUNCTION ltst_messages_after_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := now();
+    d record;
 BEGIN
-    UPDATE session_summary AS s
-       SET total_messages        = c.total_messages,
-           human_messages        = c.human_messages,
-           ai_messages           = c.ai_messages,
-           system_messages       = c.system_messages,
-           tool_messages         = c.tool_messages,
-           first_message_at      = c.first_message_at,
-           last_message_at       = c.last_message_at,
-           total_tokens_estimate = c.total_tokens_estimate,
-           updated_at            = now()
-      FROM (
-        SELECT d.session_id, d.user_id,
-               count(m.message_id)                                  AS total_messages,
-               count(m.message_id) FILTER (WHERE m.role = 'human')  AS human_messages,
-               count(m.message_id) FILTER (WHERE m.role = 'ai')     AS ai_messages,
-               count(m.message_id) FILTER (WHERE m.role = 'system') AS system_messages,
-               count(m.message_id) FILTER (WHERE m.role = 'tool')   AS tool_messages,
-               min(m."timestamp")                                   AS first_message_at,
-               max(m."timestamp")                                   AS last_message_at,
-               coalesce(sum(ltst_token_estimate(m.content)), 0)     AS total_tokens_estimate
-          FROM (SELECT DISTINCT session_id, user_id FROM old_messages) AS d
-          LEFT JOIN conversation_messages AS m ON m.session_id = d.session_id AND m.user_id = d.user_id
-         GROUP BY d.session_id, d.user_id
-      ) AS c
-     WHERE s.session_id = c.session_id AND s.user_id = c.user_id;
+    FOR d IN SELECT DISTINCT session_id, user_id FROM old_messages ORDER BY user_id, session_id LOOP
+        UPDATE session_summary AS s
+           SET total_messages        = c.total_messages,
+               human_messages        = c.human_messages,
+               ai_messages           = c.ai_messages,
+               system_messages       = c.system_messages,
+               tool_messages         = c.tool_messages,
+               first_message_at      = c.first_message_at,
+               last_message_at       = c.last_message_at,
+               total_tokens_estimate = c.total_tokens_estimate,
+               updated_at            = started
+          FROM (
+            SELECT count(m.message_id)                                  AS total_messages,
+                   count(m.message_id) FILTER (WHERE m.role = 'human')  AS human_messages,
+                   count(m.message_id) FILTER (WHERE m.role = 'ai')     AS ai_messages,
+                   count(m.message_id) FILTER (WHERE m.role = 'system') AS system_messages,
+                   count(m.message_id) FILTER (WHERE m.role = 'tool')   AS tool_messages,
+                   min(m."timestamp")                                   AS first_message_at,
+                   max(m."timestamp")                                   AS last_message_at,
+                   coalesce(sum(ltst_token_estimate(m.content)), 0)     AS total_tokens_estimate
+              FROM conversation_messages AS m
+             WHERE m.session_id = d.session_id AND m.user_id = d.user_id
+          ) AS c
+         WHERE s.session_id = d.session_id AND s.user_id = d.user_id;
+    END LOOP;
     RETURN NULL;
 END;
 $$;
@@ -265,11 +286,91 @@ $$;
 -- (The deferred foreign key then finds no reply pointing at the deleted row when it is checked.)
 CREATE OR REPLACE FUNCTION ltst_messages_clear_parent() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    o record;
 BEGIN
-    UPDATE conversation_messages AS m
-       SET parent_message_id = NULL
-      FROM (SELECT DISTINCT user_id, message_id FROM old_messages) AS o
-     WHERE m.user_id = o.user_id AND m.parent_message_id = o.message_id;
+    FOR o IN SELECT user_id, array_agg(message_id) AS ids FROM old_messages GROUP BY user_id ORDER BY user_id LOOP
+        UPDATE conversation_messages AS m
+           SET parent_message_id = NULL
+         WHERE m.user_id = o.user_id AND m.parent_message_id = ANY(o.ids);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+-- The BM25 statistics triggers of 0002/0008, in the same way: the transition table is read into one array
+-- of search vectors per user, then each user's rows are written by statements that name the user.
+CREATE OR REPLACE FUNCTION ltst_apply_user_term_stats(p_user text, tsvs tsvector[], sign integer)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint;
+    terms text[];
+BEGIN
+    SELECT coalesce(sum(length(v.tsv)), 0) INTO total FROM unnest(tsvs) AS v(tsv);
+    INSERT INTO ltst_user_stats AS s (user_id, doc_count, total_length)
+    VALUES (p_user, sign * cardinality(tsvs), sign * total)
+    ON CONFLICT (user_id) DO UPDATE SET
+        doc_count = s.doc_count + EXCLUDED.doc_count,
+        total_length = s.total_length + EXCLUDED.total_length;
+
+    INSERT INTO ltst_term_stats AS s (user_id, term, doc_count)
+    SELECT p_user, t.term, sign * count(*)
+      FROM unnest(tsvs) AS v(tsv)
+     CROSS JOIN LATERAL unnest(tsvector_to_array(v.tsv)) AS t(term)
+     GROUP BY t.term
+     ORDER BY t.term
+    ON CONFLICT (user_id, term) DO UPDATE SET doc_count = s.doc_count + EXCLUDED.doc_count;
+
+    IF sign < 0 THEN
+        SELECT array_agg(DISTINCT t.term) INTO terms
+          FROM unnest(tsvs) AS v(tsv) CROSS JOIN LATERAL unnest(tsvector_to_array(v.tsv)) AS t(term);
+        DELETE FROM ltst_term_stats AS s
+         WHERE s.user_id = p_user AND s.term = ANY(terms) AND s.doc_count <= 0;
+        DELETE FROM ltst_user_stats AS s WHERE s.user_id = p_user AND s.doc_count <= 0;
+    END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ltst_term_stats_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    u record;
+BEGIN
+    FOR u IN SELECT user_id, array_agg(search_tsv) AS tsvs FROM new_messages GROUP BY user_id ORDER BY user_id LOOP
+        PERFORM ltst_apply_user_term_stats(u.user_id, u.tsvs, 1);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ltst_term_stats_after_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    u record;
+BEGIN
+    FOR u IN SELECT user_id, array_agg(search_tsv) AS tsvs FROM old_messages GROUP BY user_id ORDER BY user_id LOOP
+        PERFORM ltst_apply_user_term_stats(u.user_id, u.tsvs, -1);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION ltst_term_stats_after_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    u record;
+BEGIN
+    -- Only rows whose words changed (an update of the embedding alone costs nothing here); on a
+    -- converted schema user_id is part of the key, so a row never changes owner.
+    FOR u IN
+        SELECT o.user_id, array_agg(o.search_tsv) AS old_tsvs, array_agg(n.search_tsv) AS new_tsvs
+          FROM old_messages AS o JOIN new_messages AS n ON n.message_id = o.message_id AND n.user_id = o.user_id
+         WHERE o.search_tsv IS DISTINCT FROM n.search_tsv
+         GROUP BY o.user_id ORDER BY o.user_id
+    LOOP
+        PERFORM ltst_apply_user_term_stats(u.user_id, u.old_tsvs, -1);
+        PERFORM ltst_apply_user_term_stats(u.user_id, u.new_tsvs, 1);
+    END LOOP;
     RETURN NULL;
 END;
 $$;
@@ -366,6 +467,61 @@ $sql$;
 END
 $do$;
 
+-- Retention over every user (0009's function, SECURITY DEFINER): the rows to delete are chosen by a
+-- SELECT (materialized) and deleted by key, and joins pair user_id. On Citus an UPDATE or DELETE may not
+-- call a STABLE function (timestamptz arithmetic is one) on column values; a SELECT may.
+DO $do$
+BEGIN
+    IF to_regprocedure('ltst_cleanup_expired_data()') IS NULL THEN
+        RETURN;  -- before 0009
+    END IF;
+    EXECUTE $sql$
+CREATE OR REPLACE FUNCTION ltst_cleanup_expired_data(OUT context bigint, OUT messages bigint)
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    n bigint;
+BEGIN
+    WITH doomed AS MATERIALIZED (
+        SELECT c.user_id, c.context_id FROM conversation_context AS c
+         WHERE c.expires_at IS NOT NULL AND c.expires_at <= now()
+    )
+    DELETE FROM conversation_context AS c USING doomed AS d
+     WHERE c.user_id = d.user_id AND c.context_id = d.context_id;
+    GET DIAGNOSTICS context = ROW_COUNT;
+    WITH doomed AS MATERIALIZED (
+        SELECT c.user_id, c.context_id
+          FROM conversation_context AS c
+          JOIN conversation_sessions AS s ON s.session_id = c.session_id AND s.user_id = c.user_id
+         CROSS JOIN LATERAL (SELECT p.context_days AS days FROM ltst_retention_policies AS p
+                              WHERE p.user_id IN (s.user_id, '') AND p.session_type IN (s.session_type, '')
+                              ORDER BY (p.user_id <> '') DESC, (p.session_type <> '') DESC LIMIT 1) AS policy
+         WHERE policy.days IS NOT NULL AND c.updated_at < now() - make_interval(days => policy.days)
+    )
+    DELETE FROM conversation_context AS c USING doomed AS d
+     WHERE c.user_id = d.user_id AND c.context_id = d.context_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    context := context + n;
+    WITH doomed AS MATERIALIZED (
+        SELECT m.user_id, m.message_id
+          FROM conversation_messages AS m
+          JOIN conversation_sessions AS s ON s.session_id = m.session_id AND s.user_id = m.user_id
+         CROSS JOIN LATERAL (SELECT p.message_days AS days FROM ltst_retention_policies AS p
+                              WHERE p.user_id IN (s.user_id, '') AND p.session_type IN (s.session_type, '')
+                              ORDER BY (p.user_id <> '') DESC, (p.session_type <> '') DESC LIMIT 1) AS policy
+         WHERE policy.days IS NOT NULL AND m."timestamp" < now() - make_interval(days => policy.days)
+    )
+    DELETE FROM conversation_messages AS m USING doomed AS d
+     WHERE m.user_id = d.user_id AND m.message_id = d.message_id;
+    GET DIAGNOSTICS messages = ROW_COUNT;
+END;
+$$;
+$sql$;
+    EXECUTE format('ALTER FUNCTION ltst_cleanup_expired_data() SET search_path = %I, pg_temp',
+                   (SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                     WHERE c.oid = 'conversation_sessions'::regclass));
+END
+$do$;
+
 -- 0005 gave these two tables policies that look the owner up in conversation_sessions; now they carry
 -- user_id and get the same policy as every other per-user table (skipped when already so).
 DO $$
@@ -421,7 +577,7 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 INSERT INTO ltst_metadata (key, value) VALUES ('citus_distribution_column', 'user_id')
-ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now();
+ON CONFLICT (key) DO NOTHING;
 
 COMMIT;
 
@@ -439,6 +595,50 @@ BEGIN
     END IF;
     PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
     EXECUTE format('ALTER DATABASE %I SET citus.enable_unsafe_triggers = on', current_database());
+    -- Citus refuses subqueries in the policies of distributed and reference tables: the policy calls
+    -- ltst_policy_user() directly (once per row instead of once per statement; on a cluster the
+    -- per-user statements are routed to one shard, so few rows pass the policy anyway).
+    CREATE OR REPLACE FUNCTION ltst_enable_rls(tbl regclass) RETURNS void
+    LANGUAGE plpgsql AS $f$
+    BEGIN
+        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+        EXECUTE format('DROP POLICY IF EXISTS ltst_user_isolation ON %s', tbl);
+        EXECUTE format(
+            'CREATE POLICY ltst_user_isolation ON %s '
+            'USING (user_id = ltst_policy_user()) WITH CHECK (user_id = ltst_policy_user())', tbl);
+    END;
+    $f$;
+    FOR t IN SELECT p.polrelid::regclass AS tbl FROM pg_policy AS p
+              WHERE p.polname = 'ltst_user_isolation'
+                AND pg_get_expr(p.polqual, p.polrelid) <> '(user_id = ltst_policy_user())'
+                AND NOT EXISTS (SELECT 1 FROM pg_dist_partition AS d WHERE d.logicalrelid = p.polrelid) LOOP
+        PERFORM ltst_enable_rls(t.tbl);
+    END LOOP;
+    -- ltst_delete_user reads reference tables on the coordinator (local execution) and then deletes
+    -- by user_id from tables distributed by another column (the adapters'), which Citus would run
+    -- over parallel connections and refuses after a local execution: one connection per node instead.
+    ALTER FUNCTION ltst_delete_user(text) SET citus.multi_shard_modify_mode = 'sequential';
+    -- The ANALYZE that follows an erasure in its transaction: Citus cannot ANALYZE a reference table
+    -- (placements on every node, run in parallel) after a local execution in the same transaction, so
+    -- only the distributed tables are analyzed there; autovacuum refreshes the reference tables'.
+    CREATE OR REPLACE FUNCTION ltst_analyze_owned_tables(p_tables text[]) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER AS $f$
+    DECLARE
+        t text;
+    BEGIN
+        FOR t IN SELECT o.table_name FROM ltst_owned_tables AS o
+                  WHERE o.table_name = ANY(p_tables) AND to_regclass(o.table_name) IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM pg_dist_partition AS d
+                                     WHERE d.logicalrelid = to_regclass(o.table_name) AND d.partmethod = 'n')
+                  ORDER BY o.table_name
+        LOOP
+            EXECUTE format('ANALYZE %s', t::regclass);
+        END LOOP;
+    END;
+    $f$;
+    EXECUTE format('ALTER FUNCTION ltst_analyze_owned_tables(text[]) SET search_path = %I, pg_temp',
+                   (SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                     WHERE c.oid = 'conversation_sessions'::regclass));
     FOR t IN SELECT * FROM ltst_citus_tables() ORDER BY step LOOP
         CONTINUE WHEN to_regclass(t.table_name) IS NULL;  -- a table of a later migration not applied yet
         CONTINUE WHEN EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t.table_name::regclass);

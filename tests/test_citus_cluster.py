@@ -1,0 +1,257 @@
+"""On a real Citus cluster (``LTST_TEST_CITUS_DSN``, see ``tests/_citus.py``; skipped without one, so the
+suite on one server is unchanged): which shards answer, migrations after the conversion, concurrent
+writers.
+
+* Every operation given a ``user_id`` is answered by one shard: each statement it runs, EXPLAINed with
+  its own parameters on the cluster, shows a Citus plan of one task (a router plan), subplans included.
+* Work across users (unscoped search, the retention sweep, the analytics export) asks every shard and
+  is correct: it finds the rows of users on different shards.
+* A converted database takes the next numbered migration with no manual step (``migrate`` applies
+  ``distribute.sql`` again), even one that re-creates a trigger function as on one server.
+* ``message_index`` stays gapless under concurrent writers, and no acknowledged message is lost.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import _citus
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, HashingEmbedder, UserPreference
+from ltst_memory import migrate as migrate_module
+from ltst_memory._kernel import Query
+from ltst_memory.migrate import migrate
+
+pytestmark = pytest.mark.skipif(not _citus.CITUS_DSN, reason="needs a Citus cluster: LTST_TEST_CITUS_DSN")
+
+TASKS = re.compile(r"Task Count: (\d+)")
+
+
+class Recorder:
+    """The statements a store runs (SQL and parameters), recorded while ``active``."""
+
+    def __init__(self) -> None:
+        self.queries: list[Query] = []
+        self.active = False
+
+    def __call__(self, original: Any) -> Any:
+        def execute(store: Any, conn: Any, query: Query, replica: bool = False) -> Any:
+            if self.active:
+                self.queries.append(query)
+            return original(store, conn, query, replica)
+
+        return execute
+
+    def run(self, call: Any) -> list[Query]:
+        self.queries, self.active = [], True
+        try:
+            call()
+        finally:
+            self.active = False
+        return self.queries
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder()
+    monkeypatch.setattr(ConversationStorage, "_execute", recorder(ConversationStorage._execute))
+    return recorder
+
+
+def task_counts(dsn: str, query: Query) -> list[int]:
+    """The task count of every Citus node of the plan of ``query`` (empty: no distributed table)."""
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        plan = conn.execute(("EXPLAIN " + query.sql).encode(), query.params).fetchall()
+        conn.rollback()
+    return [int(n) for line in plan for n in TASKS.findall(line[0])]
+
+
+def shard_of(dsn: str, user_id: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT get_shard_id_for_distribution_column('conversation_sessions', %s::text)", (user_id,))
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def two_users_on_two_shards(dsn: str) -> tuple[str, str]:
+    users = [f"user-{i}" for i in range(20)]
+    first = users[0]
+    other = next(u for u in users[1:] if shard_of(dsn, u) != shard_of(dsn, first))
+    return first, other
+
+
+def fill(store: ConversationStorage, user: str, start: datetime | None = None) -> str:
+    sid = f"{user}-s1"
+    store.create_session(ConversationSession(session_id=sid, user_id=user, session_type="chat"))
+    start = start or datetime.now(timezone.utc)
+    store.store_messages(
+        [
+            ConversationMessage(session_id=sid, role="human", content=f"{user} likes green tea", timestamp=start),
+            ConversationMessage(
+                session_id=sid, role="ai", content="Noted: green tea.", timestamp=start + timedelta(seconds=1)
+            ),
+        ]
+    )
+    return sid
+
+
+@pytest.fixture
+def store(database_dsn: str) -> Iterator[ConversationStorage]:
+    with ConversationStorage(database_dsn, embedder=HashingEmbedder(384)) as s:
+        yield s
+
+
+def test_operations_given_a_user_are_answered_by_one_shard(
+    store: ConversationStorage, database_dsn: str, recorder: Recorder
+) -> None:
+    a, b = two_users_on_two_shards(database_dsn)
+    fill(store, a)
+    fill(store, b)
+    calls = {
+        "search_messages(user_id=)": lambda: store.search_messages("green tea", user_id=a),
+        "recall(user_id=)": lambda: store.recall("what does the user drink?", user_id=a),
+        "get_user_sessions": lambda: store.get_user_sessions(a),
+        "store_preference": lambda: store.store_preference(
+            UserPreference(user_id=a, preference_key="drink", preference_value="tea")
+        ),
+        "get_preferences": lambda: store.get_preferences(a),
+    }
+    for name, call in calls.items():
+        queries = recorder.run(call)
+        plans = {q.sql.strip().splitlines()[0]: task_counts(database_dsn, q) for q in queries}
+        distributed = {first: counts for first, counts in plans.items() if counts}
+        assert distributed, f"{name} ran no statement on a distributed table"
+        assert all(counts == [1] * len(counts) for counts in distributed.values()), f"{name}: {distributed}"
+    # and they answered for the user only
+    assert {m.user_id for m, _ in store.search_messages("green tea", user_id=a)} == {a}
+    assert [s.user_id for s in store.get_user_sessions(a)] == [a]
+
+
+def test_work_across_users_asks_every_shard_and_is_correct(
+    store: ConversationStorage, database_dsn: str, recorder: Recorder
+) -> None:
+    a, b = two_users_on_two_shards(database_dsn)
+    old = datetime.now(timezone.utc) - timedelta(days=40)
+    fill(store, a, old)
+    fill(store, b, old)
+    queries = recorder.run(lambda: store.search_messages("green tea"))
+    counts = [c for q in queries for c in task_counts(database_dsn, q)]
+    assert max(counts) == _citus.TEST_SHARD_COUNT  # every shard
+    assert {m.user_id for m, _ in store.search_messages("green tea", limit=10)} == {a, b}
+
+    exported = list(store.export_analytics())
+    assert len(exported) == 4  # the messages of both users, from both shards
+    store.set_retention_policy(message_days=30)  # every user: both users' messages are older
+    removed = store.cleanup_expired_data()
+    assert removed["messages"] == 4
+    assert store.get_messages(f"{a}-s1") == [] and store.get_messages(f"{b}-s1") == []
+    assert store.get_session_summary(f"{a}-s1").total_messages == 0  # the summary triggers ran on the shards
+
+
+NEXT = (
+    "0999_test_next.sql",
+    """
+ALTER TABLE conversation_messages ADD COLUMN IF NOT EXISTS ltst_test_note text;
+-- re-created as on one server (0001's text): the cluster's version must come back
+CREATE OR REPLACE FUNCTION ltst_sessions_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO session_summary (session_id)
+    SELECT session_id FROM new_sessions
+    ON CONFLICT (session_id) DO NOTHING;
+    RETURN NULL;
+END;
+$$;
+""",
+)
+
+
+def test_a_converted_database_takes_the_next_migration(database_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = migrate_module.migration_files()
+    monkeypatch.setattr(migrate_module, "migration_files", lambda: [*shipped, NEXT])
+    try:
+        with psycopg.connect(database_dsn) as conn:
+            assert migrate(conn) == [NEXT[0]]
+        with ConversationStorage(database_dsn, embedder=HashingEmbedder(384)) as store:
+            sid = fill(store, "user-0")  # the summary trigger works on the shards again
+            assert store.get_session_summary(sid).total_messages == 2
+        with psycopg.connect(database_dsn, autocommit=True) as conn:
+            conn.execute("UPDATE conversation_messages SET ltst_test_note = 'n' WHERE user_id = 'user-0'")
+            row = conn.execute("SELECT count(ltst_test_note) FROM conversation_messages").fetchone()
+            assert row is not None and row[0] == 2  # the new column, on every shard
+    finally:
+        with psycopg.connect(database_dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE conversation_messages DROP COLUMN IF EXISTS ltst_test_note")
+            conn.execute("DELETE FROM ltst_migrations WHERE name = %s", (NEXT[0],))
+
+
+def test_concurrent_writers_get_gapless_indexes_and_lose_nothing(database_dsn: str) -> None:
+    writers, each = 6, 15
+    acknowledged: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    with ConversationStorage(database_dsn, embedder=HashingEmbedder(384), pool_max_size=writers) as store:
+        for user in ("user-0", "user-1"):
+            store.create_session(ConversationSession(session_id=f"{user}-shared", user_id=user))
+
+        def write(w: int) -> None:
+            try:
+                for i in range(each):
+                    user = f"user-{(w + i) % 2}"
+                    if i % 3 == 0:  # the batch path too: two messages with client-given ids
+                        stored = store.store_messages(
+                            [
+                                ConversationMessage(
+                                    session_id=f"{user}-shared",
+                                    role="human",
+                                    content=f"w{w} m{i}{k}",
+                                    message_uuid=f"00000000-0000-4000-8000-{w:04d}{i:04d}{k:04d}",
+                                )
+                                for k in range(2)
+                            ]
+                        )
+                    else:
+                        stored = [
+                            store.store_message(
+                                ConversationMessage(session_id=f"{user}-shared", role="human", content=f"w{w} m{i}")
+                            )
+                        ]
+                    with lock:
+                        acknowledged.extend((m.session_id, int(m.message_index or 0)) for m in stored)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for user in ("user-0", "user-1"):
+            sid = f"{user}-shared"
+            indexes = [m.message_index for m in store.get_messages(sid, limit=1000)]
+            assert indexes == list(range(len(indexes)))  # gapless, no duplicates
+            assert sorted(i for s, i in acknowledged if s == sid) == indexes  # every acknowledged one stored
+            assert store.get_session_summary(sid).total_messages == len(indexes)
+
+
+def test_opening_with_another_embedder_resizes_an_empty_store_and_refuses_a_filled_one(database_dsn: str) -> None:
+    from ltst_memory import EmbeddingDimensionError
+
+    # the model check upserts into ltst_metadata, a reference table (no function in DO UPDATE SET)
+    with ConversationStorage(database_dsn, embedder=HashingEmbedder(256)) as store:
+        fill(store, "user-0")
+        hits = store.search_messages("green tea", user_id="user-0")
+        assert {m.content for m, _ in hits} == {"user-0 likes green tea", "Noted: green tea."}
+    with psycopg.connect(database_dsn) as conn:
+        row = conn.execute("SELECT vector_dims(embedding) FROM conversation_messages LIMIT 1").fetchone()
+        assert row is not None and row[0] == 256  # the column was resized on every shard
+    with pytest.raises(EmbeddingDimensionError, match="256 dimensions"):
+        ConversationStorage(database_dsn, embedder=HashingEmbedder(384))
