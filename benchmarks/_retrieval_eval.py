@@ -27,7 +27,7 @@ from typing import Any
 from ltst_memory import recall as recall_module
 
 LIMIT = 50
-DEFAULT = "default (+ question's role 0.3 and dates 0.3)"
+DEFAULT = "default (+ question's role 0.3, dates 0.3 and speaker 0.5)"
 
 
 def _role_prior(weight: float) -> Callable[..., None]:
@@ -60,9 +60,17 @@ VARIANTS: dict[str, Callable[[float], Callable[..., None]]] = {
 
 #: every step of issue 20 off (session-first, long turns, the question's role and dates): the
 #: ranking as it was before issue 20
-OFF: dict[str, Any] = {"session_weight": 0.0, "long_turn_penalty": 0.0, "role_weight": 0.0, "date_weight": 0.0}
+OFF: dict[str, Any] = {
+    "session_weight": 0.0,
+    "long_turn_penalty": 0.0,
+    "role_weight": 0.0,
+    "date_weight": 0.0,
+    "speaker_weight": 0.0,
+}
 #: the default of issue 20's first round: session-first and long turns, no query analysis
-ROUND1: dict[str, Any] = {"role_weight": 0.0, "date_weight": 0.0}
+ROUND1: dict[str, Any] = {"role_weight": 0.0, "date_weight": 0.0, "speaker_weight": 0.0}
+#: the default of issue 20's second round: the question's role and dates, not its speaker
+ROUND2: dict[str, Any] = {"speaker_weight": 0.0}
 
 #: name -> (recall keyword arguments, variant name or None, variant weight)
 CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
@@ -90,14 +98,21 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     "round-1 default + question's dates 0.15": ({**ROUND1, "date_weight": 0.15}, None, 0.0),
     "round-1 default + question's dates 0.3": ({**ROUND1, "date_weight": 0.3}, None, 0.0),
     "round-1 default + question's dates 0.5": ({**ROUND1, "date_weight": 0.5}, None, 0.0),
+    "round-2 default (+ question's role 0.3 and dates 0.3)": (ROUND2, None, 0.0),
+    "round-2 default + latest 0.15": ({**ROUND2, "latest_weight": 0.15}, None, 0.0),
+    "round-2 default + latest 0.3": ({**ROUND2, "latest_weight": 0.3}, None, 0.0),
+    "round-2 default + spread 0.2": ({**ROUND2, "spread_weight": 0.2}, None, 0.0),
+    "round-2 default + spread 0.4": ({**ROUND2, "spread_weight": 0.4}, None, 0.0),
+    "round-2 default + query expansion (3 words of the top 3 hits)": (ROUND2, "prf", 3.0),
+    "round-2 default + passages (BM25 of the best 3 sentences of a long turn)": (ROUND2, "passages", 0.0),
+    "round-2 default + passages, long turns undamped": ({**ROUND2, "long_turn_penalty": 0.0}, "passages", 0.0),
+    "round-2 default + question's speaker 0.3": ({"speaker_weight": 0.3}, None, 0.0),
     DEFAULT: ({}, None, 0.0),
-    "default + latest 0.15": ({"latest_weight": 0.15}, None, 0.0),
-    "default + latest 0.3": ({"latest_weight": 0.3}, None, 0.0),
-    "default + spread 0.2": ({"spread_weight": 0.2}, None, 0.0),
-    "default + spread 0.4": ({"spread_weight": 0.4}, None, 0.0),
-    "default + query expansion (3 words of the top 3 hits)": ({}, "prf", 3.0),
-    "default + passages (BM25 of the best 3 sentences of a long turn)": ({}, "passages", 0.0),
-    "default + passages, long turns undamped": ({"long_turn_penalty": 0.0}, "passages", 0.0),
+    "round-2 default + question's speaker 0.7": ({"speaker_weight": 0.7}, None, 0.0),
+    "round-2 default + question's speaker 1.0": ({"speaker_weight": 1.0}, None, 0.0),
+    "default + neighbours 0.5": ({"neighbor_weight": 0.5}, None, 0.0),
+    "default + session-first 0.3": ({"session_weight": 0.3}, None, 0.0),
+    "default + 100 candidates": ({"candidates": 100}, None, 0.0),
 }
 
 

@@ -8,6 +8,9 @@ Pure functions (no I/O), used by :func:`ltst_memory.recall.recall`:
   "according to you") asks about ``ai`` turns. A question in the third person ("what did Caroline
   paint?") names nobody's role, and nothing changes. A request to the assistant ("*can you
   suggest* a dinner I could cook?") is first person, not a question about past answers.
+* **whose turns** (:func:`question_speakers`): a question that names a speaker stored with the turns
+  ("what did *Caroline* paint?") asks about that person's own statements, not about the turns of
+  others that address or mention them.
 * **now** (:func:`asks_for_latest`): "current", "now", "latest", "these days"… ask for the newest of
   several statements of the same thing, so newer turns among the candidates come first.
 * **when** (:func:`question_periods`): explicit dates in the question ("on October 13, 2023",
@@ -19,10 +22,19 @@ Pure functions (no I/O), used by :func:`ltst_memory.recall.recall`:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-__all__ = ["PERIOD_SLACK", "Period", "asks_for_latest", "asks_for_several", "question_periods", "question_roles"]
+__all__ = [
+    "PERIOD_SLACK",
+    "Period",
+    "asks_for_latest",
+    "asks_for_several",
+    "question_periods",
+    "question_roles",
+    "question_speakers",
+]
 
 #: A turn dated up to this long after a named period still counts as being about it.
 PERIOD_SLACK = timedelta(days=7)
@@ -112,6 +124,17 @@ def question_roles(query: str) -> tuple[str, ...]:
     if _FIRST_PERSON.search(query):
         return ("human",)
     return ()
+
+
+def question_speakers(query: str, speakers: Iterable[str]) -> tuple[str, ...]:
+    """The ``speakers`` (names stored as ``metadata["speaker"]``) that the question names, as a whole
+    word and in any case ("What did *Caroline* paint?", "*Caroline's* dog"); empty when it names none
+    or every one of them (then the name tells no speaker's turns apart)."""
+    known = {s for s in speakers if s and s.strip()}
+    named = tuple(
+        sorted(s for s in known if re.search(r"(?<!\w)" + re.escape(s.strip()) + r"(?!\w)", query, re.IGNORECASE))
+    )
+    return named if len(named) < len(known) else ()
 
 
 def asks_for_latest(query: str) -> bool:

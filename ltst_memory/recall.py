@@ -17,7 +17,9 @@ the one that matches the question's words); a long turn (an assistant's essay) i
 (``session_weight``: the session that answers a question tends to hold several good hits).
 The question's wording is read without a model (:mod:`ltst_memory._query_hints`): a question in the
 first person prefers the user's turns, one about an earlier answer the assistant's (``role_weight``);
-a date it names prefers turns of that time (``date_weight``); "now"/"current" can prefer the newest
+a speaker it names (``metadata["speaker"]``) prefers that person's own turns over the turns of
+others that address or mention them (``speaker_weight``); a date it names prefers turns of that
+time (``date_weight``); "now"/"current" can prefer the newest
 of several statements (``latest_weight``, off by default), and "how many"/"both" can spread the
 top over sessions (``spread_weight``, off by default).
 Options cover scope (one session, a user's sessions, related sessions, everything), metadata
@@ -44,7 +46,14 @@ from . import _queries as q
 from . import _recall_queries as rq
 from ._kernel import SEARCH, operation
 from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user, vector_search_settings
-from ._query_hints import Period, asks_for_latest, asks_for_several, question_periods, question_roles
+from ._query_hints import (
+    Period,
+    asks_for_latest,
+    asks_for_several,
+    question_periods,
+    question_roles,
+    question_speakers,
+)
 from .embeddings import embedding_text
 from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
 from .models import (
@@ -79,6 +88,8 @@ LONG_TURN_WORDS = 150
 #: Query analysis (:mod:`ltst_memory._query_hints`): the role a question asks about, the dates it names.
 DEFAULT_ROLE_WEIGHT = 0.3
 DEFAULT_DATE_WEIGHT = 0.3
+#: The speaker a question names (``metadata["speaker"]``): their own turns, not those addressing them.
+DEFAULT_SPEAKER_WEIGHT = 0.5
 #: Off by default: neutral on both development sets (docs/retrieval.md).
 DEFAULT_LATEST_WEIGHT = 0.0
 DEFAULT_SPREAD_WEIGHT = 0.0
@@ -155,6 +166,8 @@ def fuse(
     long_turn_penalty: float = 0.0,
     roles: Sequence[str] = (),
     role_weight: float = 0.0,
+    speakers: Sequence[str] = (),
+    speaker_weight: float = 0.0,
     periods: Sequence[Period] = (),
     date_weight: float = 0.0,
     latest_weight: float = 0.0,
@@ -166,7 +179,8 @@ def fuse(
     (``lexical_weight`` counts as 0 when no candidate matches any query word), then
     ``+ neighbor_weight * (best adjacent turn's score)``, then ``/ (1 + long_turn_penalty)`` for a
     turn of more than :data:`LONG_TURN_WORDS` words, then ``* (1 + role_weight)`` for a turn whose
-    role is in ``roles``, ``* (1 + date_weight)`` for a turn dated in one of ``periods`` and
+    role is in ``roles``, ``* (1 + speaker_weight)`` for a turn whose ``metadata["speaker"]`` is in
+    ``speakers`` (case-insensitive), ``* (1 + date_weight)`` for a turn dated in one of ``periods`` and
     ``* (1 + latest_weight * t)`` with ``t`` the turn's time between the pool's oldest (0) and newest
     (1) turn (the question's hints, :mod:`ltst_memory._query_hints`), then ``+ session_weight * (best score in the
     turn's session)``, then ``* (1 - spread_weight) ** k`` for a turn with ``k`` better turns in
@@ -209,13 +223,17 @@ def fuse(
                     )
     dated = [c.message.timestamp for c in candidates if c.message.timestamp is not None]
     oldest, newest = (min(dated), max(dated)) if latest_weight and dated else (None, None)
-    if (roles and role_weight) or (periods and date_weight) or oldest is not None:
+    named = {s.casefold() for s in speakers} if speaker_weight else set()
+    if (roles and role_weight) or (periods and date_weight) or oldest is not None or named:
         for c in candidates:
             factor = 1.0
             if oldest is not None and newest is not None and newest > oldest and c.message.timestamp is not None:
                 factor *= 1.0 + latest_weight * (c.message.timestamp - oldest) / (newest - oldest)
             if roles and c.message.role in roles:
                 factor *= 1.0 + role_weight
+            speaker = c.message.metadata.get("speaker") if named else None
+            if isinstance(speaker, str) and speaker.strip().casefold() in named:
+                factor *= 1.0 + speaker_weight
             ts = c.message.timestamp
             if periods and ts is not None and any(p.holds(ts) for p in periods):
                 factor *= 1.0 + date_weight
@@ -340,6 +358,7 @@ def recall(
     session_weight: float = DEFAULT_SESSION_WEIGHT,
     long_turn_penalty: float = DEFAULT_LONG_TURN_PENALTY,
     role_weight: float = DEFAULT_ROLE_WEIGHT,
+    speaker_weight: float = DEFAULT_SPEAKER_WEIGHT,
     date_weight: float = DEFAULT_DATE_WEIGHT,
     latest_weight: float = DEFAULT_LATEST_WEIGHT,
     spread_weight: float = DEFAULT_SPREAD_WEIGHT,
@@ -366,11 +385,14 @@ def recall(
     adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
     :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
     statement is not buried under long assistant answers that repeat the topic's words),
-    ``session_weight`` (share of the best score in its session a turn adds), and four weights
+    ``session_weight`` (share of the best score in its session a turn adds), and five weights
     driven by the question's wording (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question
     in the first person multiplies the user's turns by ``1 + role_weight``, one about what the
     assistant said earlier — "did you recommend…" — the assistant's turns; a question in the third
-    person changes nothing), ``date_weight`` (turns dated in a period the question names — "on
+    person changes nothing), ``speaker_weight`` (a question naming a speaker stored in
+    ``metadata["speaker"]`` of the candidates — "what did Caroline paint?" — multiplies that
+    speaker's turns by ``1 + speaker_weight``; naming none, or all of them, changes nothing),
+    ``date_weight`` (turns dated in a period the question names — "on
     October 13, 2023", "in July 2023", "in June" — or up to a week after it, ``× (1 + date_weight)``)
     and ``latest_weight`` (off by default; a question asking for the present value — "now",
     "current", "latest" — multiplies each turn by ``1 + latest_weight × t``, ``t`` its time between
@@ -388,8 +410,8 @@ def recall(
     ``expand_neighbors=n`` adds the ``n`` turns before and after each hit (score slightly below
     the hit's) so an answer comes with its context; they count towards ``limit``.
 
-    Scores are in [0, (1 + neighbor_weight) * (1 + role_weight) * (1 + date_weight) * (1 + latest_weight)
-    * (1 + session_weight)] and comparable within one call only.
+    Scores are in [0, (1 + neighbor_weight) * (1 + role_weight) * (1 + speaker_weight) * (1 + date_weight)
+    * (1 + latest_weight) * (1 + session_weight)] and comparable within one call only.
     """
     check_text("query", query, max_chars=core.settings.max_content_chars)
     limit = check_limit("limit", limit, minimum=1, maximum=1_000)
@@ -400,6 +422,7 @@ def recall(
     session_weight = _check_weight("session_weight", session_weight)
     long_turn_penalty = _check_weight("long_turn_penalty", long_turn_penalty)
     role_weight = _check_weight("role_weight", role_weight)
+    speaker_weight = _check_weight("speaker_weight", speaker_weight)
     date_weight = _check_weight("date_weight", date_weight)
     latest_weight = _check_weight("latest_weight", latest_weight)
     spread_weight = _check_weight("spread_weight", spread_weight)
@@ -526,6 +549,8 @@ def recall(
         long_turn_penalty=long_turn_penalty,
         roles=question_roles(query) if role_weight else (),
         role_weight=role_weight,
+        speakers=_named_speakers(query, pool) if speaker_weight else (),
+        speaker_weight=speaker_weight,
         periods=question_periods(query) if date_weight else (),
         date_weight=date_weight,
         latest_weight=latest_weight if asks_for_latest(query) else 0.0,
@@ -547,6 +572,12 @@ def recall(
         hits = yield from _expand(hits, expand_neighbors, limit)
     logger.debug("recall %r: %d candidates, %d returned", query[:60], len(rows), len(hits))
     return hits
+
+
+def _named_speakers(query: str, pool: Sequence[Candidate]) -> tuple[str, ...]:
+    """The speakers of the pool (``metadata["speaker"]``) that the question names."""
+    names = {c.message.metadata.get("speaker") for c in pool}
+    return question_speakers(query, (n.strip() for n in names if isinstance(n, str)))
 
 
 def _expand(

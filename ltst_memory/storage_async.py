@@ -606,6 +606,7 @@ class AsyncConversationStorage:
         session_weight: float = 0.15,
         long_turn_penalty: float = 0.5,
         role_weight: float = 0.3,
+        speaker_weight: float = 0.5,
         date_weight: float = 0.3,
         latest_weight: float = 0.0,
         spread_weight: float = 0.0,
@@ -632,11 +633,14 @@ class AsyncConversationStorage:
         adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
         :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
         statement is not buried under long assistant answers that repeat the topic's words),
-        ``session_weight`` (share of the best score in its session a turn adds), and four weights
+        ``session_weight`` (share of the best score in its session a turn adds), and five weights
         driven by the question's wording (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question
         in the first person multiplies the user's turns by ``1 + role_weight``, one about what the
         assistant said earlier — "did you recommend…" — the assistant's turns; a question in the third
-        person changes nothing), ``date_weight`` (turns dated in a period the question names — "on
+        person changes nothing), ``speaker_weight`` (a question naming a speaker stored in
+        ``metadata["speaker"]`` of the candidates — "what did Caroline paint?" — multiplies that
+        speaker's turns by ``1 + speaker_weight``; naming none, or all of them, changes nothing),
+        ``date_weight`` (turns dated in a period the question names — "on
         October 13, 2023", "in July 2023", "in June" — or up to a week after it, ``× (1 + date_weight)``)
         and ``latest_weight`` (off by default; a question asking for the present value — "now",
         "current", "latest" — multiplies each turn by ``1 + latest_weight × t``, ``t`` its time between
@@ -654,8 +658,8 @@ class AsyncConversationStorage:
         ``expand_neighbors=n`` adds the ``n`` turns before and after each hit (score slightly below
         the hit's) so an answer comes with its context; they count towards ``limit``.
 
-        Scores are in [0, (1 + neighbor_weight) * (1 + role_weight) * (1 + date_weight) * (1 + latest_weight)
-        * (1 + session_weight)] and comparable within one call only.
+        Scores are in [0, (1 + neighbor_weight) * (1 + role_weight) * (1 + speaker_weight) * (1 + date_weight)
+        * (1 + latest_weight) * (1 + session_weight)] and comparable within one call only.
         """
         return await self._acall(
             _declared.recall.recall,
@@ -674,6 +678,7 @@ class AsyncConversationStorage:
             session_weight=session_weight,
             long_turn_penalty=long_turn_penalty,
             role_weight=role_weight,
+            speaker_weight=speaker_weight,
             date_weight=date_weight,
             latest_weight=latest_weight,
             spread_weight=spread_weight,

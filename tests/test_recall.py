@@ -470,6 +470,41 @@ def test_a_question_in_the_first_person_prefers_what_the_user_said(store):
     )
 
 
+def test_a_question_naming_a_speaker_reads_the_speaker_it_names():
+    from ltst_memory._query_hints import question_speakers
+
+    people = ("Caroline", "Melanie")
+    assert question_speakers("What did Caroline paint?", people) == ("Caroline",)
+    assert question_speakers("Which breed is caroline's dog?", people) == ("Caroline",)
+    assert question_speakers("What did Mel paint?", people) == ()  # a whole name, not a part of one
+    assert question_speakers("What do Caroline and Melanie both like?", people) == ()  # everyone: no preference
+    assert question_speakers("What did they paint?", people) == ()
+    assert question_speakers("What did Caroline paint?", ("Caroline",)) == ()  # the only speaker
+
+
+def test_a_question_naming_a_speaker_prefers_that_speakers_own_turns(store):
+    store.create_session(ConversationSession(session_id="s", user_id="u"))
+    store.store_messages(
+        speaker_turns(
+            "s",
+            [
+                ("Caroline", "I paint sunrises over the lake."),
+                ("Melanie", "Caroline, you paint well, Caroline!"),
+                ("Caroline", "The weather was lovely, warm and sunny."),
+            ],
+            T0,
+        )
+    )
+
+    def first(question: str, **options: float) -> str:
+        hits = store.recall(question, user_id="u", limit=3, neighbor_weight=0.0, session_weight=0.0, **options)
+        return hits[0][0].metadata["speaker"]
+
+    assert first("What did Caroline paint?") == "Caroline"
+    assert first("What did Caroline paint?", speaker_weight=0.0) == "Melanie"  # the name's words alone
+    assert first("What did Melanie paint?") == "Melanie"
+
+
 def test_a_date_in_the_question_prefers_turns_of_that_time(store):
     _chat(store, "march", datetime(2023, 3, 14, 18, tzinfo=timezone.utc), [("user", "We cooked a mushroom risotto.")])
     _chat(store, "july", datetime(2023, 7, 2, 18, tzinfo=timezone.utc), [("user", "We cooked a mushroom risotto!")])
