@@ -27,7 +27,7 @@ from typing import Any
 from ltst_memory import recall as recall_module
 
 LIMIT = 50
-DEFAULT = "default (+ question's role 0.3, dates 0.3 and speaker 0.5)"
+DEFAULT = "default (round-2 default + question's speaker 0.5)"
 
 
 def _role_prior(weight: float) -> Callable[..., None]:
@@ -113,6 +113,8 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     "default + neighbours 0.5": ({"neighbor_weight": 0.5}, None, 0.0),
     "default + session-first 0.3": ({"session_weight": 0.3}, None, 0.0),
     "default + 100 candidates": ({"candidates": 100}, None, 0.0),
+    "default + two-hop 0.3 (3 words of the top 3 hits)": ({}, "twohop:0.3", 3.0),
+    "default + two-hop 0.6 (3 words of the top 3 hits)": ({}, "twohop:0.6", 3.0),
 }
 
 
@@ -227,6 +229,24 @@ def variant(name: str | None, weight: float) -> Iterator[None]:
         recall_module.fuse = original  # type: ignore[assignment]
 
 
+def two_hop(store: Any, question: str, user: str, options: dict[str, Any], n: int, weight: float) -> list[Any]:
+    """Two-hop retrieval: recall, take ``n`` salient words of the top 3 hits, recall again with them
+    appended, and fuse the two rankings: ``score / best`` of the first plus ``weight ×`` that of the
+    second (a turn found only by the second hop gets only the second part)."""
+    first = store.recall(question, user_id=user, limit=LIMIT, **options)
+    if not first:
+        return first
+    words = expansion_words(question, [m.content for m, _ in first[:3]], n)
+    second = store.recall(question + " " + " ".join(words), user_id=user, limit=LIMIT, **options)
+    fused: dict[Any, list[Any]] = {}
+    for hits, w in ((first, 1.0), (second, weight)):
+        top = max(s for _, s in hits) or 1.0
+        for m, s in hits:
+            entry = fused.setdefault(m.message_id, [m, 0.0])
+            entry[1] += w * s / top
+    return [(m, s) for m, s in sorted(fused.values(), key=lambda e: -e[1])][:LIMIT]
+
+
 def evaluate(
     store: Any,
     questions: Sequence[dict[str, Any]],
@@ -234,6 +254,7 @@ def evaluate(
     session_of: Callable[[Any], Any],
     options: dict[str, Any],
     expand: int = 0,
+    second_hop: float = 0.0,
 ) -> dict[str, Any]:
     """Metrics of one configuration, overall (``"all"``) and per question ``kind``. ``expand`` > 0:
     recall twice, the second time with ``expand`` words of the first top 3 appended to the question
@@ -243,10 +264,14 @@ def evaluate(
     for q in questions:
         started = time.perf_counter()
         question = q["question"]
-        if expand:
+        if expand and second_hop:
+            hits = two_hop(store, question, q["user"], options, expand, second_hop)
+        elif expand:
             first = store.recall(question, user_id=q["user"], limit=3, **options)
             question += " " + " ".join(expansion_words(question, [m.content for m, _ in first], expand))
-        hits = store.recall(question, user_id=q["user"], limit=LIMIT, **options)
+            hits = store.recall(question, user_id=q["user"], limit=LIMIT, **options)
+        else:
+            hits = store.recall(question, user_id=q["user"], limit=LIMIT, **options)
         latencies.append(time.perf_counter() - started)
         turns = [turn_of(m) for m, _ in hits]
         sessions: list[Any] = []
@@ -292,6 +317,11 @@ def run_configs(
         options, var, weight = CONFIGS[name]
         if var == "prf":
             results[name] = evaluate(store, questions, turn_of, session_of, options, expand=int(weight))
+        elif var is not None and var.startswith("twohop"):
+            hop = float(var.split(":")[1])
+            results[name] = evaluate(
+                store, questions, turn_of, session_of, options, expand=int(weight), second_hop=hop
+            )
         else:
             with variant(var, weight):
                 results[name] = evaluate(store, questions, turn_of, session_of, options)
