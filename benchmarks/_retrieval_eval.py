@@ -113,6 +113,8 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     "default + neighbours 0.5": ({"neighbor_weight": 0.5}, None, 0.0),
     "default + session-first 0.3": ({"session_weight": 0.3}, None, 0.0),
     "default + 100 candidates": ({"candidates": 100}, None, 0.0),
+    "default + lexical 0.4": ({"lexical_weight": 0.4}, None, 0.0),
+    "default + lexical 0.3": ({"lexical_weight": 0.3}, None, 0.0),
     "default + two-hop 0.3 (3 words of the top 3 hits)": ({}, "twohop:0.3", 3.0),
     "default + two-hop 0.6 (3 words of the top 3 hits)": ({}, "twohop:0.6", 3.0),
 }
