@@ -4,11 +4,11 @@
 
 The store is filled with synthetic chat turns (``--data locomo10.json`` uses LoCoMo's turns as text
 instead): ``--users`` users with ``--sessions`` sessions each, spread evenly. Stored messages get
-deterministic bag-of-words vectors (HashingEmbedder) and are bulk-loaded with COPY (the HNSW index
-is rebuilt afterwards); the query side uses the real all-MiniLM-L6-v2 model, so every timed call
-includes a real query embedding. Measured: ``recall`` (user scope), ``rehydrate`` with a 2,000-token
-budget, and the pure merge step alone. Timings on a shared 2-core machine are noisy: report them
-with the load average printed at the end.
+deterministic bag-of-words vectors (HashingEmbedder) and are bulk-loaded with COPY (the IVFFlat index
+is built afterwards, as ``ltst vector-index`` does); the query side uses the real all-MiniLM-L6-v2
+model, so every timed call includes a real query embedding. Measured: ``recall`` (user scope),
+``rehydrate`` with a 2,000-token budget, and the pure merge step alone. Timings on a shared 2-core
+machine are noisy: report them with the load average printed at the end.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from ltst_memory import (
     UserPreference,
 )
 from ltst_memory.embeddings import SentenceTransformerEmbedder
+from ltst_memory.hnsw import build_index
 from ltst_memory.rehydrate import merge
 
 _WORDS_TEXT = (
@@ -86,7 +87,6 @@ def load(store: ConversationStorage, conninfo: str, args: argparse.Namespace, te
             )
     with psycopg.connect(conninfo) as conn:
         register_vector(conn)
-        conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
         rows = []
         for u in range(args.users):
             for s in range(args.sessions):
@@ -110,13 +110,10 @@ def load(store: ConversationStorage, conninfo: str, args: argparse.Namespace, te
             print(f"  copied {lo + len(chunk)} messages", file=sys.stderr, flush=True)
         conn.execute("UPDATE conversation_sessions SET next_message_index = %s", (per_session,))
         conn.commit()
-        print("  building the HNSW index", file=sys.stderr, flush=True)
-        conn.execute(
-            "CREATE INDEX IF NOT EXISTS idx_messages_embedding_hnsw ON conversation_messages "
-            "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-        )
+        print("  building the IVFFlat index", file=sys.stderr, flush=True)
+        conn.autocommit = True
+        build_index(conn)  # what `ltst vector-index` runs
         conn.execute("ANALYZE")
-        conn.commit()
     return time.perf_counter() - start
 
 
