@@ -117,6 +117,8 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     "default + lexical 0.3": ({"lexical_weight": 0.3}, None, 0.0),
     "default + two-hop 0.3 (3 words of the top 3 hits)": ({}, "twohop:0.3", 3.0),
     "default + two-hop 0.6 (3 words of the top 3 hits)": ({}, "twohop:0.6", 3.0),
+    "default + adaptive fusion weight": ({}, "adaptive", 1.0),
+    "default + adaptive fusion weight 0.5": ({}, "adaptive", 0.5),
 }
 
 
