@@ -8,6 +8,7 @@ column and, where the ``citus`` extension is installed, distributes the tables. 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated, Any
@@ -16,7 +17,14 @@ import typer
 
 from ._cli_common import DataDirOption, DsnOption, _command, _database, out, show_table
 
-__all__ = ["CitusPlanEntry", "CitusPrepareResult", "distribute_sql", "prepare_for_citus", "register"]
+__all__ = [
+    "CitusPlanEntry",
+    "CitusPrepareResult",
+    "distribute_sql",
+    "prepare_for_citus",
+    "register",
+    "split_statements",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +32,32 @@ logger = logging.getLogger(__name__)
 def distribute_sql() -> str:
     """The text of ``schema/citus/distribute.sql`` as installed with the package."""
     return (resources.files("ltst_memory.schema") / "citus" / "distribute.sql").read_text(encoding="utf-8")
+
+
+# What a statement's text holds besides plain SQL: comments, quoted strings and identifiers, dollar quotes.
+_LEXEME = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|(\$(?:[A-Za-z_]\w*)?\$)|;", re.S)
+
+
+def split_statements(script: str) -> list[str]:
+    """The statements of an SQL ``script`` (the library's migration files), each with its ``;``.
+
+    On a Citus cluster each statement of a migration runs on its own (in the migration's one
+    transaction): Citus sends the text of some DDL (``DROP INDEX`` on a distributed table) to the
+    workers as it was received, and a worker refuses a text of several statements."""
+    statements: list[str] = []
+    start = position = 0
+    while match := _LEXEME.search(script, position):
+        position = match.end()
+        if match.group(1):  # a dollar quote: skip to its closing tag
+            closing = script.find(match.group(1), position)
+            position = len(script) if closing < 0 else closing + len(match.group(1))
+        elif match.group(0) == ";":
+            statements.append(script[start:position].strip())
+            start = position
+    rest = script[start:].strip()
+    if _LEXEME.sub("", rest).strip():
+        statements.append(rest)
+    return [s for s in statements if _LEXEME.sub("", s).strip(" \n\t;")]
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,10 @@ LEGACY_INDEX_NAME = "idx_messages_embedding_hnsw"
 INDEX_DEFINITION = f"SELECT pg_get_indexdef(to_regclass('{INDEX_NAME}')) AS definition"
 _EMBEDDED_ROWS = "SELECT count(*) FROM conversation_messages WHERE embedding IS NOT NULL"
 _DIMENSION = "SELECT value FROM ltst_metadata WHERE key = 'embedding_dimension'"
+#: On a Citus cluster each shard of the messages has an index of its own (docs/citus.md).
+_SHARDS = """
+SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = to_regclass('conversation_messages')
+"""
 
 
 def check_storage(storage: str) -> HnswStorage:
@@ -143,7 +147,8 @@ def build_index(
     from before migration 0012.
 
     ``storage`` defaults to the current index's (``"vector"`` without one); ``lists`` to
-    :func:`lists_for` of the embedded rows. ``conn`` must be outside a transaction. Without
+    :func:`lists_for` of the embedded rows (on a Citus cluster, of one shard's share: each shard has
+    an index of its own). ``conn`` must be outside a transaction. Without
     ``concurrently`` writes to the messages wait for the build (about a minute per million messages
     on 2 cores); with it the new index is built beside the old one with ``CREATE INDEX
     CONCURRENTLY`` (writes go on; takes longer), then replaces it. Running it twice leaves one index.
@@ -180,7 +185,7 @@ def _build(conn: psycopg.Connection[Any], storage: str | None, lists: int | None
     dimension = int(dim_row[0])
     count_row = conn.execute(_EMBEDDED_ROWS).fetchone()
     rows = int(count_row[0]) if count_row else 0
-    n_lists = lists if lists is not None else lists_for(rows)
+    n_lists = lists if lists is not None else lists_for(rows // _indexes(conn))
     logger.info("building %s: %s, %d lists over %d messages", INDEX_NAME, wanted, n_lists, rows)
     name, temporary = sql.Identifier(INDEX_NAME), sql.Identifier(INDEX_NAME + "_new")
     if concurrently:
@@ -196,6 +201,15 @@ def _build(conn: psycopg.Connection[Any], storage: str | None, lists: int | None
             conn.execute(index_ddl(wanted, dimension, lists=n_lists))
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(LEGACY_INDEX_NAME)))
     return IndexBuild(storage=wanted, lists=n_lists, rows=rows, seconds=time.perf_counter() - started)
+
+
+def _indexes(conn: psycopg.Connection[Any]) -> int:
+    """How many indexes share the rows: one per shard on a Citus cluster, else one."""
+    row = conn.execute("SELECT to_regclass('pg_catalog.pg_dist_shard') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return 1
+    row = conn.execute(_SHARDS).fetchone()
+    return max(1, int(row[0])) if row else 1
 
 
 def set_index_storage(conn: psycopg.Connection[Any], storage: str, *, concurrently: bool = False) -> bool:

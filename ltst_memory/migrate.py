@@ -76,7 +76,12 @@ def migrate(conn: psycopg.Connection[Any]) -> list[str]:
                     with conn.transaction():
                         if citus:  # DDL on distributed tables and functions in one transaction: Citus
                             conn.execute(CITUS_SEQUENTIAL)  # wants one connection per node for both
-                        conn.execute(sql.encode("utf-8"))  # bytes: no parameter parsing of '%'
+                            from ._cli_citus import split_statements  # and one statement at a time
+
+                            for statement in split_statements(sql):
+                                conn.execute(statement.encode("utf-8"))
+                        else:
+                            conn.execute(sql.encode("utf-8"))  # bytes: no parameter parsing of '%'
                         conn.execute(
                             "INSERT INTO ltst_migrations (name, checksum) VALUES (%s, %s) "
                             "ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum",

@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from ltst_memory._cli_citus import prepare_for_citus
-from ltst_memory.hnsw import index_ddl, index_storage
+from ltst_memory.hnsw import INDEX_NAME
 from ltst_memory.migrate import migrate
 
 #: The coordinator's DSN, or "" (the suite runs on one server as usual).
@@ -132,13 +132,12 @@ def reset() -> str:
             with conn.cursor() as cur:
                 columns = sql.SQL(", ").join(sql.Placeholder() * len(_state["owned"][0]))
                 cur.executemany(sql.SQL("INSERT INTO ltst_owned_tables VALUES ({})").format(columns), _state["owned"])
+        # no vector index (as after the migrations: `ltst vector-index` builds it), the first dimension
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(INDEX_NAME)))
         if _dimension(conn) != _state["dimension"]:  # a test opened a store of another dimension
-            storage = index_storage(conn)
-            conn.execute("DROP INDEX IF EXISTS idx_messages_embedding_hnsw")
             conn.execute(
                 sql.SQL("ALTER TABLE conversation_messages ALTER COLUMN embedding TYPE {}").format(
                     sql.SQL(_state["dimension"])
                 )
             )
-            conn.execute(index_ddl(storage, int(_state["dimension"].split("(")[1].rstrip(")"))))
     return make_conninfo(dsn)

@@ -255,3 +255,61 @@ def test_opening_with_another_embedder_resizes_an_empty_store_and_refuses_a_fill
         assert row is not None and row[0] == 256  # the column was resized on every shard
     with pytest.raises(EmbeddingDimensionError, match="256 dimensions"):
         ConversationStorage(database_dsn, embedder=HashingEmbedder(384))
+
+
+def shard_indexes(conn: psycopg.Connection[Any], kind: str) -> list[int]:
+    """For every shard of the messages: how many of its indexes are of ``kind`` (``ivfflat``, ``hnsw``)."""
+    rows = conn.execute(
+        "SELECT result FROM run_command_on_shards('conversation_messages', "
+        "$$SELECT count(*) FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+        "JOIN pg_am AS a ON a.oid = c.relam WHERE i.indrelid = '%s'::regclass AND a.amname = "
+        + "'"
+        + kind
+        + "'$$) ORDER BY shardid"
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def test_the_vector_index_is_built_on_every_shard_and_used_by_unscoped_searches(
+    store: ConversationStorage, database_dsn: str, recorder: Recorder
+) -> None:
+    from ltst_memory.hnsw import build_index
+
+    a, b = two_users_on_two_shards(database_dsn)
+    fill(store, a)
+    fill(store, b)
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        built = build_index(conn)
+        assert (built.rows, built.lists) == (4, 10)
+        assert shard_indexes(conn, "ivfflat") == [1] * _citus.TEST_SHARD_COUNT
+        build_index(conn, storage="halfvec", concurrently=True)  # rebuilt beside the old one, renamed
+        assert shard_indexes(conn, "ivfflat") == [1] * _citus.TEST_SHARD_COUNT
+        row = conn.execute("SELECT pg_get_indexdef('idx_messages_embedding_ivfflat'::regclass)").fetchone()
+        assert row is not None and "halfvec_cosine_ops" in row[0]
+    queries = recorder.run(lambda: store.search_messages("green tea", limit=10))
+    with psycopg.connect(database_dsn) as conn:
+        register_vector(conn)
+        conn.execute("SET ivfflat.probes = 10")
+        plan = "\n".join(r[0] for q in queries for r in conn.execute(("EXPLAIN " + q.sql).encode(), q.params))
+    assert "idx_messages_embedding_ivfflat" in plan
+    hits = store.search_messages("green tea", limit=10)
+    assert {m.user_id for m, _ in hits} == {a, b}
+
+
+def test_migration_0012_applies_after_the_conversion(database_dsn: str) -> None:
+    """A cluster converted before 0012 (an HNSW index on every shard) takes it: the index is dropped
+    everywhere and the store works."""
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS idx_messages_embedding_hnsw ON conversation_messages "
+            "USING hnsw (embedding vector_cosine_ops)"
+        )
+        assert shard_indexes(conn, "hnsw") == [1] * _citus.TEST_SHARD_COUNT
+        conn.execute("DELETE FROM ltst_migrations WHERE name = '0012_vector_index.sql'")
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        assert migrate(conn) == ["0012_vector_index.sql"]
+        assert shard_indexes(conn, "hnsw") == [0] * _citus.TEST_SHARD_COUNT
+    with ConversationStorage(database_dsn, embedder=HashingEmbedder(384)) as store:
+        sid = fill(store, "user-0")
+        hits = store.search_messages("green tea", session_id=sid)
+        assert {m.content for m, _ in hits} == {"user-0 likes green tea", "Noted: green tea."}

@@ -545,3 +545,19 @@ def test_cli_citus_prepare(pg_admin_dsn: str, template_db: str, monkeypatch: pyt
         with psycopg.connect(dsn) as c:
             reference, distributed = plan_of(c)
             assert check_colocation(c, reference=reference, distributed_by=distributed) == []
+
+
+def test_migrations_split_into_statements_that_rejoin_to_the_file() -> None:
+    """On a Citus cluster a migration runs one statement at a time (split_statements): no statement
+    is lost or cut inside a function body, a string or a comment."""
+    from ltst_memory._cli_citus import split_statements
+
+    assert split_statements("SELECT ';'; DO $f$ BEGIN PERFORM 1; END $f$;\n-- a; comment\nSELECT $$;$$") == [
+        "SELECT ';';",
+        "DO $f$ BEGIN PERFORM 1; END $f$;",
+        "-- a; comment\nSELECT $$;$$",
+    ]
+    for name, text in [*migration_files(), ("distribute.sql", distribute_sql())]:
+        statements = split_statements(text)
+        assert " ".join(statements).split() == text.split(), name
+        assert all(s.endswith(";") for s in statements), name
