@@ -118,6 +118,11 @@ def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
         one["time_by_statement_percent"] = CLOCK.top(one["seconds"])
         users = list(loaded["by_user"])
         sessions = [s for ss in loaded["by_user"].values() for s in ss]
+        owner = {s: u for u, ss in loaded["by_user"].items() for s in ss}
+
+        def scoped(sid: str) -> Any:  # the user-scoped store of the session's owner: routed by user on Citus
+            return store.for_user(owner[sid])
+
         ops: dict[str, Any] = {
             "create_session": lambda i: store.create_session(
                 ConversationSession(session_id=f"{run}-new-{i}", user_id=rng.choice(users))
@@ -132,6 +137,14 @@ def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
             "search_messages (every user)": lambda i: store.search_messages("tea garden"),
             "recall(user_id)": lambda i: store.recall("what about the garden?", user_id=rng.choice(users)),
             "rehydrate(session)": lambda i: store.rehydrate(rng.choice(sessions), query="garden"),
+            "for_user: store_message": lambda i: (sid := rng.choice(sessions))
+            and scoped(sid).store_message(ConversationMessage(session_id=sid, role="human", content=f"scoped {i}")),
+            "for_user: get_messages(50)": lambda i: (sid := rng.choice(sessions))
+            and scoped(sid).get_messages(sid, limit=50),
+            "for_user: search_messages(session_id)": lambda i: (sid := rng.choice(sessions))
+            and scoped(sid).search_messages("tea", session_id=sid),
+            "for_user: rehydrate(session)": lambda i: (sid := rng.choice(sessions))
+            and scoped(sid).rehydrate(sid, query="garden"),
         }
         results: dict[str, Any] = {
             "ingest": {k: v for k, v in loaded.items() if k != "by_user"} | {"writers": args.writers},

@@ -14,16 +14,22 @@ from .models import check_id, check_limit
 
 __all__ = ["Check", "list_sessions", "run_checks"]
 
+# The sessions first (materialized), then their counts: on a Citus cluster (docs/citus.md) a join of two
+# distributed tables must pair user_id, which session_summary has only there.
 LIST_SESSIONS = """
+WITH s AS MATERIALIZED (
+    SELECT session_id, user_id, session_name, status, created_at, last_activity FROM conversation_sessions
+    {where}
+    ORDER BY last_activity DESC, session_id
+    LIMIT %(limit)s
+)
 SELECT s.session_id, s.user_id, s.session_name, s.status, s.created_at, s.last_activity,
        coalesce(sm.total_messages, 0) AS total_messages
-FROM conversation_sessions AS s LEFT JOIN session_summary AS sm ON sm.session_id = s.session_id
-{where}
+FROM s LEFT JOIN session_summary AS sm ON sm.session_id = s.session_id
 ORDER BY s.last_activity DESC, s.session_id
-LIMIT %(limit)s
 """
 LIST_ALL_SESSIONS = LIST_SESSIONS.format(where="")
-LIST_USER_SESSIONS = LIST_SESSIONS.format(where="WHERE s.user_id = %(user_id)s")
+LIST_USER_SESSIONS = LIST_SESSIONS.format(where="WHERE user_id = %(user_id)s")
 
 
 def list_sessions(core: Core, user_id: str | None = None, limit: int = 20) -> Op[list[dict[str, Any]]]:

@@ -147,6 +147,11 @@ class Core:
     #: Whether the tables are distributed by Citus (docs/citus.md); looked up by the first write that
     #: locks sessions (``_ops.lock_sessions``), which then locks them one user at a time.
     distributed: bool | None = None
+    #: On a Citus cluster: the owners of the sessions this store wrote to (``_ops.lock_sessions``), so that
+    #: a write locks its sessions on their user's shard without asking every shard first. An entry that
+    #: is no longer true (the session deleted, its id reused by another user) finds no row and is
+    #: looked up again.
+    session_owners: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- declarations

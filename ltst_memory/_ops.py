@@ -330,12 +330,35 @@ def lock_sessions(core: Core, session_ids: list[str]) -> Op[list[dict[str, Any]]
     if not (yield from is_distributed(core)):
         rows: list[dict[str, Any]] = yield Query(q.LOCK_SESSIONS, {"session_ids": session_ids})
         return rows
-    owners = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": session_ids})
+    known = core.session_owners
+    locked: list[dict[str, Any]] = []
+    if all(s in known for s in session_ids):  # the owners this store saw: no question to every shard
+        locked = yield from _lock_by_owner(core, [{"session_id": s, "user_id": known[s]} for s in session_ids])
+    missing = sorted(set(session_ids) - {r["session_id"] for r in locked})
+    if missing:  # (an owner not known, or no longer true: the session deleted, its id reused)
+        owners = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": missing})
+        locked += yield from _lock_by_owner(core, owners)
+    return sorted(locked, key=lambda r: r["session_id"])
+
+
+#: How many session owners a store remembers on a Citus cluster (forgotten all at once beyond).
+SESSION_OWNERS_KEPT = 100_000
+
+
+def _lock_by_owner(core: Core, owners: list[dict[str, Any]]) -> Op[list[dict[str, Any]]]:
+    """Lock the sessions of ``owners`` (rows of session_id, user_id) one user at a time, users in order;
+    remember the owners of the sessions locked and forget those not found."""
     locked: list[dict[str, Any]] = []
     for user in sorted({r["user_id"] for r in owners}):
         ids = sorted(r["session_id"] for r in owners if r["user_id"] == user)
         locked += yield Query(q.LOCK_SESSIONS_OF_USER, {"user_id": user, "session_ids": ids})
-    return sorted(locked, key=lambda r: r["session_id"])
+    known = core.session_owners
+    for r in owners:
+        known.pop(r["session_id"], None)
+    if len(known) + len(locked) > SESSION_OWNERS_KEPT:
+        known.clear()
+    known.update((r["session_id"], r["user_id"]) for r in locked)
+    return locked
 
 
 def lock_sessions_for_write(

@@ -42,7 +42,7 @@ from typing import Any
 from . import _bulk_rows as bulk_rows
 from . import _queries as q
 from ._kernel import EVERY_SESSION, MORE, Commit, Copy, Core, Embed, Parallel, Query, operation
-from ._ops import lock_sessions_for_write, scoped_user
+from ._ops import is_distributed, lock_sessions_for_write, scoped_user
 from .embeddings import embedding_text
 from .errors import EmbeddingError, ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
@@ -86,6 +86,23 @@ UPDATE conversation_messages AS m SET embedding = x.embedding
 FROM unnest(%(ids)s::bigint[], %(embeddings)s::vector[]) AS x(message_id, embedding)
 WHERE m.message_id = x.message_id
 """
+
+# On a Citus cluster (docs/citus.md) a row lock needs a statement answered by one shard: the users with
+# pending messages first (no lock), then each user's rows are claimed and written in turn.
+PENDING_USERS = """
+SELECT user_id FROM conversation_messages
+WHERE embedding IS NULL AND message_id <> ALL(%(skip)s::bigint[])
+GROUP BY user_id ORDER BY min(message_id)
+LIMIT %(limit)s
+"""
+CLAIM_PENDING_OF_USER = """
+SELECT message_id, user_id, content, metadata FROM conversation_messages
+WHERE user_id = %(user_id)s AND embedding IS NULL AND message_id <> ALL(%(skip)s::bigint[])
+ORDER BY message_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+WRITE_EMBEDDINGS_OF_USER = WRITE_EMBEDDINGS + "AND m.user_id = %(user_id)s\n"
 
 COUNT_PENDING = "SELECT count(*) AS n FROM conversation_messages WHERE embedding IS NULL"
 
@@ -337,7 +354,11 @@ class EmbedOutcome:
 def claim_and_embed(core: Core, limit: int, skip: Iterable[int] = ()) -> Generator[Any, Any, EmbedOutcome]:
     """:func:`embed_pending`, not claiming the ``skip`` message ids, returning the rejected messages too."""
     limit = check_limit("limit", limit, minimum=1, maximum=100_000)
-    rows = yield Query(CLAIM_PENDING, {"limit": limit, "skip": sorted(skip)})
+    distributed = yield from is_distributed(core)
+    if distributed:
+        rows = yield from _claim_per_user(limit, sorted(skip))
+    else:
+        rows = yield Query(CLAIM_PENDING, {"limit": limit, "skip": sorted(skip)})
     if not rows:
         return EmbedOutcome(0)
     texts = [embedding_text(r["content"], r["metadata"]) for r in rows]
@@ -347,11 +368,29 @@ def claim_and_embed(core: Core, limit: int, skip: Iterable[int] = ()) -> Generat
     if not vectors:  # nothing embeds: the embedder fails, the rows may be fine (the caller retries later)
         raise rejected[0][1]
     ids = [rows[i]["message_id"] for i in sorted(vectors)]
-    yield Query(WRITE_EMBEDDINGS, {"ids": ids, "embeddings": [vectors[i] for i in sorted(vectors)]}, fetch="none")
+    if distributed:
+        for user in sorted({rows[i]["user_id"] for i in vectors}):
+            mine = [i for i in sorted(vectors) if rows[i]["user_id"] == user]
+            params = {"ids": [rows[i]["message_id"] for i in mine], "embeddings": [vectors[i] for i in mine]}
+            yield Query(WRITE_EMBEDDINGS_OF_USER, {**params, "user_id": user}, fetch="none")
+    else:
+        yield Query(WRITE_EMBEDDINGS, {"ids": ids, "embeddings": [vectors[i] for i in sorted(vectors)]}, fetch="none")
     letters = tuple(DeadLetter(int(rows[i]["message_id"]), str(exc)) for i, exc in rejected)
     for letter in letters:
         logger.warning("embedding: message %d set aside, the embedder rejects it: %s", letter.message_id, letter.error)
     return EmbedOutcome(len(ids), letters)
+
+
+def _claim_per_user(limit: int, skip: list[int]) -> Generator[Any, Any, list[dict[str, Any]]]:
+    """On a Citus cluster: claim up to ``limit`` pending messages, one user's at a time (users in the
+    order of their oldest pending message)."""
+    rows: list[dict[str, Any]] = []
+    for user in (yield Query(PENDING_USERS, {"limit": limit, "skip": skip})):
+        params = {"user_id": user["user_id"], "limit": limit - len(rows), "skip": skip}
+        rows += yield Query(CLAIM_PENDING_OF_USER, params)
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 def _embed_splitting(

@@ -167,6 +167,13 @@ SELECT_SENSITIVE = """
 SELECT user_id, preference_key, preference_value FROM user_preferences
 WHERE is_sensitive ORDER BY user_id, preference_key FOR UPDATE
 """
+# On a Citus cluster (docs/citus.md) a row lock needs a statement answered by one shard: the users with
+# sensitive preferences first (no lock), then each user's preferences are locked in turn.
+SENSITIVE_USERS = "SELECT DISTINCT user_id FROM user_preferences WHERE is_sensitive ORDER BY user_id"
+SELECT_SENSITIVE_OF_USER = """
+SELECT user_id, preference_key, preference_value FROM user_preferences
+WHERE user_id = %(user_id)s AND is_sensitive ORDER BY preference_key FOR UPDATE
+"""
 UPDATE_VALUE = """
 UPDATE user_preferences SET preference_value = %(value)s::jsonb
 WHERE user_id = %(user_id)s AND preference_key = %(preference_key)s
@@ -182,8 +189,15 @@ def rotate_encryption_keys(core: Core) -> Op[dict[str, int]]:
     is and counted in ``"unreadable"`` (its user and key are logged as a warning) instead of stopping
     the rotation. Returns ``{"rotated": n, "encrypted": m, "unreadable": k}``. One transaction.
     """
+    from ._ops import is_distributed  # (_ops imports this module)
+
     keyring = Keyring.from_env()
-    rows = yield Query(SELECT_SENSITIVE)
+    if (yield from is_distributed(core)):
+        rows = []
+        for user in (yield Query(SENSITIVE_USERS)):
+            rows += yield Query(SELECT_SENSITIVE_OF_USER, {"user_id": user["user_id"]})
+    else:
+        rows = yield Query(SELECT_SENSITIVE)
     updates = []
     rotated = encrypted = 0
     unreadable: list[tuple[str, str]] = []

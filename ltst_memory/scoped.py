@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import inspect
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
@@ -43,12 +44,71 @@ logger = logging.getLogger(__name__)
 
 #: Sets the user of the current transaction (read by the RLS policies of schema/0005_security.sql).
 SET_SCOPE_USER = "SELECT set_config('ltst.user_id', %(user_id)s, true)"
+
+
+def set_scope_user_on_cluster(user_id: str) -> str:
+    """On a Citus cluster: ``SET LOCAL ltst.user_id``, which Citus sends on to the workers (with
+    ``citus.propagate_set_commands = 'local'``, set by ``ltst citus-prepare``); ``set_config`` is not
+    sent on. ``SET`` takes no parameter: the value is dollar-quoted with a tag it does not contain."""
+    tag = "$ltst$"
+    while tag in user_id or tag[:-1] in user_id:
+        tag = f"$ltst{len(tag)}$"
+    return f"SET LOCAL ltst.user_id TO {tag}{user_id}{tag}"
+
 #: The sessions among ``session_ids`` that belong to a user other than ``user_id`` (the RLS key).
 SELECT_FOREIGN_SESSIONS = """
 SELECT session_id FROM conversation_sessions
 WHERE session_id = ANY(%(session_ids)s::text[]) AND user_id <> %(user_id)s
 ORDER BY session_id LIMIT 1
 """
+#: On a Citus cluster: which of ``session_ids`` are the user's (one shard answers). Session ids are
+#: unique across users there too (``_ops.insert_session``), so an own session is no other user's.
+SELECT_OWN_SESSIONS = """
+SELECT session_id FROM conversation_sessions
+WHERE user_id = %(user_id)s AND session_id = ANY(%(session_ids)s::text[])
+"""
+
+#: The parameter a routed statement names its user by (see :func:`owned_sql`).
+OWNER_PARAM = "ltst_scope_user"
+_OWNER = f"%({OWNER_PARAM})s"
+# A predicate on a session (``[alias.]session_id = %(session_id)s`` or ``= ANY(%(session_ids)s...)``,
+# or ``alias.session_id = other.session_id``: a join, the alias's table has user_id), the relationships'
+# ``source_session_id = %(session_id)s OR target_session_id = %(session_id)s``, and a user given by a
+# subquery (``alias.user_id = (SELECT ...``).
+_SESSION_PREDICATE = re.compile(
+    r"(?<![\w.])(?P<alias>\w+\.)?session_id = "
+    r"(?:%\(session_id\)s|ANY\(%\(session_ids\)s(?:::text\[\])?\)|(?(alias)\w+\.session_id\b|(?!)))"
+)
+_USER_SUBQUERY = re.compile(r"(?<![\w.])(?P<alias>\w+\.)?user_id = \(SELECT\b")
+_EITHER_SESSION = re.compile(
+    r"(?<![\w.])(?P<alias>\w+\.)?source_session_id = %\(session_id\)s "
+    r"OR (?:\w+\.)?target_session_id = %\(session_id\)s"
+)
+
+
+@functools.lru_cache(maxsize=512)
+def owned_sql(statement: str) -> str:
+    """``statement`` with its user named wherever it names a session: ``AND [alias.]user_id =
+    %(ltst_scope_user)s`` after each session predicate, so that Citus routes it to the user's shard
+    (a statement that names a session alone asks every shard). The statements are the library's own
+    constants; a statement that names no session is returned as it is."""
+    statement = _EITHER_SESSION.sub(
+        lambda m: f"({m.group(0)}) AND {m.group('alias') or ''}user_id = {_OWNER}", statement
+    )
+    statement = _USER_SUBQUERY.sub(lambda m: f"{m.group('alias') or ''}user_id = {_OWNER} AND {m.group(0)}", statement)
+    return _SESSION_PREDICATE.sub(lambda m: f"{m.group(0)} AND {m.group('alias') or ''}user_id = {_OWNER}", statement)
+
+
+def routed(query: Query, user_id: str) -> Query:
+    """``query`` as :func:`owned_sql` rewrites it, with the user bound (itself when it names no session)."""
+    statement = owned_sql(query.sql)
+    if statement is query.sql or statement == query.sql:
+        return query
+    if query.many is not None:
+        many = [{**item, OWNER_PARAM: user_id} for item in query.many]
+        return dataclasses.replace(query, sql=statement, many=many)
+    return dataclasses.replace(query, sql=statement, params={**(query.params or {}), OWNER_PARAM: user_id})
+
 
 #: Data classes whose instances, passed as arguments, reference a user or a session.
 _SCOPED_TYPES = ("ConversationSession", "ConversationMessage", "ConversationContext", "UserPreference",
@@ -139,8 +199,16 @@ def _deny(user_id: str, what: str) -> AccessDeniedError:
     return AccessDeniedError(f"this store is scoped to user {user_id!r}; {what} belongs to another user")
 
 
-def _check_sessions(user_id: str, session_ids: set[str]) -> Op[None]:
-    """Raise AccessDeniedError if one of ``session_ids`` belongs to another user (decided in SQL)."""
+def _check_sessions(user_id: str, session_ids: set[str], routed: bool = False) -> Op[None]:
+    """Raise AccessDeniedError if one of ``session_ids`` belongs to another user (decided in SQL).
+
+    ``routed`` (a Citus cluster): the user's own sessions are found first by a statement that names the
+    user (one shard); only the others, if any, are looked for among every user's (every shard)."""
+    if routed:
+        own = yield Query(SELECT_OWN_SESSIONS, {"session_ids": sorted(session_ids), "user_id": user_id}, alone=True)
+        session_ids = session_ids - {r["session_id"] for r in own}
+        if not session_ids:
+            return
     rows = yield Query(SELECT_FOREIGN_SESSIONS, {"session_ids": sorted(session_ids), "user_id": user_id}, alone=True)
     if rows:
         raise _deny(user_id, f"session {rows[0]['session_id']!r}")
@@ -151,8 +219,11 @@ def _signature_of(op: Callable[..., Any]) -> inspect.Signature:
     return inspect.signature(op)
 
 
-def scoped_operation(op: Callable[..., Op[Any]], user_id: str) -> Callable[..., Op[Any]]:
-    """``op`` restricted to ``user_id`` (see the module docstring); same arguments, same result."""
+def scoped_operation(op: Callable[..., Op[Any]], user_id: str, origin: Any = None) -> Callable[..., Op[Any]]:
+    """``op`` restricted to ``user_id`` (see the module docstring); same arguments, same result.
+
+    ``origin`` is the unscoped store's core: where whether the tables are distributed is looked up
+    once (on a Citus cluster each statement that names a session also names the user: :func:`routed`)."""
     signature = _signature_of(op)
     has_user_parameter = "user_id" in signature.parameters
 
@@ -161,14 +232,18 @@ def scoped_operation(op: Callable[..., Op[Any]], user_id: str) -> Callable[..., 
         if has_user_parameter and bound.arguments.get("user_id") is None:
             bound.arguments["user_id"] = user_id
         arguments = {k: v for k, v in bound.arguments.items() if k != "core"}
-        return (yield from _drive(op(*bound.args, **bound.kwargs), arguments, user_id))
+        return (yield from _drive(op(*bound.args, **bound.kwargs), arguments, user_id, origin))
 
     return wrapped
 
 
-def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any]:
-    """Run operation generator ``inner`` (called with ``arguments``) within the scope of ``user_id``."""
+def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str, origin: Any = None) -> Op[Any]:
+    """Run operation generator ``inner`` (called with ``arguments``) within the scope of ``user_id``.
+
+    On a Citus cluster (``origin``, the unscoped store's core, says whether its tables are distributed)
+    every statement that names a session names the user too (:func:`routed`): one shard answers it."""
     users, sessions = _argument_references(arguments)
+    distributed: bool | None = None if origin is not None else False
     for other in sorted(users - {user_id}):
         raise _deny(user_id, f"user_id {other!r}")
     lazies = [v for v in arguments.values() if isinstance(v, _Recording)]
@@ -181,23 +256,36 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str) -> Op[Any
         except StopIteration as stop:
             return stop.value
         if not isinstance(instruction, (Embed, Call)):
+            if distributed is None:
+                distributed = yield from _is_distributed(origin)
             if not in_transaction:
                 in_transaction = True
-                yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True, alone=True)
+                if distributed:
+                    yield Query(set_scope_user_on_cluster(user_id), None, fetch="none", local=True, alone=True)
+                else:
+                    yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True, alone=True)
             pending = (sessions | _drain(user_id, lazies)) - checked
             if pending:
-                yield from _check_sessions(user_id, pending)
+                yield from _check_sessions(user_id, pending, routed=distributed)
                 checked |= pending
             if type(instruction).__name__ == "Commit":  # multi-transaction operations (bulk import)
                 in_transaction = False
             elif isinstance(instruction, Parallel):  # bulk import's workers, each on its own connection
                 yield Commit()  # the checks above ran in a transaction of their own
                 in_transaction = False
-                instruction = Parallel(tuple(_drive(op, {}, user_id) for op in instruction.ops))
+                instruction = Parallel(tuple(_drive(op, {}, user_id, origin) for op in instruction.ops))
+            elif distributed and isinstance(instruction, Query):
+                instruction = routed(instruction, user_id)
         result = yield instruction
 
 
-def scope_generator(generator: Op[Any], user_id: str) -> Op[Any]:
+def _is_distributed(core: Any) -> Op[bool]:
+    from ._ops import is_distributed  # (a cycle at import time)
+
+    return (yield from is_distributed(core))
+
+
+def scope_generator(generator: Op[Any], user_id: str, origin: Any = None) -> Op[Any]:
     """An operation generator that was already called (as adapters do: ``store._run(op(core, ...))``),
     restricted to ``user_id``. Its arguments are read from the generator before it starts. Stricter than
     :func:`scoped_operation`, which can fill in arguments: a ``user_id`` argument left ``None`` is refused,
@@ -216,7 +304,7 @@ def scope_generator(generator: Op[Any], user_id: str) -> Op[Any]:
     users, sessions = _argument_references(arguments)
     if not users and not sessions and not any(n == "user_id" or _is_session_name(n) for n in arguments):
         raise AccessDeniedError(f"{code.co_name} names no user or session: not available on a user-scoped store")
-    return _drive(cast("Op[Any]", generator), arguments, user_id)
+    return _drive(cast("Op[Any]", generator), arguments, user_id, origin)
 
 
 def _drain(user_id: str, lazies: list[_Recording]) -> set[str]:
@@ -289,7 +377,7 @@ class _ScopedBase:
         scoped core, through :func:`scoped_operation`, never answered from the cache (a write still
         invalidates it)."""
         declared = REGISTRY[name]
-        function = scoped_operation(declared.function, self._user_id)
+        function = scoped_operation(declared.function, self._user_id, self._storage._core)
         return self._storage._invoke(
             declared, self._scoped_core, _record(args), _record_kwargs(kwargs), function=function, cached=False
         )
@@ -311,10 +399,10 @@ class _ScopedBase:
 
     def _run(self, op: Op[Any]) -> Any:
         """Run an operation generator (as adapters do) within this user's scope: see :func:`scope_generator`."""
-        return self._storage._run(scope_generator(op, self._user_id))
+        return self._storage._run(scope_generator(op, self._user_id, self._storage._core))
 
     async def _arun(self, op: Op[Any]) -> Any:
-        return await self._storage._arun(scope_generator(op, self._user_id))
+        return await self._storage._arun(scope_generator(op, self._user_id, self._storage._core))
 
     @property
     def closed(self) -> bool:

@@ -67,6 +67,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 
 def task_counts(dsn: str, query: Query) -> list[int]:
     """The task count of every Citus node of the plan of ``query`` (empty: no distributed table)."""
+    if query.sql.lstrip().upper().startswith("SET "):  # (a setting: no plan)
+        return []
     with psycopg.connect(dsn) as conn:
         register_vector(conn)
         plan = conn.execute(("EXPLAIN " + query.sql).encode(), query.params).fetchall()
@@ -132,6 +134,67 @@ def test_operations_given_a_user_are_answered_by_one_shard(
     # and they answered for the user only
     assert {m.user_id for m, _ in store.search_messages("green tea", user_id=a)} == {a}
     assert [s.user_id for s in store.get_user_sessions(a)] == [a]
+
+
+def test_a_scoped_store_answers_operations_on_a_session_from_one_shard(
+    store: ConversationStorage, database_dsn: str, recorder: Recorder
+) -> None:
+    """A store scoped to a user (``for_user``) names the user in every statement that names a session:
+    each one, EXPLAINed with its parameters, is a router plan (one task)."""
+    from ltst_memory import ConversationContext, SessionRelationship
+
+    a, b = two_users_on_two_shards(database_dsn)
+    fill(store, b)  # another user's data on another shard
+    mine = store.for_user(a)
+    sid = f"{a}-s1"
+    mine.create_session(ConversationSession(session_id=sid, user_id=a))
+    mine.create_session(ConversationSession(session_id=f"{a}-s2", user_id=a))
+    message = ConversationMessage(session_id=sid, role="human", content=f"{a} likes green tea")
+    calls = {
+        "store_message": lambda: mine.store_message(message),
+        "store_messages": lambda: mine.store_messages(
+            [ConversationMessage(session_id=sid, role="ai", content="Noted: green tea.")] * 2
+        ),
+        "get_session": lambda: mine.get_session(sid),
+        "get_session_summary": lambda: mine.get_session_summary(sid),
+        "get_messages": lambda: mine.get_messages(sid),
+        "get_recent_messages": lambda: mine.get_recent_messages(sid),
+        "search_messages(session_id=)": lambda: mine.search_messages("green tea", session_id=sid),
+        "update_session_activity": lambda: mine.update_session_activity(sid),
+        "update_session": lambda: mine.update_session(ConversationSession(session_id=sid, user_id=a, status="open")),
+        "store_context": lambda: mine.store_context(
+            ConversationContext(session_id=sid, context_type="topic", context_key="k", context_value="tea")
+        ),
+        "get_context": lambda: mine.get_context(sid),
+        "store_relationship": lambda: mine.store_relationship(
+            SessionRelationship(source_session_id=sid, target_session_id=f"{a}-s2")
+        ),
+        "get_related_sessions": lambda: mine.get_related_sessions(sid),
+        "recall(session_id=)": lambda: mine.recall("what does the user drink?", session_id=sid),
+        "rehydrate": lambda: mine.rehydrate(sid, query="what does the user drink?"),
+        "summarize_session": lambda: mine.summarize_session(sid),
+        "delete_session": lambda: mine.delete_session(f"{a}-s2"),
+    }
+    spread: dict[str, dict[str, list[int]]] = {}
+    for name, call in calls.items():
+        queries = recorder.run(call)
+        plans = {q.sql.strip()[:160]: task_counts(database_dsn, q) for q in queries}
+        wide = {first: counts for first, counts in plans.items() if any(c != 1 for c in counts)}
+        if wide:
+            spread[name] = wide
+    assert spread == {}, "\n".join(f"{n}: {w}" for n, w in spread.items())
+    # and the answers are the user's, as on one server
+    assert [m.content for m in mine.get_messages(sid)] == [
+        f"{a} likes green tea",
+        "Noted: green tea.",
+        "Noted: green tea.",
+    ]
+    assert mine.get_session_summary(sid).total_messages == 3
+    from ltst_memory import AccessDeniedError
+
+    with pytest.raises(AccessDeniedError):
+        mine.get_messages(f"{b}-s1")  # another user's session: found among every user's (every shard)
+    assert mine.get_session("no-such-session") is None
 
 
 def test_work_across_users_asks_every_shard_and_is_correct(
@@ -287,9 +350,9 @@ def test_the_vector_index_is_built_on_every_shard_and_used_by_unscoped_searches(
         row = conn.execute("SELECT pg_get_indexdef('idx_messages_embedding_ivfflat'::regclass)").fetchone()
         assert row is not None and "halfvec_cosine_ops" in row[0]
     queries = recorder.run(lambda: store.search_messages("green tea", limit=10))
-    with psycopg.connect(database_dsn) as conn:
-        register_vector(conn)
-        conn.execute("SET ivfflat.probes = 10")
+    with psycopg.connect(database_dsn) as conn:  # a few rows: the planner would scan them; SET LOCAL reaches
+        register_vector(conn)  # the workers (citus.propagate_set_commands = local, set by citus-prepare)
+        conn.execute("SET LOCAL enable_seqscan = off")
         plan = "\n".join(r[0] for q in queries for r in conn.execute(("EXPLAIN " + q.sql).encode(), q.params))
     assert "idx_messages_embedding_ivfflat" in plan
     hits = store.search_messages("green tea", limit=10)

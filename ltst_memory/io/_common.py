@@ -157,15 +157,19 @@ LINK_PARENTS = """
 UPDATE conversation_messages AS m SET parent_message_id = p.message_id
 FROM unnest(%(children)s::uuid[], %(parents)s::uuid[]) AS x(child, parent)
 JOIN conversation_messages AS p ON p.message_uuid = x.parent
-WHERE m.message_uuid = x.child AND p.user_id = m.user_id AND p.message_id <> m.message_id
+WHERE m.message_uuid = x.child AND m.user_id = %(user_id)s AND p.user_id = m.user_id AND p.message_id <> m.message_id
 """
+# Each statement names the user as well as the session: on a Citus cluster (docs/citus.md) one shard
+# answers it, and the subqueries below are allowed only in a statement answered by one shard.
 RESTORE_SESSION_TIMES = """
 UPDATE conversation_sessions SET
     created_at = coalesce(%(created_at)s, (SELECT min("timestamp") FROM conversation_messages
-                                            WHERE session_id = %(session_id)s), created_at),
+                                            WHERE session_id = %(session_id)s AND user_id = %(user_id)s),
+                          created_at),
     last_activity = coalesce(%(last_activity)s, (SELECT max("timestamp") FROM conversation_messages
-                                                  WHERE session_id = %(session_id)s), last_activity)
-WHERE session_id = %(session_id)s
+                                                  WHERE session_id = %(session_id)s AND user_id = %(user_id)s),
+                             last_activity)
+WHERE session_id = %(session_id)s AND user_id = %(user_id)s
 """
 SET_SUMMARY_TEXT = "UPDATE session_summary SET summary = %(summary)s WHERE session_id = %(session_id)s"
 
@@ -229,7 +233,7 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
         if links:
             yield Query(
                 LINK_PARENTS,
-                {"children": [c for c, _ in links], "parents": [p for _, p in links]},
+                {"children": [c for c, _ in links], "parents": [p for _, p in links], "user_id": params["user_id"]},
                 fetch="none",
             )
     if created:
@@ -237,6 +241,7 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
             RESTORE_SESSION_TIMES,
             {
                 "session_id": params["session_id"],
+                "user_id": params["user_id"],
                 "created_at": record.created_at,
                 "last_activity": record.last_activity,
             },

@@ -47,16 +47,20 @@ HEADER_TYPE = "ltst-export"
 
 # --------------------------------------------------------------------------- SQL
 
+# The sessions first (materialized), then their summaries: on a Citus cluster (docs/citus.md) a join of
+# two distributed tables must pair user_id, which session_summary has only there.
 _SESSION_SELECT = f"""
+WITH s AS MATERIALIZED (SELECT {q.SESSION_COLUMNS} FROM conversation_sessions WHERE {{where}})
 SELECT {", ".join("s." + c.strip() for c in q.SESSION_COLUMNS.split(","))}, sm.summary
-FROM conversation_sessions AS s LEFT JOIN session_summary AS sm ON sm.session_id = s.session_id
+FROM s LEFT JOIN session_summary AS sm ON sm.session_id = s.session_id
 """
-EXPORT_USER_SESSIONS = _SESSION_SELECT + "WHERE s.user_id = %(user_id)s ORDER BY s.created_at, s.session_id"
-EXPORT_ONE_SESSION = _SESSION_SELECT + "WHERE s.session_id = %(session_id)s"
+EXPORT_USER_SESSIONS = _SESSION_SELECT.format(where="user_id = %(user_id)s") + "ORDER BY s.created_at, s.session_id"
+EXPORT_ONE_SESSION = _SESSION_SELECT.format(where="session_id = %(session_id)s")
 EXPORT_MESSAGES = f"""
 SELECT {", ".join("m." + c.strip() for c in q.MESSAGE_COLUMNS.split(","))}, {{embedding}},
        p.message_uuid::text AS parent_message_uuid
-FROM conversation_messages AS m LEFT JOIN conversation_messages AS p ON p.message_id = m.parent_message_id
+FROM conversation_messages AS m
+LEFT JOIN conversation_messages AS p ON p.message_id = m.parent_message_id AND p.user_id = m.user_id
 WHERE m.session_id = %(session_id)s
 ORDER BY m.message_index
 """

@@ -595,6 +595,14 @@ BEGIN
     END IF;
     PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
     EXECUTE format('ALTER DATABASE %I SET citus.enable_unsafe_triggers = on', current_database());
+    -- A user-scoped store names its user with SET LOCAL ltst.user_id (the key of the RLS policies): Citus
+    -- sends SET LOCAL on to the workers of the transaction with this setting (set_config it does not).
+    EXECUTE format('ALTER DATABASE %I SET citus.propagate_set_commands = local', current_database());
+    -- The search settings the library sets per transaction with set_config (ivfflat.probes 10, iterative
+    -- scans) stay on the coordinator; the shards' scans run on the workers with the database's defaults:
+    -- the library's defaults there too (Citus sends ALTER DATABASE ... SET on to every node).
+    EXECUTE format('ALTER DATABASE %I SET ivfflat.iterative_scan = relaxed_order', current_database());
+    EXECUTE format('ALTER DATABASE %I SET ivfflat.probes = 10', current_database());
     -- Citus refuses subqueries in the policies of distributed and reference tables: the policy calls
     -- ltst_policy_user() directly (once per row instead of once per statement; on a cluster the
     -- per-user statements are routed to one shard, so few rows pass the policy anyway).
