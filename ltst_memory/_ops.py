@@ -468,7 +468,12 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         batch: dict[str, Any] = {c: [p[c] for p in to_insert] for c in q.INSERT_MESSAGES_COLUMNS}
         batch["session_ids"] = session_ids
         batch["next_indexes"] = [next_index[s] for s in session_ids]
-        rows = yield Query(q.INSERT_MESSAGES, batch)
+        insert = Query(q.INSERT_MESSAGES, batch)
+        if core.distributed and len(set(owners.values())) == 1:  # Citus: one user's sessions, one shard
+            from .scoped import routed
+
+            insert = routed(insert, next(iter(owners.values())))
+        rows = yield insert
         rows_by_uuid.update((r["message_uuid"], r) for r in rows)
     logger.debug("stored %d messages (%d already present)", len(to_insert), len(params) - len(to_insert))
     return _as_stored(params, rows_by_uuid)

@@ -376,3 +376,21 @@ def test_migration_0012_applies_after_the_conversion(database_dsn: str) -> None:
         sid = fill(store, "user-0")
         hits = store.search_messages("green tea", session_id=sid)
         assert {m.content for m, _ in hits} == {"user-0 likes green tea", "Noted: green tea."}
+
+
+def test_an_unscoped_store_writes_to_a_reused_session_id_under_its_new_owner(
+    store: ConversationStorage, database_dsn: str, recorder: Recorder
+) -> None:
+    """The owners an unscoped store remembers skip the question to every shard on the next write, and
+    one that is no longer true (the session deleted, its id taken by another user) is looked up again."""
+    a, b = two_users_on_two_shards(database_dsn)
+    sid = fill(store, a)  # the store now knows the owner of sid
+    queries = recorder.run(lambda: store.store_message(ConversationMessage(session_id=sid, role="human", content="x")))
+    counts = [c for q in queries for c in task_counts(database_dsn, q)]
+    assert counts and set(counts) == {1}  # no statement asked every shard
+    with ConversationStorage(database_dsn, embedder=HashingEmbedder(384)) as other:
+        other.delete_session(sid)
+        other.create_session(ConversationSession(session_id=sid, user_id=b))
+    stored = store.store_message(ConversationMessage(session_id=sid, role="human", content=f"{b} writes here"))
+    assert (stored.user_id, stored.message_index) == (b, 0)
+    assert [(m.user_id, m.content) for m in store.get_messages(sid)] == [(b, f"{b} writes here")]
