@@ -202,6 +202,8 @@ def insert_session(core: Core, params: dict[str, Any]) -> Op[dict[str, Any] | No
     if taken:
         return None
     row = yield Query(q.INSERT_SESSION, params, fetch="one")
+    if row is not None and len(core.session_owners) < SESSION_OWNERS_KEPT:  # its writes lock it by owner
+        core.session_owners[params["session_id"]] = params["user_id"]
     return row
 
 
