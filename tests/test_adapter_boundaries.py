@@ -172,7 +172,7 @@ def test_adapters_on_the_rls_application_role(store: ConversationStorage, app_ds
         assert set(_rows_of(conn, "alice").values()) == {0}
         assert conn.execute("UPDATE ltst_store_items SET value = '{}'").rowcount == 0
         conn.rollback()
-        conn.execute("SELECT set_config('ltst.user_id', 'alice', true)")
+        conn.execute("SET LOCAL ltst.user_id = 'alice'")  # SET LOCAL: Citus sends it on to the workers
         assert conn.execute("SELECT count(*) FROM ltst_store_items WHERE user_id = 'bob' OR true").fetchone() == (2,)
         assert conn.execute("DELETE FROM ltst_documents WHERE user_id = 'bob'").rowcount == 0
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # cannot write rows owned by bob

@@ -80,7 +80,7 @@ def test_raw_sql_without_a_user_sees_and_writes_nothing(app_dsn: str) -> None:
 
 def test_raw_sql_scoped_to_alice_cannot_read_or_touch_bobs_rows(app_dsn: str, seeded: ConversationStorage) -> None:
     with psycopg.connect(app_dsn) as conn:
-        conn.execute("SELECT set_config('ltst.user_id', 'alice', true)")
+        conn.execute("SET LOCAL ltst.user_id = 'alice'")  # SET LOCAL: Citus sends it on to the workers
         counts = _counts(conn)
         assert counts == {
             "conversation_sessions": 2,
@@ -131,7 +131,7 @@ def test_the_library_on_the_application_role(app_dsn: str, hashing_embedder) -> 
         removed = alice.delete_user("alice")
         assert removed["sessions"] == 3 and removed["messages"] == 2
     with psycopg.connect(app_dsn) as conn:
-        conn.execute("SELECT set_config('ltst.user_id', 'bob', true)")
+        conn.execute("SET LOCAL ltst.user_id = 'bob'")
         assert _counts(conn)["conversation_messages"] == 1
 
 

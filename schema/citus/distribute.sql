@@ -626,6 +626,10 @@ BEGIN
     -- by user_id from tables distributed by another column (the adapters'), which Citus would run
     -- over parallel connections and refuses after a local execution: one connection per node instead.
     ALTER FUNCTION ltst_delete_user(text) SET citus.multi_shard_modify_mode = 'sequential';
+    -- The policies' function reads the reference table ltst_pinned_roles from inside a shard's query on
+    -- a worker: a read of the node's own placement, which Citus refuses as a nested distributed query
+    -- unless the function allows it.
+    ALTER FUNCTION ltst_policy_user() SET citus.allow_nested_distributed_execution = on;
     -- The ANALYZE that follows an erasure in its transaction: Citus cannot ANALYZE a reference table
     -- (placements on every node, run in parallel) after a local execution in the same transaction, so
     -- only the distributed tables are analyzed there; autovacuum refreshes the reference tables'.
