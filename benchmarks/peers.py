@@ -32,19 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import clustered_vectors, fresh_database, machine, server, texts
+from _peer_ops import OPS, SEARCHES
 
 HERE = Path(__file__).resolve().parent
-OPS = (
-    "append_one",
-    "append_50",
-    "read_last_50",
-    "search_user_top10",
-    "search_mid_user",
-    "search_big_user",
-    "search_unscoped",
-    "rehydrate",
-)
-SEARCHES = ("search_user_top10", "search_mid_user", "search_big_user", "search_unscoped")
 PEERS = ("lc_history", "lc_vectorstore", "langgraph")
 VECTOR_PEERS = ("lc_vectorstore", "langgraph")
 

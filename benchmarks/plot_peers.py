@@ -15,17 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-OPS = (
-    "append_one",
-    "append_50",
-    "read_last_50",
-    "search_user_top10",
-    "search_mid_user",
-    "search_big_user",
-    "search_unscoped",
-    "rehydrate",
-)
-SEARCHES = ("search_user_top10", "search_mid_user", "search_big_user", "search_unscoped")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peer_ops import OPS, SEARCHES
+
 LABELS = {
     "ours": "ltst-memory",
     "lc_history": "langchain-postgres chat history",
