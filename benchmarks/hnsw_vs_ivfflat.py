@@ -34,7 +34,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 sys.path.insert(0, "/work/wt/writepath/benchmarks")
-from _common import PrecomputedEmbedder, clustered_vectors, fresh_database, percentiles, server, texts
+from _common import PrecomputedEmbedder, clustered_vectors, fresh_database, percentiles, server, texts, timed
 
 from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
 
@@ -75,14 +75,7 @@ out = {}
 
 
 def T(fn, n, warm=3):
-    for i in range(warm):
-        fn(-1 - i)
-    s = []
-    for i in range(n):
-        t = time.perf_counter()
-        fn(i)
-        s.append(time.perf_counter() - t)
-    return {k: round(v, 3) for k, v in percentiles(s).items()}
+    return {k: round(v, 3) for k, v in timed(fn, n, warmup=warm).items()}
 
 
 with server() as admin:

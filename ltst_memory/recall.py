@@ -214,13 +214,7 @@ def fuse(
     if long_turn_penalty:
         for c in candidates:
             if len(c.message.content.split()) > LONG_TURN_WORDS:
-                damp = 1.0 / (1.0 + long_turn_penalty)
-                c.score *= damp
-                if c.parts is not None:
-                    p = c.parts
-                    c.parts = dataclasses.replace(
-                        p, words=p.words * damp, meaning=p.meaning * damp, neighbour=p.neighbour * damp
-                    )
+                _scale(c, 1.0 / (1.0 + long_turn_penalty))
     dated = [c.message.timestamp for c in candidates if c.message.timestamp is not None]
     oldest, newest = (min(dated), max(dated)) if latest_weight and dated else (None, None)
     named = {s.casefold() for s in speakers} if speaker_weight else set()
@@ -238,12 +232,7 @@ def fuse(
             if periods and ts is not None and any(p.holds(ts) for p in periods):
                 factor *= 1.0 + date_weight
             if factor != 1.0:
-                c.score *= factor
-                if c.parts is not None:
-                    p = c.parts
-                    c.parts = dataclasses.replace(
-                        p, words=p.words * factor, meaning=p.meaning * factor, neighbour=p.neighbour * factor
-                    )
+                _scale(c, factor)
     if session_weight:
         best: dict[str, float] = {}
         for c in candidates:
@@ -259,13 +248,7 @@ def fuse(
             earlier = seen.get(c.message.session_id, 0)
             seen[c.message.session_id] = earlier + 1
             if earlier:
-                factor = (1.0 - spread_weight) ** earlier
-                c.score *= factor
-                if c.parts is not None:
-                    p = c.parts
-                    c.parts = dataclasses.replace(
-                        p, words=p.words * factor, meaning=p.meaning * factor, neighbour=p.neighbour * factor
-                    )
+                _scale(c, (1.0 - spread_weight) ** earlier)
     if recency_weight:
         reference = now or datetime.now(timezone.utc)
         half_life = max(recency_half_life_days, 1e-6) * 86_400.0
@@ -280,6 +263,16 @@ def fuse(
                 c.parts = ScoreParts(
                     p.words * keep, p.meaning * keep, p.neighbour * keep, recency_weight * fresh, p.bm25, p.cosine
                 )
+
+
+def _scale(c: Candidate, factor: float) -> None:
+    """Multiply ``c``'s fused score, and each part of it, by ``factor`` (the parts keep adding up)."""
+    c.score *= factor
+    if c.parts is not None:
+        p = c.parts
+        c.parts = dataclasses.replace(
+            p, words=p.words * factor, meaning=p.meaning * factor, neighbour=p.neighbour * factor
+        )
 
 
 def relevant_only(candidates: Sequence[Candidate], min_similarity: float, *, neighbours: bool) -> list[Candidate]:
