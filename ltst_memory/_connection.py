@@ -157,7 +157,7 @@ def pool_timeout_error(pool: Any, timeout: float, shown_dsn: str, *, replica: bo
             heal_embedded()
         return unavailable(conninfo, exc, replica=replica)
     which = "read replica pool" if replica else "pool"
-    stats = pool.get_stats() if hasattr(pool, "get_stats") else {}
+    stats = pool.get_stats()
     if stats.get("pool_size", pool.max_size) < pool.max_size:
         # not exhausted: connections were lost and psycopg_pool reconnects with a backoff (1 s, doubling)
         return DatabaseUnavailableError(
