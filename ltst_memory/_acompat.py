@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["ablocking", "agather", "blocking", "gather"]
+__all__ = ["ablocking", "agather", "asleep", "blocking", "gather", "sleep"]
 
 R = TypeVar("R")
 
@@ -50,3 +51,13 @@ def gather(function: Callable[..., Any], calls: Sequence[tuple[Any, ...]], limit
         futures = [threads.submit(function, *call) for call in calls]
         concurrent.futures.wait(futures)
     return [f.exception() or f.result() for f in futures]
+
+
+async def asleep(seconds: float) -> None:
+    """Wait ``seconds`` without blocking the event loop."""
+    await asyncio.sleep(seconds)
+
+
+def sleep(seconds: float) -> None:
+    """Wait ``seconds`` (the sync store blocks its caller)."""
+    time.sleep(seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from contextvars import ContextVar, Token
 from pathlib import Path
 from types import TracebackType
@@ -133,18 +134,23 @@ def check_outside_transaction(op: Op[Any], instruction: Embed | Call, wrote: boo
 
 
 #: How far (seconds) the server replays behind its primary: 0 when it has replayed all the WAL it
-#: received (or is not a standby), else the age of the last transaction it replayed (infinite when it
-#: has replayed none since it started). A standby that lost its primary has nothing left to replay: 0.
+#: received (or is not a standby), else the age of the last transaction it replayed; NULL (unknown)
+#: when it has WAL to replay and has replayed no transaction since it started. A standby that lost
+#: its primary has nothing left to replay: 0.
 REPLICA_LAG = """
 SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0.0
             WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0.0
-            ELSE coalesce(extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8,
-                          'Infinity'::float8)
+            ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8
        END AS lag
 """
 
-#: How long (seconds at most) a lag check waits for a connection of the replica pool.
+#: How long (seconds at most) a lag check waits for a connection of the replica pool, and for an
+#: unknown lag to become known (a standby that just started, with WAL in flight): past it, the lag
+#: counts as infinite.
 REPLICA_CHECK_TIMEOUT = 1.0
+
+#: How often (seconds) an unknown lag is asked again within :data:`REPLICA_CHECK_TIMEOUT`.
+REPLICA_UNKNOWN_RETRY = 0.05
 
 
 class ReplicaHealth:
@@ -170,9 +176,12 @@ class ReplicaHealth:
         the replica takes reads."""
         usable = error is None and lag is not None and lag <= self.max_lag
         if not usable and (self.usable or self.checked_at is None):
-            why = f"cannot be reached ({type(error).__name__}: {error})" if error is not None else (
-                f"replays {lag:.1f} s behind the primary (read_max_lag {self.max_lag:g} s)"
-            )
+            if error is not None:
+                why = f"cannot be reached ({type(error).__name__}: {error})"
+            elif lag is None or math.isinf(lag):
+                why = f"has WAL to replay and replayed no transaction within {REPLICA_CHECK_TIMEOUT:g} s of the check"
+            else:
+                why = f"replays {lag:.1f} s behind the primary (read_max_lag {self.max_lag:g} s)"
             logger.warning("read replica %s: reads go to the primary", why)
         elif usable and not self.usable:
             logger.warning("read replica usable again (%.1f s behind): reads go to it", lag or 0.0)

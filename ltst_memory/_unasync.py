@@ -43,6 +43,7 @@ NAMES = {
     "push_async_callback": "callback",
     "ablocking": "blocking",
     "agather": "gather",
+    "asleep": "sleep",
     "_acall": "_call",
     "_arun": "_run",
     "configure_async": "configure",

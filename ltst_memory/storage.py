@@ -8,6 +8,7 @@ Generated from ``storage_async.py`` (do not edit) by ``python -m ltst_memory._co
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _declared, _pooled, cache, scoped
 from . import _ops as ops
-from ._acompat import blocking, gather
+from ._acompat import blocking, gather, sleep
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
@@ -33,6 +34,7 @@ from ._connection import (
 from ._executor import (
     REPLICA_CHECK_TIMEOUT,
     REPLICA_LAG,
+    REPLICA_UNKNOWN_RETRY,
     ReplicaHealth,
     check_open,
     check_outside_transaction,
@@ -328,13 +330,18 @@ class ConversationStorage:
         assert self._read_pool is not None  # on_replica() said the store has one
         lag: float | None = None
         try:
-            with self._read_pool.connection(timeout=REPLICA_CHECK_TIMEOUT) as conn, conn.transaction():
-                cur = conn.execute(REPLICA_LAG)
-                row = cur.fetchone()
-                lag = float(row[0]) if row is not None else None
+            with self._read_pool.connection(timeout=REPLICA_CHECK_TIMEOUT) as conn:
+                while True:  # an unknown lag (NULL) is asked again, a transaction each time
+                    with conn.transaction():
+                        cur = conn.execute(REPLICA_LAG)
+                        row = cur.fetchone()
+                    lag = None if row is None or row[0] is None else float(row[0])
+                    if lag is not None or time.monotonic() - now >= REPLICA_CHECK_TIMEOUT:
+                        break
+                    sleep(REPLICA_UNKNOWN_RETRY)
         except (psycopg.Error, PoolTimeout) as exc:
             return health.record(now, None, exc)
-        return health.record(now, lag, None)
+        return health.record(now, math.inf if lag is None else lag, None)
 
     def _drive(self, op: Op[R], readonly: bool, replica: bool) -> R:
         """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run with

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import _declared, _pooled, cache, scoped
 from . import _ops as ops
-from ._acompat import ablocking, agather
+from ._acompat import ablocking, agather, asleep
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
@@ -32,6 +33,7 @@ from ._connection import (
 from ._executor import (
     REPLICA_CHECK_TIMEOUT,
     REPLICA_LAG,
+    REPLICA_UNKNOWN_RETRY,
     ReplicaHealth,
     check_open,
     check_outside_transaction,
@@ -359,13 +361,18 @@ class AsyncConversationStorage:
         assert self._read_pool is not None  # on_replica() said the store has one
         lag: float | None = None
         try:
-            async with self._read_pool.connection(timeout=REPLICA_CHECK_TIMEOUT) as conn, conn.transaction():
-                cur = await conn.execute(REPLICA_LAG)
-                row = await cur.fetchone()
-                lag = float(row[0]) if row is not None else None
+            async with self._read_pool.connection(timeout=REPLICA_CHECK_TIMEOUT) as conn:
+                while True:  # an unknown lag (NULL) is asked again, a transaction each time
+                    async with conn.transaction():
+                        cur = await conn.execute(REPLICA_LAG)
+                        row = await cur.fetchone()
+                    lag = None if row is None or row[0] is None else float(row[0])
+                    if lag is not None or time.monotonic() - now >= REPLICA_CHECK_TIMEOUT:
+                        break
+                    await asleep(REPLICA_UNKNOWN_RETRY)
         except (psycopg.Error, PoolTimeout) as exc:
             return health.record(now, None, exc)
-        return health.record(now, lag, None)
+        return health.record(now, math.inf if lag is None else lag, None)
 
     async def _drive(self, op: Op[R], readonly: bool, replica: bool) -> R:
         """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run with
