@@ -166,7 +166,7 @@ def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray,
 
     from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
     from ltst_memory.embeddings import SentenceTransformerEmbedder
-    from ltst_memory.hnsw import build_index
+    from ltst_memory.hnsw import build_index, build_user_indexes
 
     class Embedder(PrecomputedEmbedder):
         """Precomputed vectors for the data and the probes; MiniLM for rehydrate's questions."""
@@ -205,9 +205,11 @@ def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray,
         )
         with psycopg.connect(dsn, autocommit=True) as conn:
             tb = time.perf_counter()
-            built = build_index(conn)  # what `ltst vector-index` runs, once the data is there
+            built = build_index(conn)  # what `ltst vector-index` runs, once the data is there:
+            own = build_user_indexes(conn, min_rows=store.settings.exact_search_max_rows)  # and users' own
             out["index_build_s"] = time.perf_counter() - tb
             out["index_lists"] = built.lists
+            out["user_indexes"] = [{"user": b.user_id, "rows": b.rows, "lists": b.lists} for b in own]
             conn.execute("VACUUM ANALYZE")
         out["load_s"] = time.perf_counter() - t
         out["copy_msgs_per_s"] = result.rate

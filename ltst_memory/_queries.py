@@ -55,10 +55,13 @@ SUMMARY_COLUMNS = (
 # keeps of its own. Iterative scans keep probing lists until ``limit`` rows pass a filter. With
 # ``enable_sort`` off a large user's search scans the vector index instead of sorting every row of the
 # user's that the (user_id, timestamp) btree returns (the planner's pick, 10x slower at 100k rows).
+# plan_cache_mode: a search of the vector index is planned for its parameters every time, so that a
+# user's own index (a partial index WHERE user_id = '...', ltst_memory/hnsw.py) is used: the generic plan
+# a prepared statement switches to after five executions cannot use a partial index.
 SET_SEARCH_SETTINGS = """
 SELECT set_config('ivfflat.iterative_scan', 'relaxed_order', true), set_config('ivfflat.probes', %(probes)s, true),
        set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %(ef_search)s, true),
-       set_config('enable_sort', %(enable_sort)s, true)
+       set_config('enable_sort', %(enable_sort)s, true), set_config('plan_cache_mode', 'force_custom_plan', true)
 """
 
 # --------------------------------------------------------------------------- sessions

@@ -98,13 +98,18 @@ semantic AS (
     LIMIT %(candidates)s
 ),"""
 
+# A match's score reads only the query's lexemes of its tsvector: setweight marks them with weight B
+# (ltst_search_tsv writes A and D only) on all their positions, ts_filter keeps them, so unnest returns
+# the 2-3 lexemes that count with every position (tf) instead of all of them (~13 for a chat turn;
+# search_tsv always has positions). The same scores, ~1.4x faster when every message matches.
 _TAIL = """
 bm25 AS MATERIALIZED (
     SELECT x.message_id,
            sum(i.idf * (f.tf * (%(k1)s + 1.0))
                / (f.tf + %(k1)s * (1.0 - %(b)s + %(b)s * length(x.search_tsv) / tt.avgdl))) AS score
     FROM matches AS x
-    CROSS JOIN LATERAL unnest(x.search_tsv) AS u(lexeme, positions, weights)
+    CROSS JOIN LATERAL unnest(ts_filter(setweight(x.search_tsv, 'B', (SELECT array_agg(term) FROM idf)), '{{b}}'))
+        AS u(lexeme, positions, weights)
     JOIN idf AS i ON i.term = u.lexeme
     CROSS JOIN totals AS tt
     CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS f

@@ -218,6 +218,22 @@ def vector_index(
     concurrently: Annotated[
         bool, typer.Option("--concurrently", help="Build the new index beside the old one; writes go on.")
     ] = False,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Build only this user's own index (default lists: √messages).")
+    ] = None,
+    users: Annotated[
+        bool,
+        typer.Option(
+            "--users/--no-users", help="Also build the own index of every user over exact_search_max_rows messages."
+        ),
+    ] = True,
+    users_over: Annotated[
+        int | None,
+        typer.Option(
+            "--users-over", help="With --users: the message count over which (default exact_search_max_rows)."
+        ),
+    ] = None,
+    drop_user: Annotated[str | None, typer.Option("--drop-user", help="Drop this user's own index.")] = None,
     show: Annotated[bool, typer.Option("--show", help="Only show the index in use; build nothing.")] = False,
     as_json: JsonOption = False,
     dsn: DsnOption = None,
@@ -226,29 +242,56 @@ def vector_index(
     """Build or rebuild the vector index of unscoped and large-scope searches (docs/scaling.md, "The vector index").
 
     Build it once the store holds messages (10,000 or more), and rebuild it when the table has grown
-    several times since. Example: ltst vector-index --concurrently
+    several times since. It also builds an index of their own for the users with more than
+    exact_search_max_rows messages (--no-users: not), and drops those of users who no longer have that
+    many. Example: ltst vector-index --concurrently
     """
     from ._connection import connect
-    from .hnsw import INDEX_DEFINITION, build_index
+    from .hnsw import INDEX_DEFINITION, build_index, build_user_index, build_user_indexes, drop_user_index, user_indexes
 
-    with _database(dsn, data_dir) as (conninfo, _settings), connect(conninfo) as conn:
+    with _database(dsn, data_dir) as (conninfo, settings), connect(conninfo) as conn:
         if show:
             row = conn.execute(INDEX_DEFINITION).fetchone()
             conn.rollback()
             definition = row[0] if row else None
+            own = user_indexes(conn)
             if as_json:
-                _print_json({"index": definition})
+                _print_json({"index": definition, "user_indexes": [p for _, p in own]})
             else:
                 out(
                     definition
                     or "no vector index: searches of large scopes scan exactly (ltst vector-index builds one)"
                 )
+                for _, predicate in own:
+                    out(f"own index: {predicate}")
             return
-        built = build_index(conn, storage=storage, lists=lists, concurrently=concurrently)
+        if drop_user is not None:
+            dropped = drop_user_index(conn, drop_user)
+            if as_json:
+                _print_json({"dropped": dropped})
+            else:
+                out(f"dropped the own index of {drop_user}" if dropped else f"{drop_user} has no own index")
+            return
+        if user is not None:
+            built = build_user_index(conn, user, lists=lists, concurrently=concurrently)
+            own_built = []
+        else:
+            built = build_index(conn, storage=storage, lists=lists, concurrently=concurrently)
+            own_built = (
+                build_user_indexes(
+                    conn,
+                    min_rows=settings.exact_search_max_rows if users_over is None else users_over,
+                    concurrently=concurrently,
+                )
+                if users
+                else []
+            )
     if as_json:
-        _print_json(dataclasses.asdict(built))
+        _print_json({**dataclasses.asdict(built), "user_indexes": [dataclasses.asdict(b) for b in own_built]})
         return
-    out(f"vector index built: {built.storage}, {built.lists} lists over {built.rows} messages in {built.seconds:.1f} s")
+    for b in [built, *own_built]:
+        whose = f" of user {b.user_id}" if b.user_id is not None else ""
+        out(f"vector index{whose} built: {b.storage}, {b.lists} lists over {b.rows} messages in {b.seconds:.1f} s")
 
 
 @app.command("hnsw-storage")

@@ -18,6 +18,15 @@ when the index is built, which is why it is built in bulk, by the operator, once
 since (docs/scaling.md, "The vector index"). Migration 0012 builds it in place of the old HNSW index
 on databases that already hold 10,000 embedded messages or more.
 
+**The largest users** get an index of their own (:func:`build_user_index`, ``ltst vector-index --user``;
+``ltst vector-index`` builds one for every user over ``exact_search_max_rows`` messages): a partial
+IVFFlat index ``WHERE user_id = '...'`` over that user's rows alone, so their search probes lists of
+their own messages instead of everyone's filtered down to theirs. The planner takes it for the user's
+searches by itself (the predicate is implied by the search's ``user_id = ...``); the searches that scan
+the vector index are planned for their parameters every time (``plan_cache_mode =
+force_custom_plan``, set with their transaction-local settings), since a generic plan of a prepared
+statement cannot use a partial index.
+
 ``halfvec`` storage (``ltst vector-index --storage halfvec``) indexes float16 copies of the vectors
 (an expression index over ``embedding::halfvec(d)``): half the index size. The store re-ranks what the
 index returns with the float32 distance, and the similarities it reports are the float32 ones.
@@ -25,6 +34,7 @@ index returns with the float32 distance, and the similarities it reports are the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -44,11 +54,15 @@ __all__ = [
     "HnswStorage",
     "IndexBuild",
     "build_index",
+    "build_user_index",
+    "build_user_indexes",
+    "drop_user_index",
     "index_ddl",
     "index_storage",
     "lists_for",
     "order_by",
     "set_index_storage",
+    "user_index_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,10 +73,23 @@ STORAGES: tuple[HnswStorage, ...] = ("vector", "halfvec")
 INDEX_NAME = "idx_messages_embedding_ivfflat"
 #: The HNSW index of schema versions before 0012 (migration 0012 replaces it).
 LEGACY_INDEX_NAME = "idx_messages_embedding_hnsw"
+#: The names of the users' own indexes (:func:`user_index_name`) start with this.
+USER_INDEX_PREFIX = "idx_messages_embedding_user_"
 
 #: The definition of the index in use (NULL without one), resolved through the search_path.
 INDEX_DEFINITION = f"SELECT pg_get_indexdef(to_regclass('{INDEX_NAME}')) AS definition"
 _EMBEDDED_ROWS = "SELECT count(*) FROM conversation_messages WHERE embedding IS NOT NULL"
+_EMBEDDED_ROWS_OF_USER = (
+    "SELECT count(*) FROM conversation_messages WHERE user_id = %(user_id)s AND embedding IS NOT NULL"
+)
+#: The users with more than ``min_rows`` messages (the trigger-kept statistics of migration 0002).
+_LARGE_USERS = "SELECT user_id FROM ltst_user_stats WHERE doc_count > %(min_rows)s ORDER BY user_id"
+#: The users' own vector indexes: name and the user of the predicate.
+USER_INDEXES = f"""
+SELECT c.relname AS name, pg_get_expr(i.indpred, i.indrelid) AS predicate
+FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+WHERE i.indrelid = to_regclass('conversation_messages') AND c.relname LIKE '{USER_INDEX_PREFIX}%'
+"""
 _DIMENSION = "SELECT value FROM ltst_metadata WHERE key = 'embedding_dimension'"
 #: On a Citus cluster each shard of the messages has an index of its own (docs/citus.md).
 _SHARDS = """
@@ -76,6 +103,17 @@ def check_storage(storage: str) -> HnswStorage:
     return storage
 
 
+def user_lists_for(rows: int) -> int:
+    """The lists of a user's own index over ``rows`` vectors: √rows (at least 10), so that the
+    ``ivfflat_probes`` lists a search reads hold a few thousand of the user's rows."""
+    return max(10, int(math.sqrt(rows)))
+
+
+def user_index_name(user_id: str) -> str:
+    """The name of ``user_id``'s own vector index (:func:`build_user_index`)."""
+    return USER_INDEX_PREFIX + hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()[:24]
+
+
 def lists_for(rows: int) -> int:
     """pgvector's advice for an IVFFlat index over ``rows`` vectors: rows / 1000 up to a million rows,
     √rows above (at least 10)."""
@@ -85,22 +123,29 @@ def lists_for(rows: int) -> int:
 
 
 def index_ddl(
-    storage: HnswStorage, dimension: int, *, lists: int, name: str = INDEX_NAME, concurrently: bool = False
+    storage: HnswStorage,
+    dimension: int,
+    *,
+    lists: int,
+    name: str = INDEX_NAME,
+    concurrently: bool = False,
+    user_id: str | None = None,
 ) -> sql.Composed:
     """``CREATE INDEX`` of the IVFFlat index with ``storage`` for ``dimension``-d embeddings and ``lists``
-    lists (``IF NOT EXISTS``, or ``CONCURRENTLY``)."""
+    lists (``IF NOT EXISTS``, or ``CONCURRENTLY``); with ``user_id``, over that user's rows alone."""
     check_storage(storage)
     target = (
         sql.SQL("(embedding::halfvec({})) halfvec_cosine_ops").format(sql.Literal(int(dimension)))
         if storage == "halfvec"
         else sql.SQL("embedding vector_cosine_ops")
     )
-    statement = "CREATE INDEX {} {} ON conversation_messages USING ivfflat ({}) WITH (lists = {})"
+    statement = "CREATE INDEX {} {} ON conversation_messages USING ivfflat ({}) WITH (lists = {}){}"
     return sql.SQL(statement).format(
         sql.SQL("CONCURRENTLY" if concurrently else "IF NOT EXISTS"),
         sql.Identifier(name),
         target,
         sql.Literal(int(lists)),
+        sql.SQL("") if user_id is None else sql.SQL(" WHERE user_id = {}").format(sql.Literal(user_id)),
     )
 
 
@@ -128,12 +173,13 @@ def index_storage(conn: psycopg.Connection[Any]) -> HnswStorage:
 
 @dataclass(frozen=True)
 class IndexBuild:
-    """What :func:`build_index` built."""
+    """What :func:`build_index` (or :func:`build_user_index`: ``user_id`` set) built."""
 
     storage: HnswStorage
     lists: int
     rows: int
     seconds: float
+    user_id: str | None = None
 
 
 def build_index(
@@ -176,31 +222,49 @@ def _locked(conn: psycopg.Connection[Any], work: Callable[[], T]) -> T:
         conn.autocommit = previous
 
 
-def _build(conn: psycopg.Connection[Any], storage: str | None, lists: int | None, concurrently: bool) -> IndexBuild:
+def _build(
+    conn: psycopg.Connection[Any],
+    storage: str | None,
+    lists: int | None,
+    concurrently: bool,
+    user_id: str | None = None,
+) -> IndexBuild:
     started = time.perf_counter()
     wanted = check_storage(storage) if storage is not None else index_storage(conn)
     dim_row = conn.execute(_DIMENSION).fetchone()
     if not dim_row or not dim_row[0]:
         raise ValidationError("the database has no embedding dimension yet; open a store on it first")
     dimension = int(dim_row[0])
-    count_row = conn.execute(_EMBEDDED_ROWS).fetchone()
-    rows = int(count_row[0]) if count_row else 0
-    n_lists = lists if lists is not None else lists_for(rows // _indexes(conn))
-    logger.info("building %s: %s, %d lists over %d messages", INDEX_NAME, wanted, n_lists, rows)
-    name, temporary = sql.Identifier(INDEX_NAME), sql.Identifier(INDEX_NAME + "_new")
+    if user_id is None:
+        count_row = conn.execute(_EMBEDDED_ROWS).fetchone()
+        rows = int(count_row[0]) if count_row else 0
+        n_lists = lists if lists is not None else lists_for(rows // _indexes(conn))
+        index_name = INDEX_NAME
+    else:
+        count_row = conn.execute(_EMBEDDED_ROWS_OF_USER, {"user_id": user_id}).fetchone()
+        rows = int(count_row[0]) if count_row else 0
+        n_lists = lists if lists is not None else user_lists_for(rows)
+        index_name = user_index_name(user_id)
+    logger.info("building %s: %s, %d lists over %d messages", index_name, wanted, n_lists, rows)
+    name, temporary = sql.Identifier(index_name), sql.Identifier(index_name + "_new")
+    legacy = sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(LEGACY_INDEX_NAME))
     if concurrently:
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(temporary))
-        conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=INDEX_NAME + "_new", concurrently=True))
+        conn.execute(
+            index_ddl(wanted, dimension, lists=n_lists, name=index_name + "_new", concurrently=True, user_id=user_id)
+        )
         with conn.transaction():
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
             conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(temporary, name))
-            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(LEGACY_INDEX_NAME)))
+            if user_id is None:
+                conn.execute(legacy)
     else:
         with conn.transaction():
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
-            conn.execute(index_ddl(wanted, dimension, lists=n_lists))
-            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(LEGACY_INDEX_NAME)))
-    return IndexBuild(storage=wanted, lists=n_lists, rows=rows, seconds=time.perf_counter() - started)
+            conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=index_name, user_id=user_id))
+            if user_id is None:
+                conn.execute(legacy)
+    return IndexBuild(storage=wanted, lists=n_lists, rows=rows, seconds=time.perf_counter() - started, user_id=user_id)
 
 
 def _indexes(conn: psycopg.Connection[Any]) -> int:
@@ -225,3 +289,77 @@ def set_index_storage(conn: psycopg.Connection[Any], storage: str, *, concurrent
         return True
 
     return _locked(conn, work)
+
+
+def build_user_index(
+    conn: psycopg.Connection[Any], user_id: str, *, lists: int | None = None, concurrently: bool = False
+) -> IndexBuild:
+    """Build (or rebuild) ``user_id``'s own IVFFlat index: a partial index over that user's messages
+    (``WHERE user_id = ...``), with the storage of the main index and :func:`user_lists_for` lists by
+    default. The user's searches of the vector index read it instead of the main one (the planner
+    picks it). Worth it for users well over ``exact_search_max_rows`` messages, whose searches go to
+    the vector index: for smaller ones the exact scan is used anyway. ``concurrently`` as in
+    :func:`build_index`. Not on a Citus cluster (each shard would get an index for one user).
+    """
+    from .models import check_id
+
+    user_id = check_id("user_id", user_id)
+    if lists is not None and (isinstance(lists, bool) or not isinstance(lists, int) or not 1 <= lists <= 32_768):
+        raise ValidationError(f"lists must be an integer from 1 to 32768; got {lists!r}")
+
+    def work() -> IndexBuild:
+        if _distributed(conn):
+            raise ValidationError("per-user vector indexes are not built on a Citus cluster")
+        return _build(conn, None, lists, concurrently, user_id)
+
+    return _locked(conn, work)
+
+
+def build_user_indexes(conn: psycopg.Connection[Any], *, min_rows: int, concurrently: bool = False) -> list[IndexBuild]:
+    """Build the own index (:func:`build_user_index`) of every user with more than ``min_rows``
+    messages (``ltst vector-index`` passes ``exact_search_max_rows``), and drop the own indexes of users
+    who no longer have that many. Returns what it built (nothing on a Citus cluster)."""
+    if _distributed(conn):
+        conn.rollback()
+        return []
+    rows = conn.execute(_LARGE_USERS, {"min_rows": int(min_rows)}).fetchall()
+    conn.rollback()
+    large = [str(r[0]) for r in rows]
+    wanted = {user_index_name(u) for u in large}
+    for name, _predicate in user_indexes(conn):
+        if name not in wanted:
+            _drop(conn, name)
+    return [build_user_index(conn, user, concurrently=concurrently) for user in large]
+
+
+def user_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    """The users' own vector indexes: ``(index name, predicate)`` pairs."""
+    rows = conn.execute(USER_INDEXES).fetchall()
+    if not conn.autocommit:
+        conn.rollback()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def drop_user_index(conn: psycopg.Connection[Any], user_id: str) -> bool:
+    """Drop ``user_id``'s own vector index; False if there was none."""
+    name = user_index_name(user_id)
+    if name not in {n for n, _ in user_indexes(conn)}:
+        return False
+    _drop(conn, name)
+    return True
+
+
+def _drop(conn: psycopg.Connection[Any], name: str) -> None:
+    _locked(conn, lambda: conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name))))
+
+
+def _distributed(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the messages are a Citus distributed table."""
+    row = conn.execute("SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return False
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition"
+        " WHERE logicalrelid = to_regclass('conversation_messages'))"
+    ).fetchone()
+    return bool(row and row[0])

@@ -251,3 +251,76 @@ def test_migration_0012_replaces_the_hnsw_index(database_dsn: str, messages: int
         _psql(database_dsn, MIGRATION)
         with psycopg.connect(database_dsn) as conn:
             assert _indexes(conn) == after
+
+
+def test_a_users_own_index_is_what_their_searches_read(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    """`ltst vector-index` builds an own (partial) index for each user over exact_search_max_rows; the user's
+    searches are planned with it, also past the five executions after which a prepared statement may
+    switch to a generic plan (which could not use a partial index); other users' searches do not use it."""
+    from ltst_memory import _queries as q
+    from ltst_memory.hnsw import USER_INDEX_PREFIX, build_user_index, user_index_name
+
+    dsn, vectors, ids = loaded
+    runner = CliRunner()
+    over = ["--users-over", "300"]  # alice (400 messages) is over it, bob (200) is not
+    built = runner.invoke(app, ["vector-index", "--json", *over, "--dsn", dsn])
+    assert built.exit_code == 0, built.output
+    (own,) = json.loads(built.output)["user_indexes"]
+    assert (own["user_id"], own["rows"], own["lists"]) == ("alice", 400, 20)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        indexes = _indexes(conn)
+        assert set(indexes) == {INDEX_NAME, user_index_name("alice")}
+        assert "WHERE (user_id = 'alice'::text)" in indexes[user_index_name("alice")]
+    shown = runner.invoke(app, ["vector-index", "--show", "--dsn", dsn])
+    assert "own index: (user_id = 'alice'::text)" in shown.output
+
+    sql = q.search_messages_sql("user")
+    query = unit(np.random.default_rng(21), 1)[0]
+    params = {"query": query, "user_id": "alice", "limit": 10, "threshold": -1.0}
+    settings = {"probes": "20", "ef_search": "40", "enable_sort": "off"}
+    with psycopg.connect(dsn, prepare_threshold=0) as conn:  # prepared from the first execution
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        for _ in range(8):
+            with conn.transaction():
+                conn.execute(q.SET_SEARCH_SETTINGS, settings)
+                rows = conn.execute(sql, params).fetchall()
+                plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params, prepare=False))
+                assert user_index_name("alice") in plan
+        plans = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE '%%conversation_messages%%'",
+            prepare=False,
+        ).fetchall()
+        assert plans == [(0, 8)]
+        with conn.transaction():
+            conn.execute(q.SET_SEARCH_SETTINGS, settings)
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, {**params, "user_id": "bob"}))
+            assert USER_INDEX_PREFIX not in plan
+    assert [r[0] for r in rows] == brute_force(vectors, range(0, 400), query, ids)  # every list probed: exact
+
+    with _store(dsn, embedder, exact_search_max_rows=300, ivfflat_probes=20) as store:
+        embedder.table["q"] = query
+        for _ in range(8):
+            hits = store.search_messages("q", user_id="alice", limit=10)
+            assert [m.message_id for m, _ in hits] == brute_force(vectors, range(0, 400), query, ids)
+        stored = store.store_message(ConversationMessage("alice-1", "human", "q"))  # found at once
+        assert store.search_messages("q", user_id="alice", limit=1)[0][0].message_id == stored.message_id
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rebuilt = build_user_index(conn, "alice", lists=5, concurrently=True)
+        assert (rebuilt.rows, rebuilt.lists) == (401, 5) and "lists='5'" in _indexes(conn)[user_index_name("alice")]
+        with pytest.raises(ValidationError, match="user_id"):
+            build_user_index(conn, "")
+    dropped = runner.invoke(app, ["vector-index", "--drop-user", "alice", "--dsn", dsn])
+    assert dropped.exit_code == 0 and "dropped" in dropped.output
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert set(_indexes(conn)) == {INDEX_NAME}
+    runner.invoke(app, ["vector-index", "--user", "bob", "--dsn", dsn])
+    again = runner.invoke(app, ["vector-index", "--json", *over, "--dsn", dsn])  # bob's dropped, alice's back
+    assert [b["user_id"] for b in json.loads(again.output)["user_indexes"]] == ["alice"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert set(_indexes(conn)) == {INDEX_NAME, user_index_name("alice")}
