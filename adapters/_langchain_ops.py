@@ -42,14 +42,16 @@ def ensure_session(core: Any, session_id: str, user_id: str | None, default_user
     return session.user_id
 
 
-DELETE_SESSION_MESSAGES = "DELETE FROM conversation_messages WHERE session_id = %(session_id)s"
+DELETE_SESSION_MESSAGES = (
+    f"DELETE FROM conversation_messages WHERE session_id = %(session_id)s {core_ops.q.owner()}"
+)
 
 
 def clear_messages(core: Any, session_id: str) -> Op[int]:
     """Delete every message of the session (the session itself stays)."""
     params = {"session_id": check_id("session_id", session_id)}
-    yield from core_ops._require_session(params["session_id"])
-    removed = yield Query(DELETE_SESSION_MESSAGES, params, fetch="rowcount")
+    owner = yield from core_ops.require_session(core, params["session_id"])
+    removed = yield core_ops.owned(core, Query(DELETE_SESSION_MESSAGES, params, fetch="rowcount"), owner)
     return int(removed)
 
 

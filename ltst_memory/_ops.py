@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -130,12 +130,82 @@ def scoped_user(core: Core, user_id: str | None) -> str | None:
     return core.scope_user
 
 
-def _require_session(session_id: str) -> Op[str]:
+def require_session(core: Core, session_id: str) -> Op[str]:
     """Return the owner of ``session_id`` or raise SessionNotFoundError."""
-    row = yield Query(q.SESSION_OWNER, {"session_id": session_id}, fetch="one")
+    row = yield from session_read(core, session_id, Query(q.SESSION_OWNER, {"session_id": session_id}, fetch="one"))
     if row is None:
         raise SessionNotFoundError(session_id)
     return str(row["user_id"])
+
+
+# --------------------------------------------------------------------------- the owner of a session (Citus)
+
+
+def with_owner(query: Query, owner: str) -> Query:
+    """``query`` with the owner slots of its statement (``_queries.owner``) filled with ``owner``: on a
+    Citus cluster one shard, the owner's, answers it. Only for a distributed database (on one server
+    ``session_summary`` and ``session_relationships`` have no ``user_id``)."""
+    if not q.has_owner(query.sql):
+        return query
+    sql = q.routed(query.sql)
+    if query.many is not None:
+        return replace(query, sql=sql, many=[{**item, q.OWNER_PARAM: owner} for item in query.many])
+    return replace(query, sql=sql, params={**(query.params or {}), q.OWNER_PARAM: owner})
+
+
+def owned(core: Core, query: Query, owner: str | None) -> Query:
+    """``query``, which names sessions of ``owner``, answered by ``owner``'s shard on a Citus cluster
+    (:func:`with_owner`). On one server, with no owner known, or on a user-scoped store (whose driver
+    fills every slot with its user: ``ltst_memory/scoped.py``), ``query`` as it is."""
+    if owner is None or not core.distributed or core.scope_user is not None:
+        return query
+    return with_owner(query, owner)
+
+
+def remembered_owner(core: Core, session_id: str) -> str | None:
+    """The owner of ``session_id`` as this store last saw it (on a Citus cluster; else ``None``). It may
+    be no longer true (the session deleted, its id taken by another user): a statement routed by it
+    finds no row, and :func:`session_read` asks every shard then."""
+    return core.session_owners.get(session_id) if core.distributed else None
+
+
+def remember_owners(core: Core, owners: Iterable[tuple[str, str]]) -> None:
+    """Remember ``(session_id, user_id)`` pairs (on a Citus cluster; up to ``SESSION_OWNERS_KEPT``)."""
+    if not core.distributed:
+        return
+    known = core.session_owners
+    for session_id, user_id in owners:
+        if len(known) >= SESSION_OWNERS_KEPT:
+            known.clear()
+        known[session_id] = user_id
+
+
+def session_read(core: Core, session_id: str, query: Query, *, required: bool = False) -> Op[Any]:
+    """Run ``query``, a statement on the rows of session ``session_id``, and return its result.
+
+    On a Citus cluster an unscoped store routes it by the owner it remembers for the session (a
+    user-scoped store routes by its user). Sessions never change owner (Citus refuses an update of the
+    distribution column, ``update_session`` refuses another ``user_id``), but an id can be reused after
+    a delete: an empty answer under a remembered owner is checked against every shard, and the statement
+    runs again under the actual owner. ``required``: an empty answer of a session that does not exist
+    raises SessionNotFoundError. On one server: ``query``, then (``required``, empty) the owner check."""
+    owner = remembered_owner(core, session_id)
+    result = yield owned(core, query, owner)
+    if result or (owner is None and not required):
+        return result
+    if owner is not None:
+        row = yield Query(q.SESSION_OWNER_ANYWHERE, {"session_id": session_id}, fetch="one")
+        actual = None if row is None else str(row["user_id"])
+        if actual is None:
+            core.session_owners.pop(session_id, None)
+        elif actual != owner:
+            remember_owners(core, [(session_id, actual)])
+            result = yield owned(core, query, actual)
+    elif required:
+        actual = yield from require_session(core, session_id)
+    if required and actual is None:
+        raise SessionNotFoundError(session_id)
+    return result
 
 
 def _session_params(session: ConversationSession) -> dict[str, Any]:
@@ -198,12 +268,12 @@ def insert_session(core: Core, params: dict[str, Any]) -> Op[dict[str, Any] | No
         row: dict[str, Any] | None = yield Query(q.INSERT_SESSION, params, fetch="one", atomic=True)
         return row
     yield Query(q.LOCK_SESSION_ID, {"session_id": params["session_id"]}, fetch="none")
-    taken = yield Query(q.SELECT_SESSION_OWNERS, {"session_ids": [params["session_id"]]})
+    taken = yield Query(q.SESSION_ID_TAKEN, {"session_id": params["session_id"]}, fetch="one")
     if taken:
         return None
     row = yield Query(q.INSERT_SESSION, params, fetch="one")
-    if row is not None and len(core.session_owners) < SESSION_OWNERS_KEPT:  # its writes lock it by owner
-        core.session_owners[params["session_id"]] = params["user_id"]
+    if row is not None:  # its reads and writes go to its owner's shard
+        remember_owners(core, [(params["session_id"], params["user_id"])])
     return row
 
 
@@ -242,7 +312,8 @@ def get_or_create_session(core: Core, session: ConversationSession) -> Op[Conver
 @operation(group=SESSIONS, read_only=True, cached=True)
 def get_session(core: Core, session_id: str) -> Op[ConversationSession | None]:
     """The session with ``session_id``, or ``None``."""
-    row = yield Query(q.SELECT_SESSION, {"session_id": check_id("session_id", session_id)}, fetch="one")
+    session_id = check_id("session_id", session_id)
+    row = yield from session_read(core, session_id, Query(q.SELECT_SESSION, {"session_id": session_id}, fetch="one"))
     return None if row is None else q.session_from_row(row)
 
 
@@ -250,17 +321,18 @@ def get_session(core: Core, session_id: str) -> Op[ConversationSession | None]:
 def update_session(core: Core, session: ConversationSession) -> Op[ConversationSession]:
     """Write the mutable fields of ``session`` (name, type, status, metadata, summary, score)."""
     params = _session_params(session)
-    owner = yield from _require_session(params["session_id"])
+    owner = yield from require_session(core, params["session_id"])
     if owner != params["user_id"]:
         raise ValidationError("a session's user_id cannot be changed")
-    row = yield Query(q.UPDATE_SESSION_FIELDS, params, fetch="one")
+    row = yield owned(core, Query(q.UPDATE_SESSION_FIELDS, params, fetch="one"), owner)
     return q.session_from_row(row)
 
 
 @operation(group=SESSIONS, invalidates=session_argument())
 def update_session_activity(core: Core, session_id: str) -> Op[datetime]:
     """Set the session's ``last_activity`` to now and return it."""
-    row = yield Query(q.TOUCH_SESSION, {"session_id": check_id("session_id", session_id)}, fetch="one")
+    session_id = check_id("session_id", session_id)
+    row = yield from session_read(core, session_id, Query(q.TOUCH_SESSION, {"session_id": session_id}, fetch="one"))
     if row is None:
         raise SessionNotFoundError(session_id)
     return row["last_activity"]  # type: ignore[no-any-return]
@@ -281,8 +353,9 @@ def delete_session(core: Core, session_id: str) -> Op[dict[str, int]]:
     locked = yield from lock_sessions(core, [session_id])
     if not locked:
         raise SessionNotFoundError(session_id)
-    counts = yield Query(q.COUNT_SESSION_ROWS, params, fetch="one")
-    yield Query(q.DELETE_SESSION, params, fetch="none")
+    owner = locked[0]["user_id"]
+    counts = yield owned(core, Query(q.COUNT_SESSION_ROWS, params, fetch="one"), owner)
+    yield owned(core, Query(q.DELETE_SESSION, params, fetch="none"), owner)
     return {"sessions": 1, **{k: int(v) for k, v in counts.items()}}
 
 
@@ -304,7 +377,8 @@ def delete_message(core: Core, message_id: int, user_id: str | None = None) -> O
 @operation(group=SESSIONS, read_only=True)
 def get_session_summary(core: Core, session_id: str) -> Op[SessionSummary]:
     """Trigger-maintained statistics of the session."""
-    row = yield Query(q.SELECT_SUMMARY, {"session_id": check_id("session_id", session_id)}, fetch="one")
+    session_id = check_id("session_id", session_id)
+    row = yield from session_read(core, session_id, Query(q.SELECT_SUMMARY, {"session_id": session_id}, fetch="one"))
     if row is None:
         raise SessionNotFoundError(session_id)
     return q.summary_from_row(row)
@@ -354,12 +428,9 @@ def _lock_by_owner(core: Core, owners: list[dict[str, Any]]) -> Op[list[dict[str
     for user in sorted({r["user_id"] for r in owners}):
         ids = sorted(r["session_id"] for r in owners if r["user_id"] == user)
         locked += yield Query(q.LOCK_SESSIONS_OF_USER, {"user_id": user, "session_ids": ids})
-    known = core.session_owners
     for r in owners:
-        known.pop(r["session_id"], None)
-    if len(known) + len(locked) > SESSION_OWNERS_KEPT:
-        known.clear()
-    known.update((r["session_id"], r["user_id"]) for r in locked)
+        core.session_owners.pop(r["session_id"], None)
+    remember_owners(core, ((r["session_id"], r["user_id"]) for r in locked))
     return locked
 
 
@@ -470,12 +541,8 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         batch: dict[str, Any] = {c: [p[c] for p in to_insert] for c in q.INSERT_MESSAGES_COLUMNS}
         batch["session_ids"] = session_ids
         batch["next_indexes"] = [next_index[s] for s in session_ids]
-        insert = Query(q.INSERT_MESSAGES, batch)
-        if core.distributed and len(set(owners.values())) == 1:  # Citus: one user's sessions, one shard
-            from .scoped import routed
-
-            insert = routed(insert, next(iter(owners.values())))
-        rows = yield insert
+        users = set(owners.values())
+        rows = yield owned(core, Query(q.INSERT_MESSAGES, batch), users.pop() if len(users) == 1 else None)
         rows_by_uuid.update((r["message_uuid"], r) for r in rows)
     logger.debug("stored %d messages (%d already present)", len(to_insert), len(params) - len(to_insert))
     return _as_stored(params, rows_by_uuid)
@@ -508,9 +575,7 @@ def get_messages(core: Core, session_id: str, limit: int = 100, offset: int = 0)
         "limit": check_limit("limit", limit, maximum=100_000),
         "offset": check_limit("offset", offset, maximum=2**31 - 1),
     }
-    rows = yield Query(q.SELECT_MESSAGES, params)
-    if not rows:
-        yield from _require_session(session_id)
+    rows = yield from session_read(core, session_id, Query(q.SELECT_MESSAGES, params), required=True)
     return [q.message_from_row(r) for r in rows]
 
 
@@ -518,9 +583,7 @@ def get_messages(core: Core, session_id: str, limit: int = 100, offset: int = 0)
 def get_recent_messages(core: Core, session_id: str, limit: int = 20) -> Op[list[ConversationMessage]]:
     """The last ``limit`` messages of the session, oldest first."""
     params = {"session_id": check_id("session_id", session_id), "limit": check_limit("limit", limit)}
-    rows = yield Query(q.SELECT_RECENT_MESSAGES, params)
-    if not rows:
-        yield from _require_session(session_id)
+    rows = yield from session_read(core, session_id, Query(q.SELECT_RECENT_MESSAGES, params), required=True)
     return [q.message_from_row(r) for r in rows]
 
 
@@ -557,17 +620,19 @@ def search_messages(
     vectors = yield Embed((query,))
     params["query"] = vectors[0]
     sql = yield from _search_statement(core, params)
-    rows = yield Query(sql, params)
-    if not rows and session_id is not None:
-        yield from _require_session(session_id)
+    if session_id is None:
+        rows = yield Query(sql, params)
+    else:
+        rows = yield from session_read(core, params["session_id"], Query(sql, params), required=True)
     return [(q.message_from_row(r), float(r["similarity"])) for r in rows]
 
 
-def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any]) -> Op[bool]:
+def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any], owner: str | None = None) -> Op[bool]:
     """Whether the scope counted by ``size_sql`` (``session_summary`` / ``ltst_user_stats``, kept by triggers) holds
     at most ``exact_search_max_rows`` messages: small scopes are read directly, exactly; large ones
-    through the vector (IVFFlat) / GIN indexes. Shared by ``search_messages`` and ``recall``."""
-    size = yield Query(size_sql, params, fetch="one")
+    through the vector (IVFFlat) / GIN indexes. Shared by ``search_messages`` and ``recall``.
+    ``owner``: the user whose sessions the scope names, when known (:func:`owned`)."""
+    size = yield owned(core, Query(size_sql, params, fetch="one"), owner)
     return int(size["n"]) <= core.settings.exact_search_max_rows
 
 
@@ -578,7 +643,8 @@ def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
     scoped_to_user = "user_id" in params
     if scoped_to_session or scoped_to_user:
         size_sql = q.SCOPE_SIZE_OF_SESSION if scoped_to_session else q.SCOPE_SIZE_OF_USER
-        if (yield from scope_is_small(core, size_sql, params)):
+        owner = params.get("user_id") or remembered_owner(core, params.get("session_id", ""))
+        if (yield from scope_is_small(core, size_sql, params, owner)):
             if scoped_to_session and scoped_to_user:
                 return q.EXACT_SEARCH_IN_USER_SESSION
             return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER
@@ -631,7 +697,7 @@ def store_context(core: Core, context: ConversationContext) -> Op[ConversationCo
         "metadata": check_json("metadata", context.metadata),
         "expires_at": check_datetime("expires_at", context.expires_at),
     }
-    params["user_id"] = yield from _require_session(params["session_id"])
+    params["user_id"] = yield from require_session(core, params["session_id"])
     row = yield Query(q.UPSERT_CONTEXT, params, fetch="one")
     return q.context_from_row(row)
 
@@ -644,9 +710,7 @@ def get_context(core: Core, session_id: str, context_type: str | None = None) ->
     if context_type is not None:
         params["context_type"] = check_id("context_type", context_type)
         sql = q.SELECT_CONTEXT_OF_TYPE
-    rows = yield Query(sql, params)
-    if not rows:
-        yield from _require_session(session_id)
+    rows = yield from session_read(core, params["session_id"], Query(sql, params), required=True)
     return [q.context_from_row(r) for r in rows]
 
 
@@ -730,7 +794,5 @@ def get_related_sessions(
 ) -> Op[list[tuple[ConversationSession, SessionRelationship]]]:
     """Sessions linked to ``session_id`` in either direction, strongest link first."""
     params = {"session_id": check_id("session_id", session_id), "limit": check_limit("limit", limit)}
-    rows = yield Query(q.SELECT_RELATED_SESSIONS, params)
-    if not rows:
-        yield from _require_session(session_id)
+    rows = yield from session_read(core, session_id, Query(q.SELECT_RELATED_SESSIONS, params), required=True)
     return [q.related_from_row(r) for r in rows]

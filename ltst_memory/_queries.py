@@ -8,6 +8,7 @@ never come from user input. Variants (e.g. the scope of a search) are separate c
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,38 @@ from .models import (
     SessionSummary,
     UserPreference,
 )
+
+# --------------------------------------------------------------------------- the owner of a session
+
+#: The parameter an owner slot names the session's owner by (:func:`routed`).
+OWNER_PARAM = "session_owner"
+_OWNER_SLOT = re.compile(r"/\*owner *(\w+\.)?\*/")
+
+
+def owner(alias: str = "") -> str:
+    """The *owner slot* of a statement that names a session by id, written right after that predicate
+    (``WHERE session_id = %(session_id)s {owner()}``; ``alias``: ``"m."`` for a table aliased ``m``).
+
+    As written the slot is an SQL comment: on one server, or when the session's owner is not known, the
+    statement runs as it reads. Filled (:func:`routed`) it is ``AND <alias>user_id = %(session_owner)s``,
+    and a Citus cluster answers the statement from the owner's shard: its router planner needs
+    ``user_id = <a parameter>`` (a ``(%(owner)s IS NULL OR user_id = ...)`` form is not routable), so
+    one declaration gives the two forms. ``tests/test_owner_slots.py`` checks that every statement
+    naming a session has its slot (or names its user already, or asks every shard by design)."""
+    return f"/*owner {alias}*/" if alias else "/*owner*/"
+
+
+def has_owner(sql: str) -> bool:
+    """Whether ``sql`` has an owner slot left to fill."""
+    return "/*owner" in sql
+
+
+@functools.lru_cache(maxsize=512)
+def routed(sql: str) -> str:
+    """``sql`` with its owner slots filled: ``AND <alias>user_id = %(session_owner)s`` (bind the owner
+    as :data:`OWNER_PARAM`)."""
+    return _OWNER_SLOT.sub(lambda m: f"AND {m.group(1) or ''}user_id = %({OWNER_PARAM})s", sql)
+
 
 # --------------------------------------------------------------------------- column lists
 
@@ -75,13 +108,16 @@ ON CONFLICT DO NOTHING
 RETURNING {SESSION_COLUMNS}
 """
 
-SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM conversation_sessions WHERE session_id = %(session_id)s"
+SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM conversation_sessions WHERE session_id = %(session_id)s {owner()}"
 
 #: Key of the advisory lock held while migrating or building the vector index ("ltst" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C747374
 
 #: The owner of a session (no row: no such session).
-SESSION_OWNER = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
+SESSION_OWNER = f"SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s {owner()}"
+#: The owner of a session asked of every shard (on a Citus cluster): what a remembered owner is checked
+#: against (``_ops.session_read``).
+SESSION_OWNER_ANYWHERE = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
 
 SELECT_USER_SESSIONS = f"""
 SELECT {SESSION_COLUMNS} FROM conversation_sessions
@@ -90,9 +126,9 @@ ORDER BY last_activity DESC, session_id
 LIMIT %(limit)s
 """
 
-TOUCH_SESSION = """
+TOUCH_SESSION = f"""
 UPDATE conversation_sessions SET last_activity = GREATEST(last_activity, now())
-WHERE session_id = %(session_id)s
+WHERE session_id = %(session_id)s {owner()}
 RETURNING last_activity
 """
 
@@ -101,13 +137,13 @@ UPDATE conversation_sessions SET
     session_name = %(session_name)s, session_type = %(session_type)s, status = %(status)s,
     metadata = %(metadata)s::jsonb, context_summary = %(context_summary)s,
     relevance_score = %(relevance_score)s, last_activity = GREATEST(last_activity, now())
-WHERE session_id = %(session_id)s
+WHERE session_id = %(session_id)s {owner()}
 RETURNING {SESSION_COLUMNS}
 """
 
-LOCK_SESSIONS = """
+LOCK_SESSIONS = f"""
 SELECT session_id, user_id, next_message_index FROM conversation_sessions
-WHERE session_id = ANY(%(session_ids)s)
+WHERE session_id = ANY(%(session_ids)s) {owner()}
 ORDER BY session_id
 FOR UPDATE
 """
@@ -130,21 +166,21 @@ SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'conversatio
        AS distributed
 """
 
-ADVANCE_MESSAGE_INDEX = """
+ADVANCE_MESSAGE_INDEX = f"""
 UPDATE conversation_sessions AS s SET next_message_index = x.next_index
 FROM unnest(%(session_ids)s::text[], %(next_indexes)s::int[]) AS x(session_id, next_index)
-WHERE s.session_id = x.session_id
+WHERE s.session_id = x.session_id {owner("s.")}
 """
 
-COUNT_SESSION_ROWS = """
+COUNT_SESSION_ROWS = f"""
 SELECT
-    (SELECT count(*) FROM conversation_messages WHERE session_id = %(session_id)s) AS messages,
-    (SELECT count(*) FROM conversation_context WHERE session_id = %(session_id)s) AS context,
+    (SELECT count(*) FROM conversation_messages WHERE session_id = %(session_id)s {owner()}) AS messages,
+    (SELECT count(*) FROM conversation_context WHERE session_id = %(session_id)s {owner()}) AS context,
     (SELECT count(*) FROM session_relationships
-      WHERE source_session_id = %(session_id)s OR target_session_id = %(session_id)s) AS relationships
+      WHERE (source_session_id = %(session_id)s OR target_session_id = %(session_id)s) {owner()}) AS relationships
 """
 
-DELETE_SESSION = "DELETE FROM conversation_sessions WHERE session_id = %(session_id)s"
+DELETE_SESSION = f"DELETE FROM conversation_sessions WHERE session_id = %(session_id)s {owner()}"
 
 # --------------------------------------------------------------------------- messages
 
@@ -183,7 +219,7 @@ INSERT_MESSAGES_ONE_SESSION = f"""
 WITH session AS (
     UPDATE conversation_sessions
     SET next_message_index = next_message_index + cardinality(%(content)s::text[])
-    WHERE session_id = %(session_id)s
+    WHERE session_id = %(session_id)s {owner()}
     RETURNING user_id, next_message_index - cardinality(%(content)s::text[]) AS first_index
 )
 INSERT INTO conversation_messages
@@ -220,7 +256,7 @@ INSERT_MESSAGES_COLUMNS = (
 
 SELECT_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS} FROM conversation_messages
-WHERE session_id = %(session_id)s
+WHERE session_id = %(session_id)s {owner()}
 ORDER BY message_index
 LIMIT %(limit)s OFFSET %(offset)s
 """
@@ -228,7 +264,7 @@ LIMIT %(limit)s OFFSET %(offset)s
 SELECT_RECENT_MESSAGES = f"""
 SELECT * FROM (
     SELECT {MESSAGE_COLUMNS} FROM conversation_messages
-    WHERE session_id = %(session_id)s
+    WHERE session_id = %(session_id)s {owner()}
     ORDER BY message_index DESC
     LIMIT %(limit)s
 ) AS recent ORDER BY message_index
@@ -255,7 +291,7 @@ ORDER BY distance, message_id
 
 #: The scopes of search_messages, by name.
 SEARCH_SCOPES = {
-    "session": "AND session_id = %(session_id)s",
+    "session": f"AND session_id = %(session_id)s {owner()}",
     "user": "AND user_id = %(user_id)s",
     "user_session": "AND user_id = %(user_id)s AND session_id = %(session_id)s",
     "all": "",
@@ -291,7 +327,7 @@ FROM best JOIN conversation_messages AS m USING (message_id)
 WHERE 1 - best.distance >= %(threshold)s {outer_scope}
 ORDER BY best.distance, m.message_id
 """
-_IN_SESSION = "AND {t}session_id = %(session_id)s"
+_IN_SESSION = "AND {t}session_id = %(session_id)s /*owner {t}*/"
 _OF_USER = "AND {t}user_id = %(user_id)s"  # also lets Citus route the join to the user's shard
 
 
@@ -309,12 +345,13 @@ EXACT_SEARCH_IN_USER_SESSION = _exact_search(_OF_USER, _IN_SESSION)
 
 # How many messages a scope holds, from rows the triggers keep current (no scan of messages).
 SCOPE_SIZE_OF_SESSION = (
-    "SELECT coalesce(max(total_messages), 0) AS n FROM session_summary WHERE session_id = %(session_id)s"
+    f"SELECT coalesce(max(total_messages), 0) AS n FROM session_summary WHERE session_id = %(session_id)s {owner()}"
 )
 #: The user's message count, kept exact by the BM25 statistics triggers (schema/0002, 0008): one row.
 SCOPE_SIZE_OF_USER = "SELECT coalesce((SELECT doc_count FROM ltst_user_stats WHERE user_id = %(user_id)s), 0) AS n"
-SCOPE_SIZE_OF_SESSIONS = """
-SELECT coalesce(sum(total_messages), 0) AS n FROM session_summary WHERE session_id = ANY(%(session_ids)s::text[])
+SCOPE_SIZE_OF_SESSIONS = f"""
+SELECT coalesce(sum(total_messages), 0) AS n FROM session_summary
+WHERE session_id = ANY(%(session_ids)s::text[]) {owner()}
 """
 
 # --------------------------------------------------------------------------- context
@@ -336,7 +373,7 @@ RETURNING {CONTEXT_COLUMNS}
 
 _SELECT_CONTEXT = f"""
 SELECT {CONTEXT_COLUMNS} FROM conversation_context
-WHERE session_id = %(session_id)s AND (expires_at IS NULL OR expires_at > now()) {{type_filter}}
+WHERE session_id = %(session_id)s {owner()} AND (expires_at IS NULL OR expires_at > now()) {{type_filter}}
 ORDER BY relevance_score DESC, updated_at DESC, context_id
 """
 SELECT_CONTEXT = _SELECT_CONTEXT.format(type_filter="")
@@ -388,9 +425,12 @@ UPSERT_RELATIONSHIP = _UPSERT_RELATIONSHIP.format(user_column="", user_value="")
 # must name to be routed to a shard).
 UPSERT_RELATIONSHIP_OF_USER = _UPSERT_RELATIONSHIP.format(user_column=", user_id", user_value=", %(user_id)s")
 
-SELECT_SESSION_OWNERS = """
-SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s)
+SELECT_SESSION_OWNERS = f"""
+SELECT session_id, user_id FROM conversation_sessions WHERE session_id = ANY(%(session_ids)s) {owner()}
 """
+#: Whether a session id is taken, by any user: a new session's id is checked among every user's (on a
+#: Citus cluster every shard's: ids are unique across users).
+SESSION_ID_TAKEN = "SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s"
 
 SELECT_RELATED_SESSIONS = f"""
 SELECT {", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))},
@@ -399,21 +439,22 @@ SELECT {", ".join("s." + c.strip() for c in SESSION_COLUMNS.split(","))},
 FROM (  -- materialized first: on Citus, a join of two distributed tables must pair user_id
     WITH r AS MATERIALIZED (
         SELECT * FROM session_relationships
-        WHERE source_session_id = %(session_id)s OR target_session_id = %(session_id)s
+        WHERE (source_session_id = %(session_id)s OR target_session_id = %(session_id)s) {owner()}
     )
     SELECT * FROM r
 ) AS r
 JOIN conversation_sessions AS s
   ON s.session_id = CASE WHEN r.source_session_id = %(session_id)s
                          THEN r.target_session_id ELSE r.source_session_id END
-WHERE s.user_id = (SELECT o.user_id FROM conversation_sessions AS o WHERE o.session_id = %(session_id)s)
+WHERE s.user_id = (SELECT o.user_id FROM conversation_sessions AS o
+                   WHERE o.session_id = %(session_id)s {owner("o.")}) {owner("s.")}
 ORDER BY r.relationship_strength DESC, s.last_activity DESC
 LIMIT %(limit)s
 """
 
 # --------------------------------------------------------------------------- summary
 
-SELECT_SUMMARY = f"SELECT {SUMMARY_COLUMNS} FROM session_summary WHERE session_id = %(session_id)s"
+SELECT_SUMMARY = f"SELECT {SUMMARY_COLUMNS} FROM session_summary WHERE session_id = %(session_id)s {owner()}"
 
 # --------------------------------------------------------------------------- metadata
 

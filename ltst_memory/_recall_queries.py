@@ -14,13 +14,13 @@ always bound parameters. One statement computes, inside PostgreSQL:
 
 from __future__ import annotations
 
-from ._queries import M_MESSAGE_COLUMNS, MESSAGE_COLUMNS
+from ._queries import M_MESSAGE_COLUMNS, MESSAGE_COLUMNS, owner
 
 # --------------------------------------------------------------------------- fragments
 
 SCOPE_USER = "m.user_id = %(user_id)s"
-SCOPE_SESSION = "m.session_id = %(session_id)s"
-SCOPE_SESSIONS = "m.session_id = ANY(%(session_ids)s::text[])"
+SCOPE_SESSION = f"m.session_id = %(session_id)s {owner('m.')}"
+SCOPE_SESSIONS = f"m.session_id = ANY(%(session_ids)s::text[]) {owner('m.')}"
 SCOPE_ALL = "TRUE"
 
 FILTER_METADATA = " AND m.metadata @> %(metadata)s::jsonb"
@@ -183,31 +183,31 @@ def candidates_sql(
 SELECT_MESSAGES_AT = f"""
 SELECT {M_MESSAGE_COLUMNS}
 FROM unnest(%(session_ids)s::text[], %(indexes)s::int[]) AS n(session_id, message_index)
-JOIN conversation_messages AS m ON m.session_id = n.session_id AND m.message_index = n.message_index
+JOIN conversation_messages AS m ON m.session_id = n.session_id AND m.message_index = n.message_index {owner("m.")}
 """
 
-SELECT_RELATED_SESSION_IDS = """
+SELECT_RELATED_SESSION_IDS = f"""
 SELECT CASE WHEN source_session_id = %(session_id)s THEN target_session_id ELSE source_session_id END
        AS session_id
 FROM session_relationships
-WHERE source_session_id = %(session_id)s OR target_session_id = %(session_id)s
+WHERE (source_session_id = %(session_id)s OR target_session_id = %(session_id)s) {owner()}
 """
 
 
 # --------------------------------------------------------------------------- rehydration / compaction
 
-SELECT_SESSION_SUMMARY_TEXT = """
-SELECT session_id, summary FROM session_summary WHERE session_id = ANY(%(session_ids)s::text[])
+SELECT_SESSION_SUMMARY_TEXT = f"""
+SELECT session_id, summary FROM session_summary WHERE session_id = ANY(%(session_ids)s::text[]) {owner()}
 """
 
-WRITE_SESSION_SUMMARY = """
+WRITE_SESSION_SUMMARY = f"""
 WITH s AS (
     UPDATE conversation_sessions SET context_summary = %(summary)s
-    WHERE session_id = %(session_id)s
+    WHERE session_id = %(session_id)s {owner()}
     RETURNING session_id
 )
 UPDATE session_summary AS ss SET summary = %(summary)s, updated_at = now()
-FROM s WHERE ss.session_id = s.session_id
+FROM s WHERE ss.session_id = s.session_id {owner("ss.")}
 RETURNING ss.session_id
 """
 
@@ -217,7 +217,7 @@ RETURNING ss.session_id
 SELECT_RECENT_TURNS = f"""
 SELECT * FROM (
     SELECT {MESSAGE_COLUMNS} FROM conversation_messages
-    WHERE session_id = %(session_id)s
+    WHERE session_id = %(session_id)s {owner()}
       AND NOT metadata @> '{{"off_branch": true}}'::jsonb
       AND NOT metadata @> '{{"chatgpt": {{"on_current_branch": false}}}}'::jsonb
     ORDER BY message_index DESC

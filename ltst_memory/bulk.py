@@ -42,7 +42,7 @@ from typing import Any
 from . import _bulk_rows as bulk_rows
 from . import _queries as q
 from ._kernel import EVERY_SESSION, MORE, Commit, Copy, Core, Embed, Parallel, Query, operation
-from ._ops import is_distributed, lock_sessions_for_write, scoped_user
+from ._ops import is_distributed, lock_sessions_for_write, scoped_user, session_read
 from .embeddings import embedding_text
 from .errors import EmbeddingError, ValidationError
 from .models import ConversationMessage, check_id, check_limit, check_text
@@ -115,7 +115,7 @@ LIMIT %(limit)s
 """
 SEARCH_UNEMBEDDED_ALL = _SEARCH_UNEMBEDDED.format(scope="")
 SEARCH_UNEMBEDDED_OF_USER = _SEARCH_UNEMBEDDED.format(scope="AND user_id = %(user_id)s")
-SEARCH_UNEMBEDDED_IN_SESSION = _SEARCH_UNEMBEDDED.format(scope="AND session_id = %(session_id)s")
+SEARCH_UNEMBEDDED_IN_SESSION = _SEARCH_UNEMBEDDED.format(scope=f"AND session_id = %(session_id)s {q.owner()}")
 SEARCH_UNEMBEDDED_IN_USER_SESSION = _SEARCH_UNEMBEDDED.format(
     scope="AND user_id = %(user_id)s AND session_id = %(session_id)s"
 )
@@ -446,7 +446,10 @@ def search_unembedded(
         if user_id is not None
         else SEARCH_UNEMBEDDED_ALL
     )
-    rows = yield Query(sql, params)
+    if session_id is None:
+        rows = yield Query(sql, params)
+    else:
+        rows = yield from session_read(core, params["session_id"], Query(sql, params))
     return [(q.message_from_row(r), float(r["rank"])) for r in rows]
 
 

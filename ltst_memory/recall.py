@@ -45,7 +45,18 @@ import numpy as np
 from . import _queries as q
 from . import _recall_queries as rq
 from ._kernel import SEARCH, operation
-from ._ops import Core, Embed, Op, Query, hnsw_order, scope_is_small, scoped_user, vector_search_settings
+from ._ops import (
+    Core,
+    Embed,
+    Op,
+    Query,
+    hnsw_order,
+    owned,
+    require_session,
+    scope_is_small,
+    scoped_user,
+    vector_search_settings,
+)
 from ._query_hints import (
     Period,
     asks_for_latest,
@@ -55,7 +66,7 @@ from ._query_hints import (
     question_speakers,
 )
 from .embeddings import embedding_text
-from .errors import AccessDeniedError, SessionNotFoundError, ValidationError
+from .errors import AccessDeniedError, ValidationError
 from .models import (
     ConversationMessage,
     check_datetime,
@@ -485,10 +496,7 @@ def recall(
 
     owner: str | None = None
     if session_id is not None:
-        row = yield Query(q.SESSION_OWNER, {"session_id": session_id}, fetch="one")
-        if row is None:
-            raise SessionNotFoundError(session_id)
-        owner = str(row["user_id"])
+        owner = yield from require_session(core, session_id)
         if user_id is not None and owner != user_id:
             raise AccessDeniedError(f"session {session_id!r} does not belong to user {user_id!r}")
     if scope == "user":
@@ -497,7 +505,7 @@ def recall(
     elif scope == "session":
         scope_sql = rq.SCOPE_SESSION
     elif scope == "related":
-        rows = yield Query(rq.SELECT_RELATED_SESSION_IDS, {"session_id": session_id})
+        rows = yield owned(core, Query(rq.SELECT_RELATED_SESSION_IDS, {"session_id": session_id}), owner)
         params["session_ids"] = [session_id, *(r["session_id"] for r in rows)]
         scope_sql = rq.SCOPE_SESSIONS
     else:
@@ -509,7 +517,7 @@ def recall(
     # A small scope is read directly (exact, no index posting lists); a large one goes through the
     # GIN and HNSW indexes. The size comes from trigger-maintained rows (_queries.SCOPE_SIZE_OF_*).
     size_sql = _SCOPE_SIZE.get(scope)
-    scan = size_sql is not None and (yield from scope_is_small(core, size_sql, params))
+    scan = size_sql is not None and (yield from scope_is_small(core, size_sql, params, owner))
     order = "" if scan else (yield from hnsw_order(core, column="m.embedding", param="embedding"))
     sql = rq.candidates_sql(
         scope=scope_sql,
@@ -522,7 +530,7 @@ def recall(
     )
     if not scan:
         yield vector_search_settings(core, params["candidates"])
-    rows = yield Query(sql, params)
+    rows = yield owned(core, Query(sql, params), owner)
     pool = [
         Candidate(
             message=q.message_from_row(r),
@@ -562,7 +570,7 @@ def recall(
             {c.message.message_id: c.parts for c in pool[:limit] if c.parts is not None and c.message.message_id}
         )
     if expand_neighbors and hits:
-        hits = yield from _expand(hits, expand_neighbors, limit)
+        hits = yield from _expand(core, hits, expand_neighbors, limit, stats_user if scope != "all" else None)
     logger.debug("recall %r: %d candidates, %d returned", query[:60], len(rows), len(hits))
     return hits
 
@@ -574,17 +582,19 @@ def _named_speakers(query: str, pool: Sequence[Candidate]) -> tuple[str, ...]:
 
 
 def _expand(
-    hits: list[tuple[ConversationMessage, float]], n: int, limit: int
+    core: Core, hits: list[tuple[ConversationMessage, float]], n: int, limit: int, owner: str | None
 ) -> Op[list[tuple[ConversationMessage, float]]]:
-    """Interleave each hit with its ``n`` neighbours on either side (once each), up to ``limit``."""
+    """Interleave each hit with its ``n`` neighbours on either side (once each), up to ``limit``
+    (``owner``: the user every hit belongs to, when the scope was one user's)."""
     wanted: list[tuple[str, int]] = []
     for message, _ in hits:
         for delta in range(-n, n + 1):
             if delta:
                 wanted.append((message.session_id, (message.message_index or 0) + delta))
-    rows = yield Query(
-        rq.SELECT_MESSAGES_AT,
-        {"session_ids": [s for s, _ in wanted], "indexes": [i for _, i in wanted]},
+    rows = yield owned(
+        core,
+        Query(rq.SELECT_MESSAGES_AT, {"session_ids": [s for s, _ in wanted], "indexes": [i for _, i in wanted]}),
+        owner,
     )
     at = {(r["session_id"], r["message_index"]): q.message_from_row(r) for r in rows}
     out: list[tuple[ConversationMessage, float]] = []

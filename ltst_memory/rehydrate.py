@@ -397,7 +397,8 @@ def rehydrate(
     user_id = session.user_id
     recent: list[ConversationMessage] = []
     if recent_turns:
-        rows = yield Query(rq.SELECT_RECENT_TURNS, {"session_id": session_id, "limit": recent_turns})
+        turns = Query(rq.SELECT_RECENT_TURNS, {"session_id": session_id, "limit": recent_turns})
+        rows = yield ops.owned(core, turns, user_id)
         recent = [q.message_from_row(r) for r in rows]
     if query is None:
         query = next((m.content for m in reversed(recent) if m.role == "human"), None)
@@ -416,7 +417,7 @@ def rehydrate(
             **{"min_similarity": memory_min_similarity, **options},
         )
 
-    summary_row = yield Query(rq.SELECT_SESSION_SUMMARY_TEXT, {"session_ids": [session_id]})
+    summary_row = yield ops.owned(core, Query(rq.SELECT_SESSION_SUMMARY_TEXT, {"session_ids": [session_id]}), user_id)
     summary = next((r["summary"] for r in summary_row if r["summary"]), None) or session.context_summary
     preferences = yield from ops.get_preferences(core, user_id)
     if not include_sensitive_preferences:
@@ -427,7 +428,8 @@ def rehydrate(
         links = yield from ops.get_related_sessions(core, session_id)
         links = [(s, r) for s, r in links if s.user_id == user_id]
         if links:
-            rows = yield Query(rq.SELECT_SESSION_SUMMARY_TEXT, {"session_ids": [s.session_id for s, _ in links]})
+            ids = [s.session_id for s, _ in links]
+            rows = yield ops.owned(core, Query(rq.SELECT_SESSION_SUMMARY_TEXT, {"session_ids": ids}), user_id)
             texts = {r["session_id"]: r["summary"] for r in rows if r["summary"]}
             for s, r in links:
                 text = texts.get(s.session_id) or s.context_summary

@@ -28,7 +28,6 @@ import dataclasses
 import functools
 import inspect
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
@@ -67,48 +66,6 @@ SELECT_OWN_SESSIONS = """
 SELECT session_id FROM conversation_sessions
 WHERE user_id = %(user_id)s AND session_id = ANY(%(session_ids)s::text[])
 """
-
-#: The parameter a routed statement names its user by (see :func:`owned_sql`).
-OWNER_PARAM = "ltst_scope_user"
-_OWNER = f"%({OWNER_PARAM})s"
-# A predicate on a session (``[alias.]session_id = %(session_id)s`` or ``= ANY(%(session_ids)s...)``,
-# or ``alias.session_id = other.session_id``: a join, the alias's table has user_id), the relationships'
-# ``source_session_id = %(session_id)s OR target_session_id = %(session_id)s``, and a user given by a
-# subquery (``alias.user_id = (SELECT ...``).
-_SESSION_PREDICATE = re.compile(
-    r"(?<![\w.])(?P<alias>\w+\.)?session_id = "
-    r"(?:%\(session_id\)s|ANY\(%\(session_ids\)s(?:::text\[\])?\)|(?(alias)\w+\.session_id\b|(?!)))"
-)
-_USER_SUBQUERY = re.compile(r"(?<![\w.])(?P<alias>\w+\.)?user_id = \(SELECT\b")
-_EITHER_SESSION = re.compile(
-    r"(?<![\w.])(?P<alias>\w+\.)?source_session_id = %\(session_id\)s "
-    r"OR (?:\w+\.)?target_session_id = %\(session_id\)s"
-)
-
-
-@functools.lru_cache(maxsize=512)
-def owned_sql(statement: str) -> str:
-    """``statement`` with its user named wherever it names a session: ``AND [alias.]user_id =
-    %(ltst_scope_user)s`` after each session predicate, so that Citus routes it to the user's shard
-    (a statement that names a session alone asks every shard). The statements are the library's own
-    constants; a statement that names no session is returned as it is."""
-    statement = _EITHER_SESSION.sub(
-        lambda m: f"({m.group(0)}) AND {m.group('alias') or ''}user_id = {_OWNER}", statement
-    )
-    statement = _USER_SUBQUERY.sub(lambda m: f"{m.group('alias') or ''}user_id = {_OWNER} AND {m.group(0)}", statement)
-    return _SESSION_PREDICATE.sub(lambda m: f"{m.group(0)} AND {m.group('alias') or ''}user_id = {_OWNER}", statement)
-
-
-def routed(query: Query, user_id: str) -> Query:
-    """``query`` as :func:`owned_sql` rewrites it, with the user bound (itself when it names no session)."""
-    statement = owned_sql(query.sql)
-    if statement is query.sql or statement == query.sql:
-        return query
-    if query.many is not None:
-        many = [{**item, OWNER_PARAM: user_id} for item in query.many]
-        return dataclasses.replace(query, sql=statement, many=many)
-    return dataclasses.replace(query, sql=statement, params={**(query.params or {}), OWNER_PARAM: user_id})
-
 
 #: Data classes whose instances, passed as arguments, reference a user or a session.
 _SCOPED_TYPES = ("ConversationSession", "ConversationMessage", "ConversationContext", "UserPreference",
@@ -223,7 +180,8 @@ def scoped_operation(op: Callable[..., Op[Any]], user_id: str, origin: Any = Non
     """``op`` restricted to ``user_id`` (see the module docstring); same arguments, same result.
 
     ``origin`` is the unscoped store's core: where whether the tables are distributed is looked up
-    once (on a Citus cluster each statement that names a session also names the user: :func:`routed`)."""
+    once (on a Citus cluster the owner slot of each statement that names a session is filled with the
+    user: see :func:`_drive`)."""
     signature = _signature_of(op)
     has_user_parameter = "user_id" in signature.parameters
 
@@ -241,7 +199,9 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str, origin: A
     """Run operation generator ``inner`` (called with ``arguments``) within the scope of ``user_id``.
 
     On a Citus cluster (``origin``, the unscoped store's core, says whether its tables are distributed)
-    every statement that names a session names the user too (:func:`routed`): one shard answers it."""
+    every statement that names a session has its owner slot (``ltst_memory._queries.owner``) filled with
+    the user: one shard answers it. (Every session an operation names is the user's or does not exist:
+    checked before its first statement.)"""
     users, sessions = _argument_references(arguments)
     distributed: bool | None = None if origin is not None else False
     for other in sorted(users - {user_id}):
@@ -275,7 +235,7 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str, origin: A
                 in_transaction = False
                 instruction = Parallel(tuple(_drive(op, {}, user_id, origin) for op in instruction.ops))
             elif distributed and isinstance(instruction, Query):
-                instruction = routed(instruction, user_id)
+                instruction = _with_owner(instruction, user_id)
         result = yield instruction
 
 
@@ -283,6 +243,12 @@ def _is_distributed(core: Any) -> Op[bool]:
     from ._ops import is_distributed  # (a cycle at import time)
 
     return (yield from is_distributed(core))
+
+
+def _with_owner(query: Query, user_id: str) -> Query:
+    from ._ops import with_owner  # (a cycle at import time)
+
+    return with_owner(query, user_id)
 
 
 def scope_generator(generator: Op[Any], user_id: str, origin: Any = None) -> Op[Any]:

@@ -154,7 +154,8 @@ def summarize_session(
         else:
             summary = extractive_summary(messages, max_sentences=max_sentences)
     write = {"session_id": session_id, "summary": summary}
-    row = yield Query(rq.WRITE_SESSION_SUMMARY, write, fetch="one", atomic=True)
+    statement = Query(rq.WRITE_SESSION_SUMMARY, write, fetch="one", atomic=True)
+    row = yield from ops.session_read(core, session_id, statement)
     if row is None:
         yield from ops.get_session_summary(core, session_id)  # raises SessionNotFoundError if missing
         raise SessionNotFoundError(session_id)

@@ -171,7 +171,7 @@ UPDATE conversation_sessions SET
                              last_activity)
 WHERE session_id = %(session_id)s AND user_id = %(user_id)s
 """
-SET_SUMMARY_TEXT = "UPDATE session_summary SET summary = %(summary)s WHERE session_id = %(session_id)s"
+SET_SUMMARY_TEXT = f"UPDATE session_summary SET summary = %(summary)s WHERE session_id = %(session_id)s {q.owner()}"
 
 
 def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: bool = True) -> Op[tuple[bool, int]]:
@@ -248,7 +248,8 @@ def write_conversation(core: Core, record: SessionRecord, *, trust_embeddings: b
             fetch="none",
         )
         if record.summary is not None:
-            yield Query(SET_SUMMARY_TEXT, {"session_id": params["session_id"], "summary": record.summary}, fetch="none")
+            summary = {"session_id": params["session_id"], "summary": record.summary}
+            yield ops.owned(core, Query(SET_SUMMARY_TEXT, summary, fetch="none"), params["user_id"])
     return created, len({str(m.message_uuid) for m in new})
 
 

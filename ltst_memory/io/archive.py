@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from .. import _queries as q
 from .. import crypto
-from .._ops import Core, Op, Query, is_distributed
+from .._ops import Core, Op, Query, is_distributed, owned, session_read
 from ..errors import SessionNotFoundError, ValidationError
 from ..models import ConversationMessage, ConversationSession, check_id, check_json, check_score, check_text
 from ._common import (
@@ -55,27 +55,27 @@ SELECT {", ".join("s." + c.strip() for c in q.SESSION_COLUMNS.split(","))}, sm.s
 FROM s LEFT JOIN session_summary AS sm ON sm.session_id = s.session_id
 """
 EXPORT_USER_SESSIONS = _SESSION_SELECT.format(where="user_id = %(user_id)s") + "ORDER BY s.created_at, s.session_id"
-EXPORT_ONE_SESSION = _SESSION_SELECT.format(where="session_id = %(session_id)s")
+EXPORT_ONE_SESSION = _SESSION_SELECT.format(where=f"session_id = %(session_id)s {q.owner()}")
 EXPORT_MESSAGES = f"""
 SELECT {", ".join("m." + c.strip() for c in q.MESSAGE_COLUMNS.split(","))}, {{embedding}},
        p.message_uuid::text AS parent_message_uuid
 FROM conversation_messages AS m
 LEFT JOIN conversation_messages AS p ON p.message_id = m.parent_message_id AND p.user_id = m.user_id
-WHERE m.session_id = %(session_id)s
+WHERE m.session_id = %(session_id)s {q.owner("m.")}
 ORDER BY m.message_index
 """
 EXPORT_MESSAGES_WITH_EMBEDDINGS = EXPORT_MESSAGES.format(embedding="m.embedding")
 EXPORT_MESSAGES_WITHOUT_EMBEDDINGS = EXPORT_MESSAGES.format(embedding="NULL::vector AS embedding")
-EXPORT_CONTEXT = """
+EXPORT_CONTEXT = f"""
 SELECT context_type, context_key, context_value, relevance_score, metadata, expires_at, created_at, updated_at
-FROM conversation_context WHERE session_id = %(session_id)s ORDER BY context_id
+FROM conversation_context WHERE session_id = %(session_id)s {q.owner()} ORDER BY context_id
 """
 EXPORT_PREFERENCES = (
     f"SELECT {q.PREFERENCE_COLUMNS} FROM user_preferences WHERE user_id = %(user_id)s ORDER BY preference_key"
 )
 EXPORT_RELATIONSHIPS = f"""
 SELECT {q.RELATIONSHIP_COLUMNS} FROM session_relationships
-WHERE source_session_id = ANY(%(ids)s) AND target_session_id = ANY(%(ids)s)
+WHERE source_session_id = ANY(%(ids)s) AND target_session_id = ANY(%(ids)s) {q.owner()}
 ORDER BY source_session_id, target_session_id, relationship_type
 """
 EXPORT_METADATA = "SELECT key, value FROM ltst_metadata WHERE key IN ('embedding_model', 'embedding_dimension')"
@@ -124,21 +124,31 @@ def export_sessions(core: Core, user_id: str | None, session_id: str | None) -> 
     if user_id is not None:
         sessions: list[dict[str, Any]] = yield Query(EXPORT_USER_SESSIONS, {"user_id": check_id("user_id", user_id)})
         return sessions
-    rows = yield Query(EXPORT_ONE_SESSION, {"session_id": check_id("session_id", str(session_id))})
+    session_id = check_id("session_id", str(session_id))
+    rows = yield from session_read(core, session_id, Query(EXPORT_ONE_SESSION, {"session_id": session_id}))
     if not rows:
         raise SessionNotFoundError(str(session_id))
     return rows  # type: ignore[no-any-return]
 
 
-def export_session_rows(core: Core, session_id: str, embeddings: bool) -> Op[tuple[list[Any], list[Any]]]:
+def export_session_rows(
+    core: Core, session_id: str, owner: str, embeddings: bool
+) -> Op[tuple[list[Any], list[Any]]]:
     sql = EXPORT_MESSAGES_WITH_EMBEDDINGS if embeddings else EXPORT_MESSAGES_WITHOUT_EMBEDDINGS
-    messages = yield Query(sql, {"session_id": session_id})
-    context = yield Query(EXPORT_CONTEXT, {"session_id": session_id})
+    yield from is_distributed(core)
+    messages = yield owned(core, Query(sql, {"session_id": session_id}), owner)
+    context = yield owned(core, Query(EXPORT_CONTEXT, {"session_id": session_id}), owner)
     return messages, context
 
 
-def export_tail(core: Core, user_id: str | None, session_ids: list[str]) -> Op[tuple[list[Any], list[Any], list[Any]]]:
-    relationships = yield Query(EXPORT_RELATIONSHIPS, {"ids": session_ids})
+def export_tail(
+    core: Core, user_id: str | None, sessions: list[dict[str, Any]]
+) -> Op[tuple[list[Any], list[Any], list[Any]]]:
+    """The relationships between ``sessions`` (one user's: the export's), the user's preferences, the
+    store's metadata."""
+    owner = sessions[0]["user_id"] if sessions else None
+    ids = [s["session_id"] for s in sessions]
+    relationships = yield owned(core, Query(EXPORT_RELATIONSHIPS, {"ids": ids}), owner)
     preferences = [] if user_id is None else (yield Query(EXPORT_PREFERENCES, {"user_id": user_id}))
     metadata = yield Query(EXPORT_METADATA)
     return relationships, preferences, metadata
@@ -150,7 +160,7 @@ def export_records(
     """The export as a stream of JSON-ready dicts (header first). Each session is read in one transaction."""
     run = _runner(store)
     sessions = run(export_sessions(store._core, user_id, session_id))
-    relationships, preferences, metadata = run(export_tail(store._core, user_id, [s["session_id"] for s in sessions]))
+    relationships, preferences, metadata = run(export_tail(store._core, user_id, sessions))
     meta = {r["key"]: r["value"] for r in metadata}
     from .. import __version__
 
@@ -167,7 +177,7 @@ def export_records(
     }
     for s in sessions:
         yield {"type": "session", **{k: _iso(v) for k, v in s.items()}}
-        messages, context = run(export_session_rows(store._core, s["session_id"], embeddings))
+        messages, context = run(export_session_rows(store._core, s["session_id"], s["user_id"], embeddings))
         for m in messages:
             record = {k: _iso(v) for k, v in m.items() if k not in ("message_id", "parent_message_id", "embedding")}
             record["message_uuid"] = str(m["message_uuid"])
