@@ -55,11 +55,6 @@ SKIPS: dict[str, str] = {
     "test_crypto.py::test_ciphertext_moved_to_another_user_is_refused": (
         "moves a ciphertext between users by raw SQL with a subquery over two users' rows (not one shard)"
     ),
-    # ---- gaps: work a cluster does not do yet (docs/citus.md, "Not on a cluster yet") ----
-    "test_boundaries.py::test_erase_is_complete_rows_statistics_and_other_stores": (
-        "gap: PostgreSQL keeps the planner statistics of a table that ANALYZE finds empty, and an erasure "
-        "often empties a user's shard: its pg_stats keep sampled values of the erased user"
-    ),
     "test_rls.py::test_security_migration_is_idempotent": (
         "runs a migration's text as one multi-statement command; on a cluster migrate() runs migrations one "
         "statement at a time (tested by test_citus_cluster's next-migration test)"

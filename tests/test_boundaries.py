@@ -435,6 +435,30 @@ def test_erase_is_complete_rows_statistics_and_other_stores(store: ConversationS
         other.close()
 
 
+def test_erasing_the_only_user_of_a_table_leaves_no_statistics(store: ConversationStorage) -> None:
+    """ANALYZE keeps the statistics of a table it finds empty: an erasure that empties a table (on a
+    Citus cluster, a shard) clears them, so no sampled value of the erased user stays in pg_stats."""
+    from ltst_memory._tables import OWNED_TABLES
+
+    store.create_session(ConversationSession(session_id="bob-1", user_id="bob"))
+    store.store_messages(
+        [ConversationMessage(session_id="bob-1", role="human", content="bob-secret-token") for _ in range(100)]
+    )
+    with store.pool.connection() as conn:
+        tables = sql.Literal([t.name for t in OWNED_TABLES]).as_string(conn)
+        probe = (
+            "SELECT string_agg(DISTINCT regexp_replace(tablename, '_[0-9]+$', ''), ', ') FROM pg_stats "
+            f"WHERE regexp_replace(tablename, '_[0-9]+$', '') = ANY({tables}::text[]) AND "
+            "(coalesce(most_common_vals::text, '') || coalesce(histogram_bounds::text, '')) ~ 'bob'"
+        )
+        _on_data_nodes(conn, "ANALYZE")
+        assert "conversation_messages" in _on_data_nodes(conn, probe)
+    erased = store.delete_user("bob")
+    assert erased["messages"] == 100
+    with store.pool.connection() as conn:
+        assert _on_data_nodes(conn, probe) == ""
+
+
 def test_erase_says_when_a_table_holds_rows_it_cannot_attribute(store: ConversationStorage) -> None:
     """An adapter table without its owner column (before migration 0010) cannot be erased by user:
     delete_user says so instead of claiming a complete erase."""
