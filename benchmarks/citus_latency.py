@@ -131,6 +131,8 @@ def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                 ConversationMessage(session_id=rng.choice(sessions), role="human", content=f"one more {i}")
             ),
             "get_messages(50)": lambda i: store.get_messages(rng.choice(sessions), limit=50),
+            "get_messages(50), owner not known yet": lambda i: store._core.session_owners.clear()
+            or store.get_messages(rng.choice(sessions), limit=50),
             "get_user_sessions": lambda i: store.get_user_sessions(rng.choice(users)),
             "search_messages(user_id)": lambda i: store.search_messages("tea garden", user_id=rng.choice(users)),
             "search_messages(session_id)": lambda i: store.search_messages("tea", session_id=rng.choice(sessions)),

@@ -132,10 +132,15 @@ def scoped_user(core: Core, user_id: str | None) -> str | None:
 
 def require_session(core: Core, session_id: str) -> Op[str]:
     """Return the owner of ``session_id`` or raise SessionNotFoundError."""
-    row = yield from session_read(core, session_id, Query(q.SESSION_OWNER, {"session_id": session_id}, fetch="one"))
-    if row is None:
+    if core.scope_user is None and (yield from is_distributed(core)) and session_id not in core.session_owners:
+        owner = yield from _owner_anywhere(core, session_id)  # (Citus: every shard, once; then remembered)
+    else:
+        query = Query(q.SESSION_OWNER, {"session_id": session_id}, fetch="one")
+        row = yield from session_read(core, session_id, query)
+        owner = None if row is None else str(row["user_id"])
+    if owner is None:
         raise SessionNotFoundError(session_id)
-    return str(row["user_id"])
+    return owner
 
 
 # --------------------------------------------------------------------------- the owner of a session (Citus)
@@ -162,13 +167,6 @@ def owned(core: Core, query: Query, owner: str | None) -> Query:
     return with_owner(query, owner)
 
 
-def remembered_owner(core: Core, session_id: str) -> str | None:
-    """The owner of ``session_id`` as this store last saw it (on a Citus cluster; else ``None``). It may
-    be no longer true (the session deleted, its id taken by another user): a statement routed by it
-    finds no row, and :func:`session_read` asks every shard then."""
-    return core.session_owners.get(session_id) if core.distributed else None
-
-
 def remember_owners(core: Core, owners: Iterable[tuple[str, str]]) -> None:
     """Remember ``(session_id, user_id)`` pairs (on a Citus cluster; up to ``SESSION_OWNERS_KEPT``)."""
     if not core.distributed:
@@ -183,29 +181,60 @@ def remember_owners(core: Core, owners: Iterable[tuple[str, str]]) -> None:
 def session_read(core: Core, session_id: str, query: Query, *, required: bool = False) -> Op[Any]:
     """Run ``query``, a statement on the rows of session ``session_id``, and return its result.
 
-    On a Citus cluster an unscoped store routes it by the owner it remembers for the session (a
-    user-scoped store routes by its user). Sessions never change owner (Citus refuses an update of the
-    distribution column, ``update_session`` refuses another ``user_id``), but an id can be reused after
-    a delete: an empty answer under a remembered owner is checked against every shard, and the statement
-    runs again under the actual owner. ``required``: an empty answer of a session that does not exist
-    raises SessionNotFoundError. On one server: ``query``, then (``required``, empty) the owner check."""
-    owner = remembered_owner(core, session_id)
+    On a Citus cluster it is answered by the shard of the session's owner: a user-scoped store's user
+    (its driver fills the statement's owner slot), or on an unscoped store the owner it remembers
+    (sessions it created or wrote to or read before), else the owner asked of every shard once and
+    remembered. Sessions never change owner (Citus refuses an update of the distribution column,
+    ``update_session`` another ``user_id``), but an id can be reused after a delete: after an empty
+    answer under a remembered owner the session is looked for under that owner (one shard) and, when
+    it is not there, on every shard; the statement then runs again under the actual owner.
+    ``required``: an empty answer for a session that does not exist raises SessionNotFoundError. On one
+    server: ``query``, then (``required``, empty) the owner check."""
+    owner, remembered = None, False
+    if core.scope_user is None and (yield from is_distributed(core)):
+        owner = core.session_owners.get(session_id)
+        remembered = owner is not None
+        if owner is None:
+            owner = yield from _owner_anywhere(core, session_id)
+            if owner is None and required:
+                raise SessionNotFoundError(session_id)
     result = yield owned(core, query, owner)
-    if result or (owner is None and not required):
+    if result:
         return result
-    if owner is not None:
-        row = yield Query(q.SESSION_OWNER_ANYWHERE, {"session_id": session_id}, fetch="one")
-        actual = None if row is None else str(row["user_id"])
-        if actual is None:
-            core.session_owners.pop(session_id, None)
-        elif actual != owner:
-            remember_owners(core, [(session_id, actual)])
-            result = yield owned(core, query, actual)
-    elif required:
-        actual = yield from require_session(core, session_id)
-    if required and actual is None:
-        raise SessionNotFoundError(session_id)
+    if remembered:  # is the session still the owner's? (one shard; ids are unique across users)
+        still = yield owned(core, Query(q.SESSION_OWNER, {"session_id": session_id}, fetch="one"), owner)
+        if still is None:  # no longer true (the session deleted, its id reused): every shard is asked
+            actual = yield from _owner_anywhere(core, session_id)
+            if actual is None and required:
+                raise SessionNotFoundError(session_id)
+            if actual is not None:
+                result = yield owned(core, query, actual)
+    elif required and owner is None:  # one server, or a user-scoped store
+        yield from require_session(core, session_id)
     return result
+
+
+def _owner_anywhere(core: Core, session_id: str) -> Op[str | None]:
+    """The owner of ``session_id`` asked of every shard (no row: no such session), remembered."""
+    row = yield Query(q.SESSION_OWNER_ANYWHERE, {"session_id": session_id}, fetch="one")
+    if row is None:
+        core.session_owners.pop(session_id, None)
+        return None
+    owner = str(row["user_id"])
+    remember_owners(core, [(session_id, owner)])
+    return owner
+
+
+def routing_owner(core: Core, session_id: str) -> Op[str | None]:
+    """The owner to route statements on ``session_id`` by, on an unscoped store on a Citus cluster:
+    remembered, or asked of every shard once (``None`` elsewhere, and for a session that does not
+    exist). A remembered owner may be no longer true: read through :func:`session_read`."""
+    if core.scope_user is not None or not (yield from is_distributed(core)):
+        return None
+    owner = core.session_owners.get(session_id)
+    if owner is None:
+        owner = yield from _owner_anywhere(core, session_id)
+    return owner
 
 
 def _session_params(session: ConversationSession) -> dict[str, Any]:
@@ -643,7 +672,9 @@ def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
     scoped_to_user = "user_id" in params
     if scoped_to_session or scoped_to_user:
         size_sql = q.SCOPE_SIZE_OF_SESSION if scoped_to_session else q.SCOPE_SIZE_OF_USER
-        owner = params.get("user_id") or remembered_owner(core, params.get("session_id", ""))
+        owner = params.get("user_id")
+        if owner is None:
+            owner = yield from routing_owner(core, params["session_id"])
         if (yield from scope_is_small(core, size_sql, params, owner)):
             if scoped_to_session and scoped_to_user:
                 return q.EXACT_SEARCH_IN_USER_SESSION

@@ -10,10 +10,12 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from ._kernel import EVERY_SESSION, MORE, Core, Op, Query, operation
+from ._kernel import EVERY_SESSION, MORE, Commit, Core, Op, Query, operation
+from ._ops import is_distributed
 from ._tables import OWNED_TABLES
 from .errors import AccessDeniedError, ValidationError
 from .models import check_datetime, check_id
+from .scoped import set_scope_user_on_cluster
 
 __all__ = ["ANALYTICS_SALT_VARIABLE", "ErasureResult", "delete_user", "export_analytics"]
 
@@ -83,7 +85,10 @@ def delete_user(core: Core, user_id: str) -> Op[ErasureResult]:
     stores are not seen by them before their cache entries expire (the cache is off by default).
     """
     params = {"user_id": check_id("user_id", user_id)}
-    yield Query(SET_ERASE_USER, params, fetch="none", local=True)
+    if (yield from is_distributed(core)):  # Citus sends SET LOCAL on to the workers (set_config stays here)
+        yield Query(set_scope_user_on_cluster(params["user_id"]), None, fetch="none", local=True)
+    else:
+        yield Query(SET_ERASE_USER, params, fetch="none", local=True)
     reach = yield Query(POLICY_USER, fetch="one")
     if reach["user_id"] != params["user_id"]:
         raise AccessDeniedError(
@@ -95,6 +100,10 @@ def delete_user(core: Core, user_id: str) -> Op[ErasureResult]:
     # triggers also remove rows (the retrieval statistics), so every table of user data is refreshed
     touched = [r["kind"] for r in rows if r["removed"] is not None] if any(r["removed"] for r in rows) else []
     if touched:
+        if (yield from is_distributed(core)):
+            # Citus: the erasure's function modified the shards' placements as the tables' owner; the
+            # ANALYZE, in the same transaction, would meet them as another user. The erasure commits first.
+            yield Commit()
         yield Query(ANALYZE_TABLES, {"tables": touched}, fetch="none")
     if not_reached:
         logger.warning("delete_user could not reach rows in %s (no owner column)", ", ".join(not_reached))

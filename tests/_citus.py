@@ -55,18 +55,13 @@ SKIPS: dict[str, str] = {
     "test_crypto.py::test_ciphertext_moved_to_another_user_is_refused": (
         "moves a ciphertext between users by raw SQL with a subquery over two users' rows (not one shard)"
     ),
+    "test_vector_index.py::test_a_users_own_index_is_what_their_searches_read": (
+        "per-user (partial) vector indexes are not built on a Citus cluster (hnsw.build_user_indexes builds "
+        "nothing there)"
+    ),
     "test_rls.py::test_security_migration_is_idempotent": (
         "runs a migration's text as one multi-statement command; on a cluster migrate() runs migrations one "
         "statement at a time (tested by test_citus_cluster's next-migration test)"
-    ),
-    # ---- gaps: work a cluster does not do yet (docs/citus.md, "Not on a cluster yet") ----
-    "test_rls.py::test_the_library_on_the_application_role": (
-        "gap: delete_user on the RLS application role: the ANALYZE after the erasure meets placements the "
-        "SECURITY DEFINER delete modified as another user in the same transaction"
-    ),
-    "test_boundaries.py": (
-        "gap: RLS roles (as test_rls); its seed stores a relationship by raw SQL without user_id, which a "
-        "cluster needs in the INSERT"
     ),
 }
 

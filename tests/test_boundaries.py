@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import _citus
 import psycopg
 import pytest
 from _helpers import login_role
@@ -78,10 +79,22 @@ def _seed_bob_secrets(store: ConversationStorage) -> None:
         ]
     )
     with store.pool.connection() as conn:
-        conn.execute(
-            "INSERT INTO session_relationships (source_session_id, target_session_id, relationship_type) "
-            "VALUES ('alice-1', 'bob-1', 'continues')"
-        )
+        if not _citus.CITUS_DSN:
+            conn.execute(
+                "INSERT INTO session_relationships (source_session_id, target_session_id, relationship_type) "
+                "VALUES ('alice-1', 'bob-1', 'continues')"
+            )
+            return
+        # On a Citus cluster a link names its user (the distribution column), and its foreign keys pair
+        # it with both sessions: a link across users cannot be stored at all.
+        for user in ("alice", "bob"):
+            with pytest.raises(psycopg.errors.ForeignKeyViolation), conn.transaction():
+                conn.execute(
+                    "INSERT INTO session_relationships "
+                    "(source_session_id, target_session_id, relationship_type, user_id) "
+                    "VALUES ('alice-1', 'bob-1', 'continues', %s)",
+                    (user,),
+                )
 
 
 # Every read method of a scoped store, with arguments that would let bob's rows rank if they could.
@@ -362,6 +375,18 @@ def test_model_check_sees_every_row_on_the_rls_app_role(store: ConversationStora
 # --------------------------------------------------------------------------- finding 8: a complete erase
 
 
+def _on_data_nodes(conn: psycopg.Connection[Any], command: str) -> str:
+    """Run ``command`` where the rows are, its text results joined: this server, or on a Citus cluster
+    every worker (the shards' rows and statistics; the coordinator's tables hold no row)."""
+    if not _citus.CITUS_DSN:
+        cursor = conn.execute(command.encode())
+        row = cursor.fetchone() if cursor.description else None
+        return "" if row is None or row[0] is None else str(row[0])
+    rows = conn.execute("SELECT success, result FROM run_command_on_workers(%s)", (command,)).fetchall()
+    assert all(success for success, _ in rows), rows
+    return " ".join(result for _, result in rows if result)
+
+
 def test_erase_is_complete_rows_statistics_and_other_stores(store: ConversationStorage, hashing_embedder: Any) -> None:
     """After delete_user: no row of the user in any library table, no sampled value of theirs in
     pg_stats, and another store on the same database does not serve their session."""
@@ -375,8 +400,8 @@ def test_erase_is_complete_rows_statistics_and_other_stores(store: ConversationS
     try:
         assert other.get_session("bob-1") is not None
         with store.pool.connection() as conn:
-            conn.execute("ANALYZE")
-            stats = conn.execute("SELECT string_agg(most_common_vals::text, ' ') FROM pg_stats").fetchone()[0]
+            _on_data_nodes(conn, "ANALYZE")
+            stats = _on_data_nodes(conn, "SELECT string_agg(most_common_vals::text, ' ') FROM pg_stats")
         assert "bob-secret-token" in stats and "bob" in stats
         erased = store.delete_user("bob")
         assert erased.complete and erased["messages"] == 202
@@ -396,16 +421,42 @@ def test_erase_is_complete_rows_statistics_and_other_stores(store: ConversationS
                         sql.Identifier(table.name), sql.Identifier(column)
                     )
                     assert conn.execute(query).fetchone() == (0,), table.name
-            leftovers = conn.execute(
-                "SELECT tablename, attname FROM pg_stats WHERE tablename = ANY(%s) AND "
+            tables = sql.Literal([t.name for t in OWNED_TABLES]).as_string(conn)
+            leftovers = _on_data_nodes(
+                conn,
+                "SELECT string_agg(tablename || '.' || attname, ', ') FROM pg_stats "
+                f"WHERE regexp_replace(tablename, '_[0-9]+$', '') = ANY({tables}::text[]) AND "  # (shards: name_id)
                 "(coalesce(most_common_vals::text, '') || coalesce(histogram_bounds::text, '')) ~ 'bob'",
-                ([t.name for t in OWNED_TABLES],),
-            ).fetchall()
-        assert leftovers == []
+            )
+        assert leftovers == ""
         assert other.get_session("bob-1") is None  # the second store's cache (off by default) serves nothing
         assert other.get_user_sessions("bob") == []
     finally:
         other.close()
+
+
+def test_erasing_the_only_user_of_a_table_leaves_no_statistics(store: ConversationStorage) -> None:
+    """ANALYZE keeps the statistics of a table it finds empty: an erasure that empties a table (on a
+    Citus cluster, a shard) clears them, so no sampled value of the erased user stays in pg_stats."""
+    from ltst_memory._tables import OWNED_TABLES
+
+    store.create_session(ConversationSession(session_id="bob-1", user_id="bob"))
+    store.store_messages(
+        [ConversationMessage(session_id="bob-1", role="human", content="bob-secret-token") for _ in range(100)]
+    )
+    with store.pool.connection() as conn:
+        tables = sql.Literal([t.name for t in OWNED_TABLES]).as_string(conn)
+        probe = (
+            "SELECT string_agg(DISTINCT regexp_replace(tablename, '_[0-9]+$', ''), ', ') FROM pg_stats "
+            f"WHERE regexp_replace(tablename, '_[0-9]+$', '') = ANY({tables}::text[]) AND "
+            "(coalesce(most_common_vals::text, '') || coalesce(histogram_bounds::text, '')) ~ 'bob'"
+        )
+        _on_data_nodes(conn, "ANALYZE")
+        assert "conversation_messages" in _on_data_nodes(conn, probe)
+    erased = store.delete_user("bob")
+    assert erased["messages"] == 100
+    with store.pool.connection() as conn:
+        assert _on_data_nodes(conn, probe) == ""
 
 
 def test_erase_says_when_a_table_holds_rows_it_cannot_attribute(store: ConversationStorage) -> None:

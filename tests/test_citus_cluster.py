@@ -394,3 +394,68 @@ def test_an_unscoped_store_writes_to_a_reused_session_id_under_its_new_owner(
     stored = store.store_message(ConversationMessage(session_id=sid, role="human", content=f"{b} writes here"))
     assert (stored.user_id, stored.message_index) == (b, 0)
     assert [(m.user_id, m.content) for m in store.get_messages(sid)] == [(b, f"{b} writes here")]
+
+
+def test_an_unscoped_store_reads_a_session_from_its_owners_shard(
+    store: ConversationStorage, database_dsn: str, recorder: Recorder
+) -> None:
+    """A store that does not know a session's owner asks every shard for it once (a one-row lookup),
+    remembers it, and from then on reads the session from the owner's shard, as a scoped store does."""
+    a, b = two_users_on_two_shards(database_dsn)
+    sid = fill(store, a)
+    fill(store, b)
+    with ConversationStorage(database_dsn, embedder=HashingEmbedder(384)) as fresh:  # knows no owner yet
+        first = recorder.run(lambda: fresh.get_messages(sid))
+        counts = [task_counts(database_dsn, q) for q in first]
+        assert counts[-1] == [1]  # the messages, from one shard
+        assert [c for c in counts if c != [1] and c] == [[_citus.TEST_SHARD_COUNT]]  # the one lookup
+        calls = {
+            "get_messages": lambda: fresh.get_messages(sid),
+            "get_recent_messages": lambda: fresh.get_recent_messages(sid),
+            "get_session": lambda: fresh.get_session(sid),
+            "get_session_summary": lambda: fresh.get_session_summary(sid),
+            "get_context": lambda: fresh.get_context(sid),
+            "get_related_sessions": lambda: fresh.get_related_sessions(sid),
+            "search_messages(session_id=)": lambda: fresh.search_messages("green tea", session_id=sid),
+            "recall(session_id=)": lambda: fresh.recall("what does the user drink?", session_id=sid),
+            "rehydrate": lambda: fresh.rehydrate(sid, query="what does the user drink?"),
+            "update_session_activity": lambda: fresh.update_session_activity(sid),
+        }
+        spread: dict[str, dict[str, list[int]]] = {}
+        for name, call in calls.items():
+            queries = recorder.run(call)
+            plans = {q.sql.strip()[:160]: task_counts(database_dsn, q) for q in queries}
+            wide = {first: counts for first, counts in plans.items() if any(c != 1 for c in counts)}
+            if wide:
+                spread[name] = wide
+        assert spread == {}, "\n".join(f"{n}: {w}" for n, w in spread.items())
+        assert [m.content for m in fresh.get_messages(sid)] == [f"{a} likes green tea", "Noted: green tea."]
+
+        # the owner it remembers is no longer true: the session deleted, its id reused by another user
+        store.delete_session(sid)
+        store.create_session(ConversationSession(session_id=sid, user_id=b))
+        store.store_message(ConversationMessage(session_id=sid, role="human", content=f"{b} writes here"))
+        assert [(m.user_id, m.content) for m in fresh.get_messages(sid)] == [(b, f"{b} writes here")]
+        session = fresh.get_session(sid)
+        assert session is not None and session.user_id == b
+        assert fresh.get_session_summary(sid).total_messages == 1
+        store.delete_session(sid)
+        assert fresh.get_session(sid) is None
+        from ltst_memory import SessionNotFoundError
+
+        with pytest.raises(SessionNotFoundError):
+            fresh.get_messages(sid)
+
+
+def test_a_session_never_changes_owner(store: ConversationStorage, database_dsn: str) -> None:
+    """What the remembered owners rely on: neither the store nor raw SQL moves a session to another user
+    (Citus refuses an update of the distribution column)."""
+    a, b = two_users_on_two_shards(database_dsn)
+    sid = fill(store, a)
+    from ltst_memory import ValidationError
+
+    with pytest.raises(ValidationError, match="cannot be changed"):
+        store.update_session(ConversationSession(session_id=sid, user_id=b))
+    with psycopg.connect(database_dsn) as conn, pytest.raises(psycopg.Error, match=r"partition|distribution"):
+        conn.execute("UPDATE conversation_sessions SET user_id = %s WHERE session_id = %s", (b, sid))
+    assert store.get_session(sid).user_id == a  # type: ignore[union-attr]

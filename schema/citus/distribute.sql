@@ -630,13 +630,18 @@ BEGIN
     -- a worker: a read of the node's own placement, which Citus refuses as a nested distributed query
     -- unless the function allows it.
     ALTER FUNCTION ltst_policy_user() SET citus.allow_nested_distributed_execution = on;
-    -- The ANALYZE that follows an erasure in its transaction: Citus cannot ANALYZE a reference table
-    -- (placements on every node, run in parallel) after a local execution in the same transaction, so
-    -- only the distributed tables are analyzed there; autovacuum refreshes the reference tables'.
+    -- The ANALYZE after an erasure: only the distributed tables are analyzed (Citus sends it on to every
+    -- shard); autovacuum refreshes the reference tables'. ANALYZE of a shard it finds empty keeps the
+    -- shard's statistics, and an erasure often empties a user's shard: the column statistics of every
+    -- empty shard of the table are cleared there first (pg_clear_attribute_stats, PostgreSQL 18), by a
+    -- command Citus runs on the workers over connections of its own, as the function's owner: the
+    -- erasure must have committed (delete_user commits before it analyzes), and the caller's
+    -- transaction must hold no lock on the shards (the ANALYZE comes after).
     CREATE OR REPLACE FUNCTION ltst_analyze_owned_tables(p_tables text[]) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER AS $f$
     DECLARE
         t text;
+        failed text;
     BEGIN
         FOR t IN SELECT o.table_name FROM ltst_owned_tables AS o
                   WHERE o.table_name = ANY(p_tables) AND to_regclass(o.table_name) IS NOT NULL
@@ -644,6 +649,24 @@ BEGIN
                                      WHERE d.logicalrelid = to_regclass(o.table_name) AND d.partmethod = 'n')
                   ORDER BY o.table_name
         LOOP
+            IF to_regprocedure('pg_clear_attribute_stats(text,text,text,boolean)') IS NOT NULL
+               AND EXISTS (SELECT 1 FROM pg_dist_partition AS d WHERE d.logicalrelid = t::regclass) THEN
+                SELECT string_agg(r.shardid || ': ' || r.result, '; ') INTO failed
+                FROM run_command_on_shards(t::regclass, $c$
+                    DO $d$ BEGIN
+                        IF NOT EXISTS (SELECT FROM %1$s) THEN
+                            PERFORM pg_clear_attribute_stats(n.nspname::text, c.relname::text, a.attname::text, false)
+                            FROM pg_class AS c
+                            JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                            JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                            WHERE c.oid = %1$L::regclass;
+                        END IF;
+                    END $d$ $c$) AS r
+                WHERE NOT r.success;
+                IF failed IS NOT NULL THEN
+                    RAISE WARNING 'ltst_analyze_owned_tables: statistics of empty shards of % not cleared: %', t, failed;
+                END IF;
+            END IF;
             EXECUTE format('ANALYZE %s', t::regclass);
         END LOOP;
     END;
