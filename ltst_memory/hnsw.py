@@ -25,9 +25,8 @@ their own messages instead of everyone's filtered down to theirs. The planner ta
 searches by itself (the predicate is implied by the search's ``user_id = ...``); the searches that scan
 the vector index are planned for their parameters every time (``plan_cache_mode =
 force_custom_plan``, set with their transaction-local settings), since a generic plan of a prepared
-statement cannot use a partial index. The user id is in the index's predicate, so it stays in the
-database's catalog after ``delete_user`` erased the user's rows, until ``ltst vector-index`` runs again
-(it drops the indexes of users no longer over the limit) or ``ltst vector-index --drop-user`` drops it.
+statement cannot use a partial index. The user id is in the index's predicate: ``delete_user`` drops
+the index with the user's rows (schema/0014_erase_user_index.sql).
 
 ``halfvec`` storage (``ltst vector-index --storage halfvec``) indexes float16 copies of the vectors
 (an expression index over ``embedding::halfvec(d)``): half the index size. The store re-ranks what the

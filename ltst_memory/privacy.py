@@ -30,6 +30,9 @@ POLICY_USER = "SELECT ltst_policy_user() AS user_id"
 DELETE_USER = "SELECT kind, removed FROM ltst_delete_user(%(user_id)s)"
 #: Planner statistics hold sampled values (ids, words) of the rows: refreshed on the tables an erase touched.
 ANALYZE_TABLES = "SELECT ltst_analyze_owned_tables(%(tables)s::text[])"
+#: The user's own vector index (ltst_memory/hnsw.py) names them in its predicate: dropped once their
+#: messages are gone (schema/0014_erase_user_index.sql). True when there was one.
+DROP_USER_INDEX = "SELECT ltst_drop_user_vector_index(%(user_id)s) AS dropped"
 
 _KINDS = {t.name: t.result_key for t in OWNED_TABLES}
 
@@ -40,17 +43,26 @@ class ErasureResult(dict[str, int]):
     ``"user_stats"``, and the adapter tables' kinds once they carry an owner), plus ``complete``: whether
     every table of the library that can hold the user's rows was reached, and ``not_reached``: the
     tables holding rows that could not be attributed to a user (an adapter table without its owner
-    column). ``analyzed``: the tables whose planner statistics were refreshed."""
+    column). ``analyzed``: the tables whose planner statistics were refreshed. ``dropped_index``:
+    whether the user had a vector index of their own (``ltst vector-index``), now dropped."""
 
     complete: bool
     not_reached: tuple[str, ...]
     analyzed: tuple[str, ...]
+    dropped_index: bool
 
-    def __init__(self, counts: dict[str, int], not_reached: tuple[str, ...], analyzed: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        counts: dict[str, int],
+        not_reached: tuple[str, ...],
+        analyzed: tuple[str, ...],
+        dropped_index: bool = False,
+    ) -> None:
         super().__init__(counts)
         self.not_reached = not_reached
         self.complete = not not_reached
         self.analyzed = analyzed
+        self.dropped_index = dropped_index
 
     def __repr__(self) -> str:
         return f"ErasureResult({dict(self)!r}, complete={self.complete}, not_reached={self.not_reached!r})"
@@ -77,7 +89,9 @@ def delete_user(core: Core, user_id: str) -> Op[ErasureResult]:
     messages, context, preferences, relationships, summaries, retention policies, retrieval statistics,
     adapter rows that carry an owner) in one transaction, then refresh the planner statistics of the
     tables of user data when it removed anything (``ANALYZE``), so sampled values of the user do not stay in
-    ``pg_stats``. Tables the library does not own are never touched.
+    ``pg_stats``, and drop the user's own vector index if ``ltst vector-index`` built one (its
+    definition names the user; dropping it locks the messages table for an instant). Tables the
+    library does not own are never touched.
 
     Returns an :class:`ErasureResult`: the rows removed per kind (all zero for an unknown user) and
     whether the erase is ``complete``. Works the same on the tables' owner and on a role under Row
@@ -105,10 +119,16 @@ def delete_user(core: Core, user_id: str) -> Op[ErasureResult]:
             # ANALYZE, in the same transaction, would meet them as another user. The erasure commits first.
             yield Commit()
         yield Query(ANALYZE_TABLES, {"tables": touched}, fetch="none")
+    # (a cluster has no per-user indexes: hnsw.build_user_index refuses to build them there)
+    dropped = False
+    if not (yield from is_distributed(core)):
+        dropped = bool((yield Query(DROP_USER_INDEX, params, fetch="one"))["dropped"])
+        if dropped:
+            logger.info("dropped the user's own vector index")
     if not_reached:
         logger.warning("delete_user could not reach rows in %s (no owner column)", ", ".join(not_reached))
     logger.info("deleted user data: %s", ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "nothing")
-    return ErasureResult(counts, not_reached, tuple(touched))
+    return ErasureResult(counts, not_reached, tuple(touched), dropped)
 
 
 def _pseudonym(key: bytes, kind: str, value: str) -> str:

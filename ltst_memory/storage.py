@@ -878,7 +878,9 @@ class ConversationStorage:
         messages, context, preferences, relationships, summaries, retention policies, retrieval statistics,
         adapter rows that carry an owner) in one transaction, then refresh the planner statistics of the
         tables of user data when it removed anything (``ANALYZE``), so sampled values of the user do not stay in
-        ``pg_stats``. Tables the library does not own are never touched.
+        ``pg_stats``, and drop the user's own vector index if ``ltst vector-index`` built one (its
+        definition names the user; dropping it locks the messages table for an instant). Tables the
+        library does not own are never touched.
 
         Returns an :class:`ErasureResult`: the rows removed per kind (all zero for an unknown user) and
         whether the erase is ``complete``. Works the same on the tables' owner and on a role under Row

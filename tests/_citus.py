@@ -59,6 +59,9 @@ SKIPS: dict[str, str] = {
         "per-user (partial) vector indexes are not built on a Citus cluster (hnsw.build_user_indexes builds "
         "nothing there)"
     ),
+    "test_rls.py::test_erasure_on_the_application_role_drops_the_users_own_vector_index": (
+        "per-user vector indexes are not built on a Citus cluster (hnsw.build_user_index refuses)"
+    ),
     "test_rls.py::test_security_migration_is_idempotent": (
         "runs a migration's text as one multi-statement command; on a cluster migrate() runs migrations one "
         "statement at a time (tested by test_citus_cluster's next-migration test)"

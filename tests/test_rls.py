@@ -148,3 +148,35 @@ def test_security_migration_is_idempotent(database_dsn: str) -> None:
         ).fetchall()
     assert set(TABLES) <= {p[0] for p in policies}
     assert forced == []
+
+
+def test_erasure_on_the_application_role_drops_the_users_own_vector_index(
+    database_dsn: str, app_dsn: str, hashing_embedder
+) -> None:
+    """A user's own vector index (`ltst vector-index`) names them in its definition: erasing them on the
+    application role, which does not own the index, drops it; another user's index stays."""
+    from ltst_memory.hnsw import build_user_index, user_index_name
+
+    with psycopg.connect(database_dsn, autocommit=True) as owner:
+        for user in ("alice", "bob"):
+            build_user_index(owner, user)
+    with ConversationStorage(app_dsn, embedder=hashing_embedder, auto_migrate=False) as app:
+        removed = app.for_user("alice").delete_user("alice")
+        assert removed.dropped_index and removed["messages"] == 1
+        with pytest.raises(AccessDeniedError):  # the role reaches alice only, in her erasure's transaction
+            app.for_user("alice").delete_user("bob")
+    with psycopg.connect(database_dsn, autocommit=True) as owner:
+        names = {r[0] for r in owner.execute("SELECT indexrelid::regclass::text FROM pg_index")}
+        assert user_index_name("bob") in names and user_index_name("alice") not in names
+        definitions = " ".join(r[0] for r in owner.execute("SELECT pg_get_indexdef(indexrelid) FROM pg_index"))
+        assert "'alice'" not in definitions
+        # for a user other than the one the transaction may reach, it refuses
+        with owner.transaction():
+            owner.execute("SET LOCAL ltst.user_id = 'alice'")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                owner.execute("SELECT ltst_drop_user_vector_index('bob')")
+        # called outside an erasure, for a user whose messages are still there, it drops nothing
+        owner.execute("SET ltst.user_id = 'bob'")
+        assert owner.execute("SELECT ltst_drop_user_vector_index('bob')").fetchone() == (False,)
+        kept = {r[0] for r in owner.execute("SELECT indexrelid::regclass::text FROM pg_index")}
+        assert user_index_name("bob") in kept
