@@ -165,7 +165,7 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     "round-3 default + short turns 0.3": ({"short_turn_penalty": 0.3}, None, 0.0),
     "default + at most 2 turns of a session in the top 10": ({}, "cap", 2.0),
     "default + at most 3 turns of a session in the top 10": ({}, "cap", 3.0),
-    "default, session-first from the mean of a session's best 2 turns": (
+    "default + session-first from the mean of a session's best 2 turns": (
         {"session_weight": 0.0},
         "session-mean2",
         0.15,
