@@ -13,8 +13,10 @@ Each signal is normalised over the candidate pool (BM25 divided by its best scor
 between the pool's lowest and highest) and combined with ``lexical_weight``; a turn next to a strong
 hit inherits part of its neighbour's score (``neighbor_weight``: answers often sit in the turn after
 the one that matches the question's words); a long turn (an assistant's essay) is damped
-(``long_turn_penalty``), and every turn adds a share of the best score in its session
-(``session_weight``: the session that answers a question tends to hold several good hits).
+(``long_turn_penalty``), and so is a short one when the question names a speaker, whose name is then
+most of what both signals see of it (``short_turn_penalty``); every turn adds a share of the best
+score in its session (``session_weight``: the session that answers a question tends to hold several
+good hits).
 The question's wording is read without a model (:mod:`ltst_memory._query_hints`): a question in the
 first person prefers the user's turns, one about an earlier answer the assistant's (``role_weight``);
 a speaker it names (``metadata["speaker"]``) prefers that person's own turns over the turns of
