@@ -27,7 +27,7 @@ from typing import Any
 from ltst_memory import recall as recall_module
 
 LIMIT = 50
-DEFAULT = "default (round-2 default + question's speaker 0.5)"
+DEFAULT = "default (round-3 default + short turns 0.2 when the question names a speaker)"
 
 
 def _role_prior(weight: float) -> Callable[..., None]:
@@ -52,10 +52,48 @@ def _length_prior(weight: float, words: int = 60) -> Callable[..., None]:
     return post
 
 
+def _session_cap(per_session: float, top: int = 10) -> Callable[..., None]:
+    """A session-diversity constraint: the first ``top`` places take at most ``per_session`` turns of
+    one session (the best of the others move up); the rest keep their order after them."""
+
+    def post(pool: Sequence[Any]) -> None:
+        ranked = sorted(pool, key=lambda c: (-c.score, c.message.message_id or 0))
+        first: list[Any] = []
+        rest: list[Any] = []
+        seen: dict[str, int] = defaultdict(int)
+        for c in ranked:
+            if len(first) < top and seen[c.message.session_id] < per_session:
+                first.append(c)
+                seen[c.message.session_id] += 1
+            else:
+                rest.append(c)
+        for place, c in enumerate(first + rest):
+            c.score = float(len(ranked) - place)
+
+    return post
+
+
+def _session_mean(weight: float, best: int = 2) -> Callable[..., None]:
+    """Session-first from the mean of a session's ``best`` turn scores instead of its best one (run
+    with ``session_weight=0``): every turn adds ``weight ×`` that mean."""
+
+    def post(pool: Sequence[Any]) -> None:
+        scores: dict[str, list[float]] = defaultdict(list)
+        for c in pool:
+            scores[c.message.session_id].append(c.score)
+        mean = {s: sum(sorted(v, reverse=True)[:best]) / best for s, v in scores.items()}
+        for c in pool:
+            c.score += weight * mean[c.message.session_id]
+
+    return post
+
+
 #: name -> post-processing applied after the library's fuse (None = the library as it is)
 VARIANTS: dict[str, Callable[[float], Callable[..., None]]] = {
     "role": _role_prior,
     "short": _length_prior,
+    "cap": _session_cap,
+    "session-mean2": _session_mean,
 }
 
 #: every step of issue 20 off (session-first, long turns, the question's role and dates): the
@@ -66,11 +104,14 @@ OFF: dict[str, Any] = {
     "role_weight": 0.0,
     "date_weight": 0.0,
     "speaker_weight": 0.0,
+    "short_turn_penalty": 0.0,
 }
 #: the default of issue 20's first round: session-first and long turns, no query analysis
-ROUND1: dict[str, Any] = {"role_weight": 0.0, "date_weight": 0.0, "speaker_weight": 0.0}
+ROUND1: dict[str, Any] = {"role_weight": 0.0, "date_weight": 0.0, "speaker_weight": 0.0, "short_turn_penalty": 0.0}
 #: the default of issue 20's second round: the question's role and dates, not its speaker
-ROUND2: dict[str, Any] = {"speaker_weight": 0.0}
+ROUND2: dict[str, Any] = {"speaker_weight": 0.0, "short_turn_penalty": 0.0}
+#: the default of issue 20's third round: the question's speaker, short turns not damped
+ROUND3: dict[str, Any] = {"short_turn_penalty": 0.0}
 
 #: name -> (recall keyword arguments, variant name or None, variant weight)
 CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
@@ -106,19 +147,29 @@ CONFIGS: dict[str, tuple[dict[str, Any], str | None, float]] = {
     "round-2 default + query expansion (3 words of the top 3 hits)": (ROUND2, "prf", 3.0),
     "round-2 default + passages (BM25 of the best 3 sentences of a long turn)": (ROUND2, "passages", 0.0),
     "round-2 default + passages, long turns undamped": ({**ROUND2, "long_turn_penalty": 0.0}, "passages", 0.0),
-    "round-2 default + question's speaker 0.3": ({"speaker_weight": 0.3}, None, 0.0),
+    "round-2 default + question's speaker 0.3": ({**ROUND3, "speaker_weight": 0.3}, None, 0.0),
+    "round-3 default (round-2 default + question's speaker 0.5)": (ROUND3, None, 0.0),
+    "round-2 default + question's speaker 0.7": ({**ROUND3, "speaker_weight": 0.7}, None, 0.0),
+    "round-2 default + question's speaker 1.0": ({**ROUND3, "speaker_weight": 1.0}, None, 0.0),
+    "round-3 default + neighbours 0.5": ({**ROUND3, "neighbor_weight": 0.5}, None, 0.0),
+    "round-3 default + session-first 0.3": ({**ROUND3, "session_weight": 0.3}, None, 0.0),
+    "round-3 default + 100 candidates": ({**ROUND3, "candidates": 100}, None, 0.0),
+    "round-3 default + lexical 0.4": ({**ROUND3, "lexical_weight": 0.4}, None, 0.0),
+    "round-3 default + lexical 0.3": ({**ROUND3, "lexical_weight": 0.3}, None, 0.0),
+    "round-3 default + two-hop 0.3 (3 words of the top 3 hits)": (ROUND3, "twohop:0.3", 3.0),
+    "round-3 default + two-hop 0.6 (3 words of the top 3 hits)": (ROUND3, "twohop:0.6", 3.0),
+    "round-3 default + adaptive fusion weight": (ROUND3, "adaptive", 1.0),
+    "round-3 default + adaptive fusion weight 0.5": (ROUND3, "adaptive", 0.5),
+    "round-3 default + short turns 0.1": ({"short_turn_penalty": 0.1}, None, 0.0),
     DEFAULT: ({}, None, 0.0),
-    "round-2 default + question's speaker 0.7": ({"speaker_weight": 0.7}, None, 0.0),
-    "round-2 default + question's speaker 1.0": ({"speaker_weight": 1.0}, None, 0.0),
-    "default + neighbours 0.5": ({"neighbor_weight": 0.5}, None, 0.0),
-    "default + session-first 0.3": ({"session_weight": 0.3}, None, 0.0),
-    "default + 100 candidates": ({"candidates": 100}, None, 0.0),
-    "default + lexical 0.4": ({"lexical_weight": 0.4}, None, 0.0),
-    "default + lexical 0.3": ({"lexical_weight": 0.3}, None, 0.0),
-    "default + two-hop 0.3 (3 words of the top 3 hits)": ({}, "twohop:0.3", 3.0),
-    "default + two-hop 0.6 (3 words of the top 3 hits)": ({}, "twohop:0.6", 3.0),
-    "default + adaptive fusion weight": ({}, "adaptive", 1.0),
-    "default + adaptive fusion weight 0.5": ({}, "adaptive", 0.5),
+    "round-3 default + short turns 0.3": ({"short_turn_penalty": 0.3}, None, 0.0),
+    "default + at most 2 turns of a session in the top 10": ({}, "cap", 2.0),
+    "default + at most 3 turns of a session in the top 10": ({}, "cap", 3.0),
+    "default + session-first from the mean of a session's best 2 turns": (
+        {"session_weight": 0.0},
+        "session-mean2",
+        0.15,
+    ),
 }
 
 

@@ -43,7 +43,7 @@ from ltst_memory.embeddings import SentenceTransformerEmbedder
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (1, 5, 10, 20)
-DEFAULT = "+ the question's speaker (default)"
+DEFAULT = "+ short turns damped when the question names a speaker (default)"
 
 #: the steps of issue 20 off (session-first, long turns, the question's role and dates): the ranking
 #: as it was before issue 20
@@ -53,6 +53,7 @@ _OFF = {
     "role_weight": 0.0,
     "date_weight": 0.0,
     "speaker_weight": 0.0,
+    "short_turn_penalty": 0.0,
 }
 
 #: name -> (dataset copy, recall keyword arguments)
@@ -66,9 +67,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "hybrid + neighbours": ("speaker", _OFF),
     "hybrid + neighbours + session-first, long turns damped": (
         "speaker",
-        {"role_weight": 0.0, "date_weight": 0.0, "speaker_weight": 0.0},
+        {"role_weight": 0.0, "date_weight": 0.0, "speaker_weight": 0.0, "short_turn_penalty": 0.0},
     ),
-    "+ the question's dates and role": ("speaker", {"speaker_weight": 0.0}),
+    "+ the question's dates and role": ("speaker", {"speaker_weight": 0.0, "short_turn_penalty": 0.0}),
+    "+ the question's speaker": ("speaker", {"short_turn_penalty": 0.0}),
     DEFAULT: ("speaker", {}),
     "default + MMR 0.7": ("speaker", {"mmr": 0.7}),
     "default + recency 0.1": ("speaker", {"recency_weight": 0.1, "recency_half_life_days": 90}),

@@ -10,7 +10,8 @@ Pure functions (no I/O), used by :func:`ltst_memory.recall.recall`:
   suggest* a dinner I could cook?") is first person, not a question about past answers.
 * **whose turns** (:func:`question_speakers`): a question that names a speaker stored with the turns
   ("what did *Caroline* paint?") asks about that person's own statements, not about the turns of
-  others that address or mention them.
+  others that address or mention them; and (:func:`names_a_speaker`) a name in the question matches
+  every turn of that speaker (the name is embedded and indexed with them), most of all the short ones.
 * **now** (:func:`asks_for_latest`): "current", "now", "latest", "these days"… ask for the newest of
   several statements of the same thing, so newer turns among the candidates come first.
 * **when** (:func:`question_periods`): explicit dates in the question ("on October 13, 2023",
@@ -31,6 +32,7 @@ __all__ = [
     "Period",
     "asks_for_latest",
     "asks_for_several",
+    "names_a_speaker",
     "question_periods",
     "question_roles",
     "question_speakers",
@@ -126,14 +128,21 @@ def question_roles(query: str) -> tuple[str, ...]:
     return ()
 
 
+def _names(query: str, speaker: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(speaker.strip()) + r"(?!\w)", query, re.IGNORECASE) is not None
+
+
+def names_a_speaker(query: str, speakers: Iterable[str]) -> bool:
+    """Whether the question names one of ``speakers`` (or several, or all of them) as a whole word."""
+    return any(_names(query, s) for s in speakers if s and s.strip())
+
+
 def question_speakers(query: str, speakers: Iterable[str]) -> tuple[str, ...]:
     """The ``speakers`` (names stored as ``metadata["speaker"]``) that the question names, as a whole
     word and in any case ("What did *Caroline* paint?", "*Caroline's* dog"); empty when it names none
     or every one of them (then the name tells no speaker's turns apart)."""
     known = {s for s in speakers if s and s.strip()}
-    named = tuple(
-        sorted(s for s in known if re.search(r"(?<!\w)" + re.escape(s.strip()) + r"(?!\w)", query, re.IGNORECASE))
-    )
+    named = tuple(sorted(s for s in known if _names(query, s)))
     return named if len(named) < len(known) else ()
 
 

@@ -13,8 +13,10 @@ Each signal is normalised over the candidate pool (BM25 divided by its best scor
 between the pool's lowest and highest) and combined with ``lexical_weight``; a turn next to a strong
 hit inherits part of its neighbour's score (``neighbor_weight``: answers often sit in the turn after
 the one that matches the question's words); a long turn (an assistant's essay) is damped
-(``long_turn_penalty``), and every turn adds a share of the best score in its session
-(``session_weight``: the session that answers a question tends to hold several good hits).
+(``long_turn_penalty``), and so is a short one when the question names a speaker, whose name is then
+most of what both signals see of it (``short_turn_penalty``); every turn adds a share of the best
+score in its session (``session_weight``: the session that answers a question tends to hold several
+good hits).
 The question's wording is read without a model (:mod:`ltst_memory._query_hints`): a question in the
 first person prefers the user's turns, one about an earlier answer the assistant's (``role_weight``);
 a speaker it names (``metadata["speaker"]``) prefers that person's own turns over the turns of
@@ -61,6 +63,7 @@ from ._query_hints import (
     Period,
     asks_for_latest,
     asks_for_several,
+    names_a_speaker,
     question_periods,
     question_roles,
     question_speakers,
@@ -96,6 +99,10 @@ DEFAULT_SESSION_WEIGHT = 0.15
 DEFAULT_LONG_TURN_PENALTY = 0.5
 #: A turn of more words than this (whitespace-separated) is "long" for ``long_turn_penalty``.
 LONG_TURN_WORDS = 150
+#: A turn of fewer words than this is "short" for ``short_turn_penalty``.
+SHORT_TURN_WORDS = 40
+#: Measured on LoCoMo; inert on the long-chat set (no speaker names) by construction (docs/retrieval.md).
+DEFAULT_SHORT_TURN_PENALTY = 0.2
 #: Query analysis (:mod:`ltst_memory._query_hints`): the role a question asks about, the dates it names.
 DEFAULT_ROLE_WEIGHT = 0.3
 DEFAULT_DATE_WEIGHT = 0.3
@@ -175,6 +182,7 @@ def fuse(
     now: datetime | None = None,
     session_weight: float = 0.0,
     long_turn_penalty: float = 0.0,
+    short_turn_penalty: float = 0.0,
     roles: Sequence[str] = (),
     role_weight: float = 0.0,
     speakers: Sequence[str] = (),
@@ -189,7 +197,8 @@ def fuse(
     ``score = lexical_weight * bm25 / max(bm25) + (1 - lexical_weight) * (cos - min) / (max - min)``,
     (``lexical_weight`` counts as 0 when no candidate matches any query word), then
     ``+ neighbor_weight * (best adjacent turn's score)``, then ``/ (1 + long_turn_penalty)`` for a
-    turn of more than :data:`LONG_TURN_WORDS` words, then ``* (1 + role_weight)`` for a turn whose
+    turn of more than :data:`LONG_TURN_WORDS` words and ``* (words / SHORT_TURN_WORDS) ** short_turn_penalty``
+    for one of fewer than :data:`SHORT_TURN_WORDS`, then ``* (1 + role_weight)`` for a turn whose
     role is in ``roles``, ``* (1 + speaker_weight)`` for a turn whose ``metadata["speaker"]`` is in
     ``speakers`` (case-insensitive), ``* (1 + date_weight)`` for a turn dated in one of ``periods`` and
     ``* (1 + latest_weight * t)`` with ``t`` the turn's time between the pool's oldest (0) and newest
@@ -222,10 +231,13 @@ def fuse(
             c.score += neighbor_weight * neighbour
             if c.parts is not None:
                 c.parts = dataclasses.replace(c.parts, neighbour=neighbor_weight * neighbour)
-    if long_turn_penalty:
+    if long_turn_penalty or short_turn_penalty:
         for c in candidates:
-            if len(c.message.content.split()) > LONG_TURN_WORDS:
+            words = len(c.message.content.split())
+            if long_turn_penalty and words > LONG_TURN_WORDS:
                 _scale(c, 1.0 / (1.0 + long_turn_penalty))
+            elif short_turn_penalty and words < SHORT_TURN_WORDS:
+                _scale(c, (max(words, 1) / SHORT_TURN_WORDS) ** short_turn_penalty)
     dated = [c.message.timestamp for c in candidates if c.message.timestamp is not None]
     oldest, newest = (min(dated), max(dated)) if latest_weight and dated else (None, None)
     named = {s.casefold() for s in speakers} if speaker_weight else set()
@@ -361,6 +373,7 @@ def recall(
     neighbor_weight: float = DEFAULT_NEIGHBOR_WEIGHT,
     session_weight: float = DEFAULT_SESSION_WEIGHT,
     long_turn_penalty: float = DEFAULT_LONG_TURN_PENALTY,
+    short_turn_penalty: float = DEFAULT_SHORT_TURN_PENALTY,
     role_weight: float = DEFAULT_ROLE_WEIGHT,
     speaker_weight: float = DEFAULT_SPEAKER_WEIGHT,
     date_weight: float = DEFAULT_DATE_WEIGHT,
@@ -389,10 +402,15 @@ def recall(
     adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
     :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
     statement is not buried under long assistant answers that repeat the topic's words),
-    ``session_weight`` (share of the best score in its session a turn adds), and five weights
-    driven by the question's wording (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question
-    in the first person multiplies the user's turns by ``1 + role_weight``, one about what the
-    assistant said earlier — "did you recommend…" — the assistant's turns; a question in the third
+    ``short_turn_penalty`` (when the question names a speaker stored in ``metadata["speaker"]``, a turn
+    of fewer than :data:`SHORT_TURN_WORDS` words has its score multiplied by
+    ``(words / SHORT_TURN_WORDS) ** short_turn_penalty``: the name, embedded and indexed with every turn
+    of its speaker, is most of what both signals see of a short one, so "Thanks, Caroline!" no longer
+    outranks what Caroline told), ``session_weight`` (share of the best score in its session a
+    turn adds), and five weights driven by the question's wording
+    (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question in the first person multiplies
+    the user's turns by ``1 + role_weight``, one about what the assistant said earlier — "did you
+    recommend…" — the assistant's turns; a question in the third
     person changes nothing), ``speaker_weight`` (a question naming a speaker stored in
     ``metadata["speaker"]`` of the candidates — "what did Caroline paint?" — multiplies that
     speaker's turns by ``1 + speaker_weight``; naming none, or all of them, changes nothing),
@@ -425,6 +443,7 @@ def recall(
     neighbor_weight = _check_weight("neighbor_weight", neighbor_weight)
     session_weight = _check_weight("session_weight", session_weight)
     long_turn_penalty = _check_weight("long_turn_penalty", long_turn_penalty)
+    short_turn_penalty = _check_weight("short_turn_penalty", short_turn_penalty)
     role_weight = _check_weight("role_weight", role_weight)
     speaker_weight = _check_weight("speaker_weight", speaker_weight)
     date_weight = _check_weight("date_weight", date_weight)
@@ -540,6 +559,7 @@ def recall(
         )
         for r in rows
     ]
+    names = _pool_speakers(pool) if speaker_weight or short_turn_penalty else ()
     fuse(
         pool,
         lexical_weight=lexical_weight,
@@ -548,9 +568,10 @@ def recall(
         recency_half_life_days=float(recency_half_life_days),
         session_weight=session_weight,
         long_turn_penalty=long_turn_penalty,
+        short_turn_penalty=short_turn_penalty if names_a_speaker(query, names) else 0.0,
         roles=question_roles(query) if role_weight else (),
         role_weight=role_weight,
-        speakers=_named_speakers(query, pool) if speaker_weight else (),
+        speakers=question_speakers(query, names) if speaker_weight else (),
         speaker_weight=speaker_weight,
         periods=question_periods(query) if date_weight else (),
         date_weight=date_weight,
@@ -575,10 +596,10 @@ def recall(
     return hits
 
 
-def _named_speakers(query: str, pool: Sequence[Candidate]) -> tuple[str, ...]:
-    """The speakers of the pool (``metadata["speaker"]``) that the question names."""
+def _pool_speakers(pool: Sequence[Candidate]) -> tuple[str, ...]:
+    """The distinct speakers of the pool (``metadata["speaker"]``, stripped)."""
     names = {c.message.metadata.get("speaker") for c in pool}
-    return question_speakers(query, (n.strip() for n in names if isinstance(n, str)))
+    return tuple(sorted({n.strip() for n in names if isinstance(n, str) and n.strip()}))
 
 
 def _expand(

@@ -578,6 +578,7 @@ class ConversationStorage:
         neighbor_weight: float = 0.35,
         session_weight: float = 0.15,
         long_turn_penalty: float = 0.5,
+        short_turn_penalty: float = 0.2,
         role_weight: float = 0.3,
         speaker_weight: float = 0.5,
         date_weight: float = 0.3,
@@ -606,10 +607,15 @@ class ConversationStorage:
         adjacent turn's score a turn inherits), ``long_turn_penalty`` (a turn of more than
         :data:`LONG_TURN_WORDS` words has its score divided by ``1 + long_turn_penalty``: a user's short
         statement is not buried under long assistant answers that repeat the topic's words),
-        ``session_weight`` (share of the best score in its session a turn adds), and five weights
-        driven by the question's wording (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question
-        in the first person multiplies the user's turns by ``1 + role_weight``, one about what the
-        assistant said earlier — "did you recommend…" — the assistant's turns; a question in the third
+        ``short_turn_penalty`` (when the question names a speaker stored in ``metadata["speaker"]``, a turn
+        of fewer than :data:`SHORT_TURN_WORDS` words has its score multiplied by
+        ``(words / SHORT_TURN_WORDS) ** short_turn_penalty``: the name, embedded and indexed with every turn
+        of its speaker, is most of what both signals see of a short one, so "Thanks, Caroline!" no longer
+        outranks what Caroline told), ``session_weight`` (share of the best score in its session a
+        turn adds), and five weights driven by the question's wording
+        (:mod:`ltst_memory._query_hints`): ``role_weight`` (a question in the first person multiplies
+        the user's turns by ``1 + role_weight``, one about what the assistant said earlier — "did you
+        recommend…" — the assistant's turns; a question in the third
         person changes nothing), ``speaker_weight`` (a question naming a speaker stored in
         ``metadata["speaker"]`` of the candidates — "what did Caroline paint?" — multiplies that
         speaker's turns by ``1 + speaker_weight``; naming none, or all of them, changes nothing),
@@ -650,6 +656,7 @@ class ConversationStorage:
             neighbor_weight=neighbor_weight,
             session_weight=session_weight,
             long_turn_penalty=long_turn_penalty,
+            short_turn_penalty=short_turn_penalty,
             role_weight=role_weight,
             speaker_weight=speaker_weight,
             date_weight=date_weight,

@@ -210,6 +210,8 @@ def test_invalid_arguments_raise_validation_errors(store):
         {"session_weight": 1.5},
         {"long_turn_penalty": -0.1},
         {"long_turn_penalty": True},
+        {"short_turn_penalty": 1.5},
+        {"short_turn_penalty": None},
         {"role_weight": 2},
         {"date_weight": -0.5},
         {"latest_weight": "0.3"},
@@ -503,6 +505,83 @@ def test_a_question_naming_a_speaker_prefers_that_speakers_own_turns(store):
     assert first("What did Caroline paint?") == "Caroline"
     assert first("What did Caroline paint?", speaker_weight=0.0) == "Melanie"  # the name's words alone
     assert first("What did Melanie paint?") == "Melanie"
+
+
+SPRING = [
+    ("Caroline", "Hey Mel, long time no see!"),
+    ("Melanie", "Caroline! So good to hear from you."),
+    ("Caroline", "Last weekend I went hiking in the mountains with my cousins and we camped two nights by a lake."),
+    ("Melanie", "Sounds amazing, Caroline!"),
+    ("Caroline", "Haha, it really was."),
+    ("Melanie", "Thanks for sharing, Caroline!"),
+]
+SUMMER = [
+    ("Caroline", "Hi Melanie! Guess what?"),
+    ("Melanie", "What is it, Caroline?"),
+    ("Caroline", "I signed up for a weekly pottery class at the community centre, and shaping clay calms me down."),
+    ("Melanie", "Caroline, that's so cool!"),
+    ("Caroline", "Yes, totally!"),
+    ("Melanie", "Have fun, Caroline!"),
+]
+
+
+def test_a_question_naming_a_speaker_gets_what_they_told_in_two_sessions_not_their_short_replies(semantic_store):
+    semantic_store.create_session(ConversationSession(session_id="spring", user_id="u"))
+    semantic_store.create_session(ConversationSession(session_id="summer", user_id="u"))
+    semantic_store.store_messages(speaker_turns("spring", SPRING, T0))
+    semantic_store.store_messages(speaker_turns("summer", SUMMER, T0 + timedelta(days=40)))
+    question = "What activities does Caroline do?"
+
+    def top3(**options: float) -> list[str]:
+        return [m.content for m, _ in semantic_store.recall(question, user_id="u", limit=3, **options)]
+
+    found = top3()
+    assert any("hiking" in text for text in found) and any("pottery" in text for text in found), found
+    # without the step, a two-word reply of hers ("Yes, totally!") comes first and the hike is not in the top 3:
+    # her name, embedded and indexed with every turn of hers, is most of what both signals see of a short one
+    undamped = top3(short_turn_penalty=0.0)
+    assert len(undamped[0].split()) < 5 and not any("hiking" in text for text in undamped), undamped
+
+
+def test_short_turns_are_damped_only_when_the_question_names_a_speaker(store):
+    store.create_session(ConversationSession(session_id="s", user_id="u"))
+    store.store_messages(speaker_turns("s", SPRING, T0))
+
+    def ranking(question: str, **options: float) -> list[tuple[str, float]]:
+        hits = store.recall(question, user_id="u", limit=6, neighbor_weight=0.0, session_weight=0.0, **options)
+        return [(m.content, s) for m, s in hits]
+
+    for unnamed in ("Where did they camp?", "Who went hiking in the mountains?"):
+        assert ranking(unnamed) == ranking(unnamed, short_turn_penalty=0.0)
+    named = dict(ranking("Where did Caroline camp?", short_turn_penalty=0.5))
+    plain = dict(ranking("Where did Caroline camp?", short_turn_penalty=0.0))
+    for text, score in named.items():  # each turn times the square root of its share of 40 words
+        assert score == pytest.approx(plain[text] * (min(len(text.split()), 40) / 40) ** 0.5), text
+
+
+def test_short_turn_penalty_in_fuse_scales_by_the_share_of_short_turn_words():
+    from ltst_memory.recall import SHORT_TURN_WORDS
+
+    def candidate(i: int, words: int) -> Candidate:
+        text = " ".join(["word"] * words)
+        message = ConversationMessage(session_id="s", role="human", content=text, message_index=i, message_id=i)
+        return Candidate(message=message, bm25=1.0, cosine=0.5)
+
+    pool = [candidate(0, 4), candidate(1, SHORT_TURN_WORDS // 2), candidate(2, SHORT_TURN_WORDS)]
+    fuse(pool, lexical_weight=1.0, neighbor_weight=0.0, short_turn_penalty=0.5)
+    assert [c.score for c in pool] == pytest.approx([(4 / SHORT_TURN_WORDS) ** 0.5, 0.5**0.5, 1.0])
+    assert sum(p for p in (pool[0].parts.words, pool[0].parts.meaning)) == pytest.approx(pool[0].score)
+
+
+def test_names_a_speaker_reads_any_stored_name_the_question_names():
+    from ltst_memory._query_hints import names_a_speaker
+
+    people = ("Caroline", "Melanie")
+    assert names_a_speaker("What did Caroline paint?", people)
+    assert names_a_speaker("What do Caroline and Melanie both like?", people)  # everyone counts here
+    assert not names_a_speaker("What did Mel paint?", people)
+    assert not names_a_speaker("What did they paint?", people)
+    assert not names_a_speaker("What did Caroline paint?", ())
 
 
 def test_a_date_in_the_question_prefers_turns_of_that_time(store):
