@@ -33,7 +33,6 @@ measurements behind the defaults.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -230,7 +229,8 @@ def fuse(
             neighbour = max(base.get(key_prev, 0.0), base.get(key_next, 0.0))
             c.score += neighbor_weight * neighbour
             if c.parts is not None:
-                c.parts = dataclasses.replace(c.parts, neighbour=neighbor_weight * neighbour)
+                p = c.parts
+                c.parts = ScoreParts(p.words, p.meaning, neighbor_weight * neighbour, p.recency, p.bm25, p.cosine)
     if long_turn_penalty or short_turn_penalty:
         for c in candidates:
             words = len(c.message.content.split())
@@ -264,7 +264,8 @@ def fuse(
             inherited = session_weight * best[c.message.session_id]
             c.score += inherited
             if c.parts is not None:
-                c.parts = dataclasses.replace(c.parts, neighbour=c.parts.neighbour + inherited)
+                p = c.parts
+                c.parts = ScoreParts(p.words, p.meaning, p.neighbour + inherited, p.recency, p.bm25, p.cosine)
     if spread_weight:
         seen: dict[str, int] = {}
         for c in sorted(candidates, key=lambda c: -c.score):
@@ -293,9 +294,7 @@ def _scale(c: Candidate, factor: float) -> None:
     c.score *= factor
     if c.parts is not None:
         p = c.parts
-        c.parts = dataclasses.replace(
-            p, words=p.words * factor, meaning=p.meaning * factor, neighbour=p.neighbour * factor
-        )
+        c.parts = ScoreParts(p.words * factor, p.meaning * factor, p.neighbour * factor, p.recency, p.bm25, p.cosine)
 
 
 def relevant_only(candidates: Sequence[Candidate], min_similarity: float, *, neighbours: bool) -> list[Candidate]:
