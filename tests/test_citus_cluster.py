@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -74,6 +74,18 @@ def task_counts(dsn: str, query: Query) -> list[int]:
         plan = conn.execute(("EXPLAIN " + query.sql).encode(), query.params).fetchall()
         conn.rollback()
     return [int(n) for line in plan for n in TASKS.findall(line[0])]
+
+
+def assert_one_task_each(recorder: Recorder, calls: dict[str, Callable[[], object]], dsn: str) -> None:
+    """Run each call, and assert that every statement it sent is answered by one task (one shard)."""
+    spread: dict[str, dict[str, list[int]]] = {}
+    for name, call in calls.items():
+        queries = recorder.run(call)
+        plans = {q.sql.strip()[:160]: task_counts(dsn, q) for q in queries}
+        wide = {first: counts for first, counts in plans.items() if any(c != 1 for c in counts)}
+        if wide:
+            spread[name] = wide
+    assert spread == {}, "\n".join(f"{n}: {w}" for n, w in spread.items())
 
 
 def shard_of(dsn: str, user_id: str) -> int:
@@ -175,14 +187,7 @@ def test_a_scoped_store_answers_operations_on_a_session_from_one_shard(
         "summarize_session": lambda: mine.summarize_session(sid),
         "delete_session": lambda: mine.delete_session(f"{a}-s2"),
     }
-    spread: dict[str, dict[str, list[int]]] = {}
-    for name, call in calls.items():
-        queries = recorder.run(call)
-        plans = {q.sql.strip()[:160]: task_counts(database_dsn, q) for q in queries}
-        wide = {first: counts for first, counts in plans.items() if any(c != 1 for c in counts)}
-        if wide:
-            spread[name] = wide
-    assert spread == {}, "\n".join(f"{n}: {w}" for n, w in spread.items())
+    assert_one_task_each(recorder, calls, database_dsn)
     # and the answers are the user's, as on one server
     assert [m.content for m in mine.get_messages(sid)] == [
         f"{a} likes green tea",
@@ -421,14 +426,7 @@ def test_an_unscoped_store_reads_a_session_from_its_owners_shard(
             "rehydrate": lambda: fresh.rehydrate(sid, query="what does the user drink?"),
             "update_session_activity": lambda: fresh.update_session_activity(sid),
         }
-        spread: dict[str, dict[str, list[int]]] = {}
-        for name, call in calls.items():
-            queries = recorder.run(call)
-            plans = {q.sql.strip()[:160]: task_counts(database_dsn, q) for q in queries}
-            wide = {first: counts for first, counts in plans.items() if any(c != 1 for c in counts)}
-            if wide:
-                spread[name] = wide
-        assert spread == {}, "\n".join(f"{n}: {w}" for n, w in spread.items())
+        assert_one_task_each(recorder, calls, database_dsn)
         assert [m.content for m in fresh.get_messages(sid)] == [f"{a} likes green tea", "Noted: green tea."]
 
         # the owner it remembers is no longer true: the session deleted, its id reused by another user
