@@ -15,7 +15,7 @@ from ._ops import is_distributed
 from ._tables import OWNED_TABLES
 from .errors import AccessDeniedError, ValidationError
 from .models import check_datetime, check_id
-from .scoped import set_scope_user_on_cluster
+from .scoped import set_scope_user
 
 __all__ = ["ANALYTICS_SALT_VARIABLE", "ErasureResult", "delete_user", "export_analytics"]
 
@@ -23,8 +23,6 @@ logger = logging.getLogger(__name__)
 
 ANALYTICS_SALT_VARIABLE = "LTST_ANALYTICS_SALT"
 
-#: Erasing a user acts as that user: under Row Level Security the caller then reaches exactly their rows.
-SET_ERASE_USER = "SELECT set_config('ltst.user_id', %(user_id)s, true)"
 #: The user the RLS policies let this transaction reach (a role pinned to a user reaches that user only).
 POLICY_USER = "SELECT ltst_policy_user() AS user_id"
 DELETE_USER = "SELECT kind, removed FROM ltst_delete_user(%(user_id)s)"
@@ -99,10 +97,8 @@ def delete_user(core: Core, user_id: str) -> Op[ErasureResult]:
     stores are not seen by them before their cache entries expire (the cache is off by default).
     """
     params = {"user_id": check_id("user_id", user_id)}
-    if (yield from is_distributed(core)):  # Citus sends SET LOCAL on to the workers (set_config stays here)
-        yield Query(set_scope_user_on_cluster(params["user_id"]), None, fetch="none", local=True)
-    else:
-        yield Query(SET_ERASE_USER, params, fetch="none", local=True)
+    # the erasure acts as that user: under Row Level Security the caller then reaches exactly their rows
+    yield set_scope_user(params["user_id"], (yield from is_distributed(core)))
     reach = yield Query(POLICY_USER, fetch="one")
     if reach["user_id"] != params["user_id"]:
         raise AccessDeniedError(

@@ -45,14 +45,20 @@ logger = logging.getLogger(__name__)
 SET_SCOPE_USER = "SELECT set_config('ltst.user_id', %(user_id)s, true)"
 
 
-def set_scope_user_on_cluster(user_id: str) -> str:
-    """On a Citus cluster: ``SET LOCAL ltst.user_id``, which Citus sends on to the workers (with
-    ``citus.propagate_set_commands = 'local'``, set by ``ltst citus-prepare``); ``set_config`` is not
-    sent on. ``SET`` takes no parameter: the value is dollar-quoted with a tag it does not contain."""
+def set_scope_user(user_id: str, distributed: bool, *, alone: bool = False) -> Query:
+    """The query that names ``user_id`` as the current transaction's user (the RLS key ``ltst.user_id``).
+
+    On one server ``set_config(..., true)``. On a Citus cluster (``distributed``) ``SET LOCAL``, which
+    Citus sends on to the workers (with ``citus.propagate_set_commands = 'local'``, set by ``ltst
+    citus-prepare``); ``set_config`` is not sent on. ``SET`` takes no parameter: the value is
+    dollar-quoted with a tag it does not contain."""
+    if not distributed:
+        return Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True, alone=alone)
     tag = "$ltst$"
     while tag in user_id or tag[:-1] in user_id:
         tag = f"$ltst{len(tag)}$"
-    return f"SET LOCAL ltst.user_id TO {tag}{user_id}{tag}"
+    return Query(f"SET LOCAL ltst.user_id TO {tag}{user_id}{tag}", None, fetch="none", local=True, alone=alone)
+
 
 #: The sessions among ``session_ids`` that belong to a user other than ``user_id`` (the RLS key).
 SELECT_FOREIGN_SESSIONS = """
@@ -220,10 +226,7 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str, origin: A
                 distributed = yield from _is_distributed(origin)
             if not in_transaction:
                 in_transaction = True
-                if distributed:
-                    yield Query(set_scope_user_on_cluster(user_id), None, fetch="none", local=True, alone=True)
-                else:
-                    yield Query(SET_SCOPE_USER, {"user_id": user_id}, fetch="none", local=True, alone=True)
+                yield set_scope_user(user_id, bool(distributed), alone=True)
             pending = (sessions | _drain(user_id, lazies)) - checked
             if pending:
                 yield from _check_sessions(user_id, pending, routed=distributed)
