@@ -190,14 +190,10 @@ def session_read(core: Core, session_id: str, query: Query, *, required: bool = 
     it is not there, on every shard; the statement then runs again under the actual owner.
     ``required``: an empty answer for a session that does not exist raises SessionNotFoundError. On one
     server: ``query``, then (``required``, empty) the owner check."""
-    owner, remembered = None, False
-    if core.scope_user is None and (yield from is_distributed(core)):
-        owner = core.session_owners.get(session_id)
-        remembered = owner is not None
-        if owner is None:
-            owner = yield from _owner_anywhere(core, session_id)
-            if owner is None and required:
-                raise SessionNotFoundError(session_id)
+    remembered = core.scope_user is None and session_id in core.session_owners  # (filled on a cluster only)
+    owner = yield from routing_owner(core, session_id)
+    if owner is None and required and core.scope_user is None and core.distributed:  # asked of every shard
+        raise SessionNotFoundError(session_id)
     result = yield owned(core, query, owner)
     if result:
         return result
