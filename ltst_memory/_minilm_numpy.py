@@ -23,15 +23,16 @@ Private module: the public entry point is ``SentenceTransformerEmbedder(..., bac
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -82,17 +83,48 @@ _SQRT_HALF, _FOUR, _MINUS_FOUR, _ONE, _HALF = (np.float32(c) for c in (0.7071067
 _GELU_CHUNK = 32_768
 
 
+#: Names of OpenBLAS' ``openblas_set_num_threads_local`` (0.3.27+) in the builds numpy ships.
+_LOCAL_SETTERS = (
+    "openblas_set_num_threads_local",
+    "scipy_openblas_set_num_threads_local64_",
+    "scipy_openblas_set_num_threads_local",
+    "openblas_set_num_threads_local64_",
+)
+
+
+def _thread_local_setter(library: Any) -> Callable[[int], int] | None:
+    """OpenBLAS' ``openblas_set_num_threads_local`` of a threadpoolctl library controller: sets the
+    calling thread's BLAS thread count and returns the previous one (``None`` where it is missing)."""
+    if getattr(library, "internal_api", None) != "openblas":
+        return None
+    dynlib = getattr(library, "dynlib", None)
+    for name in _LOCAL_SETTERS:
+        function = getattr(dynlib, name, None) if dynlib is not None else None
+        if function is not None:
+            function.argtypes = [ctypes.c_int]
+            function.restype = ctypes.c_int
+            return cast("Callable[[int], int]", function)
+    return None
+
+
 class _BlasThreads:
-    """Process-wide BLAS thread count held while :meth:`NumpyBertEncoder.encode` runs; re-entrant.
+    """The BLAS thread count held while :meth:`NumpyBertEncoder.encode` runs; re-entrant.
 
     OpenBLAS splits every product between its threads and spin-waits for them: on a 2-core machine
     where another process keeps one core busy, a 12-token query then took 30-400 ms instead of ~12 ms
     on one thread, and the small per-head attention products of long texts were 4x slower. So the
     encoder holds BLAS at one thread by default and parallelizes itself, one chunk of texts per thread
     (see ``encode``). numpy has no API for the BLAS thread count; threadpoolctl (installed with
-    sentence-transformers, through scikit-learn) has. Without it this is a no-op. Other threads of the
-    process that use BLAS while an encode runs get the same count (a speed effect only); concurrent
-    encodes asking for different counts get the first one's.
+    sentence-transformers, through scikit-learn) has. Without it this is a no-op.
+
+    With OpenBLAS 0.3.27 or later the count is set for the calling thread only
+    (``openblas_set_num_threads_local``): the process-wide ``openblas_set_num_threads`` that
+    threadpoolctl calls has no effect on a thread other than the main one (measured with numpy's
+    OpenBLAS 0.3.31: set to 1 from a worker thread, BLAS kept 2 threads in that worker, and a query
+    embedded there — as the async store and the sync store's embedding ahead do — took 20-45x as long
+    on a busy machine). Other BLAS libraries get the process-wide count while an encode runs (other
+    threads of the process that use BLAS meanwhile get it too, a speed effect only; concurrent encodes
+    asking for different counts get the first one's).
     """
 
     def __init__(self) -> None:
@@ -100,6 +132,8 @@ class _BlasThreads:
         self._depth = 0
         self._saved: list[tuple[Any, int]] = []
         self._libraries: list[Any] | None = None
+        self._process_wide: list[Any] = []
+        self._local: list[Callable[[int], int]] = []
 
     def find_libraries(self) -> list[Any]:
         """The BLAS libraries loaded in the process (looked up once)."""
@@ -107,20 +141,42 @@ class _BlasThreads:
             try:
                 from threadpoolctl import ThreadpoolController
             except ImportError:
-                self._libraries = []
+                libraries: list[Any] = []
             else:
-                self._libraries = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+                libraries = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+            for library in libraries:
+                setter = _thread_local_setter(library)
+                if setter is None:
+                    self._process_wide.append(library)
+                else:
+                    self._local.append(setter)
+            self._libraries = libraries
         return self._libraries
 
     @contextmanager
     def limit(self, threads: int | None) -> Iterator[None]:
-        """Run the block with every BLAS library on ``threads`` threads (``None``: leave them alone)."""
+        """Run the block with every BLAS library on ``threads`` threads (``None``: leave them alone):
+        in the calling thread where the library can, else process-wide."""
         if threads is None:
             yield
             return
+        self.find_libraries()
+        previous = [setter(threads) for setter in self._local]
+        try:
+            if self._process_wide:
+                with self._process_wide_limit(threads):
+                    yield
+            else:
+                yield
+        finally:
+            for setter, count in zip(self._local, previous, strict=True):
+                setter(count)
+
+    @contextmanager
+    def _process_wide_limit(self, threads: int) -> Iterator[None]:
         with self._lock:
             if self._depth == 0:
-                self._saved = [(lib, lib.num_threads) for lib in self.find_libraries()]
+                self._saved = [(lib, lib.num_threads) for lib in self._process_wide]
                 for lib, current in self._saved:
                     if current != threads:
                         lib.set_num_threads(threads)
@@ -351,7 +407,8 @@ class NumpyBertEncoder:
         chunks = _chunks(lengths, workers)
 
         def run(chunk: NDArray[np.intp]) -> NDArray[np.float32]:
-            return self._forward([ids[i] for i in chunk])
+            with _blas_threads.limit(self.blas_threads):  # a worker thread's own count (OpenBLAS >= 0.3.27)
+                return self._forward([ids[i] for i in chunk])
 
         with _blas_threads.limit(self.blas_threads):
             if workers == 1 or len(chunks) == 1:

@@ -121,8 +121,9 @@ class SentenceTransformerEmbedder:
             latency stays steady when other processes keep cores busy. ``None`` leaves BLAS as
             configured (OpenBLAS: all cores, or ``OPENBLAS_NUM_THREADS``), ``n`` sets n threads: on
             idle cores a single query gets faster (7.1 instead of 9.7 ms on 2 cores), but when they
-            are busy its p50 can triple and its p95 grow 50x (``docs/benchmarks.md``). The count is
-            process-wide while an embedding runs and restored afterwards (through threadpoolctl;
+            are busy its p50 can triple and its p95 grow 50x (``docs/benchmarks.md``). The count
+            holds for the threads of the embedding only with OpenBLAS 0.3.27+ (numpy's), else
+            process-wide while an embedding runs, and is restored afterwards (through threadpoolctl;
             without it the setting has no effect).
     """
 

@@ -361,6 +361,31 @@ def test_blas_runs_on_one_thread_unless_asked(numpy_minilm: SentenceTransformerE
     assert np.abs(vectors - numpy_minilm.embed(TEXTS[:100])).max() <= 1e-6
 
 
+def test_blas_runs_on_one_thread_in_a_worker_thread(numpy_minilm: SentenceTransformerEmbedder, monkeypatch) -> None:
+    """The async store embeds in a worker thread: the one-thread default holds there too (OpenBLAS'
+    process-wide setting does not reach a thread other than the main one)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen: list[set[int]] = []
+    numpy_blas = {lib.filepath for lib in _minilm_numpy._blas_threads.find_libraries()}
+    encoder = numpy_minilm._load()
+    original = encoder._forward
+
+    def forward(ids: list[np.ndarray]) -> np.ndarray:
+        seen.append({lib["num_threads"] for lib in threadpool_info() if lib["filepath"] in numpy_blas})
+        return original(ids)
+
+    monkeypatch.setattr(encoder, "_forward", forward)
+    results: list[np.ndarray] = []
+    with threadpool_limits(2, user_api="blas"):
+        worker = threading.Thread(target=lambda: results.append(numpy_minilm.embed(["one query"])))
+        worker.start()
+        worker.join()
+        assert {lib["num_threads"] for lib in threadpool_info() if lib["filepath"] in numpy_blas} == {2}
+    assert seen == [{1}]
+    assert np.abs(results[0] - numpy_minilm.embed(["one query"])).max() <= 1e-6
+
+
 def test_concurrent_calls_give_the_same_vectors(numpy_minilm: SentenceTransformerEmbedder) -> None:
     texts = TEXTS[:64]
     expected = numpy_minilm.embed(texts)
