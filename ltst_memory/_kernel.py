@@ -1,8 +1,8 @@
 """The kernel: what an operation yields, what it runs with, and the one declaration of each operation.
 
 An *operation* is a generator function ``op(core, *args) -> Op[R]``: it validates its arguments,
-yields instructions (:class:`Query`, :class:`Embed`, :class:`Call`; bulk operations also
-:class:`Copy`, :class:`Commit`, :class:`Parallel`), receives their results, and returns ``R``. It does
+yields instructions (:class:`Query`, :class:`Embed`, :class:`Call`, a :class:`Pending` embedding; bulk
+operations also :class:`Copy`, :class:`Commit`, :class:`Parallel`), receives their results, and returns ``R``. It does
 no I/O itself, so one operation serves the sync and the async store (as psycopg's generators serve
 its two connection classes).
 
@@ -16,6 +16,10 @@ The executors' rule: an :class:`Embed` or a :class:`Call` never runs while the o
 pool connection or has a transaction open that may have written (``RuntimeError``); the executor
 gives a connection held outside a transaction back to the pool first. A write operation therefore
 embeds (or calls back) before its transaction: the reads it makes first are ``Query(alone=True)``.
+An embedding announced ahead (``Embed(ahead=True)``) is the exception: it is computed while the server
+runs the operation's next statement marked ``Query(embed_meanwhile=True)`` (one that does not need the
+vectors), the connection held, and the operation yields the :class:`Pending` it got back where a
+statement needs the vectors.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "Op",
     "Operation",
     "Parallel",
+    "Pending",
     "Query",
     "declaration",
     "operation",
@@ -68,7 +73,10 @@ class Query:
     one runs its queries on their own (no BEGIN/COMMIT round trips) until a ``local`` query opens the
     transaction (``ltst_memory._executor.needs_transaction``). ``alone`` marks a read of a write
     operation that runs on its own, before the operation's transaction: the reads that come before
-    its :class:`Embed` or :class:`Call`."""
+    its :class:`Embed` or :class:`Call`. ``embed_meanwhile``: the operation's embeddings announced
+    ahead (``Embed(ahead=True)``) and not computed yet are computed while the server runs this
+    statement (sent in pipeline mode, embedded, then read): the question of a search is embedded
+    while its lexical leg runs."""
 
     sql: str
     params: Mapping[str, Any] | None = None
@@ -77,6 +85,7 @@ class Query:
     local: bool = False
     atomic: bool = False
     alone: bool = False
+    embed_meanwhile: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,10 +94,20 @@ class Embed:
     :class:`~ltst_memory.errors.EmbeddingError` into the operation (which may handle it).
 
     ``in_transaction`` is the one exception to the executors' rule: the embedding worker's claim holds
-    its rows (``FOR UPDATE SKIP LOCKED``) while they are embedded, so no other worker embeds them."""
+    its rows (``FOR UPDATE SKIP LOCKED``) while they are embedded, so no other worker embeds them.
+
+    ``ahead``: announce the embedding and go on at once. The executor sends back a :class:`Pending`
+    handle and computes the vectors while the server runs the operation's next statement marked
+    ``Query(embed_meanwhile=True)`` (the operation keeps its connection), or when the handle is yielded
+    first; yielding the handle gives the vectors (or throws the
+    :class:`~ltst_memory.errors.EmbeddingError`). An ``ahead`` embedding of texts this call of the
+    operation already announced gets the handle of the first. Not after a write of the operation's
+    transaction (``RuntimeError``, like a plain :class:`Embed`); an embedding never waited for and
+    never computed costs nothing."""
 
     texts: tuple[str, ...]
     in_transaction: bool = False
+    ahead: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,7 +144,18 @@ class Parallel:
     ops: tuple[Generator[Any, Any, Any], ...]
 
 
-Instruction = Query | Embed | Call | Copy | Commit | Parallel
+@dataclass(eq=False)
+class Pending:
+    """An embedding announced ahead (``Embed(ahead=True)``), as the executor sends it back: yield it to
+    get its vectors. The executor fills ``vectors`` (or ``error``) and sets ``done`` once computed."""
+
+    embed: Embed
+    done: bool = False
+    vectors: Any = field(default=None, repr=False)
+    error: BaseException | None = None
+
+
+Instruction = Query | Embed | Call | Copy | Commit | Parallel | Pending
 Op = Generator[Instruction, Any, R]
 
 

@@ -1,15 +1,17 @@
 """SQL of hybrid retrieval (:mod:`ltst_memory.recall`) and rehydration. No I/O here.
 
-The candidate query is assembled from constant fragments chosen by code (scope, filters); values are
-always bound parameters. One statement computes, inside PostgreSQL:
+The candidate statements are assembled from constant fragments chosen by code (scope, filters);
+values are always bound parameters. Two statements compute, inside PostgreSQL:
 
-* Okapi BM25 over ``search_tsv`` with the per-user term statistics of migration 0002
+* the lexical leg (:func:`lexical_sql`, no vector: it runs while the question is embedded): Okapi
+  BM25 over ``search_tsv`` with the per-user term statistics of migration 0002
   (``idf = ln(1 + (N - df + 0.5) / (df + 0.5))``, ``tf`` = occurrences of the lexeme, document length
   = number of distinct lexemes), keeping the best ``candidates``;
-* the ``candidates`` nearest embeddings (HNSW, iterative scan so a filter never starves the result);
-* the turns adjacent to those (optional: ``with_neighbors``);
-* for the union of all, every candidate's BM25 score *and* cosine similarity, so fusion in Python
-  sees both signals for every row.
+* the vector leg (:func:`candidates_sql`): the ``candidates`` nearest embeddings (exact for a small
+  scope; else the vector index, iterative scan so a filter never starves the result), the lexical
+  leg's rows, the turns adjacent to those (optional: ``with_neighbors``), and for the union of all
+  every candidate's BM25 score *and* cosine similarity, so fusion in Python sees both signals for
+  every row.
 """
 
 from __future__ import annotations
@@ -65,12 +67,55 @@ tsq AS (
     SELECT string_agg(quote_literal(term), ' | ')::tsquery AS q FROM idf
 ),"""
 
-# A large scope: BM25 matches come from the GIN index on search_tsv, the nearest rows from HNSW.
-_MATCH_BY_INDEX = """
+# Two statements: the lexical leg needs no vector, so it runs while the question is embedded
+# (``Embed(ahead=True)``, ltst_memory/_kernel.py); the vector leg then takes its ids.
+#
+# The lexical leg's matches. A large scope: from the GIN index on search_tsv. A small scope (a few
+# thousand rows, known from the trigger-kept statistics): the scope's rows read through its btree
+# (user_id / session_id) and matched one by one (OFFSET 0 keeps the match out of the scan, hence off
+# the GIN index), so no posting list of a common word is read across every user's messages.
+_LEXICAL_BY_INDEX = """
 matches AS MATERIALIZED (
     SELECT m.message_id, m.search_tsv FROM conversation_messages AS m
     WHERE {scope}{filters} AND m.search_tsv @@ (SELECT q FROM tsq)
-),
+),"""
+
+_LEXICAL_BY_SCAN = """
+matches AS MATERIALIZED (
+    SELECT s.message_id, s.search_tsv FROM (
+        SELECT m.message_id, m.search_tsv FROM conversation_messages AS m
+        WHERE {scope}{filters}
+        OFFSET 0
+    ) AS s
+    WHERE s.search_tsv @@ (SELECT q FROM tsq)
+),"""
+
+# A match's score reads only the query's lexemes of its tsvector: setweight marks them with weight B
+# (ltst_search_tsv writes A and D only) on all their positions, ts_filter keeps them, so unnest returns
+# the 2-3 lexemes that count with every position (tf) instead of all of them (~13 for a chat turn;
+# search_tsv always has positions). The same scores, ~1.4x faster when every message matches.
+_BM25_OF = """sum(i.idf * (f.tf * (%(k1)s + 1.0))
+               / (f.tf + %(k1)s * (1.0 - %(b)s + %(b)s * length({tsv}) / tt.avgdl)))"""
+_QUERY_LEXEMES_OF = """unnest(ts_filter(setweight({tsv}, 'B', (SELECT array_agg(term) FROM idf)), '{{b}}'))
+        AS u(lexeme, positions, weights)"""
+
+_LEXICAL_TAIL = f"""
+bm25 AS MATERIALIZED (
+    SELECT x.message_id, {_BM25_OF.format(tsv="x.search_tsv")} AS score
+    FROM matches AS x
+    CROSS JOIN LATERAL {_QUERY_LEXEMES_OF.format(tsv="x.search_tsv")}
+    JOIN idf AS i ON i.term = u.lexeme
+    CROSS JOIN totals AS tt
+    CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS f
+    GROUP BY x.message_id
+)
+SELECT message_id, score FROM bm25 ORDER BY score DESC, message_id LIMIT %(candidates)s
+"""
+
+# The vector leg's nearest rows. A large scope: through the vector index (its ``hnsw.order_by``
+# order, iterative scan so a filter never starves it). A small scope: every row's distance computed
+# in one pass over the scope's rows (exact; the materialized CTE keeps it off the vector index).
+_SEMANTIC_BY_INDEX = """
 semantic AS (
     SELECT m.message_id FROM conversation_messages AS m
     WHERE {scope}{filters} AND m.embedding IS NOT NULL
@@ -78,19 +123,11 @@ semantic AS (
     LIMIT %(candidates)s
 ),"""
 
-# A small scope (a few thousand rows, known from session_summary): one pass over the scope's rows
-# (btree on user_id / session_id) computes each row's distance and keeps the tsvector of the rows
-# that match. Exact, and no posting list of a common word is read across every user's messages.
-_MATCH_BY_SCAN = """
+_SEMANTIC_BY_SCAN = """
 scoped AS MATERIALIZED (
-    SELECT m.message_id,
-           CASE WHEN m.search_tsv @@ (SELECT q FROM tsq) THEN m.search_tsv END AS search_tsv,
-           m.embedding <=> %(embedding)s AS distance
+    SELECT m.message_id, m.embedding <=> %(embedding)s AS distance
     FROM conversation_messages AS m
     WHERE {scope}{filters}
-),
-matches AS (
-    SELECT message_id, search_tsv FROM scoped WHERE search_tsv IS NOT NULL
 ),
 semantic AS (
     SELECT message_id FROM scoped WHERE distance IS NOT NULL
@@ -98,37 +135,31 @@ semantic AS (
     LIMIT %(candidates)s
 ),"""
 
-# A match's score reads only the query's lexemes of its tsvector: setweight marks them with weight B
-# (ltst_search_tsv writes A and D only) on all their positions, ts_filter keeps them, so unnest returns
-# the 2-3 lexemes that count with every position (tf) instead of all of them (~13 for a chat turn;
-# search_tsv always has positions). The same scores, ~1.4x faster when every message matches.
-_TAIL = """
-bm25 AS MATERIALIZED (
-    SELECT x.message_id,
-           sum(i.idf * (f.tf * (%(k1)s + 1.0))
-               / (f.tf + %(k1)s * (1.0 - %(b)s + %(b)s * length(x.search_tsv) / tt.avgdl))) AS score
-    FROM matches AS x
-    CROSS JOIN LATERAL unnest(ts_filter(setweight(x.search_tsv, 'B', (SELECT array_agg(term) FROM idf)), '{{b}}'))
-        AS u(lexeme, positions, weights)
-    JOIN idf AS i ON i.term = u.lexeme
-    CROSS JOIN totals AS tt
-    CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS f
-    GROUP BY x.message_id
-),
+# The pool: the lexical leg's ids, the nearest rows (and their neighbours), each with its BM25 score
+# computed here from its own tsvector (the same formula as the lexical leg's: identical scores; 0 for a
+# row that matches no word of the question) and its cosine similarity.
+_VECTOR_TAIL = f"""
 lexical AS (
-    SELECT message_id FROM bm25 ORDER BY score DESC, message_id LIMIT %(candidates)s
+    SELECT message_id FROM unnest(%(lexical_ids)s::bigint[]) AS l(message_id)
 ),
 seed AS (
     SELECT message_id FROM lexical UNION SELECT message_id FROM semantic
 ),
-pool AS ({pool}
+pool AS ({{pool}}
 )
-SELECT {columns}, coalesce(b.score, 0.0) AS bm25,
-       coalesce(1.0 - (m.embedding <=> %(embedding)s), 0.0) AS cosine{extra}
+SELECT {{columns}}, coalesce(b.score, 0.0) AS bm25,
+       coalesce(1.0 - (m.embedding <=> %(embedding)s), 0.0) AS cosine{{extra}}
 FROM pool AS p
 JOIN conversation_messages AS m ON m.message_id = p.message_id
-LEFT JOIN bm25 AS b ON b.message_id = p.message_id
-WHERE {scope}{filters}
+CROSS JOIN LATERAL (
+    SELECT {_BM25_OF.format(tsv="m.search_tsv")} AS score
+    FROM {_QUERY_LEXEMES_OF.format(tsv="m.search_tsv").replace("{", "{{").replace("}", "}}")}
+    JOIN idf AS i ON i.term = u.lexeme
+    CROSS JOIN totals AS tt
+    CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS f
+    WHERE m.search_tsv @@ (SELECT q FROM tsq)
+) AS b
+WHERE {{scope}}{{filters}}
 """
 
 
@@ -150,6 +181,16 @@ _POOL_WITH_NEIGHBOURS = """
     WHERE {scope}{filters}"""
 
 
+def lexical_sql(*, scope: str, filters: str, all_users: bool, scan: bool = False) -> str:
+    """The lexical leg: ``message_id`` and BM25 ``score`` of the best ``candidates`` matches of the
+    question's words, best first (ties by id). Needs no vector: it runs while the question is embedded.
+
+    ``scan`` reads the scope's rows directly (right for a small scope) instead of the full-text index.
+    """
+    head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
+    return head + (_LEXICAL_BY_SCAN if scan else _LEXICAL_BY_INDEX).format(scope=scope, filters=filters) + _LEXICAL_TAIL
+
+
 def candidates_sql(
     *,
     scope: str,
@@ -160,23 +201,25 @@ def candidates_sql(
     scan: bool = False,
     order: str = "m.embedding <=> %(embedding)s",
 ) -> str:
-    """The candidate statement for one scope fragment and a concatenation of filter fragments.
+    """The candidate statement for one scope fragment and a concatenation of filter fragments: the
+    rows of the lexical leg (:func:`lexical_sql`; parameter ``lexical_ids``) and the ``candidates``
+    nearest rows, with their neighbours (``with_neighbors``), each with its BM25 and cosine.
 
-    ``scan`` reads the scope's rows directly (right for a small scope) instead of going through the
-    full-text and vector indexes (right for a large one), whose HNSW walk orders by ``order``
-    (``hnsw.order_by`` for ``m.embedding`` and the ``embedding`` parameter).
+    ``scan`` computes every distance of the scope's rows (right for a small scope) instead of walking
+    the vector index, ordered by ``order`` (``hnsw.order_by`` for ``m.embedding`` and the ``embedding``
+    parameter).
     """
     pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
-    match = (_MATCH_BY_SCAN if scan else _MATCH_BY_INDEX).format(scope=scope, filters=filters, order=order)
+    semantic = (_SEMANTIC_BY_SCAN if scan else _SEMANTIC_BY_INDEX).format(scope=scope, filters=filters, order=order)
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
-    tail = _TAIL.format(
+    tail = _VECTOR_TAIL.format(
         pool=pool,
         columns=M_MESSAGE_COLUMNS,
         extra=", m.embedding" if with_embedding else "",
         scope=scope,
         filters=filters,
     )
-    return head + match + tail
+    return head + semantic + tail
 
 
 # Messages at given (session_id, message_index) positions, e.g. the neighbours of a hit.

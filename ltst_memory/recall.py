@@ -509,8 +509,8 @@ def recall(
     if scope == "user" and user_id is None and session_id is None:
         raise ValidationError("scope='user' needs a user_id (or a session_id whose owner is used)")
 
-    vectors = yield Embed((query,))
-    params["embedding"] = vectors[0]
+    # The question is embedded while the server runs the lexical leg, which needs no vector.
+    embedding = yield Embed((query,), ahead=True)
 
     owner: str | None = None
     if session_id is not None:
@@ -533,10 +533,16 @@ def recall(
         params["stats_user"] = stats_user
 
     # A small scope is read directly (exact, no index posting lists); a large one goes through the
-    # GIN and HNSW indexes. The size comes from trigger-maintained rows (_queries.SCOPE_SIZE_OF_*).
+    # GIN and vector indexes. The size comes from trigger-maintained rows (_queries.SCOPE_SIZE_OF_*).
     size_sql = _SCOPE_SIZE.get(scope)
     scan = size_sql is not None and (yield from scope_is_small(core, size_sql, params, owner))
     order = "" if scan else (yield from hnsw_order(core, column="m.embedding", param="embedding"))
+    # The lexical leg needs no vector: it runs while the question is still being embedded.
+    lexical_sql = rq.lexical_sql(scope=scope_sql, filters=filters, all_users=stats_user is None, scan=scan)
+    lexical = yield owned(core, Query(lexical_sql, params, embed_meanwhile=True), owner)
+    params["lexical_ids"] = [r["message_id"] for r in lexical]
+    vectors = yield embedding
+    params["embedding"] = vectors[0]
     sql = rq.candidates_sql(
         scope=scope_sql,
         filters=filters,

@@ -33,7 +33,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ._kernel import REGISTRY, Call, Commit, Embed, Op, Parallel, Query
+from ._kernel import REGISTRY, Call, Commit, Embed, Op, Parallel, Pending, Query
 from .errors import AccessDeniedError, ValidationError
 from .models import check_id
 
@@ -221,7 +221,7 @@ def _drive(inner: Op[Any], arguments: Mapping[str, Any], user_id: str, origin: A
             instruction = inner.send(result)
         except StopIteration as stop:
             return stop.value
-        if not isinstance(instruction, (Embed, Call)):
+        if not isinstance(instruction, (Embed, Call, Pending)):
             if distributed is None:
                 distributed = yield from _is_distributed(origin)
             if not in_transaction:

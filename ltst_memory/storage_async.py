@@ -9,7 +9,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -50,7 +50,7 @@ from ._executor import (
     result_of,
     results_or_first_error,
 )
-from ._kernel import Call, Commit, Copy, Core, Embed, Op, Operation, Parallel, Query, R
+from ._kernel import Call, Commit, Copy, Core, Embed, Op, Operation, Parallel, Pending, Query, R
 from ._sqlstate import CLASSIFIED, classify
 from .config import Settings
 from .embeddings import Embedder, embed_checked, warm_up
@@ -383,6 +383,7 @@ class AsyncConversationStorage:
         wrote = False  # a query that may write ran in the open transaction
         result: Any = None
         failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
+        started: dict[tuple[str, ...], Pending] = {}  # embeddings started ahead, by texts
         try:
             while True:
                 try:
@@ -392,6 +393,24 @@ class AsyncConversationStorage:
                         await held.aclose()  # commits
                     return stop.value  # type: ignore[no-any-return]
                 failed = None
+                if isinstance(instruction, Embed) and instruction.ahead:  # computed beside a later statement
+                    check_outside_transaction(op, instruction, wrote)
+                    result = started.setdefault(instruction.texts, Pending(instruction))
+                    continue
+                if isinstance(instruction, Pending):
+                    check_outside_transaction(op, instruction.embed, wrote)
+                    if not instruction.done:
+                        if held is not None and not in_transaction:
+                            await held.aclose()  # back to the pool while the embedder works
+                            held, conn = None, None
+                        await self._embed_pending(instruction)
+                    if instruction.error is None:
+                        result = instruction.vectors
+                    elif isinstance(instruction.error, EmbeddingError):
+                        failed = instruction.error
+                    else:
+                        raise instruction.error
+                    continue
                 if isinstance(instruction, (Embed, Call)):
                     check_outside_transaction(op, instruction, wrote)
                     if held is not None and not in_transaction:
@@ -429,7 +448,10 @@ class AsyncConversationStorage:
                         raise self._unavailable(replica, exc) from exc
                     continue
                 wrote = wrote or (in_transaction and not (readonly or instruction.alone))
-                result = await self._execute(conn, instruction, replica)
+                meanwhile = [p for p in started.values() if not p.done] if instruction.embed_meanwhile else []
+                if meanwhile:
+                    check_outside_transaction(op, meanwhile[0].embed, wrote)
+                result = await self._execute(conn, instruction, replica, meanwhile)
         except BaseException as exc:
             if held is not None:
                 await held.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back, gives the connection back
@@ -480,10 +502,32 @@ class AsyncConversationStorage:
             return await ablocking(embed_checked, self._core.embedder, instruction.texts)
         return await ablocking(instruction.function, *instruction.args)
 
-    async def _execute(self, conn: psycopg.AsyncConnection[Any], query: Query, replica: bool = False) -> Any:
+    async def _embed_pending(self, pending: Pending) -> None:
+        """Compute an embedding announced ahead; its outcome (vectors or error) goes into ``pending``."""
+        try:
+            pending.vectors = await ablocking(embed_checked, self._core.embedder, pending.embed.texts)
+        except Exception as exc:  # kept for the operation, which gets it where it yields the handle
+            pending.error = exc
+        pending.done = True
+
+    async def _execute(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        query: Query,
+        replica: bool = False,
+        meanwhile: Sequence[Pending] = (),
+    ) -> Any:
+        """Run ``query`` on ``conn``; with ``meanwhile``, compute those embeddings while the server runs it
+        (pipeline mode: the statement is sent, the embedder works, then its result is read)."""
         logger.debug("query %s", describe(query))
         try:
             async with conn.cursor(row_factory=ROW_FACTORY) as cur:
+                if query.many is None and meanwhile:
+                    async with conn.pipeline():
+                        await cur.execute(query.sql, query.params)
+                        for pending in meanwhile:
+                            await self._embed_pending(pending)
+                        return await _fetch(cur, query)
                 if query.many is None:
                     await cur.execute(query.sql, query.params)
                     return await _fetch(cur, query)

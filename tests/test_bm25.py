@@ -1,6 +1,7 @@
-"""recall's lexical leg: the BM25 scores of its candidate statement against Okapi BM25 computed here in
-Python from the stored tsvectors, on both plans (a small scope read row by row, a large one through
-the full-text index), with repeated words (tf > 1) and speaker names (weight A)."""
+"""recall's lexical leg: the BM25 scores of its two statements (the lexical leg's best matches, then every
+candidate of the vector leg's pool) against Okapi BM25 computed here in Python from the stored
+tsvectors, on both plans (a small scope read row by row, a large one through the full-text index),
+with repeated words (tf > 1) and speaker names (weight A)."""
 
 from __future__ import annotations
 
@@ -84,9 +85,6 @@ def test_candidate_bm25_scores_are_okapi_bm25_of_the_stored_words(store, databas
         docs = {message_id: _term_counts(tsv) for message_id, tsv in rows}
         assert any(d.get(t, 0) > 1 for d in docs.values() for t in terms), "a question word repeated in a message"
         expected = _okapi(docs, terms)
-        sql = rq.candidates_sql(
-            scope=rq.SCOPE_USER, filters="", all_users=False, with_embedding=False, with_neighbors=False, scan=scan
-        )
         params = {
             "query": QUESTION,
             "k1": BM25_K1,
@@ -96,9 +94,19 @@ def test_candidate_bm25_scores_are_okapi_bm25_of_the_stored_words(store, databas
             "user_id": "u1",
             "stats_user": "u1",
         }
+        lexical = rq.lexical_sql(scope=rq.SCOPE_USER, filters="", all_users=False, scan=scan)
+        top = conn.execute(lexical, params).fetchall()  # the lexical leg, run before the vector is known
+        params["lexical_ids"] = [message_id for message_id, _ in top]
+        sql = rq.candidates_sql(
+            scope=rq.SCOPE_USER, filters="", all_users=False, with_embedding=False, with_neighbors=False, scan=scan
+        )
         got = {r[0]: r[1] for r in conn.execute(f"SELECT message_id, bm25 FROM ({sql}) AS c", params)}
     best = sorted(expected, key=lambda m: (-expected[m], m))[:candidates]
-    assert set(best) <= set(got), "the lexical leg keeps the best BM25 matches"
+    assert [message_id for message_id, _ in top] == best, "the lexical leg keeps the best BM25 matches, in order"
     assert len(expected) > candidates  # so "the best" is a choice
-    for message_id, score in got.items():
+    for message_id, score in top:
+        assert score == pytest.approx(expected[message_id], rel=1e-9, abs=1e-12), message_id
+    assert set(best) <= set(got), "the candidates hold the lexical leg's rows"
+    assert set(got) - set(best), "and the nearest rows"
+    for message_id, score in got.items():  # every candidate's BM25, the nearest rows' too (0: no word matched)
         assert score == pytest.approx(expected.get(message_id, 0.0), rel=1e-9, abs=1e-12), message_id

@@ -62,6 +62,10 @@ def statements() -> Iterator[tuple[str, str]]:
                     scope=scope, filters="", all_users=False, with_embedding=False, with_neighbors=neighbours, scan=scan
                 )
                 yield f"candidates_sql({scope!r}, scan={scan}, neighbours={neighbours})", sql
+            yield (
+                f"lexical_sql({scope!r}, scan={scan})",
+                rq.lexical_sql(scope=scope, filters="", all_users=False, scan=scan),
+            )
 
 
 def test_every_statement_that_names_a_session_says_whose_it_is() -> None:

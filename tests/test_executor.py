@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 import pytest
 
 from ltst_memory import (
@@ -20,6 +21,7 @@ from ltst_memory import (
     Settings,
 )
 from ltst_memory._ops import Call, Embed, Query
+from ltst_memory.errors import EmbeddingError
 from ltst_memory.io import import_jsonl
 
 
@@ -70,11 +72,13 @@ def test_summarizer_runs_with_no_connection_held(one_connection_store: Conversat
     assert store.get_session_summary("s").summary == "A talk about topics."
 
 
-def test_rehydrate_gives_its_connection_back_while_recall_embeds(one_connection_store: ConversationStorage) -> None:
+def test_rehydrate_embeds_its_question_once_beside_its_lexical_leg(one_connection_store: ConversationStorage) -> None:
+    """rehydrate's recall embeds the question while the server runs its lexical leg, on the one
+    connection it holds (the only one of this pool): one embedder call."""
     store = one_connection_store
     result = store.rehydrate("s", "what about topic 3?")
     assert "topic 3" in result.to_prompt()
-    assert store.embedder.held and set(store.embedder.held) == {0}  # type: ignore[attr-defined]
+    assert store.embedder.held == [1]  # type: ignore[attr-defined]
 
 
 def test_import_embeds_with_no_connection_held(one_connection_store: ConversationStorage, tmp_path: Path) -> None:
@@ -98,7 +102,11 @@ def test_an_operation_that_embeds_inside_its_transaction_is_refused(store: Conve
         yield Query("UPDATE conversation_sessions SET status = 'y' WHERE session_id = 's'", fetch="none")
         yield Call(print, ("never",))
 
-    for op in (careless(), calls_back_too_late()):
+    def starts_too_late() -> Any:
+        yield Query("UPDATE conversation_sessions SET status = 'z' WHERE session_id = 's'", fetch="none")
+        yield Embed(("too late",), ahead=True)
+
+    for op in (careless(), calls_back_too_late(), starts_too_late()):
         with pytest.raises(RuntimeError, match="inside its transaction"):
             store._run(op, readonly=False)
     session = store.get_session("s")
@@ -117,3 +125,102 @@ async def test_async_summarizer_runs_in_a_thread_or_is_awaited(database_dsn: str
 
         assert await astore.summarize_session("a", summarizer=llm) == "Trip planning (a)."
         assert await astore.summarize_session("a", summarizer=lambda prompt: "Plain.") == "Plain."
+
+
+# --------------------------------------------------------------------------- embedding ahead
+
+MARKER = "ltst-beside-marker"
+
+
+class SpyingEmbedder(HashingEmbedder):
+    """Looks, from a connection of its own, for a statement of the store that the server is running
+    while it embeds; can be told to fail."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(384)
+        self.dsn = dsn
+        self.running: list[int] = []
+        self.fail = False
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+                "AND pid <> pg_backend_pid()",
+                [f"%{MARKER}%"],
+            ).fetchone()
+        self.running.append(int(row[0]) if row else 0)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return super().embed(texts)
+
+
+def _embeds_beside_a_statement() -> Any:
+    embedding = yield Embed(("what is the weather?",), ahead=True)
+    again = yield Embed(("what is the weather?",), ahead=True)  # the same texts: the same embedding
+    sql = f"SELECT count(*) AS n, pg_sleep(0.5) FROM conversation_sessions /* {MARKER} */"
+    row = yield Query(sql, fetch="one", embed_meanwhile=True)
+    vectors = yield embedding
+    return row["n"], vectors, again is embedding
+
+
+def _handles_the_failure() -> Any:
+    embedding = yield Embed(("q",), ahead=True)
+    yield Query(f"SELECT 1 AS one /* {MARKER} */", fetch="one", embed_meanwhile=True)
+    try:
+        yield embedding
+    except EmbeddingError as exc:
+        row = yield Query("SELECT 2 AS two", fetch="one")  # the operation goes on after handling it
+        return f"{row['two']}: {exc}"
+    return "no error"
+
+
+def test_an_embedding_ahead_is_computed_while_the_server_runs_a_statement(database_dsn: str) -> None:
+    embedder = SpyingEmbedder(database_dsn)
+    with ConversationStorage(database_dsn, embedder=embedder) as store:
+        store.create_session(ConversationSession(session_id="s", user_id="u"))
+        n, vectors, same = store._run(_embeds_beside_a_statement(), readonly=True)
+        assert n == 1 and same
+        assert embedder.running == [1]  # one embedder call, made while the statement ran on the server
+        assert np.allclose(vectors, HashingEmbedder(384).embed(["what is the weather?"]))
+
+        embedder.fail = True
+        assert store._run(_handles_the_failure(), readonly=True).startswith("2: embedder")
+        with pytest.raises(EmbeddingError, match="model exploded"):  # typed, from recall and rehydrate
+            store.recall("anything", user_id="u")
+        with pytest.raises(EmbeddingError, match="model exploded"):
+            store.rehydrate("s", "anything")
+        embedder.fail = False
+        assert store.rehydrate("s", "anything").session_id == "s"  # the store is fine afterwards
+
+
+async def test_an_embedding_ahead_is_computed_while_the_server_runs_an_async_statement(database_dsn: str) -> None:
+    embedder = SpyingEmbedder(database_dsn)
+    async with AsyncConversationStorage(database_dsn, embedder=embedder) as astore:
+        await astore.create_session(ConversationSession(session_id="s", user_id="u"))
+        n, vectors, same = await astore._arun(_embeds_beside_a_statement(), readonly=True)
+        assert n == 1 and same
+        assert embedder.running == [1]
+        assert np.allclose(vectors, HashingEmbedder(384).embed(["what is the weather?"]))
+
+        embedder.fail = True
+        assert (await astore._arun(_handles_the_failure(), readonly=True)).startswith("2: embedder")
+        with pytest.raises(EmbeddingError, match="model exploded"):
+            await astore.recall("anything", user_id="u")
+        with pytest.raises(EmbeddingError, match="model exploded"):
+            await astore.rehydrate("s", "anything")
+
+
+def test_an_embedding_ahead_that_is_not_needed_is_not_computed(database_dsn: str) -> None:
+    """recall in a session that does not exist: it announced its question's embedding, then failed
+    before needing it; the model never ran."""
+    embedder = SpyingEmbedder(database_dsn)
+    with ConversationStorage(database_dsn, embedder=embedder) as store:
+        from ltst_memory.errors import SessionNotFoundError
+
+        with pytest.raises(SessionNotFoundError):
+            store.recall("anything", session_id="nope")
+        assert embedder.running == []
+        store.create_session(ConversationSession(session_id="s", user_id="u"))
+        assert store.recall("anything", session_id="s") == []
+        assert len(embedder.running) == 1
