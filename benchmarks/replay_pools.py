@@ -3,6 +3,7 @@
     python benchmarks/replay_pools.py --set locomo --data /path/to/locomo10.json --data-dir DIR \\
         --embedding-cache E.npz --pools pools.pkl [--variants a,b] [--grid] [--learned]
     python benchmarks/replay_pools.py --set longchat --data-dir DIR2 --embedding-cache E2.npz --pools pools2.pkl
+    python benchmarks/replay_pools.py ... --generation [--halves] [--deep-misses]
 
 Reads, once per question, the BM25 score and cosine similarity of *every* turn of the question's user
 (``storage.recall(question, user_id=..., candidates=10000)``, through the store that
@@ -15,6 +16,15 @@ On top of that it measures what needs the whole user's turns or the vectors of t
 for questions that gather several facts, the question's capitalised words, relative times, a grid of
 the existing weights tuned on multi-hop (``--grid``) and a ranker trained on the pools and
 cross-validated by user (``--learned``, needs scikit-learn). Metrics as in ``_retrieval_eval``.
+
+``--generation`` measures candidate generation without a model: sub-queries read from the question
+(each speaker of a question naming several, clauses at commas and conjunctions, names with their
+neighbouring words, the content words, the thing asked for), each run through ``recall`` over every turn
+of the user (kept in ``--pools`` too), their candidates added to the pool and their rankings fused
+(max, sum, reciprocal rank); and a turn's cosine read from its best sentence (every sentence of a
+turn of two or more, embedded as ``"speaker: sentence"`` and kept in ``--pools``). ``--halves``
+also prints conversations 0-4 and 5-9 (LoCoMo) separately; ``--deep-misses`` classifies the multi-hop
+evidence turns that neither signal ranks among the user's first 100 turns.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import re
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -191,10 +201,16 @@ class Replay:
             "MRR": 0.0 if first is None else 1.0 / (first + 1),
         }
 
-    def run(self, questions: Iterable[dict[str, Any]] | None = None, **kwargs: Any) -> dict[str, dict[str, float]]:
+    def run(
+        self,
+        questions: Iterable[dict[str, Any]] | None = None,
+        ranker: Callable[[dict[str, Any]], list[R.Candidate]] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, dict[str, float]]:
         buckets: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for q in questions if questions is not None else self.questions:
-            for key, value in self.metrics(q, self.rank(q, **kwargs)).items():
+            ranked = ranker(q) if ranker is not None else self.rank(q, **kwargs)
+            for key, value in self.metrics(q, ranked).items():
                 buckets["all"][key].append(value)
                 buckets[q["kind"]][key].append(value)
         return {k: {m: statistics.fmean(v) for m, v in ms.items()} for k, ms in buckets.items()}
@@ -416,6 +432,398 @@ def learned(replay: Replay, candidates: int) -> dict[str, dict[str, float]]:
     return {k: {m: statistics.fmean(v) for m, v in ms.items()} for k, ms in buckets.items()}
 
 
+# --------------------------------------------------------------------------- candidate generation without a model
+
+_FUNCTION_TEXT = """a about above after again against all also am an and any are as at be because been before
+    being below
+    between both but by can could did do does doing down during each few for from further had has have having he
+    her here hers herself him himself his how i if in into is it its itself just let like me more most my myself
+    no nor not now of off on once only or other our ours out over own really same she should so some such than
+    that the their theirs them then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself kind kinds type types thing
+    things something ways way"""
+_FUNCTION_WORDS = frozenset(_FUNCTION_TEXT.split())
+_QUESTION_TEXT = (
+    "what which who whom whose when where why how did does do is are was were has have had would could can will should"
+)
+_QUESTION_WORDS = frozenset(_QUESTION_TEXT.split())
+_CLAUSE_BREAK = re.compile(
+    r",\s*|\s+(?:and|or|but|besides|other than|apart from|except|aside from|in addition to)\s+", re.IGNORECASE
+)
+_ONLY_A_NAME = re.compile(r"(?:(?:what|which|who|how|do|does|did|have|has)\s+)*[A-Z][a-z]+(?:'s)?(?:\s+both)?")
+_ASKED_FOR = re.compile(
+    r"\s*(?:what|which)\s+(?:kinds?\s+of\s+|types?\s+of\s+|sorts?\s+of\s+)?(.+?)\s+"
+    r"(?:does|did|do|has|have|had|is|are|was|were)\b",
+    re.IGNORECASE,
+)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z][\w'-]*", text)
+
+
+def _named(question: str, speakers: Iterable[str]) -> list[str]:
+    return [s for s in speakers if re.search(r"\b" + re.escape(s) + r"\b", question, re.IGNORECASE)]
+
+
+def per_speaker(question: str, speakers: Sequence[str]) -> list[str]:
+    """A question naming several speakers, once per speaker (the others and "both", "in common" removed)."""
+    named = _named(question, speakers)
+    if len(named) < 2:
+        return []
+    out = []
+    for keep in named:
+        text = question
+        for other in (n for n in named if n != keep):
+            text = re.sub(
+                r"(\s*,\s*|\s+and\s+)?\b" + re.escape(other) + r"('s)?\b(\s+and\b)?", "", text, flags=re.IGNORECASE
+            )
+        text = re.sub(r"\b(both|in common|together|share|shared)\b", "", text, flags=re.IGNORECASE)
+        out.append(re.sub(r"\s+", " ", text).strip())
+    return out
+
+
+def clauses(question: str) -> list[str]:
+    """The parts of a question at commas and conjunctions ("…, and who…", "besides…", "other than…")."""
+    parts = [p.strip() for p in _CLAUSE_BREAK.split(question.strip().rstrip("?")) if p.strip()]
+    parts = [p for p in parts if not _ONLY_A_NAME.fullmatch(p)]
+    kept = [p for p in parts if any(w.lower() not in _FUNCTION_WORDS for w in _words(p))]
+    return kept if len(kept) >= 2 else []
+
+
+def names_in_context(question: str, speakers: Sequence[str]) -> list[str]:
+    """Each capitalised word of the question that is not a speaker, with its two neighbouring content words."""
+    words = _words(question)
+    content = [i for i, w in enumerate(words) if w.lower() not in _FUNCTION_WORDS]
+    known = {s.casefold() for s in speakers}
+    out = []
+    for i, w in enumerate(words):
+        if i == 0 or not w[0].isupper() or w.lower() in _QUESTION_WORDS or i not in content:
+            continue
+        if re.sub(r"'s$", "", w).casefold() in known:
+            continue
+        k = content.index(i)
+        out.append(" ".join(words[j] for j in content[max(0, k - 2) : k + 3]))
+    return out
+
+
+def content_words(question: str) -> list[str]:
+    """The question without its wh-frame and function words."""
+    return [" ".join(w for w in _words(question) if w.lower() not in _FUNCTION_WORDS | _QUESTION_WORDS)]
+
+
+def asked_for(question: str, speakers: Sequence[str]) -> list[str]:
+    """The thing a list question asks for ("video games", "outdoor activities"), with the speaker it names."""
+    m = _ASKED_FOR.match(question)
+    if not m:
+        return []
+    thing = m.group(1)
+    if len(thing.split()) > 4 or any(w.lower() in _QUESTION_WORDS | {"a", "an", "the"} for w in thing.split()):
+        return []
+    if _named(thing, speakers):
+        return []
+    return [" ".join([*_named(question, speakers), thing])]
+
+
+SUBQUERY_RULES: dict[str, Callable[[str, Sequence[str]], list[str]]] = {
+    "speakers": per_speaker,
+    "clauses": lambda q, _: clauses(q),
+    "names": names_in_context,
+    "content words": lambda q, _: content_words(q),
+    "asked for": asked_for,
+}
+
+
+def subqueries(question: str, speakers: Sequence[str], rules: Iterable[str]) -> list[str]:
+    """The distinct sub-queries the ``rules`` read from ``question`` (never the question itself)."""
+    out: list[str] = []
+    for rule in rules:
+        for text in SUBQUERY_RULES[rule](question, speakers):
+            if text and text.strip().casefold() != question.strip().casefold() and text not in out:
+                out.append(text)
+    return out
+
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[\"'A-Z0-9\[])|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    """A turn's sentences; a photo caption or a fragment of under three words stays with the one before."""
+    out: list[str] = []
+    for part in (p.strip(" -\t") for p in _SENTENCE_BREAK.split(text)):
+        if not part:
+            continue
+        if out and (part.startswith("[shares a photo") or len(part.split()) < 3):
+            out[-1] += " " + part
+        else:
+            out.append(part)
+    return out or [text]
+
+
+def speakers_of(msgs: dict[int, Any]) -> list[str]:
+    return sorted({s for m in msgs.values() if isinstance(s := m.metadata.get("speaker"), str) and s})
+
+
+def read_generation(args: argparse.Namespace, data: dict[str, Any]) -> bool:
+    """Add what ``--generation`` needs to ``data``: every sub-query's BM25 and cosine over the user's turns
+    (through ``recall``, as :func:`dump` reads the question's) and the vector of every sentence of a turn
+    of two or more. Returns whether anything was added."""
+    import locomo
+
+    from ltst_memory.embeddings import SentenceTransformerEmbedder
+
+    signals = data.setdefault("subqueries", {})
+    todo = sorted(
+        {
+            (q["user"], text)
+            for q in data["questions"]
+            for text in subqueries(q["question"], speakers_of(data["users"][q["user"]]), SUBQUERY_RULES)
+        }
+        - set(signals)
+    )
+    vectors = data.setdefault("sentence_vectors", {})
+    texts = sorted(
+        {
+            embedding_text(s, m.metadata)
+            for msgs in data["users"].values()
+            for m in msgs.values()
+            if len(parts := sentences(m.content)) > 1
+            for s in parts
+        }
+        - set(vectors)
+    )
+    if not todo and not texts:
+        return False
+    embedder = locomo.CachingEmbedder(SentenceTransformerEmbedder(), args.embedding_cache)
+    embedder.cache_queries = True
+    for start in range(0, len(texts), 256):
+        batch = texts[start : start + 256]
+        vectors.update(zip(batch, np.asarray(embedder.inner.embed(batch), dtype=np.float32), strict=True))
+    captured: dict[str, list[Any]] = {}
+    original = R.fuse
+
+    def capture(pool: Any, **kwargs: Any) -> None:
+        captured["pool"] = [(c.message.message_id, c.bm25, c.cosine) for c in pool]
+        original(pool, **kwargs)
+
+    R.fuse = capture  # type: ignore[assignment]
+    try:
+        with ConversationStorage(data_dir=args.data_dir, embedder=embedder) as store:
+            for n, (user, text) in enumerate(todo):
+                store.recall(text, user_id=user, limit=1, candidates=10_000, neighbor_weight=0.0)
+                signals[(user, text)] = (
+                    {i: b for i, b, _ in captured["pool"] if b > 0},
+                    {i: c for i, _, c in captured["pool"]},
+                )
+                if n % 500 == 0:
+                    print(f"  sub-query {n} of {len(todo)}", file=sys.stderr, flush=True)
+    finally:
+        R.fuse = original  # type: ignore[assignment]
+    return True
+
+
+def _best(signal: dict[int, float], k: int, positive: bool = True) -> list[int]:
+    """The ``k`` best turns of one signal (BM25: only those that match, ``positive``), as ``Replay.pool``."""
+    return sorted((i for i, v in signal.items() if v > 0 or not positive), key=lambda i: (-signal[i], i))[:k]
+
+
+def _with_neighbours(u: dict[str, Any], ids: set[int]) -> set[int]:
+    out = set(ids)
+    for i in ids:
+        m = u["msgs"][i]
+        for d in (-1, 1):
+            j = u["at"].get((m.session_id, (m.message_index or 0) + d))
+            if j is not None:
+                out.add(j)
+    return out
+
+
+Ranker = Callable[[dict[str, Any]], list[R.Candidate]]
+
+
+def multi_query(
+    replay: Replay, data: dict[str, Any], rules: Sequence[str], mode: str, weight: float = 1.0, vector_leg: bool = False
+) -> Ranker:
+    """The pool of the question plus the best ``candidates`` of each sub-query's signals (and their
+    neighbours); each query's ranking fused as ``recall`` fuses the question's (the question's hints
+    throughout), then combined per turn: ``pool`` keeps the question's scores (candidate generation
+    only), ``max`` takes max(question, weight × best sub-query), ``sum`` question + weight × best
+    sub-query, ``rrf`` reciprocal ranks (k = 60), the sub-queries' mean times ``weight``.
+    ``vector_leg``: sub-queries contribute their cosine only."""
+    signals = data["subqueries"]
+
+    def rank(q: dict[str, Any]) -> list[R.Candidate]:
+        u = replay.users[q["user"]]
+        subs = [signals[(q["user"], t)] for t in subqueries(q["question"], speakers_of(u["msgs"]), rules)]
+        if vector_leg:
+            subs = [({}, cos) for _, cos in subs]
+        ids = set(_best(q["bm25"], R.DEFAULT_CANDIDATES)) | set(_best(q["cos"], R.DEFAULT_CANDIDATES, False))
+        for bm25, cos in subs:
+            ids |= set(_best(bm25, R.DEFAULT_CANDIDATES)) | set(_best(cos, R.DEFAULT_CANDIDATES, False))
+        ids = _with_neighbours(u, ids)
+
+        def scores(bm25: dict[int, float], cos: dict[int, float]) -> dict[int, float]:
+            pool = [R.Candidate(message=u["msgs"][i], bm25=bm25.get(i, 0.0), cosine=cos.get(i, 0.0)) for i in ids]
+            Replay.fuse(q, pool)
+            return {c.message.message_id: c.score for c in pool}
+
+        final = scores(q["bm25"], q["cos"])
+        if subs and mode != "pool":
+            others = [scores(*s) for s in subs]
+            if mode == "max":
+                final = {i: max(final[i], weight * max(o[i] for o in others)) for i in ids}
+            elif mode == "sum":
+                final = {i: final[i] + weight * max(o[i] for o in others) for i in ids}
+            else:
+
+                def rr(score: dict[int, float]) -> dict[int, float]:
+                    order = sorted(score, key=lambda i: (-score[i], i))
+                    return {i: 1.0 / (60 + n) for n, i in enumerate(order)}
+
+                first, rest = rr(final), [rr(o) for o in others]
+                final = {i: first[i] + weight * sum(r[i] for r in rest) / len(rest) for i in ids}
+        pool = [R.Candidate(message=u["msgs"][i], bm25=0.0, cosine=0.0, score=final[i]) for i in ids]
+        return sorted(pool, key=lambda c: (-c.score, c.message.message_id or 0))[:50]
+
+    return rank
+
+
+def sentence_cosines(replay: Replay, data: dict[str, Any]) -> None:
+    """``q["sentence_cos"]``: every multi-sentence turn's best sentence cosine with the question."""
+    vectors = data["sentence_vectors"]
+    per_user: dict[str, tuple[list[int], list[np.ndarray]]] = {}
+    for uid, u in replay.users.items():
+        ids, mats = [], []
+        for i, m in u["msgs"].items():
+            parts = sentences(m.content)
+            if len(parts) > 1:
+                ids.append(i)
+                mats.append(np.stack([vectors[embedding_text(s, m.metadata)] for s in parts]))
+        per_user[uid] = (ids, mats)
+    for q in replay.questions:
+        ids, mats = per_user[q["user"]]
+        qv = q["qvec"] / np.linalg.norm(q["qvec"])
+        q["sentence_cos"] = {i: float((mat @ qv).max()) for i, mat in zip(ids, mats, strict=True)}
+
+
+def best_sentence(
+    replay: Replay,
+    turn_share: float,
+    max_words: int | None = R.LONG_TURN_WORDS,
+    generate: bool = True,
+    never_lower: bool = False,
+) -> Ranker:
+    """A turn's cosine = ``turn_share`` × its own + (1 − ``turn_share``) × its best sentence's (turns of at
+    most ``max_words`` words; ``never_lower``: the larger of that and its own), for the pool
+    (``generate``: the vector leg's candidates too) and for fusion."""
+
+    def rank(q: dict[str, Any]) -> list[R.Candidate]:
+        u = replay.users[q["user"]]
+        cos = dict(q["cos"])
+        for i, s in q["sentence_cos"].items():
+            if max_words is None or len(u["msgs"][i].content.split()) <= max_words:
+                mixed = turn_share * cos[i] + (1.0 - turn_share) * s
+                cos[i] = max(cos[i], mixed) if never_lower else mixed
+        semantic = _best(cos if generate else q["cos"], R.DEFAULT_CANDIDATES, False)
+        ids = set(_best(q["bm25"], R.DEFAULT_CANDIDATES)) | set(semantic)
+        ids = _with_neighbours(u, ids)
+        pool = [R.Candidate(message=u["msgs"][i], bm25=q["bm25"].get(i, 0.0), cosine=cos[i]) for i in ids]
+        Replay.fuse(q, pool)
+        return sorted(pool, key=lambda c: (-c.score, c.message.message_id or 0))[:50]
+
+    return rank
+
+
+def generation_variants(replay: Replay, data: dict[str, Any]) -> dict[str, Ranker]:
+    """name -> ranker (the rows of docs/retrieval.md, "Candidate generation without a model")."""
+    table: dict[str, Ranker] = {}
+    for rules in (
+        ["speakers"],
+        ["clauses"],
+        ["speakers", "clauses"],
+        ["names"],
+        ["content words"],
+        ["asked for"],
+        list(SUBQUERY_RULES),
+    ):
+        name = " + ".join(rules) if len(rules) < len(SUBQUERY_RULES) else "all rules"
+        table[f"sub-queries ({name}): pool only"] = multi_query(replay, data, rules, "pool")
+        table[f"sub-queries ({name}): max, 0.7"] = multi_query(replay, data, rules, "max", 0.7)
+        table[f"sub-queries ({name}): max, 1.0"] = multi_query(replay, data, rules, "max", 1.0)
+        table[f"sub-queries ({name}): sum, 0.3"] = multi_query(replay, data, rules, "sum", 0.3)
+        table[f"sub-queries ({name}): reciprocal rank"] = multi_query(replay, data, rules, "rrf", 1.0)
+        table[f"sub-queries ({name}): max, 1.0, vector leg only"] = multi_query(replay, data, rules, "max", 1.0, True)
+    for share in (0.4, 0.5, 0.6, 0.7):
+        table[f"best sentence, turn share {share}"] = best_sentence(replay, share)
+    table["best sentence, turn share 0.5, every turn (long ones too)"] = best_sentence(replay, 0.5, None)
+    table["best sentence, turn share 0.5, pool unchanged (re-scoring only)"] = best_sentence(
+        replay, 0.5, generate=False
+    )
+    table["best sentence, turn share 0.5, never lower than the turn's"] = best_sentence(replay, 0.5, never_lower=True)
+    table["best sentence alone (turn share 0)"] = best_sentence(replay, 0.0)
+    return table
+
+
+def deep_misses(replay: Replay, data: dict[str, Any]) -> None:
+    """The multi-hop evidence turns outside the default pool that neither signal ranks among the user's
+    first 100 turns: what, if anything, links each to its question."""
+    best = best_sentence(replay, 0.5)
+    list_question = re.compile(
+        r"^\s*(what|which)\s+(kinds?\s+of\s+|types?\s+of\s+)?(\w+\s+){0,2}?\w+s\s+(have|has|had|did|do|does|are|were)\b"
+        r"|\bhow\s+many\b|\bwhat\s+(does|did)\s+\w+\s+do\b|\bhobbies\b|\bactivities\b",
+        re.IGNORECASE,
+    )
+
+    def stems(text: str, names: set[str]) -> set[str]:
+        return {
+            w.lower()[:5]
+            for w in _words(text)
+            if len(w) > 2
+            and w.lower() not in _FUNCTION_WORDS | _QUESTION_WORDS
+            and w.lower().removesuffix("'s") not in names
+        }
+
+    rows: list[dict[str, Any]] = []
+    for q in replay.questions:
+        if q["kind"] != "multi-hop":
+            continue
+        u = replay.users[q["user"]]
+        speakers = speakers_of(u["msgs"])
+        names = {s.lower() for s in speakers}
+        pool = {c.message.message_id for c in replay.pool(q)}
+        by_cos = _best(q["cos"], len(q["cos"]), False)
+        by_bm25 = _best(q["bm25"], len(q["bm25"]))
+        mixed = {**q["cos"], **{i: 0.5 * q["cos"][i] + 0.5 * s for i, s in q["sentence_cos"].items()}}
+        by_mixed = _best(mixed, len(mixed), False)
+        subs = [data["subqueries"][(q["user"], t)] for t in subqueries(q["question"], speakers, SUBQUERY_RULES)]
+        ranked = [c.message.message_id for c in best(q)][:10]
+        for e in sorted(q["evidence"]):
+            m = u["turn"][e]
+            i = m.message_id
+            if i in pool or by_cos.index(i) < 100 or (i in by_bm25 and by_bm25.index(i) < 100):
+                continue
+            near = [u["at"].get((m.session_id, (m.message_index or 0) + d)) for d in (-1, 1)]
+            rows.append(
+                {
+                    "list question": bool(list_question.search(q["question"])),
+                    "two-part question": bool(subqueries(q["question"], speakers, ["speakers", "clauses"])),
+                    "a content word in common": bool(stems(q["question"], names) & stems(m.content, names)),
+                    "a neighbouring turn in the first 100 of a signal": any(
+                        j is not None and (by_cos.index(j) < 100 or (j in by_bm25 and by_bm25.index(j) < 100))
+                        for j in near
+                    ),
+                    "in the first 40 of a sub-query's signal": any(
+                        i in _best(bm, 40) or i in _best(cos, 40, False) for bm, cos in subs
+                    ),
+                    "in the first 40 by best-sentence cosine": by_mixed.index(i) < 40,
+                    "in the top 10 with best-sentence cosine": i in ranked,
+                }
+            )
+    print(f"deep multi-hop misses: {len(rows)}")
+    for key in rows[0] if rows else ():
+        print(f"  {key}: {sum(r[key] for r in rows)}")
+
+
 def line(name: str, result: dict[str, dict[str, float]]) -> str:
     a = result["all"]
     kinds = "".join(f" | {k} {v['share@10']:.3f}" for k, v in sorted(result.items()) if k != "all")
@@ -433,6 +841,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", help="comma-separated names (default: all)")
     parser.add_argument("--grid", action="store_true", help="the existing weights tuned on multi-hop (LoCoMo)")
     parser.add_argument("--learned", action="store_true", help="a ranker trained on the pools (needs scikit-learn)")
+    parser.add_argument(
+        "--generation", action="store_true", help="sub-queries and best-sentence cosines (candidate generation)"
+    )
+    parser.add_argument("--halves", action="store_true", help="also print conversations 0-4 and 5-9 (LoCoMo)")
+    parser.add_argument("--deep-misses", action="store_true", help="what links the deep multi-hop misses (LoCoMo)")
     args = parser.parse_args(argv)
     if args.set == "locomo" and args.data is None:
         parser.error("--set locomo needs --data")
@@ -443,12 +856,30 @@ def main(argv: list[str] | None = None) -> int:
         data = dump(args)
         with args.pools.open("wb") as f:
             pickle.dump(data, f)
+    if (args.generation or args.deep_misses) and read_generation(args, data):
+        with args.pools.open("wb") as f:
+            pickle.dump(data, f)
     with np.load(args.embedding_cache, allow_pickle=False) as z:
         vectors = dict(zip(z["texts"].tolist(), z["vectors"], strict=True))
     replay = Replay(data, "dia_id" if args.set == "locomo" else "turn", vectors)
+    users = sorted({q["user"] for q in replay.questions})
+    halves = [("conversations 0-4", set(users[:5])), ("conversations 5-9", set(users[5:]))] if args.halves else []
+
+    def report(name: str, **kwargs: Any) -> None:
+        print(line(name, replay.run(**kwargs)), flush=True)
+        for label, part in halves:
+            print(line(f"  {label}", replay.run([q for q in replay.questions if q["user"] in part], **kwargs)))
+
     table = variants(replay)
+    if args.generation:
+        sentence_cosines(replay, data)
+        table = {"default": {}, **{name: {"ranker": r} for name, r in generation_variants(replay, data).items()}}
     for name in args.variants.split(",") if args.variants else table:
-        print(line(name, replay.run(**table[name])), flush=True)
+        report(name, **table[name])
+    if args.deep_misses:
+        if not args.generation:
+            sentence_cosines(replay, data)
+        deep_misses(replay, data)
     if args.grid:
         for row in grid(replay)[:5]:
             print("grid (multi-hop share@10, lexical, neighbour, session, speaker, candidates):", row, flush=True)
