@@ -838,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True, help="the store locomo.py / devset_longchat.py filled")
     parser.add_argument("--embedding-cache", type=Path, required=True, help="their --embedding-cache (vectors)")
     parser.add_argument("--pools", type=Path, required=True, help="pickle of the pools: read if present, else written")
-    parser.add_argument("--variants", help="comma-separated names (default: all)")
+    parser.add_argument("--variants", help="names separated by semicolons (names hold commas; default: all)")
     parser.add_argument("--grid", action="store_true", help="the existing weights tuned on multi-hop (LoCoMo)")
     parser.add_argument("--learned", action="store_true", help="a ranker trained on the pools (needs scikit-learn)")
     parser.add_argument(
@@ -874,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.generation:
         sentence_cosines(replay, data)
         table = {"default": {}, **{name: {"ranker": r} for name, r in generation_variants(replay, data).items()}}
-    for name in args.variants.split(",") if args.variants else table:
+    for name in args.variants.split(";") if args.variants else table:
         report(name, **table[name])
     if args.deep_misses:
         if not args.generation:
