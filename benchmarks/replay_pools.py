@@ -761,6 +761,10 @@ def generation_variants(replay: Replay, data: dict[str, Any]) -> dict[str, Ranke
     )
     table["best sentence, turn share 0.5, never lower than the turn's"] = best_sentence(replay, 0.5, never_lower=True)
     table["best sentence alone (turn share 0)"] = best_sentence(replay, 0.0)
+    plain, mixed = best_sentence(replay, 1.0), best_sentence(replay, 0.5)
+    table["best sentence, turn share 0.5, only for questions that gather several facts"] = lambda q: (
+        mixed if asks_for_several(q["question"]) else plain
+    )(q)
     return table
 
 
