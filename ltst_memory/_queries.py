@@ -66,6 +66,10 @@ MESSAGE_COLUMNS = (
 )
 #: MESSAGE_COLUMNS of a message table aliased ``m`` (joins).
 M_MESSAGE_COLUMNS = ", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(","))
+#: MESSAGE_COLUMNS for reads whose rows only become ConversationMessage objects (message_from_row): the
+#: uuid comes as text, which spares psycopg's UUID loader and str() (0.08 of 0.42 ms for 50 messages).
+READ_MESSAGE_COLUMNS = MESSAGE_COLUMNS.replace("message_uuid,", "message_uuid::text AS message_uuid,", 1)
+M_READ_MESSAGE_COLUMNS = M_MESSAGE_COLUMNS.replace("m.message_uuid,", "m.message_uuid::text AS message_uuid,", 1)
 CONTEXT_COLUMNS = (
     "context_id, session_id, user_id, context_type, context_key, context_value, relevance_score, "
     "metadata, expires_at, created_at, updated_at"
@@ -255,7 +259,7 @@ INSERT_MESSAGES_COLUMNS = (
 )
 
 SELECT_MESSAGES = f"""
-SELECT {MESSAGE_COLUMNS} FROM conversation_messages
+SELECT {READ_MESSAGE_COLUMNS} FROM conversation_messages
 WHERE session_id = %(session_id)s {owner()}
 ORDER BY message_index
 LIMIT %(limit)s OFFSET %(offset)s
@@ -263,7 +267,7 @@ LIMIT %(limit)s OFFSET %(offset)s
 
 SELECT_RECENT_MESSAGES = f"""
 SELECT * FROM (
-    SELECT {MESSAGE_COLUMNS} FROM conversation_messages
+    SELECT {READ_MESSAGE_COLUMNS} FROM conversation_messages
     WHERE session_id = %(session_id)s {owner()}
     ORDER BY message_index DESC
     LIMIT %(limit)s

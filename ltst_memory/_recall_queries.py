@@ -16,7 +16,7 @@ values are always bound parameters. Two statements compute, inside PostgreSQL:
 
 from __future__ import annotations
 
-from ._queries import M_MESSAGE_COLUMNS, MESSAGE_COLUMNS, owner
+from ._queries import M_READ_MESSAGE_COLUMNS, READ_MESSAGE_COLUMNS, owner
 
 # --------------------------------------------------------------------------- fragments
 
@@ -214,7 +214,7 @@ def candidates_sql(
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
     tail = _VECTOR_TAIL.format(
         pool=pool,
-        columns=M_MESSAGE_COLUMNS,
+        columns=M_READ_MESSAGE_COLUMNS,
         extra=", m.embedding" if with_embedding else "",
         scope=scope,
         filters=filters,
@@ -224,7 +224,7 @@ def candidates_sql(
 
 # Messages at given (session_id, message_index) positions, e.g. the neighbours of a hit.
 SELECT_MESSAGES_AT = f"""
-SELECT {M_MESSAGE_COLUMNS}
+SELECT {M_READ_MESSAGE_COLUMNS}
 FROM unnest(%(session_ids)s::text[], %(indexes)s::int[]) AS n(session_id, message_index)
 JOIN conversation_messages AS m ON m.session_id = n.session_id AND m.message_index = n.message_index {owner("m.")}
 """
@@ -259,7 +259,7 @@ RETURNING ss.session_id
 # mark carry only chatgpt.on_current_branch = false) stay searchable but are not turns.
 SELECT_RECENT_TURNS = f"""
 SELECT * FROM (
-    SELECT {MESSAGE_COLUMNS} FROM conversation_messages
+    SELECT {READ_MESSAGE_COLUMNS} FROM conversation_messages
     WHERE session_id = %(session_id)s {owner()}
       AND NOT metadata @> '{{"off_branch": true}}'::jsonb
       AND NOT metadata @> '{{"chatgpt": {{"on_current_branch": false}}}}'::jsonb
