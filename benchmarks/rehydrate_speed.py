@@ -6,8 +6,10 @@ The store is filled with synthetic chat turns (``--data locomo10.json`` uses LoC
 instead): ``--users`` users with ``--sessions`` sessions each, spread evenly. Stored messages get
 deterministic bag-of-words vectors (HashingEmbedder) and are bulk-loaded with COPY (the IVFFlat index
 is built afterwards, as ``ltst vector-index`` does); the query side uses the real all-MiniLM-L6-v2
-model, so every timed call includes a real query embedding. Measured: ``recall`` (user scope),
-``rehydrate`` with a 2,000-token budget, and the pure merge step alone. Timings on a shared 2-core
+model, so every timed call includes a real query embedding (no vector is cached between calls). Measured:
+``recall`` (user scope), ``rehydrate`` with a 2,000-token budget, the pure merge step alone and, with
+``--pieces N``, recall's parts: the embedding, its lexical and vector statements, and the embedding
+computed while the server runs the lexical statement. Timings on a shared 2-core
 machine are noisy: report them with the load average printed at the end.
 """
 
@@ -117,6 +119,47 @@ def load(store: ConversationStorage, conninfo: str, args: argparse.Namespace, te
     return time.perf_counter() - start
 
 
+def pieces(store: ConversationStorage, embedder: Any, plan: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Where recall's time goes, per question of ``plan`` (user scope, on one pool connection): the
+    question's embedding alone, the lexical statement alone, the vector statement alone, and the
+    lexical statement with the embedding computed while the server runs it (pipeline mode, as recall
+    does): ``overlapped`` near ``max(embed, lexical)`` means the machine had a core for each."""
+    captured: list[Any] = []
+    execute = store._execute
+
+    def spy(conn: Any, query: Any, *rest: Any) -> Any:
+        if query.sql.lstrip().startswith("WITH terms"):
+            captured.append(query)
+        return execute(conn, query, *rest)
+
+    store._execute = spy  # type: ignore[method-assign]
+    times: dict[str, list[float]] = {"embed": [], "lexical": [], "vector": [], "overlapped": []}
+    try:
+        with store.pool.connection() as conn:
+            conn.autocommit = True
+            for n, (user, _sid, query) in enumerate(plan):
+                captured.clear()
+                store.recall(query, user_id=user, limit=10)
+                lexical, vector = captured[-2:]
+                text = f"{query} ({n})"  # not a text embedded before
+                t = time.perf_counter()
+                embedder.embed([text])
+                times["embed"].append(time.perf_counter() - t)
+                for name, statement in (("lexical", lexical), ("vector", vector)):
+                    t = time.perf_counter()
+                    conn.execute(statement.sql, vector.params).fetchall()
+                    times[name].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                with conn.pipeline():
+                    cur = conn.execute(lexical.sql, lexical.params)
+                    embedder.embed([text + " "])
+                    cur.fetchall()
+                times["overlapped"].append(time.perf_counter() - t)
+    finally:
+        del store._execute
+    return {name: percentiles(values) for name, values in times.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
@@ -128,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--pieces", type=int, default=0, help="time recall's parts (embedding, statements, overlap) for N questions"
+    )
     args = parser.parse_args(argv)
 
     texts = None
@@ -183,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         out["rehydrate"] = percentiles(rehydrate_t)
         out["merge"] = percentiles(merge_t)
         out["mean_tokens"] = statistics.fmean(tokens)
+        if args.pieces:
+            out["pieces"] = pieces(store, embedder, plan[: args.pieces])
     out["load_average"] = os.getloadavg()
     print(json.dumps(out, indent=2))
     if args.out:
