@@ -33,6 +33,7 @@ NAMES = {
     "AsyncConnectionPool": "ConnectionPool",
     "AsyncConnection": "Connection",
     "AsyncCursor": "Cursor",
+    "AsyncPipeline": "Pipeline",
     "AsyncExitStack": "ExitStack",
     "AsyncIterator": "Iterator",
     "asynccontextmanager": "contextmanager",

@@ -488,12 +488,14 @@ class ConversationStorage:
         logger.debug("query %s", describe(query))
         try:
             with conn.cursor(row_factory=ROW_FACTORY) as cur:
-                if query.many is None and meanwhile:
+                if query.many is None and meanwhile and _PIPELINE_SUPPORTED:
                     with conn.pipeline():
                         cur.execute(query.sql, query.params)
                         for pending in meanwhile:
                             self._embed_pending(pending)
                         return _fetch(cur, query)
+                for pending in meanwhile:  # a libpq without pipeline mode (< 14): one after the other
+                    self._embed_pending(pending)
                 if query.many is None:
                     cur.execute(query.sql, query.params)
                     return _fetch(cur, query)
@@ -995,6 +997,10 @@ class ConversationStorage:
         )
 
     # END GENERATED methods
+
+
+#: Whether the libpq psycopg runs on has pipeline mode (libpq 14+; the binary wheels have it).
+_PIPELINE_SUPPORTED = psycopg.Pipeline.is_supported()
 
 
 def _copy(conn: psycopg.Connection[Any], instruction: Copy) -> int:

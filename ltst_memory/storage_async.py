@@ -522,12 +522,14 @@ class AsyncConversationStorage:
         logger.debug("query %s", describe(query))
         try:
             async with conn.cursor(row_factory=ROW_FACTORY) as cur:
-                if query.many is None and meanwhile:
+                if query.many is None and meanwhile and _PIPELINE_SUPPORTED:
                     async with conn.pipeline():
                         await cur.execute(query.sql, query.params)
                         for pending in meanwhile:
                             await self._embed_pending(pending)
                         return await _fetch(cur, query)
+                for pending in meanwhile:  # a libpq without pipeline mode (< 14): one after the other
+                    await self._embed_pending(pending)
                 if query.many is None:
                     await cur.execute(query.sql, query.params)
                     return await _fetch(cur, query)
@@ -1038,6 +1040,10 @@ if True:  # ASYNC
     def _migrate(conninfo: str) -> list[str]:
         with connect(conninfo) as conn:
             return migrate(conn)
+
+
+#: Whether the libpq psycopg runs on has pipeline mode (libpq 14+; the binary wheels have it).
+_PIPELINE_SUPPORTED = psycopg.AsyncPipeline.is_supported()
 
 
 async def _copy(conn: psycopg.AsyncConnection[Any], instruction: Copy) -> int:

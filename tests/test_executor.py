@@ -224,3 +224,17 @@ def test_an_embedding_ahead_that_is_not_needed_is_not_computed(database_dsn: str
         store.create_session(ConversationSession(session_id="s", user_id="u"))
         assert store.recall("anything", session_id="s") == []
         assert len(embedder.running) == 1
+
+
+def test_without_pipeline_mode_the_embedding_runs_before_the_statement(database_dsn: str, monkeypatch) -> None:
+    """A libpq older than 14 has no pipeline mode: the same results, the embedding computed first."""
+    from ltst_memory import storage
+
+    monkeypatch.setattr(storage, "_PIPELINE_SUPPORTED", False)
+    embedder = SpyingEmbedder(database_dsn)
+    with ConversationStorage(database_dsn, embedder=embedder) as store:
+        store.create_session(ConversationSession(session_id="s", user_id="u"))
+        n, vectors, same = store._run(_embeds_beside_a_statement(), readonly=True)
+        assert n == 1 and same
+        assert embedder.running == [0]  # computed before the statement was sent
+        assert np.allclose(vectors, HashingEmbedder(384).embed(["what is the weather?"]))
