@@ -169,6 +169,9 @@ class Core:
     #: "vector" or "halfvec": how the database's vector index stores vectors (ltst_memory/hnsw.py); looked
     #: up on the first search that walks the index.
     hnsw_storage: HnswStorage | None = None
+    #: Users' own vector indexes (``_ops.own_index``): user id -> (when looked up, (watermark, storage)
+    #: or None), looked up again after ``hnsw.WATERMARK_TTL`` seconds.
+    own_indexes: dict[str, tuple[float, tuple[int, HnswStorage] | None]] = field(default_factory=dict)
     #: The user a scoped store (``for_user``) is restricted to; ``None`` on an unscoped store. Operations
     #: that take a user filter take it from here (``_ops.scoped_user``), inside their SQL.
     scope_user: str | None = None

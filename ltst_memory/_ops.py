@@ -13,6 +13,7 @@ operation makes before those are ``Query(..., alone=True)`` (or wrapped in :func
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -662,8 +663,9 @@ def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any], owner: 
 
 
 def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
-    """Pick exact search for small scopes, the IVFFlat index with iterative scans for large ones and for
-    no scope (an exact scan where the index was not built)."""
+    """Pick exact search for small scopes; for a large user with an index of their own, that index and
+    the gap since it was built; the IVFFlat index with iterative scans for other large scopes and for no
+    scope (an exact scan where the index was not built)."""
     scoped_to_session = "session_id" in params
     scoped_to_user = "user_id" in params
     if scoped_to_session or scoped_to_user:
@@ -675,13 +677,35 @@ def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
             if scoped_to_session and scoped_to_user:
                 return q.EXACT_SEARCH_IN_USER_SESSION
             return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER
+    own = (yield from own_index(core, params["user_id"])) if scoped_to_user else None
     yield vector_search_settings(core, params["limit"] * 2, index_order=True)
+    if own is not None:
+        params["watermark"], storage = own
+        return q.search_own_index_sql(scoped_to_session, hnsw.order_by(storage, core.embedder.dimension, own=True))
     order = yield from hnsw_order(core)
     if scoped_to_session and scoped_to_user:
         return q.search_messages_sql("user_session", order)
     if scoped_to_session:
         return q.search_messages_sql("session", order)
     return q.search_messages_sql("user" if scoped_to_user else "all", order)
+
+
+def own_index(core: Core, user_id: str) -> Op[tuple[int, hnsw.HnswStorage] | None]:
+    """The watermark (the largest message id it covers) and storage of ``user_id``'s own vector index
+    (``hnsw.py``), ``None`` without one. Read from the index's definition and kept
+    ``hnsw.WATERMARK_TTL`` seconds per store: an index rebuilt or dropped since changes the plan of the
+    user's searches, not their answer."""
+    now = time.monotonic()
+    known = core.own_indexes.get(user_id)
+    if known is not None and now - known[0] < hnsw.WATERMARK_TTL:
+        return known[1]
+    row = yield Query(hnsw.INDEX_PREDICATE, {"name": hnsw.user_index_name(user_id)}, fetch="one")
+    watermark = hnsw.watermark_of(row["predicate"] if row else None)
+    found = None if row is None or watermark is None else (watermark, hnsw.storage_of(row["definition"]))
+    if len(core.own_indexes) >= 10_000:  # a store serving many large users: start over
+        core.own_indexes.clear()
+    core.own_indexes[user_id] = (now, found)
+    return found
 
 
 def vector_search_settings(core: Core, candidates: int, *, index_order: bool = False) -> Query:

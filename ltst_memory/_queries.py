@@ -308,6 +308,52 @@ def search_messages_sql(scope: str, order: str = "embedding <=> %(query)s") -> s
     return _SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope=SEARCH_SCOPES[scope], order=order)
 
 
+# Search of a user with a vector index of their own (ltst_memory/hnsw.py): the index holds the user's
+# messages up to the watermark W (``user_id = ... AND message_id <= W``, which this statement repeats so
+# that the planner takes it; ``{order}`` as above), the gap's btree those stored since, read exactly. The
+# index's nearest ``limit`` and every message of the gap are ranked together by the float32 distance.
+# Should the index come back with fewer than ``limit`` rows (an HNSW scan stops at hnsw.max_scan_tuples
+# under a selective filter), the rows up to W are read exactly instead: a one-time filter, not run otherwise.
+_OWN_INDEX_SEARCH_TEMPLATE = """
+WITH indexed AS MATERIALIZED (
+    SELECT message_id, embedding <=> %(query)s AS distance
+    FROM conversation_messages
+    WHERE embedding IS NOT NULL AND user_id = %(user_id)s AND message_id <= %(watermark)s::bigint {scope}
+    ORDER BY {order}
+    LIMIT %(limit)s
+),
+best AS MATERIALIZED (
+    SELECT message_id, distance FROM (
+        SELECT message_id, distance FROM indexed
+        UNION ALL
+        SELECT message_id, embedding <=> %(query)s AS distance
+        FROM conversation_messages
+        WHERE (SELECT count(*) FROM indexed) < %(limit)s
+          AND embedding IS NOT NULL AND user_id = %(user_id)s AND message_id <= %(watermark)s::bigint {scope}
+          AND message_id <> ALL(ARRAY(SELECT message_id FROM indexed))
+        UNION ALL
+        SELECT message_id, embedding <=> %(query)s AS distance
+        FROM conversation_messages
+        WHERE embedding IS NOT NULL AND user_id = %(user_id)s AND message_id > %(watermark)s::bigint {scope}
+    ) AS parts
+    ORDER BY distance, message_id
+    LIMIT %(limit)s
+)
+SELECT {columns}, best.distance, 1 - best.distance AS similarity
+FROM best JOIN conversation_messages AS m USING (message_id)
+WHERE 1 - best.distance >= %(threshold)s AND m.user_id = %(user_id)s
+ORDER BY best.distance, m.message_id
+"""
+
+
+@functools.lru_cache(maxsize=16)
+def search_own_index_sql(in_session: bool, order: str = "embedding <=> %(query)s") -> str:
+    """The search of a user through their own index and its gap (``in_session``: within one session)."""
+    return _OWN_INDEX_SEARCH_TEMPLATE.format(
+        columns=M_MESSAGE_COLUMNS, scope="AND session_id = %(session_id)s" if in_session else "", order=order
+    )
+
+
 # Exact search over a small scope: the rows come from the btree on session_id / user_id and every
 # distance is computed, so the answer is complete and exact (an index scan with a selective filter
 # may stop at its scan limits before it has seen every row of the scope). Only the ids and distances of

@@ -123,6 +123,26 @@ semantic AS (
     LIMIT %(candidates)s
 ),"""
 
+# A large user with a vector index of their own (ltst_memory/hnsw.py): the nearest rows come from that
+# index up to its watermark and, exactly, from the messages stored since (_queries.search_own_index_sql).
+_SEMANTIC_BY_OWN_INDEX = """
+indexed AS MATERIALIZED (
+    SELECT m.message_id, m.embedding <=> %(embedding)s AS distance FROM conversation_messages AS m
+    WHERE {scope}{filters} AND m.embedding IS NOT NULL AND m.message_id <= %(watermark)s::bigint
+    ORDER BY {order}
+    LIMIT %(candidates)s
+),
+semantic AS (
+    SELECT message_id FROM (
+        SELECT message_id, distance FROM indexed
+        UNION ALL
+        SELECT m.message_id, m.embedding <=> %(embedding)s AS distance FROM conversation_messages AS m
+        WHERE {scope}{filters} AND m.embedding IS NOT NULL AND m.message_id > %(watermark)s::bigint
+    ) AS parts
+    ORDER BY distance, message_id
+    LIMIT %(candidates)s
+),"""
+
 _SEMANTIC_BY_SCAN = """
 scoped AS MATERIALIZED (
     SELECT m.message_id, m.embedding <=> %(embedding)s AS distance
@@ -200,6 +220,7 @@ def candidates_sql(
     with_neighbors: bool,
     scan: bool = False,
     order: str = "m.embedding <=> %(embedding)s",
+    own_index: bool = False,
 ) -> str:
     """The candidate statement for one scope fragment and a concatenation of filter fragments: the
     rows of the lexical leg (:func:`lexical_sql`; parameter ``lexical_ids``) and the ``candidates``
@@ -207,10 +228,12 @@ def candidates_sql(
 
     ``scan`` computes every distance of the scope's rows (right for a small scope) instead of walking
     the vector index, ordered by ``order`` (``hnsw.order_by`` for ``m.embedding`` and the ``embedding``
-    parameter).
+    parameter). ``own_index``: the scope is one user with an index of their own, whose watermark is the
+    ``watermark`` parameter.
     """
     pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
-    semantic = (_SEMANTIC_BY_SCAN if scan else _SEMANTIC_BY_INDEX).format(scope=scope, filters=filters, order=order)
+    by_index = _SEMANTIC_BY_OWN_INDEX if own_index else _SEMANTIC_BY_INDEX
+    semantic = (_SEMANTIC_BY_SCAN if scan else by_index).format(scope=scope, filters=filters, order=order)
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
     tail = _VECTOR_TAIL.format(
         pool=pool,

@@ -219,7 +219,7 @@ def vector_index(
         bool, typer.Option("--concurrently", help="Build the new index beside the old one; writes go on.")
     ] = False,
     user: Annotated[
-        str | None, typer.Option("--user", help="Build only this user's own index (default lists: √messages).")
+        str | None, typer.Option("--user", help="Build (or rebuild) only this user's own index.")
     ] = None,
     users: Annotated[
         bool,
@@ -233,6 +233,9 @@ def vector_index(
             "--users-over", help="With --users: the message count over which (default exact_search_max_rows)."
         ),
     ] = None,
+    user_method: Annotated[
+        str | None, typer.Option("--user-method", help="The users' own indexes: hnsw (default) or ivfflat.")
+    ] = None,
     drop_user: Annotated[str | None, typer.Option("--drop-user", help="Drop this user's own index.")] = None,
     show: Annotated[bool, typer.Option("--show", help="Only show the index in use; build nothing.")] = False,
     as_json: JsonOption = False,
@@ -243,11 +246,20 @@ def vector_index(
 
     Build it once the store holds messages (10,000 or more), and rebuild it when the table has grown
     several times since. It also builds an index of their own for the users with more than
-    exact_search_max_rows messages (--no-users: not), and drops those of users who no longer have that
-    many. Example: ltst vector-index --concurrently
+    exact_search_max_rows messages (--no-users: not), rebuilds those with many messages stored since
+    theirs was built (the gap their searches read exactly; reported as "gaps"), and drops those of
+    users who no longer have that many. Example: ltst vector-index --concurrently
     """
     from ._connection import connect
-    from .hnsw import INDEX_DEFINITION, build_index, build_user_index, build_user_indexes, drop_user_index, user_indexes
+    from .hnsw import (
+        INDEX_DEFINITION,
+        build_index,
+        build_user_index,
+        build_user_indexes,
+        drop_user_index,
+        own_indexes,
+        user_indexes,
+    )
 
     with _database(dsn, data_dir) as (conninfo, settings), connect(conninfo) as conn:
         if show:
@@ -255,8 +267,9 @@ def vector_index(
             conn.rollback()
             definition = row[0] if row else None
             own = user_indexes(conn)
+            gaps = {o.user_id: o.gap for o in own_indexes(conn)}
             if as_json:
-                _print_json({"index": definition, "user_indexes": [p for _, p in own]})
+                _print_json({"index": definition, "user_indexes": [p for _, p in own], "gaps": gaps})
             else:
                 out(
                     definition
@@ -264,6 +277,8 @@ def vector_index(
                 )
                 for _, predicate in own:
                     out(f"own index: {predicate}")
+                for user_id, gap in gaps.items():
+                    out(f"messages of {user_id} stored since their own index: {gap}")
             return
         if drop_user is not None:
             dropped = drop_user_index(conn, drop_user)
@@ -273,7 +288,7 @@ def vector_index(
                 out(f"dropped the own index of {drop_user}" if dropped else f"{drop_user} has no own index")
             return
         if user is not None:
-            built = build_user_index(conn, user, lists=lists, concurrently=concurrently)
+            built = build_user_index(conn, user, method=user_method, lists=lists, concurrently=concurrently)
             own_built = []
         else:
             built = build_index(conn, storage=storage, lists=lists, concurrently=concurrently)
@@ -282,16 +297,23 @@ def vector_index(
                     conn,
                     min_rows=settings.exact_search_max_rows if users_over is None else users_over,
                     concurrently=concurrently,
+                    method=user_method,
                 )
                 if users
                 else []
             )
+        gaps = {o.user_id: o.gap for o in own_indexes(conn)}
     if as_json:
-        _print_json({**dataclasses.asdict(built), "user_indexes": [dataclasses.asdict(b) for b in own_built]})
+        _print_json(
+            {**dataclasses.asdict(built), "user_indexes": [dataclasses.asdict(b) for b in own_built], "gaps": gaps}
+        )
         return
     for b in [built, *own_built]:
-        whose = f" of user {b.user_id}" if b.user_id is not None else ""
-        out(f"vector index{whose} built: {b.storage}, {b.lists} lists over {b.rows} messages in {b.seconds:.1f} s")
+        whose = f" of user {b.user_id} (up to message {b.watermark})" if b.user_id is not None else ""
+        shape = f"{b.lists} lists" if b.method == "ivfflat" else b.method
+        out(f"vector index{whose} built: {b.storage}, {shape} over {b.rows} messages in {b.seconds:.1f} s")
+    for user_id, gap in gaps.items():
+        out(f"messages of {user_id} stored since their own index: {gap}")
 
 
 @app.command("hnsw-storage")

@@ -59,8 +59,8 @@ class Settings:
     #: IVFFlat lists probed first by searches that scan the vector index (unscoped, or scopes above
     #: ``exact_search_max_rows``; ltst_memory/hnsw.py); docs/benchmarks.md, "Vector index".
     ivfflat_probes: int = 10
-    #: HNSW candidate list, for an HNSW index on the embeddings that a deployment builds itself (the
-    #: library's own vector index is IVFFlat).
+    #: HNSW candidate list of searches through a large user's own index (``ltst vector-index``; HNSW by
+    #: default, ltst_memory/hnsw.py) or an HNSW index a deployment builds itself; docs/benchmarks.md.
     hnsw_ef_search: int = 400
     #: Scoped searches over at most this many messages are exact (btree + full distance sort);
     #: larger scopes use the vector index with pgvector's iterative scans.

@@ -5,12 +5,13 @@ Where each search gets its answer:
 * a session's or a user's search over at most ``exact_search_max_rows`` messages reads the scope's
   rows through the btree on ``session_id`` / ``(user_id, timestamp)`` and computes every distance:
   exact, and its cost grows with the scope, not with the table;
-* larger scopes and unscoped searches use the IVFFlat index ``idx_messages_embedding_ivfflat`` with
-  pgvector's iterative scans (``ivfflat.iterative_scan = relaxed_order``), so a filtered search still
-  returns ``limit`` rows when that many exist; without the index they are exact scans of the table.
+* a larger user with an index of their own (below) is searched through it and the gap since;
+* other large scopes and unscoped searches use the IVFFlat index ``idx_messages_embedding_ivfflat``
+  with pgvector's iterative scans (``ivfflat.iterative_scan = relaxed_order``), so a filtered search
+  still returns ``limit`` rows when that many exist; without the index they are exact scans of the table.
 
-There is no HNSW graph on ``conversation_messages``: inserting into one graph over every user's
-messages was 85-90 % of an append's server time. An IVFFlat insert only finds the nearest of the
+There is no HNSW graph over every user's messages: inserting into one was 85-90 % of an append's
+server time. An IVFFlat insert only finds the nearest of the
 index's ``lists`` centroids and appends the row to that list, so a message is in the index (and found
 by every search) the moment ``store_message`` returns. The centroids are computed from the rows present
 when the index is built, which is why it is built in bulk, by the operator, once the table holds data:
@@ -19,14 +20,21 @@ since (docs/scaling.md, "The vector index"). Migration 0012 builds it in place o
 on databases that already hold 10,000 embedded messages or more.
 
 **The largest users** get an index of their own (:func:`build_user_index`, ``ltst vector-index --user``;
-``ltst vector-index`` builds one for every user over ``exact_search_max_rows`` messages): a partial
-IVFFlat index ``WHERE user_id = '...'`` over that user's rows alone, so their search probes lists of
-their own messages instead of everyone's filtered down to theirs. The planner takes it for the user's
-searches by itself (the predicate is implied by the search's ``user_id = ...``); the searches that scan
-the vector index are planned for their parameters every time (``plan_cache_mode =
+``ltst vector-index`` builds one for every user over ``exact_search_max_rows`` messages), kept off the
+write path by its predicate: a partial index ``WHERE user_id = '...' AND message_id <= W`` over the
+user's rows present at build time (``W``, the *watermark*: the largest of their message ids then;
+message ids only grow, so a new message falls outside the predicate and its insert touches no vector
+index), and beside it a small btree ``(message_id) WHERE user_id = '...' AND message_id > W`` over the
+user's messages since (the *gap*). A search of the user reads the index's nearest rows up to ``W``
+and the gap's rows exactly, and ranks them together by their true distance
+(``_queries.search_own_index_sql``): a message is found the moment it is stored, and the gap costs
+each search ~0.5 µs per message in it until ``ltst vector-index`` rebuilds the index (it does once the
+gap has grown past :func:`gap_to_rebuild`). The planner takes the user's index because the search
+repeats its predicate (``user_id = ... AND message_id <= W``, with the watermark the store reads from
+the index definition); the searches are planned for their parameters every time (``plan_cache_mode =
 force_custom_plan``, set with their transaction-local settings), since a generic plan of a prepared
-statement cannot use a partial index. The user id is in the index's predicate: ``delete_user`` drops
-the index with the user's rows (schema/0014_erase_user_index.sql).
+statement cannot use a partial index. The user id is in both predicates: ``delete_user`` drops both
+indexes with the user's rows (schema/0015_user_index_gap.sql).
 
 ``halfvec`` storage (``ltst vector-index --storage halfvec``) indexes float16 copies of the vectors
 (an expression index over ``embedding::halfvec(d)``): half the index size. The store re-ranks what the
@@ -38,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,19 +60,26 @@ from .errors import ValidationError
 
 __all__ = [
     "INDEX_NAME",
+    "METHODS",
     "STORAGES",
     "HnswStorage",
     "IndexBuild",
+    "OwnIndex",
+    "UserIndexMethod",
     "build_index",
     "build_user_index",
     "build_user_indexes",
     "drop_user_index",
+    "gap_index_name",
+    "gap_to_rebuild",
     "index_ddl",
     "index_storage",
     "lists_for",
     "order_by",
+    "own_indexes",
     "set_index_storage",
     "user_index_name",
+    "watermark_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,21 +92,45 @@ INDEX_NAME = "idx_messages_embedding_ivfflat"
 LEGACY_INDEX_NAME = "idx_messages_embedding_hnsw"
 #: The names of the users' own indexes (:func:`user_index_name`) start with this.
 USER_INDEX_PREFIX = "idx_messages_embedding_user_"
+#: ... and those of the btrees over their messages stored since (:func:`gap_index_name`) with this.
+GAP_INDEX_PREFIX = "idx_messages_gap_user_"
+UserIndexMethod = Literal["ivfflat", "hnsw"]
+METHODS: tuple[UserIndexMethod, ...] = ("ivfflat", "hnsw")
+#: The index method of a user's own index unless told otherwise (docs/benchmarks.md, section 3).
+USER_INDEX_METHOD: UserIndexMethod = "hnsw"
+#: How long a store trusts the watermark (or the absence) of a user's own index it looked up, in seconds.
+#: A stale one never changes a search's answer, only its plan: until then the user's searches may read
+#: a rebuilt index's newer rows exactly, or go through the main index.
+WATERMARK_TTL = 30.0
 
 #: The definition of the index in use (NULL without one), resolved through the search_path.
 INDEX_DEFINITION = f"SELECT pg_get_indexdef(to_regclass('{INDEX_NAME}')) AS definition"
 _EMBEDDED_ROWS = "SELECT count(*) FROM conversation_messages WHERE embedding IS NOT NULL"
-_EMBEDDED_ROWS_OF_USER = (
-    "SELECT count(*) FROM conversation_messages WHERE user_id = %(user_id)s AND embedding IS NOT NULL"
-)
 #: The users with more than ``min_rows`` messages (the trigger-kept statistics of migration 0002).
-_LARGE_USERS = "SELECT user_id FROM ltst_user_stats WHERE doc_count > %(min_rows)s ORDER BY user_id"
+_LARGE_USERS_WITH_SIZE = (
+    "SELECT user_id, doc_count FROM ltst_user_stats WHERE doc_count > %(min_rows)s ORDER BY user_id"
+)
 #: The users' own vector indexes: name and the user of the predicate.
 USER_INDEXES = f"""
 SELECT c.relname AS name, pg_get_expr(i.indpred, i.indrelid) AS predicate
 FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
 WHERE i.indrelid = to_regclass('conversation_messages') AND c.relname LIKE '{USER_INDEX_PREFIX}%'
 """
+#: The predicate and definition of one index by name (no row without it): the store reads a user's
+#: watermark and the index's storage from them.
+INDEX_PREDICATE = """
+SELECT pg_get_expr(i.indpred, i.indrelid) AS predicate, pg_get_indexdef(i.indexrelid) AS definition
+FROM pg_index AS i WHERE i.indexrelid = to_regclass(%(name)s)
+"""
+#: The user's messages (the embedded ones) and the largest message id: an own index's rows and watermark.
+_USER_ROWS = """
+SELECT count(*) FILTER (WHERE embedding IS NOT NULL) AS rows, coalesce(max(message_id), 0) AS watermark
+FROM conversation_messages WHERE user_id = %(user_id)s
+"""
+#: The user's messages stored since their own index was built (read through the gap's btree).
+_GAP_ROWS = (
+    "SELECT count(*) FROM conversation_messages WHERE user_id = %(user_id)s AND message_id > %(watermark)s::bigint"
+)
 _DIMENSION = "SELECT value FROM ltst_metadata WHERE key = 'embedding_dimension'"
 #: On a Citus cluster each shard of the messages has an index of its own (docs/citus.md).
 _SHARDS = """
@@ -115,6 +155,29 @@ def user_index_name(user_id: str) -> str:
     return USER_INDEX_PREFIX + hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()[:24]
 
 
+def gap_index_name(user_id: str) -> str:
+    """The name of the btree over ``user_id``'s messages stored since their own index was built."""
+    return GAP_INDEX_PREFIX + hashlib.md5(user_id.encode(), usedforsecurity=False).hexdigest()[:24]
+
+
+_WATERMARK = re.compile(r"\bmessage_id <= '?(\d+)")
+_PREDICATE_USER = re.compile(r"\buser_id = '((?:[^']|'')*)'::text")
+
+
+def watermark_of(predicate: str | None) -> int | None:
+    """The watermark of an own index's predicate (``pg_get_expr`` of ``pg_index.indpred``): the largest
+    message id it covers; ``None`` for no predicate, or one without a watermark."""
+    found = _WATERMARK.search(predicate) if predicate else None
+    return int(found.group(1)) if found else None
+
+
+def gap_to_rebuild(rows: int) -> int:
+    """How many messages a user may store after their own index was built (over ``rows``) before
+    ``ltst vector-index`` rebuilds it: 5 % of it, at least 1,000 (each search reads the gap exactly,
+    ~0.5 µs a message)."""
+    return max(1_000, rows // 20)
+
+
 def lists_for(rows: int) -> int:
     """pgvector's advice for an IVFFlat index over ``rows`` vectors: rows / 1000 up to a million rows,
     √rows above (at least 10)."""
@@ -131,22 +194,57 @@ def index_ddl(
     name: str = INDEX_NAME,
     concurrently: bool = False,
     user_id: str | None = None,
+    watermark: int | None = None,
+    method: UserIndexMethod = "ivfflat",
+    m: int = 16,
+    ef_construction: int = 64,
 ) -> sql.Composed:
-    """``CREATE INDEX`` of the IVFFlat index with ``storage`` for ``dimension``-d embeddings and ``lists``
-    lists (``IF NOT EXISTS``, or ``CONCURRENTLY``); with ``user_id``, over that user's rows alone."""
+    """``CREATE INDEX`` of the vector index with ``storage`` for ``dimension``-d embeddings (``IF NOT
+    EXISTS``, or ``CONCURRENTLY``): IVFFlat with ``lists`` lists, or (``method="hnsw"``) HNSW with ``m``
+    and ``ef_construction``; with ``user_id``, over that user's rows alone, and with ``watermark``
+    too, over those with a message id up to it."""
     check_storage(storage)
-    target = (
-        sql.SQL("(embedding::halfvec({})) halfvec_cosine_ops").format(sql.Literal(int(dimension)))
-        if storage == "halfvec"
-        else sql.SQL("embedding vector_cosine_ops")
-    )
-    statement = "CREATE INDEX {} {} ON conversation_messages USING ivfflat ({}) WITH (lists = {}){}"
-    return sql.SQL(statement).format(
+    # An own index up to a watermark indexes l2_normalize(embedding): the same cosine order, but an
+    # expression no other index has, so the user's search can take its order from this index alone
+    # (with the same expression, the planner weighs it against the main index by estimated cost, and
+    # took the main one for an HNSW scan with a large ef_search).
+    own = user_id is not None and watermark is not None
+    column = sql.SQL("l2_normalize(embedding)" if own else "embedding")
+    if storage == "halfvec":
+        target = sql.SQL("({}::halfvec({})) halfvec_cosine_ops").format(column, sql.Literal(int(dimension)))
+    elif own:
+        target = sql.SQL("({}::vector({})) vector_cosine_ops").format(column, sql.Literal(int(dimension)))
+    else:
+        target = sql.SQL("embedding vector_cosine_ops")
+    if method == "hnsw":
+        using = sql.SQL("hnsw ({}) WITH (m = {}, ef_construction = {})").format(
+            target, sql.Literal(int(m)), sql.Literal(int(ef_construction))
+        )
+    else:
+        using = sql.SQL("ivfflat ({}) WITH (lists = {})").format(target, sql.Literal(int(lists)))
+    return sql.SQL("CREATE INDEX {} {} ON conversation_messages USING {}{}").format(
         sql.SQL("CONCURRENTLY" if concurrently else "IF NOT EXISTS"),
         sql.Identifier(name),
-        target,
-        sql.Literal(int(lists)),
-        sql.SQL("") if user_id is None else sql.SQL(" WHERE user_id = {}").format(sql.Literal(user_id)),
+        using,
+        _own_predicate(user_id, watermark, "<="),
+    )
+
+
+def _own_predicate(user_id: str | None, watermark: int | None, op: str) -> sql.Composable:
+    if user_id is None:
+        return sql.SQL("")
+    predicate = sql.SQL(" WHERE user_id = {}").format(sql.Literal(user_id))
+    if watermark is None:
+        return predicate
+    return sql.SQL("{} AND message_id {} {}::bigint").format(predicate, sql.SQL(op), sql.Literal(str(int(watermark))))
+
+
+def gap_index_ddl(user_id: str, watermark: int, *, name: str | None = None, concurrently: bool = False) -> sql.Composed:
+    """``CREATE INDEX`` of the btree over ``user_id``'s messages with an id above ``watermark``."""
+    return sql.SQL("CREATE INDEX {} {} ON conversation_messages (message_id){}").format(
+        sql.SQL("CONCURRENTLY" if concurrently else "IF NOT EXISTS"),
+        sql.Identifier(name or gap_index_name(user_id)),
+        _own_predicate(user_id, watermark, ">"),
     )
 
 
@@ -155,11 +253,18 @@ def storage_of(definition: str | None) -> HnswStorage:
     return "halfvec" if definition and "halfvec_cosine_ops" in definition else "vector"
 
 
-def order_by(storage: HnswStorage, dimension: int, *, column: str = "embedding", param: str = "query") -> str:
-    """The distance expression the index orders by, for an ``ORDER BY ... LIMIT`` that scans it.
+def order_by(
+    storage: HnswStorage, dimension: int, *, column: str = "embedding", param: str = "query", own: bool = False
+) -> str:
+    """The distance expression the index orders by, for an ``ORDER BY ... LIMIT`` that scans it
+    (``own``: a user's own index up to a watermark, over ``l2_normalize(embedding)``).
 
     ``column`` is a trusted SQL fragment (a column, maybe qualified); ``param`` a parameter name.
     """
+    if own and storage == "halfvec":
+        column = f"l2_normalize({column})"
+    elif own:
+        column = f"l2_normalize({column})::vector({int(dimension)})"
     if storage == "halfvec":
         cast = f"::halfvec({int(dimension)})"
         return f"{column}{cast} <=> %({param})s{cast}"
@@ -174,13 +279,17 @@ def index_storage(conn: psycopg.Connection[Any]) -> HnswStorage:
 
 @dataclass(frozen=True)
 class IndexBuild:
-    """What :func:`build_index` (or :func:`build_user_index`: ``user_id`` set) built."""
+    """What :func:`build_index` (or :func:`build_user_index`: ``user_id`` set) built. An own index
+    also has its ``watermark`` (the largest message id it covers) and ``method``; ``lists`` is 0 for
+    an HNSW index."""
 
     storage: HnswStorage
     lists: int
     rows: int
     seconds: float
     user_id: str | None = None
+    watermark: int | None = None
+    method: UserIndexMethod = "ivfflat"
 
 
 def build_index(
@@ -228,44 +337,103 @@ def _build(
     storage: str | None,
     lists: int | None,
     concurrently: bool,
-    user_id: str | None = None,
 ) -> IndexBuild:
     started = time.perf_counter()
     wanted = check_storage(storage) if storage is not None else index_storage(conn)
-    dim_row = conn.execute(_DIMENSION).fetchone()
-    if not dim_row or not dim_row[0]:
-        raise ValidationError("the database has no embedding dimension yet; open a store on it first")
-    dimension = int(dim_row[0])
-    if user_id is None:
-        count_row = conn.execute(_EMBEDDED_ROWS).fetchone()
-        rows = int(count_row[0]) if count_row else 0
-        n_lists = lists if lists is not None else lists_for(rows // _indexes(conn))
-        index_name = INDEX_NAME
-    else:
-        count_row = conn.execute(_EMBEDDED_ROWS_OF_USER, {"user_id": user_id}).fetchone()
-        rows = int(count_row[0]) if count_row else 0
-        n_lists = lists if lists is not None else user_lists_for(rows)
-        index_name = user_index_name(user_id)
-    logger.info("building %s: %s, %d lists over %d messages", index_name, wanted, n_lists, rows)
-    name, temporary = sql.Identifier(index_name), sql.Identifier(index_name + "_new")
+    dimension = _dimension(conn)
+    count_row = conn.execute(_EMBEDDED_ROWS).fetchone()
+    rows = int(count_row[0]) if count_row else 0
+    n_lists = lists if lists is not None else lists_for(rows // _indexes(conn))
+    logger.info("building %s: %s, %d lists over %d messages", INDEX_NAME, wanted, n_lists, rows)
+    name, temporary = sql.Identifier(INDEX_NAME), sql.Identifier(INDEX_NAME + "_new")
     legacy = sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(LEGACY_INDEX_NAME))
     if concurrently:
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(temporary))
-        conn.execute(
-            index_ddl(wanted, dimension, lists=n_lists, name=index_name + "_new", concurrently=True, user_id=user_id)
-        )
+        conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=INDEX_NAME + "_new", concurrently=True))
         with conn.transaction():
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
             conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(temporary, name))
-            if user_id is None:
-                conn.execute(legacy)
+            conn.execute(legacy)
     else:
         with conn.transaction():
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
-            conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=index_name, user_id=user_id))
-            if user_id is None:
-                conn.execute(legacy)
-    return IndexBuild(storage=wanted, lists=n_lists, rows=rows, seconds=time.perf_counter() - started, user_id=user_id)
+            conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=INDEX_NAME))
+            conn.execute(legacy)
+    return IndexBuild(storage=wanted, lists=n_lists, rows=rows, seconds=time.perf_counter() - started)
+
+
+def _dimension(conn: psycopg.Connection[Any]) -> int:
+    dim_row = conn.execute(_DIMENSION).fetchone()
+    if not dim_row or not dim_row[0]:
+        raise ValidationError("the database has no embedding dimension yet; open a store on it first")
+    return int(dim_row[0])
+
+
+def _build_own(
+    conn: psycopg.Connection[Any],
+    user_id: str,
+    method: UserIndexMethod,
+    lists: int | None,
+    m: int,
+    ef_construction: int,
+    concurrently: bool,
+) -> IndexBuild:
+    """(Re)build ``user_id``'s own vector index up to the watermark of now, and the gap's btree."""
+    started = time.perf_counter()
+    storage = index_storage(conn)
+    dimension = _dimension(conn)
+    row = conn.execute(_USER_ROWS, {"user_id": user_id}).fetchone()
+    rows, watermark = (int(row[0]), int(row[1])) if row else (0, 0)
+    n_lists = 0 if method == "hnsw" else lists if lists is not None else user_lists_for(rows)
+    index_name, gap_name = user_index_name(user_id), gap_index_name(user_id)
+    logger.info("building %s (%s) over %d messages up to message %d", index_name, method, rows, watermark)
+    options = {"method": method, "m": m, "ef_construction": ef_construction, "lists": n_lists}
+    drop = "DROP INDEX IF EXISTS {}"
+    if concurrently:  # new indexes beside the old ones (writes go on), then swapped in one transaction
+        for name in (index_name, gap_name):
+            conn.execute(sql.SQL(drop).format(sql.Identifier(name + "_new")))
+        conn.execute(gap_index_ddl(user_id, watermark, name=gap_name + "_new", concurrently=True))
+        conn.execute(
+            index_ddl(
+                storage,
+                dimension,
+                name=index_name + "_new",
+                concurrently=True,
+                user_id=user_id,
+                watermark=watermark,
+                **options,  # type: ignore[arg-type]
+            )
+        )
+        with conn.transaction():
+            for name in (index_name, gap_name):
+                conn.execute(sql.SQL(drop).format(sql.Identifier(name)))
+                conn.execute(
+                    sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(name + "_new"), sql.Identifier(name))
+                )
+    else:
+        with conn.transaction():
+            for name in (index_name, gap_name):
+                conn.execute(sql.SQL(drop).format(sql.Identifier(name)))
+            conn.execute(gap_index_ddl(user_id, watermark))
+            conn.execute(
+                index_ddl(
+                    storage,
+                    dimension,
+                    name=index_name,
+                    user_id=user_id,
+                    watermark=watermark,
+                    **options,  # type: ignore[arg-type]
+                )
+            )
+    return IndexBuild(
+        storage=storage,
+        lists=n_lists,
+        rows=rows,
+        seconds=time.perf_counter() - started,
+        user_id=user_id,
+        watermark=watermark,
+        method=method,
+    )
 
 
 def _indexes(conn: psycopg.Connection[Any]) -> int:
@@ -293,44 +461,100 @@ def set_index_storage(conn: psycopg.Connection[Any], storage: str, *, concurrent
 
 
 def build_user_index(
-    conn: psycopg.Connection[Any], user_id: str, *, lists: int | None = None, concurrently: bool = False
+    conn: psycopg.Connection[Any],
+    user_id: str,
+    *,
+    method: str | None = None,
+    lists: int | None = None,
+    m: int = 16,
+    ef_construction: int = 64,
+    concurrently: bool = False,
 ) -> IndexBuild:
-    """Build (or rebuild) ``user_id``'s own IVFFlat index: a partial index over that user's messages
-    (``WHERE user_id = ...``), with the storage of the main index and :func:`user_lists_for` lists by
-    default. The user's searches of the vector index read it instead of the main one (the planner
-    picks it). Worth it for users well over ``exact_search_max_rows`` messages, whose searches go to
-    the vector index: for smaller ones the exact scan is used anyway. ``concurrently`` as in
-    :func:`build_index`. Not on a Citus cluster (each shard would get an index for one user).
-    """
+    """Build (or rebuild) ``user_id``'s own vector index over their messages stored now, kept off
+    their write path by its predicate ``WHERE user_id = ... AND message_id <= W`` (``W``: their
+    largest message id now), and the btree over their messages stored after it (``message_id > W``,
+    read exactly by each search). ``method``: ``"hnsw"`` (the default, :data:`USER_INDEX_METHOD`;
+    ``m``, ``ef_construction``; searched with ``hnsw_ef_search``) or ``"ivfflat"`` (``lists``, by
+    default :func:`user_lists_for`; searched with ``ivfflat_probes``); the storage is the main index's.
+    Worth it for users well over ``exact_search_max_rows`` messages, whose searches go to the vector
+    index: smaller ones are searched exactly anyway. ``concurrently`` as in :func:`build_index`. Not
+    on a Citus cluster (each shard would get an index for one user)."""
     from .models import check_id
 
     user_id = check_id("user_id", user_id)
+    chosen = USER_INDEX_METHOD if method is None else method
+    if chosen not in METHODS:
+        raise ValidationError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if lists is not None and (isinstance(lists, bool) or not isinstance(lists, int) or not 1 <= lists <= 32_768):
         raise ValidationError(f"lists must be an integer from 1 to 32768; got {lists!r}")
+    for what, value, low, high in (("m", m, 2, 100), ("ef_construction", ef_construction, 4, 1_000)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValidationError(f"{what} must be an integer from {low} to {high}; got {value!r}")
 
     def work() -> IndexBuild:
         if _distributed(conn):
             raise ValidationError("per-user vector indexes are not built on a Citus cluster")
-        return _build(conn, None, lists, concurrently, user_id)
+        return _build_own(conn, user_id, chosen, lists, m, ef_construction, concurrently)
 
     return _locked(conn, work)
 
 
-def build_user_indexes(conn: psycopg.Connection[Any], *, min_rows: int, concurrently: bool = False) -> list[IndexBuild]:
-    """Build the own index (:func:`build_user_index`) of every user with more than ``min_rows``
-    messages (``ltst vector-index`` passes ``exact_search_max_rows``), and drop the own indexes of users
-    who no longer have that many. Returns what it built (nothing on a Citus cluster)."""
+@dataclass(frozen=True)
+class OwnIndex:
+    """A user's own vector index: whose, the largest message id it covers (``None`` for an index built
+    before watermarks, which covers every message of the user), and how many of the user's messages
+    were stored after it (the gap each search reads exactly)."""
+
+    user_id: str
+    watermark: int | None
+    gap: int
+
+
+def own_indexes(conn: psycopg.Connection[Any]) -> list[OwnIndex]:
+    """The users' own vector indexes, with their watermark and gap."""
+    found = []
+    for _name, predicate in user_indexes(conn):
+        who = _PREDICATE_USER.search(predicate)
+        if who is None:
+            continue
+        user_id = who.group(1).replace("''", "'")
+        watermark = watermark_of(predicate)
+        gap = 0
+        if watermark is not None:
+            row = conn.execute(_GAP_ROWS, {"user_id": user_id, "watermark": watermark}).fetchone()
+            gap = int(row[0]) if row else 0
+        found.append(OwnIndex(user_id, watermark, gap))
+    if not conn.autocommit:
+        conn.rollback()
+    return found
+
+
+def build_user_indexes(
+    conn: psycopg.Connection[Any], *, min_rows: int, concurrently: bool = False, method: str | None = None
+) -> list[IndexBuild]:
+    """Build the own index (:func:`build_user_index`, with ``method``) of every user with more than
+    ``min_rows`` messages (``ltst vector-index`` passes ``exact_search_max_rows``) who has none, rebuild
+    those whose gap (messages stored since) has grown past :func:`gap_to_rebuild`, and drop the own
+    indexes of users who no longer have that many. Returns what it built (nothing on a Citus cluster)."""
     if _distributed(conn):
         conn.rollback()
         return []
-    rows = conn.execute(_LARGE_USERS, {"min_rows": int(min_rows)}).fetchall()
+    rows = conn.execute(_LARGE_USERS_WITH_SIZE, {"min_rows": int(min_rows)}).fetchall()
     conn.rollback()
-    large = [str(r[0]) for r in rows]
-    wanted = {user_index_name(u) for u in large}
+    large = {str(r[0]): int(r[1]) for r in rows}
+    current = {o.user_id: o for o in own_indexes(conn)}
     for name, _predicate in user_indexes(conn):
-        if name not in wanted:
+        if name not in {user_index_name(u) for u in large}:
             _drop(conn, name)
-    return [build_user_index(conn, user, concurrently=concurrently) for user in large]
+    for user_id in set(current) - set(large):
+        _drop(conn, gap_index_name(user_id))
+    built = []
+    for user_id, size in sorted(large.items()):
+        own = current.get(user_id)
+        if own is not None and own.watermark is not None and own.gap <= gap_to_rebuild(size - own.gap):
+            continue
+        built.append(build_user_index(conn, user_id, method=method, concurrently=concurrently))
+    return built
 
 
 def user_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
@@ -342,11 +566,12 @@ def user_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
 
 
 def drop_user_index(conn: psycopg.Connection[Any], user_id: str) -> bool:
-    """Drop ``user_id``'s own vector index; False if there was none."""
+    """Drop ``user_id``'s own vector index (and the btree of their gap); False if there was none."""
     name = user_index_name(user_id)
     if name not in {n for n, _ in user_indexes(conn)}:
         return False
     _drop(conn, name)
+    _drop(conn, gap_index_name(user_id))
     return True
 
 

@@ -29,7 +29,7 @@ DELETE_USER = "SELECT kind, removed FROM ltst_delete_user(%(user_id)s)"
 #: Planner statistics hold sampled values (ids, words) of the rows: refreshed on the tables an erase touched.
 ANALYZE_TABLES = "SELECT ltst_analyze_owned_tables(%(tables)s::text[])"
 #: The user's own vector index (ltst_memory/hnsw.py) names them in its predicate: dropped once their
-#: messages are gone (schema/0014_erase_user_index.sql). True when there was one.
+#: messages are gone, with the btree of their gap (schema/0015_user_index_gap.sql). True when there was one.
 DROP_USER_INDEX = "SELECT ltst_drop_user_vector_index(%(user_id)s) AS dropped"
 
 _KINDS = {t.name: t.result_key for t in OWNED_TABLES}

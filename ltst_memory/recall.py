@@ -45,6 +45,7 @@ import numpy as np
 
 from . import _queries as q
 from . import _recall_queries as rq
+from . import hnsw
 from ._kernel import SEARCH, operation
 from ._ops import (
     Core,
@@ -52,6 +53,7 @@ from ._ops import (
     Op,
     Query,
     hnsw_order,
+    own_index,
     owned,
     require_session,
     scope_is_small,
@@ -543,6 +545,10 @@ def recall(
     params["lexical_ids"] = [r["message_id"] for r in lexical]
     vectors = yield embedding
     params["embedding"] = vectors[0]
+    own = None if scan or scope != "user" else (yield from own_index(core, params["user_id"]))
+    if own is not None:
+        params["watermark"], storage = own
+        order = hnsw.order_by(storage, core.embedder.dimension, column="m.embedding", param="embedding", own=True)
     sql = rq.candidates_sql(
         scope=scope_sql,
         filters=filters,
@@ -551,6 +557,7 @@ def recall(
         with_neighbors=neighbor_weight > 0,
         scan=scan,
         order=order,
+        own_index=own is not None,
     )
     if not scan:
         yield vector_search_settings(core, params["candidates"])

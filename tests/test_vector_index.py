@@ -22,7 +22,7 @@ from ltst_memory import (
     ValidationError,
 )
 from ltst_memory.cli import app
-from ltst_memory.hnsw import INDEX_NAME, LEGACY_INDEX_NAME, build_index, lists_for
+from ltst_memory.hnsw import INDEX_NAME, LEGACY_INDEX_NAME, build_index, lists_for, order_by
 from ltst_memory.migrate import migrate
 
 DIM = 384
@@ -256,29 +256,36 @@ def test_migration_0012_replaces_the_hnsw_index(database_dsn: str, messages: int
 def test_a_users_own_index_is_what_their_searches_read(
     loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
 ) -> None:
-    """`ltst vector-index` builds an own (partial) index for each user over exact_search_max_rows; the user's
-    searches are planned with it, also past the five executions after which a prepared statement may
-    switch to a generic plan (which could not use a partial index); other users' searches do not use it."""
+    """`ltst vector-index` builds an own (partial) index for each user over exact_search_max_rows, up to
+    their largest message id (the watermark); the user's searches are planned with it and with the btree
+    of their gap, also past the five executions after which a prepared statement may switch to a generic
+    plan (which could not use a partial index); other users' searches do not use them."""
     from ltst_memory import _queries as q
-    from ltst_memory.hnsw import USER_INDEX_PREFIX, build_user_index, user_index_name
+    from ltst_memory.hnsw import USER_INDEX_PREFIX, build_user_index, gap_index_name, user_index_name
 
     dsn, vectors, ids = loaded
     runner = CliRunner()
     over = ["--users-over", "300"]  # alice (400 messages) is over it, bob (200) is not
-    built = runner.invoke(app, ["vector-index", "--json", *over, "--dsn", dsn])
+    built = runner.invoke(app, ["vector-index", "--json", *over, "--user-method", "ivfflat", "--dsn", dsn])
     assert built.exit_code == 0, built.output
     (own,) = json.loads(built.output)["user_indexes"]
-    assert (own["user_id"], own["rows"], own["lists"]) == ("alice", 400, 20)
+    last_of_alice = ids[399]
+    assert (own["user_id"], own["rows"], own["lists"], own["watermark"]) == ("alice", 400, 20, last_of_alice)
+    assert own["method"] == "ivfflat"
+    assert json.loads(built.output)["gaps"] == {"alice": 0}
     with psycopg.connect(dsn, autocommit=True) as conn:
         indexes = _indexes(conn)
         assert set(indexes) == {INDEX_NAME, user_index_name("alice")}
-        assert "WHERE (user_id = 'alice'::text)" in indexes[user_index_name("alice")]
+        predicate = f"WHERE ((user_id = 'alice'::text) AND (message_id <= '{last_of_alice}'::bigint))"
+        assert predicate in indexes[user_index_name("alice")]
+        gap = conn.execute("SELECT pg_get_indexdef(%s::regclass)", (gap_index_name("alice"),)).fetchone()
+        assert gap is not None and f"(message_id > '{last_of_alice}'::bigint)" in gap[0]
     shown = runner.invoke(app, ["vector-index", "--show", "--dsn", dsn])
-    assert "own index: (user_id = 'alice'::text)" in shown.output
+    assert f"own index: ((user_id = 'alice'::text) AND (message_id <= '{last_of_alice}'::bigint))" in shown.output
 
-    sql = q.search_messages_sql("user")
+    sql = q.search_own_index_sql(False, order_by("vector", DIM, own=True))
     query = unit(np.random.default_rng(21), 1)[0]
-    params = {"query": query, "user_id": "alice", "limit": 10, "threshold": -1.0}
+    params = {"query": query, "user_id": "alice", "limit": 10, "threshold": -1.0, "watermark": last_of_alice}
     settings = {"probes": "20", "ef_search": "40", "enable_sort": "off"}
     with psycopg.connect(dsn, prepare_threshold=0) as conn:  # prepared from the first execution
         from pgvector.psycopg import register_vector
@@ -289,7 +296,7 @@ def test_a_users_own_index_is_what_their_searches_read(
                 conn.execute(q.SET_SEARCH_SETTINGS, settings)
                 rows = conn.execute(sql, params).fetchall()
                 plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params, prepare=False))
-                assert user_index_name("alice") in plan
+                assert user_index_name("alice") in plan and gap_index_name("alice") in plan
         plans = conn.execute(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
             " WHERE statement LIKE '%%conversation_messages%%'",
@@ -299,7 +306,7 @@ def test_a_users_own_index_is_what_their_searches_read(
         with conn.transaction():
             conn.execute(q.SET_SEARCH_SETTINGS, settings)
             plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, {**params, "user_id": "bob"}))
-            assert USER_INDEX_PREFIX not in plan
+            assert USER_INDEX_PREFIX not in plan and "gap_user" not in plan
     assert [r[0] for r in rows] == brute_force(vectors, range(0, 400), query, ids)  # every list probed: exact
 
     with _store(dsn, embedder, exact_search_max_rows=300, ivfflat_probes=20) as store:
@@ -311,16 +318,158 @@ def test_a_users_own_index_is_what_their_searches_read(
         assert store.search_messages("q", user_id="alice", limit=1)[0][0].message_id == stored.message_id
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        rebuilt = build_user_index(conn, "alice", lists=5, concurrently=True)
-        assert (rebuilt.rows, rebuilt.lists) == (401, 5) and "lists='5'" in _indexes(conn)[user_index_name("alice")]
+        rebuilt = build_user_index(conn, "alice", method="ivfflat", lists=5, concurrently=True)
+        assert (rebuilt.rows, rebuilt.lists, rebuilt.watermark) == (401, 5, stored.message_id)
+        assert "lists='5'" in _indexes(conn)[user_index_name("alice")]
+        rebuilt = build_user_index(conn, "alice")  # HNSW by default
+        assert (rebuilt.method, rebuilt.lists) == ("hnsw", 0) and "USING hnsw" in _indexes(conn)[
+            user_index_name("alice")
+        ]
         with pytest.raises(ValidationError, match="user_id"):
             build_user_index(conn, "")
+        with pytest.raises(ValidationError, match="ivfflat, hnsw"):
+            build_user_index(conn, "alice", method="diskann")
     dropped = runner.invoke(app, ["vector-index", "--drop-user", "alice", "--dsn", dsn])
     assert dropped.exit_code == 0 and "dropped" in dropped.output
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert set(_indexes(conn)) == {INDEX_NAME}
+        assert conn.execute("SELECT to_regclass(%s)", (gap_index_name("alice"),)).fetchone() == (None,)
     runner.invoke(app, ["vector-index", "--user", "bob", "--dsn", dsn])
     again = runner.invoke(app, ["vector-index", "--json", *over, "--dsn", dsn])  # bob's dropped, alice's back
     assert [b["user_id"] for b in json.loads(again.output)["user_indexes"]] == ["alice"]
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert set(_indexes(conn)) == {INDEX_NAME, user_index_name("alice")}
+        names = {r[0] for r in conn.execute("SELECT indexrelid::regclass::text FROM pg_index")}
+        assert gap_index_name("alice") in names and gap_index_name("bob") not in names
+
+
+@pytest.mark.parametrize("method", ["ivfflat", "hnsw"])
+def test_a_large_users_search_equals_brute_force_with_filters_and_new_messages(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder, method: str
+) -> None:
+    """Through alice's own index (every list probed, or an HNSW graph of her 400 rows) and her gap: her
+    top-k, in one session, above a threshold, and the hybrid recall's nearest, equal brute force over
+    the messages she has now, those stored after the index included."""
+    from ltst_memory.hnsw import build_user_index
+
+    dsn, vectors, ids = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        build = build_user_index(conn, "alice", method=method, lists=4)
+        assert (build.method, build.watermark) == (method, ids[399])
+    rng = np.random.default_rng(12)
+    queries = unit(rng, 8)
+    settings = {"exact_search_max_rows": 50, "ivfflat_probes": 4, "hnsw_ef_search": 1000}  # sessions too
+    with _store(dsn, embedder, **settings) as store:
+        # the gap: messages stored after the index, near the queries, in sessions 0 and 3
+        near = queries + 0.3 * unit(rng, 8)
+        new = store.store_messages(
+            [
+                ConversationMessage(f"alice-{3 * (i % 2)}", "human", f"gap {i}", embedding=v / np.linalg.norm(v))
+                for i, v in enumerate(near)
+            ]
+        )
+        every = np.concatenate([vectors[:400], near / np.linalg.norm(near, axis=1, keepdims=True)])
+        every_ids = [ids[i] for i in range(400)] + [m.message_id for m in new]
+        session_of = [i // 100 for i in range(400)] + [3 * (i % 2) for i in range(8)]
+
+        def truth(query: np.ndarray, k: int, session: int | None = None) -> list[int]:
+            rows = [i for i in range(len(every)) if session is None or session_of[i] == session]
+            sims = every[rows] @ query
+            return [every_ids[rows[i]] for i in np.argsort(-sims, kind="stable")[:k]]
+
+        for i, query in enumerate(queries):
+            embedder.table[f"q{i}"] = query
+            hits = store.search_messages(f"q{i}", user_id="alice", limit=10)
+            assert [m.message_id for m, _ in hits] == truth(query, 10)
+            assert new[i].message_id in [m.message_id for m, _ in hits]  # found the moment it was stored
+            in_session = store.search_messages(f"q{i}", user_id="alice", session_id="alice-3", limit=150)
+            assert [m.message_id for m, _ in in_session] == truth(query, 150, session=3)  # all 104 of them
+            above = store.search_messages(f"q{i}", user_id="alice", limit=50, threshold=0.05)
+            assert [m.message_id for m, _ in above] == [
+                t for t in truth(query, 50) if float(every[every_ids.index(t)] @ query) >= 0.05
+            ]
+            nearest = store.recall(
+                f"q{i}",
+                user_id="alice",
+                limit=10,
+                lexical_weight=0.0,
+                neighbor_weight=0.0,
+                session_weight=0.0,
+                long_turn_penalty=0.0,
+                short_turn_penalty=0.0,
+                role_weight=0.0,
+                speaker_weight=0.0,
+                date_weight=0.0,
+                latest_weight=0.0,
+                spread_weight=0.0,
+                roles=["human"],
+            )
+            assert [m.message_id for m, _ in nearest] == truth(query, 10)  # alice's rows are all "human"
+
+
+@pytest.mark.parametrize("method", ["ivfflat", "hnsw"])
+def test_a_large_users_search_returns_k_rows_when_the_index_scan_stops_early(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder, method: str
+) -> None:
+    """An index scan that gives up before it has seen enough of a session's rows (here the server's
+    scan limits are set to their minimum) does not shorten the answer: the rows up to the watermark are
+    then read exactly."""
+    from ltst_memory.hnsw import build_user_index
+
+    dsn, vectors, ids = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        build_user_index(conn, "alice", method=method, lists=20)
+        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        for setting in ("ivfflat.max_probes", "hnsw.max_scan_tuples"):
+            conn.execute(f'ALTER DATABASE "{database}" SET {setting} = 1')
+    query = unit(np.random.default_rng(4), 1)[0]
+    embedder.table["far"] = query
+    with _store(dsn, embedder, exact_search_max_rows=50, ivfflat_probes=1, hnsw_ef_search=10) as store:
+        hits = store.search_messages("far", user_id="alice", session_id="alice-2", limit=100)
+        assert [m.message_id for m, _ in hits] == brute_force(vectors, range(200, 300), query, ids, k=100)
+
+
+def test_erasure_drops_the_users_own_index_and_gap(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    from ltst_memory.hnsw import build_user_index, gap_index_name, user_index_name
+
+    dsn, _, _ = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for user in ("alice", "bob"):
+            build_user_index(conn, user)
+    with _store(dsn, embedder) as store:
+        assert store.delete_user("alice").dropped_index
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        names = {r[0] for r in conn.execute("SELECT indexrelid::regclass::text FROM pg_index")}
+        assert {user_index_name("bob"), gap_index_name("bob")} <= names
+        assert not {user_index_name("alice"), gap_index_name("alice")} & names
+
+
+def test_vector_index_rebuilds_an_own_index_once_its_gap_has_grown(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    from ltst_memory.hnsw import build_user_indexes, gap_to_rebuild, own_indexes
+
+    dsn, _, _ = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (first,) = build_user_indexes(conn, min_rows=300)
+        assert build_user_indexes(conn, min_rows=300) == []  # nothing new: kept
+    rng = np.random.default_rng(8)
+    with _store(dsn, embedder) as store:
+        for batch in range(2):
+            store.store_messages(
+                [
+                    ConversationMessage("alice-0", "ai", f"more {batch} {j}", embedding=v)
+                    for j, v in enumerate(unit(rng, 600))
+                ]
+            )
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                (own,) = own_indexes(conn)
+                assert (own.user_id, own.watermark, own.gap) == ("alice", first.watermark, 600 * (batch + 1))
+                rebuilt = build_user_indexes(conn, min_rows=300)
+            assert (len(rebuilt) == 1) == (own.gap > gap_to_rebuild(400))
+    assert rebuilt[0].rows == 1600 and rebuilt[0].watermark is not None and rebuilt[0].watermark > first.watermark  # type: ignore[operator]
+    runner = CliRunner()
+    shown = json.loads(runner.invoke(app, ["vector-index", "--show", "--json", "--dsn", dsn]).output)
+    assert shown["gaps"] == {"alice": 0}
