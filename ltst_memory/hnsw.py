@@ -209,11 +209,12 @@ def index_ddl(
     # (with the same expression, the planner weighs it against the main index by estimated cost, and
     # took the main one for an HNSW scan with a large ef_search).
     own = user_id is not None and watermark is not None
-    column = sql.SQL("l2_normalize(embedding)" if own else "embedding")
+    column, dims = sql.SQL("l2_normalize(embedding)" if own else "embedding"), sql.Literal(int(dimension))
+    target: sql.Composable
     if storage == "halfvec":
-        target = sql.SQL("({}::halfvec({})) halfvec_cosine_ops").format(column, sql.Literal(int(dimension)))
+        target = sql.SQL("({}::halfvec({})) halfvec_cosine_ops").format(column, dims)
     elif own:
-        target = sql.SQL("({}::vector({})) vector_cosine_ops").format(column, sql.Literal(int(dimension)))
+        target = sql.SQL("({}::vector({})) vector_cosine_ops").format(column, dims)
     else:
         target = sql.SQL("embedding vector_cosine_ops")
     if method == "hnsw":
