@@ -16,7 +16,7 @@ values are always bound parameters. Two statements compute, inside PostgreSQL:
 
 from __future__ import annotations
 
-from ._queries import M_READ_MESSAGE_COLUMNS, READ_MESSAGE_COLUMNS, owner
+from ._queries import M_MESSAGE_COLUMNS, M_READ_MESSAGE_COLUMNS, READ_MESSAGE_COLUMNS, owner
 
 # --------------------------------------------------------------------------- fragments
 
@@ -156,8 +156,12 @@ semantic AS (
 ),"""
 
 # The pool: the lexical leg's ids, the nearest rows (and their neighbours), each with its BM25 score
-# computed here from its own tsvector (the same formula as the lexical leg's: identical scores; 0 for a
-# row that matches no word of the question) and its cosine similarity.
+# computed here from its own tsvector (the same formula as the lexical leg's: identical scores; a row
+# with none of the question's lexemes gets no score, hence 0) and its cosine similarity. The scores are
+# a CTE over the pool's rows (each read once, by primary key, with the scope and filters; no full-text
+# condition, which would invite a plan through the GIN index over every match): not a LATERAL subquery
+# per row, which refers to the statement's CTEs from a correlated subquery (Citus cannot plan that
+# across shards).
 _VECTOR_TAIL = f"""
 lexical AS (
     SELECT message_id FROM unnest(%(lexical_ids)s::bigint[]) AS l(message_id)
@@ -166,20 +170,25 @@ seed AS (
     SELECT message_id FROM lexical UNION SELECT message_id FROM semantic
 ),
 pool AS ({{pool}}
-)
-SELECT {{columns}}, coalesce(b.score, 0.0) AS bm25,
-       coalesce(1.0 - (m.embedding <=> %(embedding)s), 0.0) AS cosine{{extra}}
-FROM pool AS p
-JOIN conversation_messages AS m ON m.message_id = p.message_id
-CROSS JOIN LATERAL (
-    SELECT {_BM25_OF.format(tsv="m.search_tsv")} AS score
-    FROM {_QUERY_LEXEMES_OF.format(tsv="m.search_tsv").replace("{", "{{").replace("}", "}}")}
+),
+pool_rows AS MATERIALIZED (
+    SELECT {{columns}}, m.search_tsv, m.embedding FROM pool AS p
+    JOIN conversation_messages AS m ON m.message_id = p.message_id
+    WHERE {{scope}}{{filters}}
+),
+bm25 AS MATERIALIZED (
+    SELECT x.message_id, {_BM25_OF.format(tsv="x.search_tsv")} AS score
+    FROM pool_rows AS x
+    CROSS JOIN LATERAL {_QUERY_LEXEMES_OF.format(tsv="x.search_tsv").replace("{", "{{").replace("}", "}}")}
     JOIN idf AS i ON i.term = u.lexeme
     CROSS JOIN totals AS tt
     CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS f
-    WHERE m.search_tsv @@ (SELECT q FROM tsq)
-) AS b
-WHERE {{scope}}{{filters}}
+    GROUP BY x.message_id
+)
+SELECT {{row_columns}}, coalesce(b.score, 0.0) AS bm25,
+       coalesce(1.0 - (m.embedding <=> %(embedding)s), 0.0) AS cosine{{extra}}
+FROM pool_rows AS m
+LEFT JOIN bm25 AS b ON b.message_id = m.message_id
 """
 
 
@@ -238,6 +247,7 @@ def candidates_sql(
     tail = _VECTOR_TAIL.format(
         pool=pool,
         columns=M_READ_MESSAGE_COLUMNS,
+        row_columns=M_MESSAGE_COLUMNS,  # of pool_rows, which holds the uuid as text already
         extra=", m.embedding" if with_embedding else "",
         scope=scope,
         filters=filters,

@@ -59,6 +59,18 @@ SKIPS: dict[str, str] = {
         "per-user (partial) vector indexes are not built on a Citus cluster (hnsw.build_user_indexes builds "
         "nothing there)"
     ),
+    **{
+        f"test_vector_index.py::{name}": (
+            "per-user vector indexes (and their gap btrees) are not built on a Citus cluster "
+            "(hnsw.build_user_index refuses)"
+        )
+        for name in (
+            "test_a_large_users_search_equals_brute_force_with_filters_and_new_messages",
+            "test_a_large_users_search_returns_k_rows_when_the_index_scan_stops_early",
+            "test_erasure_drops_the_users_own_index_and_gap",
+            "test_vector_index_rebuilds_an_own_index_once_its_gap_has_grown",
+        )
+    },
     "test_rls.py::test_erasure_on_the_application_role_drops_the_users_own_vector_index": (
         "per-user vector indexes are not built on a Citus cluster (hnsw.build_user_index refuses)"
     ),

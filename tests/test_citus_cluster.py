@@ -42,10 +42,10 @@ class Recorder:
         self.active = False
 
     def __call__(self, original: Any) -> Any:
-        def execute(store: Any, conn: Any, query: Query, replica: bool = False) -> Any:
+        def execute(store: Any, conn: Any, query: Query, *args: Any) -> Any:
             if self.active:
                 self.queries.append(query)
-            return original(store, conn, query, replica)
+            return original(store, conn, query, *args)
 
         return execute
 
