@@ -694,7 +694,10 @@ def own_index(core: Core, user_id: str) -> Op[tuple[int, hnsw.HnswStorage] | Non
     """The watermark (the largest message id it covers) and storage of ``user_id``'s own vector index
     (``hnsw.py``), ``None`` without one. Read from the index's definition and kept
     ``hnsw.WATERMARK_TTL`` seconds per store: an index rebuilt or dropped since changes the plan of the
-    user's searches, not their answer."""
+    user's searches, not their answer. On a Citus cluster, where own indexes are not built
+    (``hnsw.build_user_index`` refuses), none is looked for."""
+    if (yield from is_distributed(core)):
+        return None
     now = time.monotonic()
     known = core.own_indexes.get(user_id)
     if known is not None and now - known[0] < hnsw.WATERMARK_TTL:

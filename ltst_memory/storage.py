@@ -471,7 +471,7 @@ class ConversationStorage:
     def _embed_pending(self, pending: Pending) -> None:
         """Compute an embedding announced ahead; its outcome (vectors or error) goes into ``pending``."""
         try:
-            pending.vectors = blocking(embed_checked, self._core.embedder, pending.embed.texts)
+            pending.vectors = self._outside(pending.embed)
         except Exception as exc:  # kept for the operation, which gets it where it yields the handle
             pending.error = exc
         pending.done = True
