@@ -56,6 +56,9 @@ __all__ = [
 R = TypeVar("R")
 
 Fetch = Literal["none", "one", "all", "rowcount"]
+#: A psycopg row factory: called with the cursor once per result, it returns the function that builds
+#: one row from the row's values (``psycopg.rows.RowFactory``).
+RowFactory = Callable[[Any], Callable[[Sequence[Any]], Any]]
 
 
 # --------------------------------------------------------------------------- instructions
@@ -76,7 +79,9 @@ class Query:
     its :class:`Embed` or :class:`Call`. ``embed_meanwhile``: the operation's embeddings announced
     ahead (``Embed(ahead=True)``) and not computed yet are computed while the server runs this
     statement (sent in pipeline mode, embedded, then read): the question of a search is embedded
-    while its lexical leg runs."""
+    while its lexical leg runs. ``row``: a psycopg row factory that builds each row in place of a dict
+    (``fetch`` ``"all"`` / ``"one"``): a read whose rows only become data classes gets them straight from
+    the values (``_queries.message_row``), with no dict in between."""
 
     sql: str
     params: Mapping[str, Any] | None = None
@@ -86,6 +91,7 @@ class Query:
     atomic: bool = False
     alone: bool = False
     embed_meanwhile: bool = False
+    row: RowFactory | None = None
 
 
 @dataclass(frozen=True)

@@ -601,16 +601,20 @@ def get_messages(core: Core, session_id: str, limit: int = 100, offset: int = 0)
         "limit": check_limit("limit", limit, maximum=100_000),
         "offset": check_limit("offset", offset, maximum=2**31 - 1),
     }
-    rows = yield from session_read(core, session_id, Query(q.SELECT_MESSAGES, params), required=True)
-    return [q.message_from_row(r) for r in rows]
+    messages: list[ConversationMessage] = yield from session_read(
+        core, session_id, Query(q.SELECT_MESSAGES, params, row=q.message_row), required=True
+    )
+    return messages
 
 
 @operation(group=MESSAGES, read_only=True)
 def get_recent_messages(core: Core, session_id: str, limit: int = 20) -> Op[list[ConversationMessage]]:
     """The last ``limit`` messages of the session, oldest first."""
     params = {"session_id": check_id("session_id", session_id), "limit": check_limit("limit", limit)}
-    rows = yield from session_read(core, session_id, Query(q.SELECT_RECENT_MESSAGES, params), required=True)
-    return [q.message_from_row(r) for r in rows]
+    messages: list[ConversationMessage] = yield from session_read(
+        core, session_id, Query(q.SELECT_RECENT_MESSAGES, params, row=q.message_row), required=True
+    )
+    return messages
 
 
 @operation(group=SEARCH, read_only=True)

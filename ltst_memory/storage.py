@@ -487,7 +487,7 @@ class ConversationStorage:
         (pipeline mode: the statement is sent, the embedder works, then its result is read)."""
         logger.debug("query %s", describe(query))
         try:
-            with conn.cursor(row_factory=ROW_FACTORY) as cur:
+            with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
                 if query.many is None and meanwhile and _PIPELINE_SUPPORTED:
                     with conn.pipeline():
                         cur.execute(query.sql, query.params)

@@ -521,7 +521,7 @@ class AsyncConversationStorage:
         (pipeline mode: the statement is sent, the embedder works, then its result is read)."""
         logger.debug("query %s", describe(query))
         try:
-            async with conn.cursor(row_factory=ROW_FACTORY) as cur:
+            async with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
                 if query.many is None and meanwhile and _PIPELINE_SUPPORTED:
                     async with conn.pipeline():
                         await cur.execute(query.sql, query.params)
