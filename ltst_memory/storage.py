@@ -293,14 +293,17 @@ class ConversationStorage:
         pool = self._read_pool if replica and self._read_pool is not None else self._pool
         given = self._given_read_pool is not None if replica else not self._owns_pool
         try:
-            with pool.connection() as conn:
+            # getconn/putconn rather than pool.connection(), whose `with conn:` ends a transaction the
+            # executor always ends itself (its statements run in autocommit or in conn.transaction()).
+            conn = pool.getconn()
+            try:
                 if given and conn not in self._registered:
                     _pooled.configure(conn)
                     self._registered.add(conn)
-                try:
-                    yield conn
-                finally:
-                    _pooled.handed_back(conn)
+                yield conn
+            finally:
+                _pooled.handed_back(conn)
+                pool.putconn(conn)
         except PoolTimeout as exc:
             shown = self.read_dsn if replica else self.dsn
             timeout = self._settings.pool_timeout
@@ -485,7 +488,8 @@ class ConversationStorage:
     ) -> Any:
         """Run ``query`` on ``conn``; with ``meanwhile``, compute those embeddings while the server runs it
         (pipeline mode: the statement is sent, the embedder works, then its result is read)."""
-        logger.debug("query %s", describe(query))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("query %s", describe(query))
         try:
             with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
                 if query.many is None and meanwhile and _PIPELINE_SUPPORTED:

@@ -324,14 +324,17 @@ class AsyncConversationStorage:
         pool = self._read_pool if replica and self._read_pool is not None else self._pool
         given = self._given_read_pool is not None if replica else not self._owns_pool
         try:
-            async with pool.connection() as conn:
+            # getconn/putconn rather than pool.connection(), whose `with conn:` ends a transaction the
+            # executor always ends itself (its statements run in autocommit or in conn.transaction()).
+            conn = await pool.getconn()
+            try:
                 if given and conn not in self._registered:
                     await _pooled.configure_async(conn)
                     self._registered.add(conn)
-                try:
-                    yield conn
-                finally:
-                    _pooled.handed_back(conn)
+                yield conn
+            finally:
+                _pooled.handed_back(conn)
+                await pool.putconn(conn)
         except PoolTimeout as exc:
             shown = self.read_dsn if replica else self.dsn
             timeout = self._settings.pool_timeout
@@ -519,7 +522,8 @@ class AsyncConversationStorage:
     ) -> Any:
         """Run ``query`` on ``conn``; with ``meanwhile``, compute those embeddings while the server runs it
         (pipeline mode: the statement is sent, the embedder works, then its result is read)."""
-        logger.debug("query %s", describe(query))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("query %s", describe(query))
         try:
             async with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
                 if query.many is None and meanwhile and _PIPELINE_SUPPORTED:

@@ -123,6 +123,27 @@ def test_prometheus_histogram_and_opentelemetry_spans_when_installed(
     assert count is not None and count >= 1
 
 
+def test_spans_start_when_a_tracer_provider_is_set_after_the_first_call(
+    store: ConversationStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import opentelemetry.trace as api
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.setattr(stats_module, "_instruments", {})
+    monkeypatch.setenv("LTST_INSTRUMENTATION", "1")
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    monkeypatch.setattr(api, "_TRACER_PROVIDER", None)  # no provider yet: calls open no span
+    store.create_session(ConversationSession("t1", "u1"))
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(api, "_TRACER_PROVIDER", provider)  # what trace.set_tracer_provider sets, once a process
+    store.get_recent_messages("t1")
+    assert [span.name for span in exporter.get_finished_spans()] == ["ltst.get_recent_messages"]
+
+
 def test_instrumentation_can_be_switched_off(store: ConversationStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stats_module, "_instruments", {})
     monkeypatch.setenv("LTST_INSTRUMENTATION", "0")
