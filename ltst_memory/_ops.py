@@ -650,11 +650,12 @@ def search_messages(
     vectors = yield Embed((query,))
     params["query"] = vectors[0]
     sql = yield from _search_statement(core, params)
+    search = Query(sql, params, row=q.scored_message_row)  # rows: (message, similarity)
     if session_id is None:
-        rows = yield Query(sql, params)
+        hits: list[tuple[ConversationMessage, float]] = yield search
     else:
-        rows = yield from session_read(core, params["session_id"], Query(sql, params), required=True)
-    return [(q.message_from_row(r), float(r["similarity"])) for r in rows]
+        hits = yield from session_read(core, params["session_id"], search, required=True)
+    return hits
 
 
 def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any], owner: str | None = None) -> Op[bool]:

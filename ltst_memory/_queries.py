@@ -7,8 +7,8 @@ never come from user input. Variants (e.g. the scope of a search) are separate c
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,16 +72,13 @@ M_MESSAGE_COLUMNS = ", ".join("m." + c.strip() for c in MESSAGE_COLUMNS.split(",
 #: uuid comes as text, which spares psycopg's UUID loader and str() (0.08 of 0.42 ms for 50 messages).
 READ_MESSAGE_COLUMNS = MESSAGE_COLUMNS.replace("message_uuid,", "message_uuid::text AS message_uuid,", 1)
 M_READ_MESSAGE_COLUMNS = M_MESSAGE_COLUMNS.replace("m.message_uuid,", "m.message_uuid::text AS message_uuid,", 1)
-#: The fields of ConversationMessage, in order.
-MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(ConversationMessage))
-_FIELD_COLUMNS = {
-    "embedding": "NULL AS embedding",
-    "timestamp": '"timestamp"',
-    "message_uuid": "message_uuid::text AS message_uuid",
-}
-#: The columns of a message in the order of ConversationMessage's fields, the embedding left out (NULL),
-#: the uuid as text: the rows of :func:`message_row`, which hands them to the constructor as they come.
-MESSAGE_ROW_COLUMNS = ", ".join(_FIELD_COLUMNS.get(f, f) for f in MESSAGE_FIELDS)
+#: MESSAGE_COLUMNS for reads whose rows become ConversationMessage objects through :func:`message_row`
+#: (no embedding): the uuid and the metadata come as text, decoded there rather than by psycopg's UUID and
+#: JSON loaders.
+MESSAGE_ROW_COLUMNS = READ_MESSAGE_COLUMNS.replace("metadata,", "metadata::text AS metadata,", 1)
+#: MESSAGE_ROW_COLUMNS of a message table aliased ``m``.
+M_MESSAGE_ROW_COLUMNS = ", ".join("m." + c.strip() for c in MESSAGE_ROW_COLUMNS.split(","))
+_MESSAGE_ROW_WIDTH = MESSAGE_ROW_COLUMNS.count(",") + 1
 CONTEXT_COLUMNS = (
     "context_id, session_id, user_id, context_type, context_key, context_value, relevance_score, "
     "metadata, expires_at, created_at, updated_at"
@@ -317,7 +314,7 @@ SEARCH_SCOPES = {
 @functools.lru_cache(maxsize=64)
 def search_messages_sql(scope: str, order: str = "embedding <=> %(query)s") -> str:
     """The vector-index search of ``scope`` (a key of SEARCH_SCOPES) ordered by ``order`` (hnsw.order_by)."""
-    return _SEARCH_TEMPLATE.format(columns=MESSAGE_COLUMNS, scope=SEARCH_SCOPES[scope], order=order)
+    return _SEARCH_TEMPLATE.format(columns=MESSAGE_ROW_COLUMNS, scope=SEARCH_SCOPES[scope], order=order)
 
 
 # Search of a user with a vector index of their own (ltst_memory/hnsw.py): the index holds the user's
@@ -362,7 +359,7 @@ ORDER BY best.distance, m.message_id
 def search_own_index_sql(in_session: bool, order: str = "embedding <=> %(query)s") -> str:
     """The search of a user through their own index and its gap (``in_session``: within one session)."""
     return _OWN_INDEX_SEARCH_TEMPLATE.format(
-        columns=M_MESSAGE_COLUMNS, scope="AND session_id = %(session_id)s" if in_session else "", order=order
+        columns=M_MESSAGE_ROW_COLUMNS, scope="AND session_id = %(session_id)s" if in_session else "", order=order
     )
 
 
@@ -395,7 +392,7 @@ _OF_USER = "AND {t}user_id = %(user_id)s"  # also lets Citus route the join to t
 
 def _exact_search(*scopes: str) -> str:
     return _EXACT_SEARCH_TEMPLATE.format(
-        columns=M_MESSAGE_COLUMNS,
+        columns=M_MESSAGE_ROW_COLUMNS,
         scope=" ".join(s.format(t="") for s in scopes),
         outer_scope=" ".join(s.format(t="m.") for s in scopes),
     )
@@ -579,16 +576,50 @@ def message_from_row(row: dict[str, Any]) -> ConversationMessage:
 
 def message_row(cursor: Any) -> Callable[[Sequence[Any]], ConversationMessage]:
     """A psycopg row factory (``Query(..., row=message_row)``) for a statement that selects
-    :data:`MESSAGE_ROW_COLUMNS`: each row becomes a ConversationMessage, its values passed to the
-    constructor in order (0.3 us a row; a dict row and :func:`message_from_row` cost 2.4 us)."""
-    result = cursor.pgresult
-    if result is not None and result.nfields != len(MESSAGE_FIELDS):
-        raise RuntimeError(f"message_row needs the {len(MESSAGE_FIELDS)} MESSAGE_ROW_COLUMNS, got {result.nfields}")
+    :data:`MESSAGE_ROW_COLUMNS`: each row becomes a ConversationMessage straight from its values, with
+    no dict row in between (a quarter of ``get_recent_messages(50)``'s time: docs/benchmarks.md)."""
+    _check_width(cursor, exact=True)
     return _message_of
 
 
-def _message_of(values: Sequence[Any]) -> ConversationMessage:
-    return ConversationMessage(*values)
+def scored_message_row(cursor: Any) -> Callable[[Sequence[Any]], tuple[ConversationMessage, float]]:
+    """:func:`message_row` for a statement that selects :data:`MESSAGE_ROW_COLUMNS` (or
+    ``M_MESSAGE_ROW_COLUMNS``), then columns of its own, the last one a score: each row becomes
+    ``(message, score)`` (a search's ``similarity``)."""
+    _check_width(cursor, exact=False)
+    return _scored_message_of
+
+
+def _check_width(cursor: Any, exact: bool) -> None:
+    result = cursor.pgresult
+    if result is None or not result.nfields:  # (no result yet, or a statement without rows)
+        return
+    if result.nfields < _MESSAGE_ROW_WIDTH + (not exact) or (exact and result.nfields != _MESSAGE_ROW_WIDTH):
+        raise RuntimeError(f"a message row needs the {_MESSAGE_ROW_WIDTH} MESSAGE_ROW_COLUMNS, got {result.nfields}")
+
+
+def _message_of(values: Sequence[Any], loads: Callable[[str], Any] = json.loads) -> ConversationMessage:
+    (mid, uuid, session_id, uid, role, content, message_type, index, parent, metadata, score, context, ts) = values
+    return ConversationMessage(
+        session_id,
+        role,
+        content,
+        message_type,
+        index,
+        parent,
+        {} if metadata == "{}" else loads(metadata),
+        None,
+        score,
+        context,
+        ts,
+        mid,
+        uid,
+        uuid,
+    )
+
+
+def _scored_message_of(values: Sequence[Any]) -> tuple[ConversationMessage, float]:
+    return _message_of(values[:_MESSAGE_ROW_WIDTH]), values[-1]
 
 
 def context_from_row(row: dict[str, Any]) -> ConversationContext:

@@ -16,7 +16,7 @@ values are always bound parameters. Two statements compute, inside PostgreSQL:
 
 from __future__ import annotations
 
-from ._queries import M_MESSAGE_COLUMNS, M_READ_MESSAGE_COLUMNS, READ_MESSAGE_COLUMNS, owner
+from ._queries import M_MESSAGE_COLUMNS, M_MESSAGE_ROW_COLUMNS, M_READ_MESSAGE_COLUMNS, MESSAGE_ROW_COLUMNS, owner
 
 # --------------------------------------------------------------------------- fragments
 
@@ -257,7 +257,7 @@ def candidates_sql(
 
 # Messages at given (session_id, message_index) positions, e.g. the neighbours of a hit.
 SELECT_MESSAGES_AT = f"""
-SELECT {M_READ_MESSAGE_COLUMNS}
+SELECT {M_MESSAGE_ROW_COLUMNS}
 FROM unnest(%(session_ids)s::text[], %(indexes)s::int[]) AS n(session_id, message_index)
 JOIN conversation_messages AS m ON m.session_id = n.session_id AND m.message_index = n.message_index {owner("m.")}
 """
@@ -292,7 +292,7 @@ RETURNING ss.session_id
 # mark carry only chatgpt.on_current_branch = false) stay searchable but are not turns.
 SELECT_RECENT_TURNS = f"""
 SELECT * FROM (
-    SELECT {READ_MESSAGE_COLUMNS} FROM conversation_messages
+    SELECT {MESSAGE_ROW_COLUMNS} FROM conversation_messages
     WHERE session_id = %(session_id)s {owner()}
       AND NOT metadata @> '{{"off_branch": true}}'::jsonb
       AND NOT metadata @> '{{"chatgpt": {{"on_current_branch": false}}}}'::jsonb

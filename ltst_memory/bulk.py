@@ -107,7 +107,7 @@ WRITE_EMBEDDINGS_OF_USER = WRITE_EMBEDDINGS + "AND m.user_id = %(user_id)s\n"
 COUNT_PENDING = "SELECT count(*) AS n FROM conversation_messages WHERE embedding IS NULL"
 
 _SEARCH_UNEMBEDDED = f"""
-SELECT {q.MESSAGE_COLUMNS}, ts_rank_cd(search_tsv, query) AS rank
+SELECT {q.MESSAGE_ROW_COLUMNS}, ts_rank_cd(search_tsv, query) AS rank
 FROM conversation_messages, websearch_to_tsquery('english', %(query)s) AS query
 WHERE embedding IS NULL AND search_tsv @@ query {{scope}}
 ORDER BY rank DESC, message_id
@@ -446,11 +446,12 @@ def search_unembedded(
         if user_id is not None
         else SEARCH_UNEMBEDDED_ALL
     )
+    search = Query(sql, params, row=q.scored_message_row)  # rows: (message, rank)
     if session_id is None:
-        rows = yield Query(sql, params)
+        hits: list[tuple[ConversationMessage, float]] = yield search
     else:
-        rows = yield from session_read(core, params["session_id"], Query(sql, params))
-    return [(q.message_from_row(r), float(r["rank"])) for r in rows]
+        hits = yield from session_read(core, params["session_id"], search)
+    return hits
 
 
 # --------------------------------------------------------------------------- background workers

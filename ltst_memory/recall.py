@@ -626,10 +626,14 @@ def _expand(
                 wanted.append((message.session_id, (message.message_index or 0) + delta))
     rows = yield owned(
         core,
-        Query(rq.SELECT_MESSAGES_AT, {"session_ids": [s for s, _ in wanted], "indexes": [i for _, i in wanted]}),
+        Query(
+            rq.SELECT_MESSAGES_AT,
+            {"session_ids": [s for s, _ in wanted], "indexes": [i for _, i in wanted]},
+            row=q.message_row,
+        ),
         owner,
     )
-    at = {(r["session_id"], r["message_index"]): q.message_from_row(r) for r in rows}
+    at = {(m.session_id, m.message_index): m for m in rows}
     out: list[tuple[ConversationMessage, float]] = []
     seen: set[int | None] = set()
     for message, score in hits:

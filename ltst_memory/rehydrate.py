@@ -397,9 +397,8 @@ def rehydrate(
     user_id = session.user_id
     recent: list[ConversationMessage] = []
     if recent_turns:
-        turns = Query(rq.SELECT_RECENT_TURNS, {"session_id": session_id, "limit": recent_turns})
-        rows = yield ops.owned(core, turns, user_id)
-        recent = [q.message_from_row(r) for r in rows]
+        turns = Query(rq.SELECT_RECENT_TURNS, {"session_id": session_id, "limit": recent_turns}, row=q.message_row)
+        recent = yield ops.owned(core, turns, user_id)
     if query is None:
         query = next((m.content for m in reversed(recent) if m.role == "human"), None)
 

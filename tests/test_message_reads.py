@@ -104,6 +104,18 @@ def test_each_read_message_owns_its_metadata(store: ConversationStorage) -> None
     assert read[0].metadata is not again[0].metadata
 
 
+def test_search_and_recall_return_messages_as_stored(store: ConversationStorage) -> None:
+    stored = _store_all(store)
+    by_id = {m.message_id: m for m in stored}
+    for scope in ({"session_id": "s1"}, {"user_id": "u1"}, {}):
+        hits = store.search_messages("an answer with unicode", limit=3, **scope)  # type: ignore[arg-type]
+        assert len(hits) == 3 and all(type(similarity) is float for _, similarity in hits)
+        _assert_read_as_stored([m for m, _ in hits], [by_id[m.message_id] for m, _ in hits])
+    hits = store.recall("be brief", session_id="s1", scope="session", limit=3, expand_neighbors=1)
+    assert {m.message_id for m, _ in hits} == set(by_id)  # the hit and its neighbours
+    _assert_read_as_stored([m for m, _ in hits], [by_id[m.message_id] for m, _ in hits])
+
+
 async def test_async_reads_return_every_field_as_stored(astore: AsyncConversationStorage) -> None:
     await astore.create_session(ConversationSession("s1", "u1"))
     first = await astore.store_message(_messages()[0])
