@@ -67,7 +67,8 @@ RowFactory = Callable[[Any], Callable[[Sequence[Any]], Any]]
 @dataclass(frozen=True)
 class Query:
     """Run ``sql`` with ``params`` (or once per item of ``many``) and return what ``fetch`` says:
-    ``"all"`` a list of dict rows, ``"one"`` one dict row or ``None``, ``"rowcount"`` an int.
+    ``"all"`` a list of dict rows (or of what ``row`` builds), ``"one"`` one row or ``None``,
+    ``"rowcount"`` an int.
 
     ``local`` marks a query that sets transaction-local settings (``set_config(..., true)``): what
     follows must share its transaction. ``atomic`` marks the only write of its operation, one statement
