@@ -223,7 +223,7 @@ def statement_times(dsn: str, user: str, q: np.ndarray, settings: dict[str, int]
     """The search statement alone, as the store runs it for ``user`` (its settings set before the clock
     starts, in the same transaction), for each query vector."""
     from ltst_memory import _queries as queries
-    from ltst_memory.hnsw import INDEX_PREDICATE, order_by, user_index_name, watermark_of
+    from ltst_memory.hnsw import INDEX_NAME, INDEX_PREDICATE, order_by, user_index_name, watermark_of
 
     full = Settings.from_env(dsn=dsn, **settings)
     knobs = {
@@ -236,8 +236,16 @@ def statement_times(dsn: str, user: str, q: np.ndarray, settings: dict[str, int]
         row = conn.execute(INDEX_PREDICATE, {"name": user_index_name(user)}).fetchone()
         conn.rollback()
         watermark = watermark_of(row[0] if row else None)
-        own = order_by("vector", 384, own=True)
-        sql = queries.search_messages_sql("user") if watermark is None else queries.search_own_index_sql(False, own)
+        order = order_by("vector", 384, column="m.embedding", own=watermark is not None)
+        if watermark is None:  # the main index, up to its own watermark (or over every message)
+            row = conn.execute(INDEX_PREDICATE, {"name": INDEX_NAME}).fetchone()
+            conn.rollback()
+            watermark = watermark_of(row[0] if row else None)
+        sql = (
+            queries.search_messages_sql("user")
+            if watermark is None
+            else queries.search_by_watermark_sql("user", order)
+        )
         size = conn.execute(queries.SCOPE_SIZE_OF_USER, {"user_id": user}).fetchone()[0]  # type: ignore[index]
         conn.rollback()
         if size <= full.exact_search_max_rows:  # what the store runs for a user of that size

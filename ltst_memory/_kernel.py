@@ -173,9 +173,9 @@ class Core:
     settings: Settings
     embedder: Embedder
     stats: dict[str, int] = field(default_factory=dict)
-    #: "vector" or "halfvec": how the database's vector index stores vectors (ltst_memory/hnsw.py); looked
-    #: up on the first search that walks the index.
-    hnsw_storage: HnswStorage | None = None
+    #: The main vector index (``_ops.main_index``: watermark and storage, ltst_memory/hnsw.py) and when it
+    #: was looked up; looked up again after ``hnsw.WATERMARK_TTL`` seconds.
+    main_index: tuple[float, Any] | None = None
     #: Users' own vector indexes (``_ops.own_index``): user id -> (when looked up, (watermark, storage)
     #: or None), looked up again after ``hnsw.WATERMARK_TTL`` seconds.
     own_indexes: dict[str, tuple[float, tuple[int, HnswStorage] | None]] = field(default_factory=dict)

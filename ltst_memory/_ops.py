@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -668,9 +668,9 @@ def scope_is_small(core: Core, size_sql: str, params: Mapping[str, Any], owner: 
 
 
 def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
-    """Pick exact search for small scopes; for a large user with an index of their own, that index and
-    the gap since it was built; the IVFFlat index with iterative scans for other large scopes and for no
-    scope (an exact scan where the index was not built)."""
+    """Pick exact search for small scopes; for other scopes the vector index (a large user's own, else
+    the main one) up to its watermark and the gap since; an index over every message (a Citus
+    cluster's) with iterative scans; an exact scan where no index was built."""
     scoped_to_session = "session_id" in params
     scoped_to_user = "user_id" in params
     if scoped_to_session or scoped_to_user:
@@ -682,17 +682,56 @@ def _search_statement(core: Core, params: dict[str, Any]) -> Op[str]:
             if scoped_to_session and scoped_to_user:
                 return q.EXACT_SEARCH_IN_USER_SESSION
             return q.EXACT_SEARCH_IN_SESSION if scoped_to_session else q.EXACT_SEARCH_OF_USER
-    own = (yield from own_index(core, params["user_id"])) if scoped_to_user else None
+    index = yield from vector_index(core, params.get("user_id"))
     yield vector_search_settings(core, params["limit"] * 2, index_order=True)
-    if own is not None:
-        params["watermark"], storage = own
-        return q.search_own_index_sql(scoped_to_session, hnsw.order_by(storage, core.embedder.dimension, own=True))
-    order = yield from hnsw_order(core)
-    if scoped_to_session and scoped_to_user:
-        return q.search_messages_sql("user_session", order)
     if scoped_to_session:
-        return q.search_messages_sql("session", order)
-    return q.search_messages_sql("user" if scoped_to_user else "all", order)
+        scope = "user_session" if scoped_to_user else "session"
+    else:
+        scope = "user" if scoped_to_user else "all"
+    if index.watermark is not None:
+        params["watermark"] = index.watermark
+        return q.search_by_watermark_sql(scope, index.order(core.embedder.dimension, column="m.embedding"))
+    return q.search_messages_sql(scope, index.order(core.embedder.dimension))
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    """The vector index a large scope's search walks: its watermark (``None``: it covers every
+    message, or there is none), storage, and whether it is the scope's user's own."""
+
+    watermark: int | None
+    storage: hnsw.HnswStorage
+    own: bool = False
+
+    def order(self, dimension: int, *, column: str = "embedding", param: str = "query") -> str:
+        """The distance expression the index orders by (``hnsw.order_by``)."""
+        return hnsw.order_by(self.storage, dimension, column=column, param=param, own=self.own)
+
+
+def vector_index(core: Core, user_id: str | None) -> Op[VectorIndex]:
+    """The index a search of a large scope walks: ``user_id``'s own index (:func:`own_index`) when
+    the scope is one user who has one, else the main index (:func:`main_index`)."""
+    own = None if user_id is None else (yield from own_index(core, user_id))
+    if own is not None:
+        return VectorIndex(own[0], own[1], own=True)
+    return (yield from main_index(core))
+
+
+def main_index(core: Core) -> Op[VectorIndex]:
+    """The watermark (``None`` for an index over every message, or no index) and storage of the main
+    vector index (``hnsw.build_index``), read from its definition and kept ``hnsw.WATERMARK_TTL``
+    seconds per store: an index rebuilt since changes the plan of a search, not its answer (a stale
+    watermark reads more rows exactly; the index still serves, as its predicate is implied)."""
+    now = time.monotonic()
+    known = core.main_index
+    if known is not None and now - known[0] < hnsw.WATERMARK_TTL:
+        return known[1]  # type: ignore[no-any-return]
+    row = yield Query(hnsw.INDEX_PREDICATE, {"name": hnsw.INDEX_NAME}, fetch="one")
+    found = VectorIndex(
+        hnsw.watermark_of(row["predicate"] if row else None), hnsw.storage_of(row["definition"] if row else None)
+    )
+    core.main_index = (now, found)
+    return found
 
 
 def own_index(core: Core, user_id: str) -> Op[tuple[int, hnsw.HnswStorage] | None]:
@@ -728,15 +767,6 @@ def vector_search_settings(core: Core, candidates: int, *, index_order: bool = F
         "enable_sort": "off" if index_order else "on",
     }
     return Query(q.SET_SEARCH_SETTINGS, params, fetch="none", local=True)
-
-
-def hnsw_order(core: Core, *, column: str = "embedding", param: str = "query") -> Op[str]:
-    """The distance expression the vector index orders by (``hnsw.order_by``), for ``column`` and query
-    parameter ``param``. The index's storage is looked up once per store."""
-    if core.hnsw_storage is None:
-        row = yield Query(hnsw.INDEX_DEFINITION, fetch="one")
-        core.hnsw_storage = hnsw.storage_of(row["definition"] if row else None)
-    return hnsw.order_by(core.hnsw_storage, core.embedder.dimension, column=column, param=param)
 
 
 # --------------------------------------------------------------------------- context

@@ -287,8 +287,10 @@ SELECT_PARENT_OWNERS = """
 SELECT message_id, user_id FROM conversation_messages WHERE message_id = ANY(%(ids)s)
 """
 
-# Search through the vector index: ``{order}`` is the distance the index orders by (ltst_memory/hnsw.py:
-# float32, or float16 for a halfvec index); the candidates are re-ranked by the float32 distance.
+# Search through a vector index over every message (a Citus cluster's; one built before watermarks), or
+# an exact scan of the table without one: ``{order}`` is the distance the index orders by
+# (ltst_memory/hnsw.py: float32, or float16 for a halfvec index); the candidates are re-ranked by the
+# float32 distance.
 _SEARCH_TEMPLATE = """
 WITH candidates AS MATERIALIZED (
     SELECT {columns}, embedding <=> %(query)s AS distance
@@ -317,49 +319,73 @@ def search_messages_sql(scope: str, order: str = "embedding <=> %(query)s") -> s
     return _SEARCH_TEMPLATE.format(columns=MESSAGE_ROW_COLUMNS, scope=SEARCH_SCOPES[scope], order=order)
 
 
-# Search of a user with a vector index of their own (ltst_memory/hnsw.py): the index holds the user's
-# messages up to the watermark W (``user_id = ... AND message_id <= W``, which this statement repeats so
-# that the planner takes it; ``{order}`` as above), the gap's btree those stored since, read exactly. The
-# index's nearest ``limit`` and every message of the gap are ranked together by the float32 distance.
-# Should the index come back with fewer than ``limit`` rows (an HNSW scan stops at hnsw.max_scan_tuples
-# under a selective filter), the rows up to W are read exactly instead: a one-time filter, not run otherwise.
-_OWN_INDEX_SEARCH_TEMPLATE = """
-WITH indexed AS MATERIALIZED (
-    SELECT message_id, embedding <=> %(query)s AS distance
-    FROM conversation_messages
-    WHERE embedding IS NOT NULL AND user_id = %(user_id)s AND message_id <= %(watermark)s::bigint {scope}
+# The nearest rows through a vector index that covers the messages up to a watermark W (ltst_memory/hnsw.py):
+# the main index (``WHERE message_id <= W``) or a large user's own (``user_id = ... AND message_id <= W``,
+# its user in ``{scope}``). The statement repeats the predicate so that the planner takes the index
+# (``{order}``: the distance it orders by, ``hnsw.order_by``); the messages stored since (the gap,
+# ``message_id > W``) are read exactly, through the primary key or the user's gap btree. The index's
+# nearest ``{limit}`` and every row of the gap are ranked together by the float32 distance. Should the
+# index come back with fewer than ``{limit}`` rows (a scan stops at its limits under a selective
+# filter), the rows up to W are read exactly instead: a one-time filter, not run otherwise. Two CTEs,
+# ``indexed`` and ``nearest`` (message_id, distance), for search_messages and recall's vector leg alike;
+# ``{scope}`` is ``AND`` conditions on ``m``.
+_NEAREST_BY_WATERMARK = """
+indexed AS MATERIALIZED (
+    SELECT m.message_id, m.embedding <=> %({query})s AS distance FROM conversation_messages AS m
+    WHERE m.embedding IS NOT NULL {scope} AND m.message_id <= %(watermark)s::bigint
     ORDER BY {order}
-    LIMIT %(limit)s
+    LIMIT %({limit})s
 ),
-best AS MATERIALIZED (
+nearest AS MATERIALIZED (
     SELECT message_id, distance FROM (
         SELECT message_id, distance FROM indexed
         UNION ALL
-        SELECT message_id, embedding <=> %(query)s AS distance
-        FROM conversation_messages
-        WHERE (SELECT count(*) FROM indexed) < %(limit)s
-          AND embedding IS NOT NULL AND user_id = %(user_id)s AND message_id <= %(watermark)s::bigint {scope}
-          AND message_id <> ALL(ARRAY(SELECT message_id FROM indexed))
+        SELECT m.message_id, m.embedding <=> %({query})s AS distance FROM conversation_messages AS m
+        WHERE (SELECT count(*) FROM indexed) < %({limit})s
+          AND m.embedding IS NOT NULL {scope} AND m.message_id <= %(watermark)s::bigint
+          AND m.message_id <> ALL(ARRAY(SELECT message_id FROM indexed))
         UNION ALL
-        SELECT message_id, embedding <=> %(query)s AS distance
-        FROM conversation_messages
-        WHERE embedding IS NOT NULL AND user_id = %(user_id)s AND message_id > %(watermark)s::bigint {scope}
+        SELECT m.message_id, m.embedding <=> %({query})s AS distance FROM conversation_messages AS m
+        WHERE m.embedding IS NOT NULL {scope} AND m.message_id > %(watermark)s::bigint
     ) AS parts
     ORDER BY distance, message_id
-    LIMIT %(limit)s
-)
+    LIMIT %({limit})s
+)"""
+
+
+def nearest_sql(scope: str, order: str, *, query: str = "query", limit: str = "limit") -> str:
+    """The CTEs ``indexed`` and ``nearest`` of a search through an index up to a watermark (parameter
+    ``watermark``) and its gap: ``scope``, conditions on ``m`` (each starting with ``AND``); ``order``,
+    the index's distance for ``m.embedding`` (``hnsw.order_by``); ``query`` and ``limit``, the names of
+    the query vector's and the row count's parameters."""
+    return _NEAREST_BY_WATERMARK.format(scope=scope, order=order, query=query, limit=limit)
+
+
+_WATERMARK_SEARCH_TEMPLATE = """
+WITH {nearest}
 SELECT {columns}, best.distance, 1 - best.distance AS similarity
-FROM best JOIN conversation_messages AS m USING (message_id)
-WHERE 1 - best.distance >= %(threshold)s AND m.user_id = %(user_id)s
+FROM nearest AS best JOIN conversation_messages AS m USING (message_id)
+WHERE 1 - best.distance >= %(threshold)s {scope}
 ORDER BY best.distance, m.message_id
 """
 
+#: The scopes of search_messages on ``m``, by name.
+_M_SEARCH_SCOPES = {
+    "session": f"AND m.session_id = %(session_id)s {owner('m.')}",
+    "user": "AND m.user_id = %(user_id)s",
+    "user_session": "AND m.user_id = %(user_id)s AND m.session_id = %(session_id)s",
+    "all": "",
+}
 
-@functools.lru_cache(maxsize=16)
-def search_own_index_sql(in_session: bool, order: str = "embedding <=> %(query)s") -> str:
-    """The search of a user through their own index and its gap (``in_session``: within one session)."""
-    return _OWN_INDEX_SEARCH_TEMPLATE.format(
-        columns=M_MESSAGE_ROW_COLUMNS, scope="AND session_id = %(session_id)s" if in_session else "", order=order
+
+@functools.lru_cache(maxsize=64)
+def search_by_watermark_sql(scope: str, order: str) -> str:
+    """The search of ``scope`` (a key of SEARCH_SCOPES) through an index up to a watermark and its gap
+    (:func:`nearest_sql`): the main index, or (scope ``user`` / ``user_session``, ``order`` over
+    ``l2_normalize``) a large user's own."""
+    where = _M_SEARCH_SCOPES[scope]
+    return _WATERMARK_SEARCH_TEMPLATE.format(
+        nearest=nearest_sql(where, order), columns=M_MESSAGE_ROW_COLUMNS, scope=where
     )
 
 
@@ -648,6 +674,7 @@ def related_from_row(row: dict[str, Any]) -> tuple[ConversationSession, SessionR
 
 def summary_from_row(row: dict[str, Any]) -> SessionSummary:
     return SessionSummary(**{k: row[k] for k in SUMMARY_COLUMNS.replace(" ", "").split(",")})
+
 
 #: Delete one message, of ``user_id`` only when ``user_id`` is not NULL; returns the deleted row's keys.
 DELETE_MESSAGE = """

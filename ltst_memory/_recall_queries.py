@@ -16,7 +16,14 @@ values are always bound parameters. Two statements compute, inside PostgreSQL:
 
 from __future__ import annotations
 
-from ._queries import M_MESSAGE_COLUMNS, M_MESSAGE_ROW_COLUMNS, M_READ_MESSAGE_COLUMNS, MESSAGE_ROW_COLUMNS, owner
+from ._queries import (
+    M_MESSAGE_COLUMNS,
+    M_MESSAGE_ROW_COLUMNS,
+    M_READ_MESSAGE_COLUMNS,
+    MESSAGE_ROW_COLUMNS,
+    nearest_sql,
+    owner,
+)
 
 # --------------------------------------------------------------------------- fragments
 
@@ -123,24 +130,12 @@ semantic AS (
     LIMIT %(candidates)s
 ),"""
 
-# A large user with a vector index of their own (ltst_memory/hnsw.py): the nearest rows come from that
-# index up to its watermark and, exactly, from the messages stored since (_queries.search_own_index_sql).
-_SEMANTIC_BY_OWN_INDEX = """
-indexed AS MATERIALIZED (
-    SELECT m.message_id, m.embedding <=> %(embedding)s AS distance FROM conversation_messages AS m
-    WHERE {scope}{filters} AND m.embedding IS NOT NULL AND m.message_id <= %(watermark)s::bigint
-    ORDER BY {order}
-    LIMIT %(candidates)s
-),
+# An index up to a watermark (the main index, or a large user's own: ltst_memory/hnsw.py): its nearest
+# rows and, exactly, the messages stored since (the statement shared with search_messages,
+# _queries.nearest_sql).
+_SEMANTIC_BY_WATERMARK = """{nearest},
 semantic AS (
-    SELECT message_id FROM (
-        SELECT message_id, distance FROM indexed
-        UNION ALL
-        SELECT m.message_id, m.embedding <=> %(embedding)s AS distance FROM conversation_messages AS m
-        WHERE {scope}{filters} AND m.embedding IS NOT NULL AND m.message_id > %(watermark)s::bigint
-    ) AS parts
-    ORDER BY distance, message_id
-    LIMIT %(candidates)s
+    SELECT message_id FROM nearest
 ),"""
 
 _SEMANTIC_BY_SCAN = """
@@ -229,7 +224,7 @@ def candidates_sql(
     with_neighbors: bool,
     scan: bool = False,
     order: str = "m.embedding <=> %(embedding)s",
-    own_index: bool = False,
+    watermark: bool = False,
 ) -> str:
     """The candidate statement for one scope fragment and a concatenation of filter fragments: the
     rows of the lexical leg (:func:`lexical_sql`; parameter ``lexical_ids``) and the ``candidates``
@@ -237,12 +232,17 @@ def candidates_sql(
 
     ``scan`` computes every distance of the scope's rows (right for a small scope) instead of walking
     the vector index, ordered by ``order`` (``hnsw.order_by`` for ``m.embedding`` and the ``embedding``
-    parameter). ``own_index``: the scope is one user with an index of their own, whose watermark is the
-    ``watermark`` parameter.
+    parameter). ``watermark``: the index covers the messages up to the ``watermark`` parameter (the
+    main index, or the scope's user's own), and those stored since are read exactly.
     """
     pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
-    by_index = _SEMANTIC_BY_OWN_INDEX if own_index else _SEMANTIC_BY_INDEX
-    semantic = (_SEMANTIC_BY_SCAN if scan else by_index).format(scope=scope, filters=filters, order=order)
+    if scan:
+        semantic = _SEMANTIC_BY_SCAN.format(scope=scope, filters=filters)
+    elif watermark:
+        nearest = nearest_sql(f"AND {scope}{filters}", order, query="embedding", limit="candidates")
+        semantic = _SEMANTIC_BY_WATERMARK.format(nearest=nearest)
+    else:
+        semantic = _SEMANTIC_BY_INDEX.format(scope=scope, filters=filters, order=order)
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
     tail = _VECTOR_TAIL.format(
         pool=pool,

@@ -244,37 +244,50 @@ def vector_index(
 ) -> None:
     """Build or rebuild the vector index of unscoped and large-scope searches (docs/scaling.md, "The vector index").
 
-    Build it once the store holds messages (10,000 or more), and rebuild it when the table has grown
-    several times since. It also builds an index of their own for the users with more than
-    exact_search_max_rows messages (--no-users: not), rebuilds those with many messages stored since
-    theirs was built (the gap their searches read exactly; reported as "gaps"), and drops those of
-    users who no longer have that many. Example: ltst vector-index --concurrently
+    Build it once the store holds messages (10,000 or more), then run it from time to time: it
+    rebuilds the index once the messages stored since it was built (its "gap", which every search
+    through it reads exactly) pass 2 % of it, or when --storage or --lists asks for another index,
+    and replaces an index that covers every message (kept on each insert). It also builds an index of
+    their own for the users with more than exact_search_max_rows messages (--no-users: not),
+    rebuilds those with many messages stored since theirs was built (reported as "gaps"), and drops
+    those of users who no longer have that many. Example: ltst vector-index --concurrently
     """
     from ._connection import connect
     from .hnsw import (
-        INDEX_DEFINITION,
+        IndexBuild,
         build_index,
         build_user_index,
         build_user_indexes,
         drop_user_index,
+        main_index,
         own_indexes,
+        refresh_index,
         user_indexes,
     )
 
     with _database(dsn, data_dir) as (conninfo, settings), connect(conninfo) as conn:
         if show:
-            row = conn.execute(INDEX_DEFINITION).fetchone()
-            conn.rollback()
-            definition = row[0] if row else None
+            state = main_index(conn)
+            definition = state.definition
             own = user_indexes(conn)
             gaps = {o.user_id: o.gap for o in own_indexes(conn)}
             if as_json:
-                _print_json({"index": definition, "user_indexes": [p for _, p in own], "gaps": gaps})
+                _print_json(
+                    {
+                        "index": definition,
+                        "watermark": state.watermark,
+                        "gap": state.gap,
+                        "user_indexes": [p for _, p in own],
+                        "gaps": gaps,
+                    }
+                )
             else:
                 out(
                     definition
                     or "no vector index: searches of large scopes scan exactly (ltst vector-index builds one)"
                 )
+                if state.watermark is not None:
+                    out(f"messages stored since it was built (up to message {state.watermark}): {state.gap}")
                 for _, predicate in own:
                     out(f"own index: {predicate}")
                 for user_id, gap in gaps.items():
@@ -287,11 +300,15 @@ def vector_index(
             else:
                 out(f"dropped the own index of {drop_user}" if dropped else f"{drop_user} has no own index")
             return
+        built: IndexBuild | None
         if user is not None:
             built = build_user_index(conn, user, method=user_method, lists=lists, concurrently=concurrently)
             own_built = []
         else:
-            built = build_index(conn, storage=storage, lists=lists, concurrently=concurrently)
+            if storage is None and lists is None:
+                built = refresh_index(conn, concurrently=concurrently)
+            else:
+                built = build_index(conn, storage=storage, lists=lists, concurrently=concurrently)
             own_built = (
                 build_user_indexes(
                     conn,
@@ -303,15 +320,26 @@ def vector_index(
                 else []
             )
         gaps = {o.user_id: o.gap for o in own_indexes(conn)}
+        state = main_index(conn)
     if as_json:
+        kept = {"watermark": state.watermark, "rows": state.rows}
         _print_json(
-            {**dataclasses.asdict(built), "user_indexes": [dataclasses.asdict(b) for b in own_built], "gaps": gaps}
+            {
+                **(dataclasses.asdict(built) if built is not None else kept),
+                "built": built is not None,
+                "gap": state.gap,
+                "user_indexes": [dataclasses.asdict(b) for b in own_built],
+                "gaps": gaps,
+            }
         )
         return
-    for b in [built, *own_built]:
-        whose = f" of user {b.user_id} (up to message {b.watermark})" if b.user_id is not None else ""
+    if built is None:
+        out(f"vector index kept: up to message {state.watermark}, {state.gap} messages stored since")
+    for b in [built, *own_built] if built is not None else own_built:
+        whose = f" of user {b.user_id}" if b.user_id is not None else ""
+        upto = f" up to message {b.watermark}" if b.watermark is not None else ""
         shape = f"{b.lists} lists" if b.method == "ivfflat" else b.method
-        out(f"vector index{whose} built: {b.storage}, {shape} over {b.rows} messages in {b.seconds:.1f} s")
+        out(f"vector index{whose} built: {b.storage}, {shape} over {b.rows} messages{upto} in {b.seconds:.1f} s")
     for user_id, gap in gaps.items():
         out(f"messages of {user_id} stored since their own index: {gap}")
 

@@ -6,18 +6,25 @@ Where each search gets its answer:
   rows through the btree on ``session_id`` / ``(user_id, timestamp)`` and computes every distance:
   exact, and its cost grows with the scope, not with the table;
 * a larger user with an index of their own (below) is searched through it and the gap since;
-* other large scopes and unscoped searches use the IVFFlat index ``idx_messages_embedding_ivfflat``
-  with pgvector's iterative scans (``ivfflat.iterative_scan = relaxed_order``), so a filtered search
-  still returns ``limit`` rows when that many exist; without the index they are exact scans of the table.
+* other large scopes and unscoped searches use the main index ``idx_messages_embedding_ivfflat``
+  and the gap since it was built, with pgvector's iterative scans (``ivfflat.iterative_scan =
+  relaxed_order``), so a filtered search still returns ``limit`` rows when that many exist; without
+  the index they are exact scans of the table.
 
-There is no HNSW graph over every user's messages: inserting into one was 85-90 % of an append's
-server time. An IVFFlat insert only finds the nearest of the
-index's ``lists`` centroids and appends the row to that list, so a message is in the index (and found
-by every search) the moment ``store_message`` returns. The centroids are computed from the rows present
-when the index is built, which is why it is built in bulk, by the operator, once the table holds data:
-``ltst vector-index`` (or :func:`build_index`); rebuild it when the table has grown several times
-since (docs/scaling.md, "The vector index"). Migration 0012 builds it in place of the old HNSW index
-on databases that already hold 10,000 embedded messages or more.
+There is no vector index on the per-message write path. The main index is partial, ``WHERE
+message_id <= W``, ``W`` (its *watermark*) being the largest message id when it was built: message
+ids only grow, so a new message falls outside the predicate and its insert touches no vector index
+(an HNSW graph over every user's messages was 85-90 % of an append's server time; an IVFFlat insert
+over every message ~0.15 ms of a 0.9 ms append). A search reads the index's nearest rows up to ``W``
+and every message stored since (the *gap*, ``message_id > W``, through the primary key) exactly, and
+ranks them together by their true distance (``_queries.nearest_sql``): a message is found the moment
+``store_message`` returns. The gap costs each search through the index ~1 µs per message in it, until
+``ltst vector-index`` (:func:`refresh_index`) rebuilds the index, once the gap has passed
+:func:`index_gap_to_rebuild`. The centroids are computed from the rows present at build time, which
+is also why it is built in bulk, by the operator, once the table holds data (docs/scaling.md, "The
+vector index"). A main index built before watermarks (or by migration 0012) covers every message and
+is kept on each insert, as before, until ``ltst vector-index`` replaces it. On a Citus cluster each
+shard keeps an index over all of its messages, on each insert (no watermark).
 
 **The largest users** get an index of their own (:func:`build_user_index`, ``ltst vector-index --user``;
 ``ltst vector-index`` builds one for every user over ``exact_search_max_rows`` messages), kept off the
@@ -27,14 +34,15 @@ message ids only grow, so a new message falls outside the predicate and its inse
 index), and beside it a small btree ``(message_id) WHERE user_id = '...' AND message_id > W`` over the
 user's messages since (the *gap*). A search of the user reads the index's nearest rows up to ``W``
 and the gap's rows exactly, and ranks them together by their true distance
-(``_queries.search_own_index_sql``): a message is found the moment it is stored, and the gap costs
-each search ~0.5 µs per message in it until ``ltst vector-index`` rebuilds the index (it does once the
-gap has grown past :func:`gap_to_rebuild`). The planner takes the user's index because the search
-repeats its predicate (``user_id = ... AND message_id <= W``, with the watermark the store reads from
-the index definition); the searches are planned for their parameters every time (``plan_cache_mode =
-force_custom_plan``, set with their transaction-local settings), since a generic plan of a prepared
-statement cannot use a partial index. The user id is in both predicates: ``delete_user`` drops both
-indexes with the user's rows (schema/0015_user_index_gap.sql).
+(``_queries.nearest_sql``, the main index's statement with the user's predicate): a message is found
+the moment it is stored, and the gap costs each search ~0.5 µs per message in it until ``ltst
+vector-index`` rebuilds the index (it does once the gap has grown past :func:`gap_to_rebuild`).
+The planner takes the user's index because the search repeats its predicate (``user_id = ... AND
+message_id <= W``, with the watermark the store reads from the index definition); the searches are
+planned for their parameters every time (``plan_cache_mode = force_custom_plan``, set with their
+transaction-local settings), since a generic plan of a prepared statement cannot use a partial
+index. The user id is in both predicates: ``delete_user`` drops both indexes with the user's rows
+(schema/0015_user_index_gap.sql).
 
 ``halfvec`` storage (``ltst vector-index --storage halfvec``) indexes float16 copies of the vectors
 (an expression index over ``embedding::halfvec(d)``): half the index size. The store re-ranks what the
@@ -64,6 +72,7 @@ __all__ = [
     "STORAGES",
     "HnswStorage",
     "IndexBuild",
+    "MainIndex",
     "OwnIndex",
     "UserIndexMethod",
     "build_index",
@@ -73,12 +82,16 @@ __all__ = [
     "gap_index_name",
     "gap_to_rebuild",
     "index_ddl",
+    "index_gap_to_rebuild",
     "index_storage",
     "lists_for",
+    "main_index",
     "order_by",
     "own_indexes",
+    "refresh_index",
     "set_index_storage",
     "user_index_name",
+    "watermark_now",
     "watermark_of",
 ]
 
@@ -106,6 +119,12 @@ WATERMARK_TTL = 30.0
 #: The definition of the index in use (NULL without one), resolved through the search_path.
 INDEX_DEFINITION = f"SELECT pg_get_indexdef(to_regclass('{INDEX_NAME}')) AS definition"
 _EMBEDDED_ROWS = "SELECT count(*) FROM conversation_messages WHERE embedding IS NOT NULL"
+#: The main index's entries (as of its build, or the last VACUUM / ANALYZE).
+_INDEX_ROWS = "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%(name)s)"
+#: The messages stored since the main index was built (read through the primary key).
+_MAIN_GAP_ROWS = "SELECT count(*) FROM conversation_messages WHERE message_id > %(watermark)s::bigint"
+_LOCK_MESSAGES = "LOCK TABLE conversation_messages IN SHARE MODE"
+_LARGEST_ID = "SELECT coalesce(max(message_id), 0) FROM conversation_messages"
 #: The users with more than ``min_rows`` messages (the trigger-kept statistics of migration 0002).
 _LARGE_USERS_WITH_SIZE = (
     "SELECT user_id, doc_count FROM ltst_user_stats WHERE doc_count > %(min_rows)s ORDER BY user_id"
@@ -201,8 +220,8 @@ def index_ddl(
 ) -> sql.Composed:
     """``CREATE INDEX`` of the vector index with ``storage`` for ``dimension``-d embeddings (``IF NOT
     EXISTS``, or ``CONCURRENTLY``): IVFFlat with ``lists`` lists, or (``method="hnsw"``) HNSW with ``m``
-    and ``ef_construction``; with ``user_id``, over that user's rows alone, and with ``watermark``
-    too, over those with a message id up to it."""
+    and ``ef_construction``; with ``user_id``, over that user's rows alone; with ``watermark``, over
+    the rows with a message id up to it."""
     check_storage(storage)
     # An own index up to a watermark indexes l2_normalize(embedding): the same cosine order, but an
     # expression no other index has, so the user's search can take its order from this index alone
@@ -232,12 +251,12 @@ def index_ddl(
 
 
 def _own_predicate(user_id: str | None, watermark: int | None, op: str) -> sql.Composable:
-    if user_id is None:
-        return sql.SQL("")
-    predicate = sql.SQL(" WHERE user_id = {}").format(sql.Literal(user_id))
-    if watermark is None:
-        return predicate
-    return sql.SQL("{} AND message_id {} {}::bigint").format(predicate, sql.SQL(op), sql.Literal(str(int(watermark))))
+    parts: list[sql.Composable] = []
+    if user_id is not None:
+        parts.append(sql.SQL("user_id = {}").format(sql.Literal(user_id)))
+    if watermark is not None:
+        parts.append(sql.SQL("message_id {} {}::bigint").format(sql.SQL(op), sql.Literal(str(int(watermark)))))
+    return sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(parts)) if parts else sql.SQL("")
 
 
 def gap_index_ddl(user_id: str, watermark: int, *, name: str | None = None, concurrently: bool = False) -> sql.Composed:
@@ -280,9 +299,9 @@ def index_storage(conn: psycopg.Connection[Any]) -> HnswStorage:
 
 @dataclass(frozen=True)
 class IndexBuild:
-    """What :func:`build_index` (or :func:`build_user_index`: ``user_id`` set) built. An own index
-    also has its ``watermark`` (the largest message id it covers) and ``method``; ``lists`` is 0 for
-    an HNSW index."""
+    """What :func:`build_index` (or :func:`build_user_index`: ``user_id`` set) built: its
+    ``watermark`` (the largest message id it covers; ``None`` for an index over every message, as on
+    a Citus cluster) and ``method``; ``lists`` is 0 for an HNSW index."""
 
     storage: HnswStorage
     lists: int
@@ -303,12 +322,18 @@ def build_index(
     """Build (or rebuild) the IVFFlat index from the messages stored now; drop an HNSW index left
     from before migration 0012.
 
+    On one server the index covers the messages up to the largest message id now (the watermark,
+    its predicate ``WHERE message_id <= W``): a message stored later falls outside it, so its insert
+    touches no vector index, and searches read those (the gap) exactly beside the index's nearest
+    rows. :func:`refresh_index` rebuilds it once the gap has grown past :func:`index_gap_to_rebuild`.
+    On a Citus cluster each shard gets an index over all of its messages, kept on every insert.
+
     ``storage`` defaults to the current index's (``"vector"`` without one); ``lists`` to
-    :func:`lists_for` of the embedded rows (on a Citus cluster, of one shard's share: each shard has
-    an index of its own). ``conn`` must be outside a transaction. Without
-    ``concurrently`` writes to the messages wait for the build (about a minute per million messages
-    on 2 cores); with it the new index is built beside the old one with ``CREATE INDEX
-    CONCURRENTLY`` (writes go on; takes longer), then replaces it. Running it twice leaves one index.
+    :func:`lists_for` of the embedded rows (on a Citus cluster, of one shard's share). ``conn`` must
+    be outside a transaction. Without ``concurrently`` writes to the messages wait for the build
+    (about a minute per million messages on 2 cores); with it the new index is built beside the old
+    one with ``CREATE INDEX CONCURRENTLY`` (writes go on; takes longer), then replaces it. Running it
+    twice leaves one index.
     """
     if lists is not None and (isinstance(lists, bool) or not isinstance(lists, int) or not 1 <= lists <= 32_768):
         raise ValidationError(f"lists must be an integer from 1 to 32768; got {lists!r}")
@@ -344,23 +369,49 @@ def _build(
     dimension = _dimension(conn)
     count_row = conn.execute(_EMBEDDED_ROWS).fetchone()
     rows = int(count_row[0]) if count_row else 0
-    n_lists = lists if lists is not None else lists_for(rows // _indexes(conn))
+    shards = _indexes(conn)
+    n_lists = lists if lists is not None else lists_for(rows // shards)
+    # One server: the index covers the messages up to the watermark (read once the old index is dropped,
+    # with writes waiting, or just before a concurrent build); those stored since are the gap. A Citus
+    # cluster keeps an index over every message, on each shard.
+    distributed = shards > 1 or _distributed(conn)
     logger.info("building %s: %s, %d lists over %d messages", INDEX_NAME, wanted, n_lists, rows)
     name, temporary = sql.Identifier(INDEX_NAME), sql.Identifier(INDEX_NAME + "_new")
     legacy = sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(LEGACY_INDEX_NAME))
+    watermark: int | None = None
     if concurrently:
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(temporary))
-        conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=INDEX_NAME + "_new", concurrently=True))
+        watermark = None if distributed else _largest_id(conn)
+        ddl = index_ddl(
+            wanted, dimension, lists=n_lists, name=INDEX_NAME + "_new", concurrently=True, watermark=watermark
+        )
+        conn.execute(ddl)
         with conn.transaction():
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
             conn.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(temporary, name))
             conn.execute(legacy)
     else:
         with conn.transaction():
+            if not distributed:  # writes wait from here: the watermark is the largest id of them all
+                conn.execute(_LOCK_MESSAGES)
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
-            conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=INDEX_NAME))
+            watermark = None if distributed else _largest_id(conn)
+            conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=INDEX_NAME, watermark=watermark))
             conn.execute(legacy)
-    return IndexBuild(storage=wanted, lists=n_lists, rows=rows, seconds=time.perf_counter() - started)
+    return IndexBuild(
+        storage=wanted, lists=n_lists, rows=rows, seconds=time.perf_counter() - started, watermark=watermark
+    )
+
+
+def _largest_id(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(_LARGEST_ID).fetchone()
+    return int(row[0]) if row else 0
+
+
+def watermark_now(conn: psycopg.Connection[Any]) -> int | None:
+    """The watermark a main index built now would have: the largest message id (``None`` on a Citus
+    cluster, whose indexes cover every message)."""
+    return None if _distributed(conn) else _largest_id(conn)
 
 
 def _dimension(conn: psycopg.Connection[Any]) -> int:
@@ -459,6 +510,60 @@ def set_index_storage(conn: psycopg.Connection[Any], storage: str, *, concurrent
         return True
 
     return _locked(conn, work)
+
+
+def index_gap_to_rebuild(rows: int) -> int:
+    """How many messages may be stored after the main index was built (over ``rows``) before
+    :func:`refresh_index` (``ltst vector-index``) rebuilds it: 2 % of it, at least 2,000. Every search
+    through the index reads the gap exactly, through the primary key (docs/scaling.md, "The vector
+    index")."""
+    return max(2_000, rows // 50)
+
+
+@dataclass(frozen=True)
+class MainIndex:
+    """The main vector index: its definition (``None`` without one), the largest message id it
+    covers (``None`` for an index over every message), its rows, and how many messages were stored
+    after it was built (the gap each search through it reads exactly)."""
+
+    definition: str | None
+    watermark: int | None
+    rows: int
+    gap: int
+
+
+def main_index(conn: psycopg.Connection[Any]) -> MainIndex:
+    """The main vector index, its watermark and gap."""
+    row = conn.execute(INDEX_PREDICATE, {"name": INDEX_NAME}).fetchone()
+    predicate, definition = (row[0], row[1]) if row else (None, None)
+    watermark = watermark_of(predicate)
+    rows, gap = 0, 0
+    if definition is not None:
+        found = conn.execute(_INDEX_ROWS, {"name": INDEX_NAME}).fetchone()
+        rows = max(0, int(found[0])) if found else 0
+    if watermark is not None:
+        found = conn.execute(_MAIN_GAP_ROWS, {"watermark": watermark}).fetchone()
+        gap = int(found[0]) if found else 0
+    if not conn.autocommit:
+        conn.rollback()
+    return MainIndex(definition, watermark, rows, gap)
+
+
+def refresh_index(conn: psycopg.Connection[Any], *, concurrently: bool = False) -> IndexBuild | None:
+    """Build the main vector index (:func:`build_index`) if there is none, if it covers every message
+    (built before watermarks, or kept on every insert: replaced by one with a watermark; not on a
+    Citus cluster, where that is the kind built), or once its gap has grown past
+    :func:`index_gap_to_rebuild`; ``None`` when it was left as it is."""
+    state = main_index(conn)
+    if state.definition is not None:
+        if state.watermark is not None and state.gap <= index_gap_to_rebuild(state.rows):
+            return None
+        distributed = state.watermark is None and _distributed(conn)
+        if not conn.autocommit:
+            conn.rollback()
+        if distributed:
+            return None
+    return build_index(conn, concurrently=concurrently)
 
 
 def build_user_index(

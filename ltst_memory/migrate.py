@@ -17,7 +17,15 @@ import psycopg
 from . import _queries as q
 from ._queries import MIGRATION_LOCK_KEY
 from .errors import EmbeddingDimensionError, MigrationError
-from .hnsw import INDEX_DEFINITION, INDEX_NAME, LEGACY_INDEX_NAME, index_ddl, index_storage, lists_for
+from .hnsw import (
+    INDEX_DEFINITION,
+    INDEX_NAME,
+    LEGACY_INDEX_NAME,
+    index_ddl,
+    index_storage,
+    lists_for,
+    watermark_now,
+)
 from .schema import migration_files
 
 __all__ = ["MIGRATION_LOCK_KEY", "applied_migrations", "ensure_embedding_model", "migrate"]
@@ -176,6 +184,6 @@ def ensure_embedding_model(conn: psycopg.Connection[Any], model_name: str, dimen
                 )
             )
             if had_index:
-                conn.execute(index_ddl(storage, dimension, lists=lists_for(0)))
+                conn.execute(index_ddl(storage, dimension, lists=lists_for(0), watermark=watermark_now(conn)))
         for key, value in (("embedding_model", model_name), ("embedding_dimension", str(dimension))):
             conn.execute(q.UPSERT_METADATA, {"key": key, "value": value})

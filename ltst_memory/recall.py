@@ -45,19 +45,17 @@ import numpy as np
 
 from . import _queries as q
 from . import _recall_queries as rq
-from . import hnsw
 from ._kernel import SEARCH, operation
 from ._ops import (
     Core,
     Embed,
     Op,
     Query,
-    hnsw_order,
-    own_index,
     owned,
     require_session,
     scope_is_small,
     scoped_user,
+    vector_index,
     vector_search_settings,
 )
 from ._query_hints import (
@@ -538,17 +536,16 @@ def recall(
     # GIN and vector indexes. The size comes from trigger-maintained rows (_queries.SCOPE_SIZE_OF_*).
     size_sql = _SCOPE_SIZE.get(scope)
     scan = size_sql is not None and (yield from scope_is_small(core, size_sql, params, owner))
-    order = "" if scan else (yield from hnsw_order(core, column="m.embedding", param="embedding"))
+    # A large scope: the vector index it walks (a large user's own, else the main one), up to its watermark.
+    index = None if scan else (yield from vector_index(core, params["user_id"] if scope == "user" else None))
     # The lexical leg needs no vector: it runs while the question is still being embedded.
     lexical_sql = rq.lexical_sql(scope=scope_sql, filters=filters, all_users=stats_user is None, scan=scan)
     lexical = yield owned(core, Query(lexical_sql, params, embed_meanwhile=True), owner)
     params["lexical_ids"] = [r["message_id"] for r in lexical]
     vectors = yield embedding
     params["embedding"] = vectors[0]
-    own = None if scan or scope != "user" else (yield from own_index(core, params["user_id"]))
-    if own is not None:
-        params["watermark"], storage = own
-        order = hnsw.order_by(storage, core.embedder.dimension, column="m.embedding", param="embedding", own=True)
+    if index is not None and index.watermark is not None:
+        params["watermark"] = index.watermark
     sql = rq.candidates_sql(
         scope=scope_sql,
         filters=filters,
@@ -556,8 +553,8 @@ def recall(
         with_embedding=mmr is not None,
         with_neighbors=neighbor_weight > 0,
         scan=scan,
-        order=order,
-        own_index=own is not None,
+        order="" if index is None else index.order(core.embedder.dimension, column="m.embedding", param="embedding"),
+        watermark=index is not None and index.watermark is not None,
     )
     if not scan:
         yield vector_search_settings(core, params["candidates"])

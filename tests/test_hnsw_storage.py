@@ -17,7 +17,7 @@ from ltst_memory import (
 )
 from ltst_memory import _queries as q
 from ltst_memory.cli import app
-from ltst_memory.hnsw import index_storage, order_by, set_index_storage
+from ltst_memory.hnsw import index_storage, main_index, order_by, set_index_storage
 
 FACTS = [
     *SEMANTIC_FACTS,
@@ -64,7 +64,7 @@ def test_halfvec_index_gives_the_same_answers_with_float32_similarities(
     with ConversationStorage(settings=settings, embedder=memory.embedder) as after:
         assert _answers(after) == vector_answers  # same rows, same (float32) similarities
         assert _recalls(after) == vector_recalls
-        assert after._core.hnsw_storage == "halfvec"
+        assert after._core.main_index is not None and after._core.main_index[1].storage == "halfvec"
         top = after.search_messages("What kind of pet do I have?", user_id="alice", limit=1)[0][0]
         assert "golden retriever" in top.content
 
@@ -76,12 +76,11 @@ def test_the_halfvec_query_walks_the_halfvec_index(memory: ConversationStorage, 
         from pgvector.psycopg import register_vector
 
         register_vector(conn)
-        sql = q.search_messages_sql("all", order_by("halfvec", 384))
+        sql = q.search_by_watermark_sql("all", order_by("halfvec", 384, column="m.embedding"))
+        params = {"query": query_vector, "limit": 3, "threshold": -1, "watermark": main_index(conn).watermark}
         with conn.transaction():
-            conn.execute("SET LOCAL enable_seqscan = off")
-            plan = "\n".join(
-                r[0] for r in conn.execute("EXPLAIN " + sql, {"query": query_vector, "limit": 3, "threshold": -1})
-            )
+            conn.execute("SET LOCAL enable_sort = off")  # as the store's search does (_ops.vector_search_settings)
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params))
         assert "idx_messages_embedding_ivfflat" in plan
         assert [
             r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'idx_messages_emb%'")

@@ -190,16 +190,22 @@ def test_build_and_rebuild_are_idempotent(
 
 
 def test_cli_builds_and_shows_the_index(loaded: tuple[str, np.ndarray, dict[int, int]]) -> None:
-    dsn, _, _ = loaded
+    """`ltst vector-index` builds the index up to the largest message id, then keeps it while the
+    messages stored since are few, and reports them."""
+    dsn, _, ids = loaded
     runner = CliRunner()
     shown = runner.invoke(app, ["vector-index", "--show", "--dsn", dsn])
     assert shown.exit_code == 0 and "no vector index" in shown.output
-    for _ in range(2):
-        built = runner.invoke(app, ["vector-index", "--json", "--dsn", dsn])
-        assert built.exit_code == 0, built.output
-        assert json.loads(built.output) == {**json.loads(built.output), "storage": "vector", "lists": 10, "rows": 612}
+    built = runner.invoke(app, ["vector-index", "--json", "--dsn", dsn])
+    assert built.exit_code == 0, built.output
+    expected = {"built": True, "storage": "vector", "lists": 10, "rows": 612, "watermark": ids[611], "gap": 0}
+    assert json.loads(built.output) == {**json.loads(built.output), **expected}
+    kept = runner.invoke(app, ["vector-index", "--json", "--dsn", dsn])
+    assert json.loads(kept.output) == {**json.loads(kept.output), "built": False, "watermark": ids[611], "gap": 0}
     shown = runner.invoke(app, ["vector-index", "--show", "--dsn", dsn])
     assert "USING ivfflat" in shown.output and "lists='10'" in shown.output
+    assert f"WHERE (message_id <= '{ids[611]}'::bigint)" in shown.output
+    assert f"(up to message {ids[611]}): 0" in shown.output
     bad = runner.invoke(app, ["vector-index", "--storage", "float8", "--dsn", dsn])
     assert bad.exit_code != 0 and "vector, halfvec" in bad.output and "Traceback" not in bad.output
 
@@ -283,7 +289,7 @@ def test_a_users_own_index_is_what_their_searches_read(
     shown = runner.invoke(app, ["vector-index", "--show", "--dsn", dsn])
     assert f"own index: ((user_id = 'alice'::text) AND (message_id <= '{last_of_alice}'::bigint))" in shown.output
 
-    sql = q.search_own_index_sql(False, order_by("vector", DIM, own=True))
+    sql = q.search_by_watermark_sql("user", order_by("vector", DIM, column="m.embedding", own=True))
     query = unit(np.random.default_rng(21), 1)[0]
     params = {"query": query, "user_id": "alice", "limit": 10, "threshold": -1.0, "watermark": last_of_alice}
     settings = {"probes": "20", "ef_search": "40", "enable_sort": "off"}
@@ -473,3 +479,156 @@ def test_vector_index_rebuilds_an_own_index_once_its_gap_has_grown(
     runner = CliRunner()
     shown = json.loads(runner.invoke(app, ["vector-index", "--show", "--json", "--dsn", dsn]).output)
     assert shown["gaps"] == {"alice": 0}
+
+
+def _recall_nearest(store: ConversationStorage, query: str, **scope: str) -> list[int]:
+    """recall's vector leg alone: the nearest messages by cosine, best first."""
+    weights = dict.fromkeys(
+        (
+            "lexical_weight",
+            "neighbor_weight",
+            "session_weight",
+            "long_turn_penalty",
+            "short_turn_penalty",
+            "role_weight",
+            "speaker_weight",
+            "date_weight",
+            "latest_weight",
+            "spread_weight",
+        ),
+        0.0,
+    )
+    hits = store.recall(query, limit=10, **weights, **scope)  # type: ignore[arg-type]
+    return [m.message_id for m, _ in hits]  # type: ignore[misc]
+
+
+def test_the_main_index_covers_messages_up_to_its_watermark_and_searches_read_the_gap(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    """The main index ends at the largest message id of its build; messages stored after it are
+    found at once by unscoped searches and recall (and by a large session's), ranked with the
+    index's rows by their exact distance; the plans read the index and, for the gap, the primary key."""
+    from ltst_memory import _queries as q
+    from ltst_memory.hnsw import main_index
+
+    dsn, vectors, ids = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        built = build_index(conn, lists=4)
+        assert built.watermark == ids[611] and main_index(conn).gap == 0
+        assert f"WHERE (message_id <= '{ids[611]}'::bigint)" in _indexes(conn)[INDEX_NAME]
+    rng = np.random.default_rng(31)
+    queries = unit(rng, 6)
+    near = queries + 0.3 * unit(rng, 6)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    with _store(dsn, embedder, exact_search_max_rows=0, ivfflat_probes=4) as store:
+        new = store.store_messages(
+            [ConversationMessage("bob-1", "ai", f"gap {i}", embedding=v) for i, v in enumerate(near)]
+        )
+        every = np.concatenate([vectors, near])
+        every_ids = [ids[i] for i in range(612)] + [m.message_id for m in new]
+        bob_1 = [i for i in range(len(every)) if 500 <= i < 600 or i >= 612]
+
+        def truth(query: np.ndarray, rows: Sequence[int], k: int = 10) -> list[int]:
+            sims = every[list(rows)] @ query
+            return [every_ids[rows[i]] for i in np.argsort(-sims, kind="stable")[:k]]
+
+        for i, query in enumerate(queries):
+            embedder.table[f"q{i}"] = query
+            hits = store.search_messages(f"q{i}", limit=10)
+            assert [m.message_id for m, _ in hits] == truth(query, range(len(every)))  # every list probed
+            assert hits[0][0].message_id == new[i].message_id
+            in_session = store.search_messages(f"q{i}", session_id="bob-1", limit=20)
+            assert [m.message_id for m, _ in in_session] == truth(query, bob_1, 20)
+            assert _recall_nearest(store, f"q{i}") == truth(query, range(len(every)))
+            bob = [*range(400, 600), *range(612, len(every))]
+            assert _recall_nearest(store, f"q{i}", user_id="bob") == truth(query, bob)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert main_index(conn).gap == 6
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        sql = q.search_by_watermark_sql("all", order_by("vector", DIM, column="m.embedding"))
+        params = {"query": queries[0], "limit": 10, "threshold": -1.0, "watermark": ids[611]}
+        with conn.transaction():
+            conn.execute(q.SET_SEARCH_SETTINGS, {"probes": "1", "ef_search": "40", "enable_sort": "off"})
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, params))
+        assert INDEX_NAME in plan and "conversation_messages_pkey" in plan
+
+
+def test_a_search_through_the_main_index_returns_k_rows_when_its_scan_stops_early(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    """With the index scan's limits at their minimum, a filtered search (a session, a user) still
+    returns every row it asks for that exists, the gap's included: the rows up to the watermark are
+    then read exactly."""
+    dsn, vectors, ids = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        build_index(conn, lists=20)
+        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(f'ALTER DATABASE "{database}" SET ivfflat.max_probes = 1')
+    query = unit(np.random.default_rng(4), 1)[0]
+    embedder.table["far"] = query
+    with _store(dsn, embedder, exact_search_max_rows=0, ivfflat_probes=1) as store:
+        extra = store.store_message(ConversationMessage("carol-0", "ai", "late", embedding=-query))
+        hits = store.search_messages("far", session_id="alice-2", limit=100)
+        assert [m.message_id for m, _ in hits] == brute_force(vectors, range(200, 300), query, ids, k=100)
+        carol = store.search_messages("far", user_id="carol", limit=20)
+        assert len(carol) == 13 and carol[-1][0].message_id == extra.message_id
+        assert len(_recall_nearest(store, "far", user_id="carol")) == 10
+
+
+def test_refresh_rebuilds_the_main_index_once_its_gap_has_grown(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    from ltst_memory.hnsw import index_gap_to_rebuild, main_index, refresh_index
+
+    dsn, _, ids = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        first = refresh_index(conn)  # none yet: built
+        assert first is not None and first.watermark == ids[611]
+        assert refresh_index(conn) is None  # no gap: kept
+    rng = np.random.default_rng(9)
+    threshold = index_gap_to_rebuild(612)
+    with _store(dsn, embedder) as store:
+        for batch in range(2):
+            store.store_messages(
+                [
+                    ConversationMessage("bob-0", "ai", f"more {batch} {j}", embedding=v)
+                    for j, v in enumerate(unit(rng, threshold))
+                ]
+            )
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                assert main_index(conn).gap == threshold * (batch + 1)
+                rebuilt = refresh_index(conn, concurrently=True)
+            assert (rebuilt is not None) == (batch == 1)
+    assert rebuilt is not None and rebuilt.rows == 612 + 2 * threshold
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        state = main_index(conn)
+        assert (state.watermark, state.gap) == (rebuilt.watermark, 0) and list(_indexes(conn)) == [INDEX_NAME]
+
+
+def test_an_index_over_every_message_serves_until_refresh_replaces_it(
+    loaded: tuple[str, np.ndarray, dict[int, int]], embedder: TableEmbedder
+) -> None:
+    """A main index built before watermarks (over every message, kept on each insert) is still what
+    large scopes search, new messages included, until `ltst vector-index` replaces it with one up to a
+    watermark."""
+    from ltst_memory.hnsw import index_ddl, main_index, refresh_index
+
+    dsn, vectors, ids = loaded
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(index_ddl("vector", DIM, lists=4))
+        assert main_index(conn).watermark is None
+    query = unit(np.random.default_rng(17), 1)[0]
+    embedder.table["q"] = query
+    with _store(dsn, embedder, exact_search_max_rows=0, ivfflat_probes=4) as store:
+        assert [m.message_id for m, _ in store.search_messages("q", limit=10)] == brute_force(
+            vectors, range(612), query, ids
+        )
+        new = store.store_message(ConversationMessage("alice-0", "human", "q"))
+        assert store.search_messages("q", limit=1)[0][0].message_id == new.message_id
+    runner = CliRunner()
+    replaced = json.loads(runner.invoke(app, ["vector-index", "--json", "--no-users", "--dsn", dsn]).output)
+    assert replaced["built"] is True and replaced["watermark"] == new.message_id
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert main_index(conn).watermark == new.message_id and refresh_index(conn) is None
