@@ -510,6 +510,8 @@ _ONE_SESSION_ARRAYS = (
     "is_context_message",
     "timestamp",
 )
+#: The parameters of INSERT_MESSAGE (one message of one session).
+_ONE_SESSION_FIELDS = ("session_id", *_ONE_SESSION_ARRAYS)
 
 
 @operation(group=MESSAGES, invalidates=session_of("messages"))
@@ -538,9 +540,14 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
     # (on a Citus cluster its UPDATE by session_id alone would ask every shard: the locking path instead)
     if one_statement and not (yield from is_distributed(core)):
         # the common case (one session, ids and parents left to the store): one statement
-        columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
-        columns["session_id"] = session_ids[0]
-        rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns, atomic=True)
+        if len(params) == 1:  # store_message: the values one by one
+            values = {c: params[0][c] for c in _ONE_SESSION_FIELDS}
+            row = yield Query(q.INSERT_MESSAGE, values, fetch="one", atomic=True)
+            rows = [] if row is None else [row]
+        else:
+            columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
+            columns["session_id"] = session_ids[0]
+            rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns, atomic=True)
         if not rows:
             raise SessionNotFoundError(session_ids[0])
         logger.debug("stored %d messages", len(rows))

@@ -227,11 +227,13 @@ SELECT * FROM inserted
 # The common case in one statement: messages of ONE session, ids and parents left to the store.
 # The UPDATE both locks the session row (concurrent writers queue on it) and reserves the indexes
 # [first_index, first_index + n); no session row means no insert (the caller reports the session
-# as unknown).
+# as unknown). It also sets last_activity, as the summary trigger would (schema/0017): one new
+# version of the session row instead of two. (One server only: Citus refuses now() over a column.)
 INSERT_MESSAGES_ONE_SESSION = f"""
 WITH session AS (
     UPDATE conversation_sessions
-    SET next_message_index = next_message_index + cardinality(%(content)s::text[])
+    SET next_message_index = next_message_index + cardinality(%(content)s::text[]),
+        last_activity = GREATEST(last_activity, now())
     WHERE session_id = %(session_id)s {owner()}
     RETURNING user_id, next_message_index - cardinality(%(content)s::text[]) AS first_index
 )
@@ -247,6 +249,25 @@ FROM session AS s,
             %(is_context_message)s::bool[], %(timestamp)s::timestamptz[])
          WITH ORDINALITY AS x(message_uuid, role, content, message_type, metadata, embedding, relevance_score,
                               is_context_message, ts, n)
+RETURNING {MESSAGE_COLUMNS}
+"""
+
+# INSERT_MESSAGES_ONE_SESSION for a single message, its values bound one by one rather than as arrays
+# (store_message: 60 µs less to bind, and no unnest on the server).
+INSERT_MESSAGE = f"""
+WITH session AS (
+    UPDATE conversation_sessions
+    SET next_message_index = next_message_index + 1, last_activity = GREATEST(last_activity, now())
+    WHERE session_id = %(session_id)s {owner()}
+    RETURNING user_id, next_message_index - 1 AS message_index
+)
+INSERT INTO conversation_messages
+    (message_uuid, session_id, user_id, role, content, message_type, message_index, metadata, embedding,
+     relevance_score, is_context_message, "timestamp")
+SELECT %(message_uuid)s, %(session_id)s, s.user_id, %(role)s, %(content)s, %(message_type)s, s.message_index,
+       %(metadata)s::jsonb, %(embedding)b::vector, %(relevance_score)s, %(is_context_message)s,
+       coalesce(%(timestamp)s::timestamptz, now())
+FROM session AS s
 RETURNING {MESSAGE_COLUMNS}
 """
 

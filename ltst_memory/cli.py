@@ -246,7 +246,7 @@ def vector_index(
 
     Build it once the store holds messages (10,000 or more), then run it from time to time: it
     rebuilds the index once the messages stored since it was built (its "gap", which every search
-    through it reads exactly) pass 2 % of it, or when --storage or --lists asks for another index,
+    through it reads exactly) pass 1 % of it, or when --storage or --lists asks for another index,
     and replaces an index that covers every message (kept on each insert). It also builds an index of
     their own for the users with more than exact_search_max_rows messages (--no-users: not),
     rebuilds those with many messages stored since theirs was built (reported as "gaps"), and drops
