@@ -8,7 +8,7 @@ Starts a private embedded PostgreSQL (or uses ``--dsn``, a superuser DSN), creat
 loads ``--messages`` messages in sessions of ``messages / sessions`` (``import_messages``, random unit
 vectors; ``--metadata`` gives every message a small metadata dict, otherwise ``{}`` as in the peer
 comparison). Then, for ``--n`` random sessions, each variant is called once per session, the order
-alternating: ``get_recent_messages(50)`` and ``get_messages(100)`` through the store, each against the
+alternating: ``get_recent_messages(50)`` and ``get_messages(50)`` through the store, each against the
 same operation with dict rows. Prints a JSON report (with the load average) and a Markdown table.
 """
 
@@ -90,9 +90,9 @@ def main() -> None:
                 "get_recent_messages(50), dict rows": lambda s: store._run(
                     recent_dicts(store._core, s, limit=50), readonly=True
                 ),
-                "get_messages(100), message rows": lambda s: store.get_messages(s, limit=100),
-                "get_messages(100), dict rows": lambda s: store._run(
-                    page_dicts(store._core, s, limit=100, offset=0), readonly=True
+                "get_messages(50), message rows": lambda s: store.get_messages(s, limit=50),
+                "get_messages(50), dict rows": lambda s: store._run(
+                    page_dicts(store._core, s, limit=50, offset=0), readonly=True
                 ),
             }
             names = list(variants)
