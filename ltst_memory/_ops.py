@@ -540,14 +540,16 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
     # (on a Citus cluster its UPDATE by session_id alone would ask every shard: the locking path instead)
     if one_statement and not (yield from is_distributed(core)):
         # the common case (one session, ids and parents left to the store): one statement
-        if len(params) == 1:  # store_message: the values one by one
+        if len(params) == 1:  # store_message: the values one by one, the message straight from its row
             values = {c: params[0][c] for c in _ONE_SESSION_FIELDS}
-            row = yield Query(q.INSERT_MESSAGE, values, fetch="one", atomic=True)
-            rows = [] if row is None else [row]
-        else:
-            columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
-            columns["session_id"] = session_ids[0]
-            rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns, atomic=True)
+            stored: list[ConversationMessage] = yield Query(q.INSERT_MESSAGE, values, atomic=True, row=q.message_row)
+            if not stored:
+                raise SessionNotFoundError(session_ids[0])
+            stored[0].embedding = np.asarray(params[0]["embedding"], dtype=np.float32).tolist()
+            return stored
+        columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
+        columns["session_id"] = session_ids[0]
+        rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns, atomic=True)
         if not rows:
             raise SessionNotFoundError(session_ids[0])
         logger.debug("stored %d messages", len(rows))

@@ -253,7 +253,8 @@ RETURNING {MESSAGE_COLUMNS}
 """
 
 # INSERT_MESSAGES_ONE_SESSION for a single message, its values bound one by one rather than as arrays
-# (store_message: 60 µs less to bind, and no unnest on the server).
+# (store_message: 60 µs less to bind, and no unnest on the server); it returns MESSAGE_ROW_COLUMNS, for
+# ``message_row``.
 INSERT_MESSAGE = f"""
 WITH session AS (
     UPDATE conversation_sessions
@@ -268,7 +269,7 @@ SELECT %(message_uuid)s, %(session_id)s, s.user_id, %(role)s, %(content)s, %(mes
        %(metadata)s::jsonb, %(embedding)b::vector, %(relevance_score)s, %(is_context_message)s,
        coalesce(%(timestamp)s::timestamptz, now())
 FROM session AS s
-RETURNING {MESSAGE_COLUMNS}
+RETURNING {MESSAGE_ROW_COLUMNS}
 """
 
 #: The columns of INSERT_MESSAGES, each bound as one array.

@@ -247,10 +247,11 @@ def vector_index(
     Build it once the store holds messages (10,000 or more), then run it from time to time: it
     rebuilds the index once the messages stored since it was built (its "gap", which every search
     through it reads exactly) pass 1 % of it, or when --storage or --lists asks for another index,
-    and replaces an index that covers every message (kept on each insert). It also builds an index of
-    their own for the users with more than exact_search_max_rows messages (--no-users: not),
-    rebuilds those with many messages stored since theirs was built (reported as "gaps"), and drops
-    those of users who no longer have that many. Example: ltst vector-index --concurrently
+    and replaces an index that covers every message (kept on each insert; a Citus cluster's always
+    does: rebuilt every time). It also builds an index of their own for the users with more than
+    exact_search_max_rows messages (--no-users: not), rebuilds those with many messages stored since
+    theirs was built (reported as "gaps"), and drops those of users who no longer have that many.
+    Example: ltst vector-index --concurrently
     """
     from ._connection import connect
     from .hnsw import (

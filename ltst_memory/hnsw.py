@@ -551,18 +551,13 @@ def main_index(conn: psycopg.Connection[Any]) -> MainIndex:
 
 def refresh_index(conn: psycopg.Connection[Any], *, concurrently: bool = False) -> IndexBuild | None:
     """Build the main vector index (:func:`build_index`) if there is none, if it covers every message
-    (built before watermarks, or kept on every insert: replaced by one with a watermark; not on a
-    Citus cluster, where that is the kind built), or once its gap has grown past
-    :func:`index_gap_to_rebuild`; ``None`` when it was left as it is."""
+    (built before watermarks and kept on every insert: replaced by one with a watermark), or once its
+    gap has grown past :func:`index_gap_to_rebuild`; ``None`` when it was left as it is. On a Citus
+    cluster, whose indexes cover every message (no gap to measure), it rebuilds, as ``ltst
+    vector-index`` always did there."""
     state = main_index(conn)
-    if state.definition is not None:
-        if state.watermark is not None and state.gap <= index_gap_to_rebuild(state.rows):
-            return None
-        distributed = state.watermark is None and _distributed(conn)
-        if not conn.autocommit:
-            conn.rollback()
-        if distributed:
-            return None
+    if state.watermark is not None and state.gap <= index_gap_to_rebuild(state.rows):
+        return None
     return build_index(conn, concurrently=concurrently)
 
 
