@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
+
+from ._cli_common import DataDirOption, DsnOption, JsonOption, _command, _database, _print_json, out
 from ._ops import Core, Op, Query
 from .models import check_id, check_limit
 
-__all__ = ["Check", "list_sessions", "run_checks"]
+__all__ = ["Check", "list_sessions", "register", "run_checks"]
 
 # The sessions first (materialized), then their counts: on a Citus cluster (docs/citus.md) a join of two
 # distributed tables must pair user_id, which session_summary has only there.
@@ -194,3 +198,75 @@ def run_checks(
     finally:
         if embedded:
             release_embedded(settings.data_dir)
+
+
+# --------------------------------------------------------------------------- lexical-index
+
+
+def register(app: Any) -> None:
+    """Add ``ltst lexical-index`` to ``app`` (a ``typer.Typer``)."""
+    @app.command("lexical-index")
+    @_command
+    def lexical_index(
+        user: Annotated[str | None, typer.Option("--user", help="Build (or rebuild) only this user's index.")] = None,
+        users_over: Annotated[
+            int | None,
+            typer.Option("--users-over", help="The message count over which (default lexical_index_min_rows)."),
+        ] = None,
+        drop_user: Annotated[str | None, typer.Option("--drop-user", help="Drop this user's term index.")] = None,
+        show: Annotated[bool, typer.Option("--show", help="Only show the term indexes; build nothing.")] = False,
+        as_json: JsonOption = False,
+        dsn: DsnOption = None,
+        data_dir: DataDirOption = None,
+    ) -> None:
+        """Build or rebuild the term indexes of recall's BM25 leg for large users (docs/retrieval.md).
+
+        Builds one for every user with more than lexical_index_min_rows messages who has none, rebuilds
+        those with many messages stored since theirs was built (the gap each question scores one by one;
+        past 5 % of it), and drops those of users who no longer have that many. New messages never wait
+        for it. Example: ltst lexical-index --json
+        """
+        import time
+
+        from ._connection import connect
+        from .lexical_index import build_lexical_index, build_lexical_indexes, drop_lexical_index, lexical_indexes
+
+        started = time.perf_counter()
+        with _database(dsn, data_dir) as (conninfo, settings), connect(conninfo) as conn:
+            if drop_user is not None:
+                dropped = drop_lexical_index(conn, drop_user)
+                if as_json:
+                    _print_json({"dropped": dropped})
+                else:
+                    out(f"dropped the term index of {drop_user}" if dropped else f"{drop_user} has no term index")
+                return
+            built = []
+            if not show:
+                if user is not None:
+                    built = [build_lexical_index(conn, user)]
+                else:
+                    minimum = settings.lexical_index_min_rows if users_over is None else users_over
+                    built = build_lexical_indexes(conn, min_rows=minimum)
+            indexes = lexical_indexes(conn)
+        seconds = time.perf_counter() - started
+        if as_json:
+            _print_json(
+                {
+                    "built": [dataclasses.asdict(b) for b in built],
+                    "users": len(indexes),
+                    "rows": sum(i.rows for i in indexes),
+                    "gap": sum(i.gap for i in indexes),
+                    "indexes": [dataclasses.asdict(i) for i in indexes],
+                    "seconds": round(seconds, 3),
+                }
+            )
+            return
+        for b in built:
+            out(
+                f"term index of {b.user_id} built: {b.messages} messages up to message {b.watermark}, "
+                f"{b.postings} rows in {b.seconds:.2f} s"
+            )
+        for i in indexes:
+            out(f"term index of {i.user_id}: {i.rows} messages, {i.gap} stored since")
+        if not indexes:
+            out("no term index: recall scores every match (ltst lexical-index builds them for large users)")

@@ -179,6 +179,9 @@ class Core:
     #: Users' own vector indexes (``_ops.own_index``): user id -> (when looked up, (watermark, storage)
     #: or None), looked up again after ``hnsw.WATERMARK_TTL`` seconds.
     own_indexes: dict[str, tuple[float, tuple[int, HnswStorage] | None]] = field(default_factory=dict)
+    #: Users' term indexes (``lexical_index.watermark``): user id -> (when looked up, watermark or None),
+    #: looked up again after ``lexical_index.WATERMARK_TTL`` seconds.
+    lexical_indexes: dict[str, tuple[float, int | None]] = field(default_factory=dict)
     #: The user a scoped store (``for_user``) is restricted to; ``None`` on an unscoped store. Operations
     #: that take a user filter take it from here (``_ops.scoped_user``), inside their SQL.
     scope_user: str | None = None

@@ -97,6 +97,10 @@ matches AS MATERIALIZED (
     WHERE s.search_tsv @@ (SELECT q FROM tsq)
 ),"""
 
+# The best matches: by score to 9 decimals, then by id. Two messages of equal score (the same counts of
+# the same words) get sums that may differ in their last bit with the order in which a plan adds their
+# terms: rounded, they tie, and the older message comes first whatever the plan (or the term index).
+#
 # A match's score reads only the query's lexemes of its tsvector: setweight marks them with weight B
 # (ltst_search_tsv writes A and D only) on all their positions, ts_filter keeps them, so unnest returns
 # the 2-3 lexemes that count with every position (tf) instead of all of them (~13 for a chat turn;
@@ -116,7 +120,7 @@ bm25 AS MATERIALIZED (
     CROSS JOIN LATERAL (SELECT coalesce(array_length(u.positions, 1), 1)::float8 AS tf) AS f
     GROUP BY x.message_id
 )
-SELECT message_id, score FROM bm25 ORDER BY score DESC, message_id LIMIT %(candidates)s
+SELECT message_id, score FROM bm25 ORDER BY round(score * 1e9) DESC, message_id LIMIT %(candidates)s
 """
 
 # The vector leg's nearest rows. A large scope: through the vector index (its ``hnsw.order_by``
@@ -205,13 +209,75 @@ _POOL_WITH_NEIGHBOURS = """
     WHERE {scope}{filters}"""
 
 
-def lexical_sql(*, scope: str, filters: str, all_users: bool, scan: bool = False) -> str:
+# A user with a term index of their own (ltst_memory/lexical_index.py, schema/0016_lexical_index.sql):
+# their messages up to the watermark W the store read (``lexical_watermark``) are scored from the
+# index's rows of the question's terms (tf and length stored; the same formula, hence the same scores),
+# those stored since (the gap, ``message_id > W``) are matched and scored as above, read through a btree
+# (the plan is made for the parameters: ``plan_cache_mode = force_custom_plan``). A watermark read
+# before a rebuild is still right (the index covers up to its own, larger W; message ids only grow); one
+# read before the index was dropped is caught inside the statement: without the index's row, the user's
+# messages up to W are matched and scored as above (the one-time filters run one branch or the other).
+# ``postings_filters``: the filters the index's rows can evaluate (their user; excluded message ids).
+_LEXICAL_BY_TERM_INDEX = """
+term_index AS (
+    SELECT EXISTS (SELECT FROM ltst_lexical_indexes WHERE user_id = %(user_id)s) AS present
+),
+indexed AS (
+    SELECT p.message_id, {bm25} AS score
+    FROM ltst_lexical_postings AS p
+    JOIN idf AS i ON i.term = p.term
+    CROSS JOIN totals AS tt
+    WHERE p.user_id = %(user_id)s AND p.message_id <= %(lexical_watermark)s::bigint{postings_filters}
+      AND (SELECT present FROM term_index)
+    GROUP BY p.message_id
+),
+matches AS MATERIALIZED (
+    SELECT s.message_id, s.search_tsv FROM (
+        SELECT m.message_id, m.search_tsv FROM conversation_messages AS m
+        WHERE {scope}{filters} AND m.message_id > %(lexical_watermark)s::bigint
+        OFFSET 0
+    ) AS s
+    WHERE s.search_tsv @@ (SELECT q FROM tsq)
+    UNION ALL
+    SELECT s.message_id, s.search_tsv FROM (
+        SELECT m.message_id, m.search_tsv FROM conversation_messages AS m
+        WHERE {scope}{filters} AND m.message_id <= %(lexical_watermark)s::bigint
+          AND NOT (SELECT present FROM term_index)
+        OFFSET 0
+    ) AS s
+    WHERE s.search_tsv @@ (SELECT q FROM tsq)
+),"""
+
+_LEXICAL_TERM_INDEX_TAIL = _LEXICAL_TAIL.replace(
+    "SELECT message_id, score FROM bm25 ORDER BY",
+    "SELECT message_id, score FROM (\n    SELECT message_id, score FROM bm25 UNION ALL SELECT message_id, score FROM indexed\n)"
+    " AS scored ORDER BY",
+)
+
+#: The filters the rows of a term index can evaluate (``p``: a row of ``ltst_lexical_postings``).
+POSTINGS_FILTERS = {
+    FILTER_EXCLUDE: " AND p.message_id <> ALL(%(exclude_ids)s::bigint[])",
+    FILTER_USER: "",  # the index's rows are the scope user's (p.user_id = %(user_id)s)
+}
+
+
+def lexical_sql(
+    *, scope: str, filters: str, all_users: bool, scan: bool = False, term_index: tuple[str, ...] | None = None
+) -> str:
     """The lexical leg: ``message_id`` and BM25 ``score`` of the best ``candidates`` matches of the
     question's words, best first (ties by id). Needs no vector: it runs while the question is embedded.
 
     ``scan`` reads the scope's rows directly (right for a small scope) instead of the full-text index.
+    ``term_index``: the scope is one user (``user_id``) with a term index of their own, whose watermark
+    is the ``lexical_watermark`` parameter, and these are the filter fragments (``FILTER_*``, each a key
+    of :data:`POSTINGS_FILTERS`) in ``filters``.
     """
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
+    if term_index is not None:
+        bm25 = _BM25_OF.format(tsv="p.dl").replace("length(p.dl)", "p.dl").replace("f.tf", "p.tf")
+        postings_filters = "".join(POSTINGS_FILTERS[f] for f in term_index)
+        body = _LEXICAL_BY_TERM_INDEX.format(scope=scope, filters=filters, bm25=bm25, postings_filters=postings_filters)
+        return head + body + _LEXICAL_TERM_INDEX_TAIL
     return head + (_LEXICAL_BY_SCAN if scan else _LEXICAL_BY_INDEX).format(scope=scope, filters=filters) + _LEXICAL_TAIL
 
 

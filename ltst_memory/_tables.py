@@ -53,6 +53,9 @@ CORE_TABLES: tuple[OwnedTable, ...] = (
     OwnedTable("ltst_retention_policies", "user_id", (), 40, "retention_policies"),
     OwnedTable("ltst_term_stats", "user_id", (), 50, "term_stats"),
     OwnedTable("ltst_user_stats", "user_id", (), 51, "user_stats"),
+    # the term indexes of large users (schema/0016_lexical_index.sql; ltst_memory/lexical_index.py)
+    OwnedTable("ltst_lexical_postings", "user_id", (), 52, "lexical_postings"),
+    OwnedTable("ltst_lexical_indexes", "user_id", (), 53, "lexical_indexes"),
     # keyed by session (a user_id column exists only on databases converted for Citus)
     OwnedTable("session_relationships", "user_id", ("source_session_id", "target_session_id"), 80, "relationships"),
     OwnedTable("session_summary", "user_id", ("session_id",), 81, "summaries"),

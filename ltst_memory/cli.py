@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from . import _cli_citus, _cli_data, _cli_serve, _cli_server
+from . import _cli_citus, _cli_data, _cli_ops, _cli_serve, _cli_server
 from ._cli_common import (
     DataDirOption,
     DsnOption,
@@ -666,6 +666,7 @@ def cleanup(as_json: JsonOption = False, dsn: DsnOption = None, data_dir: DataDi
 
 
 _cli_data.register(app)
+_cli_ops.register(app)
 _cli_citus.register(app)
 _cli_server.register(app)
 _cli_serve.register(app)

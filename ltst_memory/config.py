@@ -65,6 +65,9 @@ class Settings:
     #: Scoped searches over at most this many messages are exact (btree + full distance sort);
     #: larger scopes use the vector index with pgvector's iterative scans.
     exact_search_max_rows: int = 15_000
+    #: ``ltst lexical-index`` builds a term index (ltst_memory/lexical_index.py) for the users with more
+    #: messages than this: recall's BM25 leg reads it instead of scoring every match (docs/retrieval.md).
+    lexical_index_min_rows: int = 1_000
     #: A streaming replica (``LTST_READ_DATABASE_URL``) for read-only operations; see docs/scaling.md.
     read_dsn: str | None = None
     #: Reads go to the primary (with a warning in the log) while the replica replays more than this many

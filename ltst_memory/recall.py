@@ -45,6 +45,7 @@ import numpy as np
 
 from . import _queries as q
 from . import _recall_queries as rq
+from . import lexical_index
 from ._kernel import SEARCH, operation
 from ._ops import (
     Core,
@@ -470,27 +471,27 @@ def recall(
     if scope not in _SCOPES:
         raise ValidationError(f"scope must be one of {', '.join(_SCOPES)}, got {short_repr(scope)}")
     params: dict[str, Any] = {"query": query, "k1": BM25_K1, "b": BM25_B, "candidates": max(candidates, limit)}
-    filters = ""
+    fragments: list[str] = []  # the filters, as rq.FILTER_* fragments
     if metadata is not None:
         params["metadata"] = check_json("metadata", metadata)
-        filters += rq.FILTER_METADATA
+        fragments.append(rq.FILTER_METADATA)
     if since is not None:
         params["since"] = check_datetime("since", since)
-        filters += rq.FILTER_SINCE
+        fragments.append(rq.FILTER_SINCE)
     if until is not None:
         params["until"] = check_datetime("until", until)
-        filters += rq.FILTER_UNTIL
+        fragments.append(rq.FILTER_UNTIL)
     if roles is not None:
         if isinstance(roles, str) or not isinstance(roles, Sequence) or not roles:
             raise ValidationError("roles must be a non-empty list of roles")
         params["roles"] = [normalize_role(r) for r in roles]
-        filters += rq.FILTER_ROLES
+        fragments.append(rq.FILTER_ROLES)
     if exclude_message_ids:
         ids = list(exclude_message_ids)
         if any(isinstance(i, bool) or not isinstance(i, int) or not -(2**63) <= i < 2**63 for i in ids):
             raise ValidationError("exclude_message_ids must be integers (message ids, 64-bit)")
         params["exclude_ids"] = ids
-        filters += rq.FILTER_EXCLUDE
+        fragments.append(rq.FILTER_EXCLUDE)
     user_id = scoped_user(core, user_id)
     if user_id is not None:
         params["user_id"] = user_id
@@ -498,10 +499,11 @@ def recall(
         params["session_id"] = check_id("session_id", session_id)
     if core.scope_user is not None:
         # a scoped store: every scope is limited to the user inside the SQL ("all" is the user's rows)
-        filters += rq.FILTER_USER
+        fragments.append(rq.FILTER_USER)
         if scope == "all":
             scope = "user"
 
+    filters = "".join(fragments)
     if scope == "auto":
         scope = "user" if user_id is not None else "session" if session_id is not None else "all"
     if scope in ("session", "related") and session_id is None:
@@ -538,8 +540,18 @@ def recall(
     scan = size_sql is not None and (yield from scope_is_small(core, size_sql, params, owner))
     # A large scope: the vector index it walks (a large user's own, else the main one), up to its watermark.
     index = None if scan else (yield from vector_index(core, params["user_id"] if scope == "user" else None))
-    # The lexical leg needs no vector: it runs while the question is still being embedded.
-    lexical_sql = rq.lexical_sql(scope=scope_sql, filters=filters, all_users=stats_user is None, scan=scan)
+    # The lexical leg needs no vector: it runs while the question is still being embedded. A user with a
+    # term index of their own (ltst_memory/lexical_index.py) is scored from it when it can evaluate the
+    # filters (excluded ids: rehydrate's recent turns); other filters take the leg of every user.
+    term_index: tuple[str, ...] | None = None
+    if scope == "user" and all(f in rq.POSTINGS_FILTERS for f in fragments):
+        params["lexical_watermark"] = yield from lexical_index.watermark(core, params["user_id"])
+        if params["lexical_watermark"] is not None:
+            term_index = tuple(fragments)
+            yield Query(lexical_index.CUSTOM_PLAN, {}, fetch="none", local=True)
+    lexical_sql = rq.lexical_sql(
+        scope=scope_sql, filters=filters, all_users=stats_user is None, scan=scan, term_index=term_index
+    )
     lexical = yield owned(core, Query(lexical_sql, params, embed_meanwhile=True), owner)
     params["lexical_ids"] = [r["message_id"] for r in lexical]
     vectors = yield embedding
