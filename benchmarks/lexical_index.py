@@ -86,7 +86,7 @@ def _compare(
                 got = conn.execute(new, params, prepare=True).fetchall()
                 times["with"].append(time.perf_counter() - t)
             same += [r[0] for r in got] == [r[0] for r in expected] and all(
-                abs(a[1] - b[1]) <= 1e-12 * abs(a[1]) for a, b in zip(got, expected)
+                abs(a[1] - b[1]) <= 1e-12 * abs(a[1]) for a, b in zip(got, expected, strict=True)
             )
     return {
         "without_index_ms": _ms(times["without"]),

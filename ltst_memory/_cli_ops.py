@@ -203,8 +203,9 @@ def run_checks(
 # --------------------------------------------------------------------------- lexical-index
 
 
-def register(app: Any) -> None:
-    """Add ``ltst lexical-index`` to ``app`` (a ``typer.Typer``)."""
+def register(app: typer.Typer) -> None:
+    """Add ``ltst lexical-index`` to ``app``."""
+
     @app.command("lexical-index")
     @_command
     def lexical_index(

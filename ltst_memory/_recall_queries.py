@@ -250,8 +250,9 @@ matches AS MATERIALIZED (
 
 _LEXICAL_TERM_INDEX_TAIL = _LEXICAL_TAIL.replace(
     "SELECT message_id, score FROM bm25 ORDER BY",
-    "SELECT message_id, score FROM (\n    SELECT message_id, score FROM bm25 UNION ALL SELECT message_id, score FROM indexed\n)"
-    " AS scored ORDER BY",
+    "SELECT message_id, score FROM (\n"
+    "    SELECT message_id, score FROM bm25 UNION ALL SELECT message_id, score FROM indexed\n"
+    ") AS scored ORDER BY",
 )
 
 #: The filters the rows of a term index can evaluate (``p``: a row of ``ltst_lexical_postings``).
@@ -276,7 +277,9 @@ def lexical_sql(
     if term_index is not None:
         bm25 = _BM25_OF.format(tsv="p.dl").replace("length(p.dl)", "p.dl").replace("f.tf", "p.tf")
         postings_filters = "".join(POSTINGS_FILTERS[f] for f in term_index)
-        body = _LEXICAL_BY_TERM_INDEX.format(scope=scope, filters=filters, bm25=bm25, postings_filters=postings_filters)
+        body = _LEXICAL_BY_TERM_INDEX.format(
+            scope=scope, filters=filters, bm25=bm25, postings_filters=postings_filters
+        )
         return head + body + _LEXICAL_TERM_INDEX_TAIL
     return head + (_LEXICAL_BY_SCAN if scan else _LEXICAL_BY_INDEX).format(scope=scope, filters=filters) + _LEXICAL_TAIL
 

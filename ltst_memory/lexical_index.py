@@ -185,7 +185,9 @@ def _build_one(conn: psycopg.Connection[Any], user_id: str, watermark: int) -> L
         conn.execute(_REGISTER, params)
     messages = int(row[0]) if row else 0
     seconds = time.perf_counter() - started
-    logger.info("term index of %s: %d messages up to %d, %d rows, %.2f s", user_id, messages, watermark, postings, seconds)
+    logger.info(
+        "term index of %s: %d messages up to %d, %d rows, %.2f s", user_id, messages, watermark, postings, seconds
+    )
     return LexicalIndexBuild(user_id, watermark, messages, max(postings, 0), seconds)
 
 
@@ -252,9 +254,7 @@ def build_lexical_indexes(conn: psycopg.Connection[Any], *, min_rows: int) -> li
         current = {i.user_id: i for i in lexical_indexes(conn)}
         for user_id in sorted(set(current) - set(large)):
             drop_lexical_index(conn, user_id)
-        wanted = [
-            u for u in sorted(large) if u not in current or current[u].gap > gap_to_rebuild(current[u].rows)
-        ]
+        wanted = [u for u in sorted(large) if u not in current or current[u].gap > gap_to_rebuild(current[u].rows)]
         if not wanted:
             return []
         watermark = _settled_watermark(conn)

@@ -396,6 +396,11 @@ def test_erase_is_complete_rows_statistics_and_other_stores(store: ConversationS
     store.store_messages(
         [ConversationMessage(session_id="bob-1", role="human", content="bob-secret-token") for _ in range(200)]
     )
+    if not _citus.CITUS_DSN:  # bob's term index (not built on a Citus cluster): erased with the rest
+        from ltst_memory.lexical_index import build_lexical_index
+
+        with psycopg.connect(store.dsn, autocommit=True) as conn:
+            assert build_lexical_index(conn, "bob").postings > 0
     other = ConversationStorage(store.dsn, embedder=hashing_embedder)
     try:
         assert other.get_session("bob-1") is not None
