@@ -167,6 +167,7 @@ def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray,
     from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
     from ltst_memory.embeddings import SentenceTransformerEmbedder
     from ltst_memory.hnsw import build_index, build_user_indexes
+    from ltst_memory.lexical_index import build_lexical_indexes
 
     class Embedder(PrecomputedEmbedder):
         """Precomputed vectors for the data and the probes; MiniLM for rehydrate's questions."""
@@ -208,6 +209,10 @@ def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray,
             built = build_index(conn)  # what `ltst vector-index` runs, once the data is there:
             own = build_user_indexes(conn, min_rows=store.settings.exact_search_max_rows)  # and users' own
             out["index_build_s"] = time.perf_counter() - tb
+            tb = time.perf_counter()  # what `ltst lexical-index` runs: large users' term indexes
+            terms = build_lexical_indexes(conn, min_rows=store.settings.lexical_index_min_rows)
+            out["term_index_build_s"] = time.perf_counter() - tb
+            out["term_indexes"] = [{"user": b.user_id, "rows": b.messages, "postings": b.postings} for b in terms]
             out["index_lists"] = built.lists
             out["user_indexes"] = [{"user": b.user_id, "rows": b.rows, "lists": b.lists} for b in own]
             conn.execute("VACUUM ANALYZE")
@@ -253,7 +258,9 @@ def run_ours(dsn: str, texts: list[str], vectors: np.ndarray, probe: np.ndarray,
         out["rehydrate"] = timed(
             lambda i: store.rehydrate(f"s{rng.integers(sessions)}", questions[i]), n
         )  # includes the query embedding (MiniLM, numpy backend)
-        out["bytes"] = table_bytes(dsn, ["conversation_messages", "conversation_sessions", "session_summary"])
+        out["bytes"] = table_bytes(
+            dsn, ["conversation_messages", "conversation_sessions", "session_summary", "ltst_lexical_postings"]
+        )
     return out
 
 

@@ -79,6 +79,8 @@ EXPECTED_PLAN = [
     (15, "ltst_store_vectors", "distributed", "ns_path", "ltst_store_items"),
     (16, "ltst_owned_tables", "reference", None, None),
     (17, "ltst_pinned_roles", "reference", None, None),
+    (18, "ltst_lexical_postings", "distributed", "user_id", "conversation_sessions"),
+    (19, "ltst_lexical_indexes", "distributed", "user_id", "conversation_sessions"),
 ]
 
 #: What the checker finds on the schema of the numbered migrations (0001-0007), single-node by design.

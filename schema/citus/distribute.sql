@@ -417,6 +417,11 @@ BEGIN
 END
 $$;
 
+-- The term indexes of 0016 are not built on a cluster: their triggers (whose statements read the transition
+-- table beside other tables, which a distributed table does not allow) go.
+DROP TRIGGER IF EXISTS trg_messages_lexical_delete ON conversation_messages;
+DROP TRIGGER IF EXISTS trg_messages_lexical_update ON conversation_messages;
+
 -- 4. Erasure of a user and Row Level Security, by user_id ---------------------------------------------------
 -- 0005's ltst_delete_user reached summaries and relationships through the user's sessions; now every
 -- per-user table has user_id, so each DELETE names the user (one shard on Citus).
@@ -573,7 +578,10 @@ LANGUAGE sql IMMUTABLE AS $$
         (14, 'ltst_store_items',        'distributed', 'ns_path',    'none'),
         (15, 'ltst_store_vectors',      'distributed', 'ns_path',    'ltst_store_items'),
         (16, 'ltst_owned_tables',       'reference',   NULL,         NULL),  -- 0009: the library's table list
-        (17, 'ltst_pinned_roles',       'reference',   NULL,         NULL)   -- 0009: roles pinned to a user
+        (17, 'ltst_pinned_roles',       'reference',   NULL,         NULL),  -- 0009: roles pinned to a user
+        -- 0016: the users' term indexes (never built on a cluster: empty, distributed like every per-user table)
+        (18, 'ltst_lexical_postings',   'distributed', 'user_id',    'conversation_sessions'),
+        (19, 'ltst_lexical_indexes',    'distributed', 'user_id',    'conversation_sessions')
 $$;
 
 INSERT INTO ltst_metadata (key, value) VALUES ('citus_distribution_column', 'user_id')
