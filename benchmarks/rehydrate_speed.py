@@ -5,7 +5,9 @@
 The store is filled with synthetic chat turns (``--data locomo10.json`` uses LoCoMo's turns as text
 instead): ``--users`` users with ``--sessions`` sessions each, spread evenly. Stored messages get
 deterministic bag-of-words vectors (HashingEmbedder) and are bulk-loaded with COPY (the IVFFlat index
-is built afterwards, as ``ltst vector-index`` does); the query side uses the real all-MiniLM-L6-v2
+is built afterwards, as ``ltst vector-index`` does, and the term indexes of users over
+``lexical_index_min_rows`` messages, as ``ltst lexical-index`` does: none at the default 1,000 per
+user); the query side uses the real all-MiniLM-L6-v2
 model, so every timed call includes a real query embedding (no vector is cached between calls). Measured:
 ``recall`` (user scope), ``rehydrate`` with a 2,000-token budget, the pure merge step alone and, with
 ``--pieces N``, recall's parts: the embedding, its lexical and vector statements, and the embedding
@@ -41,6 +43,7 @@ from ltst_memory import (
 )
 from ltst_memory.embeddings import SentenceTransformerEmbedder
 from ltst_memory.hnsw import build_index
+from ltst_memory.lexical_index import build_lexical_indexes
 from ltst_memory.rehydrate import merge
 
 _WORDS_TEXT = (
@@ -115,6 +118,7 @@ def load(store: ConversationStorage, conninfo: str, args: argparse.Namespace, te
         print("  building the IVFFlat index", file=sys.stderr, flush=True)
         conn.autocommit = True
         build_index(conn)  # what `ltst vector-index` runs
+        build_lexical_indexes(conn, min_rows=store.settings.lexical_index_min_rows)  # and `ltst lexical-index`
         conn.execute("ANALYZE")
     return time.perf_counter() - start
 

@@ -16,7 +16,8 @@
 --     delete (its rows go) and on an update of search_tsv (its rows are rewritten), run as the tables'
 --     owner (a role under Row Level Security deletes and edits its messages as before), and serialised
 --     with a build of the same user by a transaction advisory lock (shared here, exclusive in the build).
---   * both tables are owned (ltst_owned_tables: Row Level Security, emptied by delete_user).
+--   * both tables are owned (ltst_owned_tables: Row Level Security, emptied by delete_user), and granted
+--     to the roles granted the messages.
 -- Not built on a Citus cluster (like the users' own vector indexes): the tables stay local and empty
 -- there, and the triggers are not created on a database converted for Citus.
 
@@ -42,6 +43,25 @@ CREATE INDEX IF NOT EXISTS idx_lexical_postings_message ON ltst_lexical_postings
 SELECT ltst_own_table('ltst_lexical_postings', 'user_id', '{}', 52);
 SELECT ltst_own_table('ltst_lexical_indexes', 'user_id', '{}', 53);
 SELECT ltst_enable_rls_on_owned_tables();
+
+-- Roles that may read (delete) the messages may read (delete) their term index: it holds nothing the
+-- messages do not, under the same Row Level Security policy. (A role granted later gets both tables
+-- granted with the others: docs/security.md.)
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee, a.privilege_type
+               FROM pg_class AS c CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+              WHERE c.oid = 'conversation_messages'::regclass AND a.privilege_type IN ('SELECT', 'DELETE')
+                AND a.grantee <> c.relowner
+              ORDER BY a.grantee, a.privilege_type
+    LOOP
+        EXECUTE format('GRANT %s ON ltst_lexical_postings, ltst_lexical_indexes TO %s', r.privilege_type,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);
+    END LOOP;
+END;
+$$;
 
 -- The watermark of p_user's term index, NULL without one (or when the caller may not read the index:
 -- a role granted only the tables of earlier versions keeps the leg of before). Row Level Security

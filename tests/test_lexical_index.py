@@ -268,8 +268,9 @@ def no_index_grants(database_dsn: str, users: ConversationStorage) -> Iterator[s
     """A role granted the tables of the versions before 0016 only (as docs/security.md listed them)."""
     grants = (
         "GRANT USAGE ON SCHEMA public TO {}",
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON conversation_sessions, conversation_messages, session_summary,"
-        " ltst_term_stats, ltst_user_stats TO {}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON conversation_sessions, conversation_messages, conversation_context,"
+        " user_preferences, session_relationships, session_summary, ltst_retention_policies, ltst_term_stats,"
+        " ltst_user_stats, ltst_collections, ltst_documents, ltst_store_items, ltst_store_vectors TO {}",
         "GRANT SELECT ON ltst_metadata, ltst_migrations TO {}",
         "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}",
     )
@@ -292,6 +293,32 @@ def test_a_role_without_grants_on_the_index_keeps_the_leg_of_before(
             conn.execute("UPDATE conversation_messages SET content = 'fog fog' WHERE message_id <> %s", [victim])
             assert conn.execute("DELETE FROM conversation_messages WHERE message_id = %s", [victim]).rowcount == 1
             conn.commit()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # (docs/security.md: grant the two tables)
+            old.delete_user("alice")
     with psycopg.connect(database_dsn) as conn:
         watermark = lexical_indexes(conn)[0].watermark
         assert _postings(conn, "alice") == _postings_from_messages(conn, "alice", watermark)
+
+
+
+def test_the_migration_grants_the_index_to_the_roles_granted_the_messages(
+    no_index_grants: str, database_dsn: str, hashing_embedder: Any
+) -> None:
+    """Applied on a database whose application role was granted the tables of before, migration 0016
+    grants it the term index too: its recall reads the index and its delete_user erases it."""
+    from ltst_memory.migrate import migration_files
+
+    (text,) = [sql_text for name, sql_text in migration_files() if name == "0016_lexical_index.sql"]
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute(text)  # (again: idempotent)
+        build_lexical_index(conn, "alice")
+    with psycopg.connect(no_index_grants) as conn:
+        conn.execute("SET LOCAL ltst.user_id = 'alice'")
+        assert conn.execute("SELECT ltst_lexical_watermark('alice')").fetchone() != (None,)
+        assert conn.execute("SELECT count(DISTINCT user_id) FROM ltst_lexical_postings").fetchone() == (1,)
+    with ConversationStorage(no_index_grants, embedder=hashing_embedder, auto_migrate=False) as old:
+        erased = old.delete_user("alice")
+        assert erased.complete and erased["messages"] == 60
+    with psycopg.connect(database_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM ltst_lexical_postings WHERE user_id = 'alice'").fetchone() == (0,)
+        assert lexical_indexes(conn) == []
