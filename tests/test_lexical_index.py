@@ -7,6 +7,7 @@ nothing of the user in its tables; another user cannot read them; a rebuild chan
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from test_bm25 import _okapi, _term_counts
 from typer.testing import CliRunner
 
 import ltst_memory.recall as recall_module
-from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, ValidationError
+from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, DatabaseError, ValidationError
 from ltst_memory import _recall_queries as rq
 from ltst_memory.cli import app
 from ltst_memory.lexical_index import (
@@ -300,7 +301,6 @@ def test_a_role_without_grants_on_the_index_keeps_the_leg_of_before(
         assert _postings(conn, "alice") == _postings_from_messages(conn, "alice", watermark)
 
 
-
 def test_the_migration_grants_the_index_to_the_roles_granted_the_messages(
     no_index_grants: str, database_dsn: str, hashing_embedder: Any
 ) -> None:
@@ -322,3 +322,41 @@ def test_the_migration_grants_the_index_to_the_roles_granted_the_messages(
     with psycopg.connect(database_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM ltst_lexical_postings WHERE user_id = 'alice'").fetchone() == (0,)
         assert lexical_indexes(conn) == []
+
+
+def test_a_build_waits_for_the_writes_in_flight(users: ConversationStorage, database_dsn: str) -> None:
+    """A message whose insert is not committed when the build starts, while a later one is: the build
+    waits for it, so it is in the index (under the watermark), not lost between the index and the gap."""
+    with psycopg.connect(database_dsn) as writer:
+        early = writer.execute(
+            "INSERT INTO conversation_messages (session_id, user_id, role, content, message_index)"
+            " VALUES ('alice-b', 'alice', 'human', 'lake lake sunrise', 10000) RETURNING message_id"
+        ).fetchone()[0]
+        _store_lines(users, "bob", 200, 1)  # committed, with a larger id (another user: alice's rows are locked)
+        built: list[Any] = []
+        with psycopg.connect(database_dsn, autocommit=True) as conn:
+            thread = threading.Thread(target=lambda: built.append(build_lexical_index(conn, "alice")))
+            thread.start()
+            thread.join(0.5)  # (the build is waiting for the writer: it cannot finish before the commit)
+            assert not built
+            writer.commit()
+            thread.join()
+            assert early < built[0].watermark
+            assert early in {m for _, m, _, _ in _postings(conn, "alice")}
+            assert _postings(conn, "alice") == _postings_from_messages(conn, "alice", built[0].watermark)
+
+
+def test_a_build_kept_waiting_gives_up_with_a_typed_error(
+    users: ConversationStorage, database_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ltst_memory.lexical_index as lexical_index
+
+    monkeypatch.setattr(lexical_index, "LOCK_ATTEMPTS", 2)
+    monkeypatch.setattr(lexical_index, "LOCK_PAUSE", 0.01)
+    with psycopg.connect(database_dsn) as writer, psycopg.connect(database_dsn, autocommit=True) as conn:
+        writer.execute("UPDATE conversation_messages SET relevance_score = 0.5 WHERE user_id = 'bob'")
+        with pytest.raises(DatabaseError, match="kept the term index build waiting"):
+            build_lexical_index(conn, "alice")
+        assert lexical_indexes(conn) == []  # nothing half-built
+        writer.rollback()
+        assert build_lexical_index(conn, "alice").messages == 60
