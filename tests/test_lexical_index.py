@@ -316,7 +316,11 @@ def test_the_migration_grants_the_index_to_the_roles_granted_the_messages(
         conn.execute("SET LOCAL ltst.user_id = 'alice'")
         assert conn.execute("SELECT ltst_lexical_watermark('alice')").fetchone() != (None,)
         assert conn.execute("SELECT count(DISTINCT user_id) FROM ltst_lexical_postings").fetchone() == (1,)
+    with ConversationStorage(database_dsn, embedder=hashing_embedder) as owner:
+        expected = [(m.message_id, s) for m, s in owner.recall(QUESTIONS[0], user_id="alice", limit=10)]
     with ConversationStorage(no_index_grants, embedder=hashing_embedder, auto_migrate=False) as old:
+        got = [(m.message_id, s) for m, s in old.for_user("alice").recall(QUESTIONS[0], scope="all", limit=10)]
+        assert [m for m, _ in got] == [m for m, _ in expected]
         erased = old.delete_user("alice")
         assert erased.complete and erased["messages"] == 60
     with psycopg.connect(database_dsn) as conn:
