@@ -364,3 +364,19 @@ def test_a_build_kept_waiting_gives_up_with_a_typed_error(
         assert lexical_indexes(conn) == []  # nothing half-built
         writer.rollback()
         assert build_lexical_index(conn, "alice").messages == 60
+
+
+def test_deleting_a_session_or_a_message_through_the_store_removes_their_rows(
+    users: ConversationStorage, database_dsn: str
+) -> None:
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        watermark = build_lexical_index(conn, "alice").watermark
+        one = _leg(conn, QUESTIONS[0], watermark=None)[0][0]
+        users.delete_message(one, user_id="alice")
+        users.delete_session("alice-b")  # its messages go by the foreign key's cascade
+        left = conn.execute("SELECT count(*) FROM conversation_messages WHERE user_id = 'alice'").fetchone()[0]
+        assert 0 < left < 60
+        assert _postings(conn, "alice") == _postings_from_messages(conn, "alice", watermark)
+        _same_leg(conn, watermark)
+        users.delete_session("alice-a")  # the last of alice's messages: nothing left to index
+        assert _postings(conn, "alice") == [] and lexical_indexes(conn) == []
