@@ -16,13 +16,16 @@ own connection-level failures)
 class 22 (data exception), class 54 (program limit   :class:`~ltst_memory.errors.ValidationError`
 exceeded), class 23 (integrity constraint            naming the field when the server says which
 violation)                                           (retrying the same input fails again)
+42501 (insufficient privilege: the role lacks a     :class:`~ltst_memory.errors.AccessDeniedError`
+grant on one of the library's tables, or a row       (grant the role the library's tables:
+policy refused the row)                              docs/security.md)
 any other ``OperationalError`` (a cancelled or       :class:`~ltst_memory.errors.DatabaseError`
 timed-out statement, a lock or serialization
 conflict, a full disk)
 ==================================================  ==============================================
 
 Every error keeps the server's SQLSTATE in ``sqlstate`` and the psycopg error as ``__cause__``.
-Other psycopg errors (``ProgrammingError``, ``InternalError``...) are not wrapped: they are bugs or
+Other psycopg errors (``ProgrammingError`` but 42501, ``InternalError``...) are not wrapped: they are bugs or
 a schema that is not installed, and their own type says more than a wrapper would.
 """
 
@@ -34,12 +37,17 @@ from typing import Any
 import psycopg
 
 from ._connection import unavailable
-from .errors import DatabaseError, LTSTError, ValidationError
+from .errors import AccessDeniedError, DatabaseError, LTSTError, ValidationError
 
 __all__ = ["CLASSIFIED", "classify", "is_connection_failure"]
 
 #: The psycopg error classes :func:`classify` turns into an LTSTError (catch these, then classify).
-CLASSIFIED: tuple[type[psycopg.Error], ...] = (psycopg.OperationalError, psycopg.DataError, psycopg.IntegrityError)
+CLASSIFIED: tuple[type[psycopg.Error], ...] = (
+    psycopg.OperationalError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.errors.InsufficientPrivilege,
+)
 
 _CONNECTION_CODES = frozenset({"57P01", "57P02", "57P03", "53300"})
 
@@ -76,6 +84,11 @@ def classify(exc: psycopg.Error, conninfo: str, *, replica: bool = False) -> LTS
         error: LTSTError = unavailable(conninfo, exc, replica=replica)
     elif code is not None and code[:2] in ("22", "23", "54"):
         error = ValidationError(_input_message(exc))
+    elif code == "42501":
+        error = AccessDeniedError(
+            f"the database role may not do this: {_first_line(exc)}; grant it the library's tables "
+            "(docs/security.md); nothing was written (the transaction was rolled back)"
+        )
     else:
         error = DatabaseError(
             f"PostgreSQL refused the statement ({code or type(exc).__name__}): {_first_line(exc)}; nothing was "

@@ -18,7 +18,14 @@ from test_bm25 import _okapi, _term_counts
 from typer.testing import CliRunner
 
 import ltst_memory.recall as recall_module
-from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage, DatabaseError, ValidationError
+from ltst_memory import (
+    AccessDeniedError,
+    ConversationMessage,
+    ConversationSession,
+    ConversationStorage,
+    DatabaseError,
+    ValidationError,
+)
 from ltst_memory import _recall_queries as rq
 from ltst_memory.cli import app
 from ltst_memory.lexical_index import (
@@ -294,8 +301,9 @@ def test_a_role_without_grants_on_the_index_keeps_the_leg_of_before(
             conn.execute("UPDATE conversation_messages SET content = 'fog fog' WHERE message_id <> %s", [victim])
             assert conn.execute("DELETE FROM conversation_messages WHERE message_id = %s", [victim]).rowcount == 1
             conn.commit()
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # (docs/security.md: grant the two tables)
-            old.delete_user("alice")
+        with pytest.raises(AccessDeniedError, match="grant it the library's tables") as refused:
+            old.delete_user("alice")  # (docs/security.md: grant the two tables)
+        assert refused.value.sqlstate == "42501"  # type: ignore[attr-defined]
     with psycopg.connect(database_dsn) as conn:
         watermark = lexical_indexes(conn)[0].watermark
         assert _postings(conn, "alice") == _postings_from_messages(conn, "alice", watermark)
