@@ -74,6 +74,22 @@ SKIPS: dict[str, str] = {
     "test_rls.py::test_erasure_on_the_application_role_drops_the_users_own_vector_index": (
         "per-user vector indexes are not built on a Citus cluster (hnsw.build_user_index refuses)"
     ),
+    "test_lexical_index.py": (
+        "term indexes are not built on a Citus cluster (lexical_index refuses; recall there scores every "
+        "match, tests/test_bm25.py)"
+    ),
+    **{
+        f"test_vector_index.py::{name}": (
+            "the main vector index has no watermark on a Citus cluster (each shard's index covers every "
+            "message; ltst vector-index rebuilds it every run)"
+        )
+        for name in (
+            "test_cli_builds_and_shows_the_index",
+            "test_the_main_index_covers_messages_up_to_its_watermark_and_searches_read_the_gap",
+            "test_refresh_rebuilds_the_main_index_once_its_gap_has_grown",
+            "test_an_index_over_every_message_serves_until_refresh_replaces_it",
+        )
+    },
     "test_rls.py::test_security_migration_is_idempotent": (
         "runs a migration's text as one multi-statement command; on a cluster migrate() runs migrations one "
         "statement at a time (tested by test_citus_cluster's next-migration test)"
