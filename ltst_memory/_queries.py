@@ -326,13 +326,19 @@ WHERE 1 - distance >= %(threshold)s
 ORDER BY distance, message_id
 """
 
+
+def _search_scopes(t: str) -> dict[str, str]:
+    """The scopes of search_messages, by name, on the message table aliased ``t`` (``""`` or ``"m."``)."""
+    return {
+        "session": f"AND {t}session_id = %(session_id)s {owner(t)}",
+        "user": f"AND {t}user_id = %(user_id)s",
+        "user_session": f"AND {t}user_id = %(user_id)s AND {t}session_id = %(session_id)s",
+        "all": "",
+    }
+
+
 #: The scopes of search_messages, by name.
-SEARCH_SCOPES = {
-    "session": f"AND session_id = %(session_id)s {owner()}",
-    "user": "AND user_id = %(user_id)s",
-    "user_session": "AND user_id = %(user_id)s AND session_id = %(session_id)s",
-    "all": "",
-}
+SEARCH_SCOPES = _search_scopes("")
 
 
 @functools.lru_cache(maxsize=64)
@@ -392,12 +398,7 @@ ORDER BY best.distance, m.message_id
 """
 
 #: The scopes of search_messages on ``m``, by name.
-_M_SEARCH_SCOPES = {
-    "session": f"AND m.session_id = %(session_id)s {owner('m.')}",
-    "user": "AND m.user_id = %(user_id)s",
-    "user_session": "AND m.user_id = %(user_id)s AND m.session_id = %(session_id)s",
-    "all": "",
-}
+_M_SEARCH_SCOPES = _search_scopes("m.")
 
 
 @functools.lru_cache(maxsize=64)
