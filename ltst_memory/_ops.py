@@ -13,6 +13,7 @@ operation makes before those are ``Query(..., alone=True)`` (or wrapped in :func
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -97,6 +98,12 @@ def reading(op: Op[R]) -> Op[R]:
 
 
 def _vector(core: Core, value: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
+    if value.__class__ is np.ndarray and value.dtype == np.float32 and value.shape == (core.embedder.dimension,):  # type: ignore[union-attr]
+        # the common case (an embedder's float32 row) in one pass: finite and not all zeros exactly when the
+        # sum of squares is (in float64, which neither overflows nor underflows for float32 values)
+        wide = value.astype(np.float64)  # type: ignore[union-attr]
+        if 0.0 < float(wide @ wide) < math.inf:
+            return value  # type: ignore[return-value]
     if isinstance(value, (str, bytes)):
         raise ValidationError(f"{what} must be a sequence of numbers, got {type(value).__name__}")
     try:

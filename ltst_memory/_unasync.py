@@ -34,6 +34,7 @@ NAMES = {
     "AsyncConnection": "Connection",
     "AsyncCursor": "Cursor",
     "AsyncPipeline": "Pipeline",
+    "AsyncTransaction": "Transaction",
     "AsyncExitStack": "ExitStack",
     "AsyncIterator": "Iterator",
     "asynccontextmanager": "contextmanager",

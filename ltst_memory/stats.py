@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from types import TracebackType
 from typing import Any
 
 from ._kernel import MAINTENANCE, Core, Op, Query, operation
@@ -147,33 +147,49 @@ def _no_provider(trace: Any) -> bool:
     return type(trace.get_tracer_provider()) is trace.ProxyTracerProvider
 
 
-@contextlib.contextmanager
-def track_operation(core: Core, op: object) -> Iterator[None]:
+def track_operation(core: Core, op: object) -> contextlib.AbstractContextManager[None]:
     """Time one store call (an operation generator ``op``) and record it under the operation's name.
 
-    Used by the sync and async executors around each call; also opens an OpenTelemetry span and
-    feeds a Prometheus histogram when those packages are installed.
+    Used by the sync and async executors around each call (``with track_operation(core, op):``); also
+    opens an OpenTelemetry span and feeds a Prometheus histogram when those packages are installed.
     """
     name = str(getattr(op, "__name__", None) or type(op).__name__)
     tracer, histogram = _instrumentation()
-    span_cm: contextlib.AbstractContextManager[Any] = (
-        tracer.start_as_current_span(f"ltst.{name}", attributes={"ltst.operation": name})
-        if tracer is not None
-        else contextlib.nullcontext()
-    )
-    started = time.perf_counter()
-    error = False
-    try:
-        with span_cm:
-            yield
-    except BaseException:
-        error = True
-        raise
-    finally:
-        elapsed = time.perf_counter() - started
-        metrics_of(core).record(name, elapsed, error=error)
-        if histogram is not None:
-            histogram.labels(operation=name).observe(elapsed)
+    return _Tracked(metrics_of(core), name, tracer, histogram)
+
+
+class _Tracked:
+    """The context manager of :func:`track_operation` (a class: a store call pays ~1 us for it, not the
+    ~4 us of a generator-based one)."""
+
+    __slots__ = ("histogram", "metrics", "name", "span", "started", "tracer")
+
+    def __init__(self, metrics: OperationMetrics, name: str, tracer: Any, histogram: Any) -> None:
+        self.metrics = metrics
+        self.name = name
+        self.tracer = tracer
+        self.histogram = histogram
+        self.span: Any = None
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        if self.tracer is not None:
+            span = self.tracer.start_as_current_span(f"ltst.{self.name}", attributes={"ltst.operation": self.name})
+            span.__enter__()
+            self.span = span
+        self.started = time.perf_counter()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self.span is not None:
+                self.span.__exit__(exc_type, exc, tb)
+        finally:
+            elapsed = time.perf_counter() - self.started
+            self.metrics.record(self.name, elapsed, error=exc_type is not None)
+            if self.histogram is not None:
+                self.histogram.labels(operation=self.name).observe(elapsed)
 
 
 # --------------------------------------------------------------------------- SQL

@@ -10,7 +10,7 @@ import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
@@ -319,26 +319,48 @@ class AsyncConversationStorage:
     @asynccontextmanager
     async def _connection(self, replica: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A connection of the primary pool, or of the read replica's with ``replica``."""
+        pool, conn = await self._take(replica)
+        try:
+            yield conn
+        except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
+            raise self._unavailable(replica, exc) from exc
+        finally:
+            await self._give(pool, conn, replica)
+
+    async def _take(self, replica: bool) -> tuple[AsyncConnectionPool[Any], psycopg.AsyncConnection[Any]]:
+        """A connection of the primary pool, or of the read replica's with ``replica`` (then the store has
+        one), and its pool; hand it back with :meth:`_give`."""
         assert self._pool is not None  # guarded by check_open
-        replica = replica and self._read_pool is not None
-        pool = self._read_pool if replica and self._read_pool is not None else self._pool
-        given = self._given_read_pool is not None if replica else not self._owns_pool
+        if replica and self._read_pool is not None:
+            pool, given = self._read_pool, self._given_read_pool is not None
+        else:
+            pool, given, replica = self._pool, not self._owns_pool, False
         try:
             # getconn/putconn rather than pool.connection(), whose `with conn:` ends a transaction the
             # executor always ends itself (its statements run in autocommit or in conn.transaction()).
             conn = await pool.getconn()
-            try:
-                if given and conn not in self._registered:
-                    await _pooled.configure_async(conn)
-                    self._registered.add(conn)
-                yield conn
-            finally:
-                _pooled.handed_back(conn)
-                await pool.putconn(conn)
         except PoolTimeout as exc:
             shown = self.read_dsn if replica else self.dsn
             timeout = self._settings.pool_timeout
             raise await ablocking(pool_timeout_error, pool, timeout, str(shown), replica=replica) from exc
+        except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
+            raise self._unavailable(replica, exc) from exc
+        if given and conn not in self._registered:  # a given pool's connection, on its first use
+            try:
+                await _pooled.configure_async(conn)
+            except BaseException as exc:
+                await self._give(pool, conn, replica)
+                if isinstance(exc, CLASSIFIED):
+                    raise self._unavailable(replica, exc) from exc
+                raise
+            self._registered.add(conn)
+        return pool, conn
+
+    async def _give(self, pool: AsyncConnectionPool[Any], conn: psycopg.AsyncConnection[Any], replica: bool) -> None:
+        """Hand ``conn`` back to ``pool`` (:meth:`_take`)."""
+        _pooled.handed_back(conn)
+        try:
+            await pool.putconn(conn)
         except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
@@ -379,70 +401,85 @@ class AsyncConversationStorage:
 
     async def _drive(self, op: Op[R], readonly: bool, replica: bool) -> R:
         """The executor of every instruction (ltst_memory/_kernel.py). Embeddings and callbacks run with
-        no connection held; a :class:`Commit` ends the transaction and gives the connection back."""
-        held: AsyncExitStack | None = None  # the pool connection (and the transaction), while held
-        conn: psycopg.AsyncConnection[Any] | None = None
-        in_transaction = False
-        wrote = False  # a query that may write ran in the open transaction
+        no connection held; a :class:`Commit` ends the transaction and gives the connection back.
+
+        While the operation holds a connection: ``held`` (its pool, the connection, its transaction once
+        open, whether autocommit was turned on for it), ended by :meth:`_release` (commit or rollback,
+        autocommit off again, back to the pool)."""
+        held: _Held | None = None
         result: Any = None
         failed: EmbeddingError | None = None  # thrown into the operation, which may handle it
-        started: dict[tuple[str, ...], Pending] = {}  # embeddings started ahead, by texts
+        started: dict[tuple[str, ...], Pending] | None = None  # embeddings started ahead, by texts
+        wrote = False  # a query that may write ran in the open transaction
         try:
             while True:
                 try:
                     instruction = op.send(result) if failed is None else op.throw(failed)
                 except StopIteration as stop:
                     if held is not None:
-                        await held.aclose()  # commits
+                        ending, held = held, None
+                        await self._release(ending, None)  # commits
                     return stop.value  # type: ignore[no-any-return]
                 failed = None
-                if isinstance(instruction, Embed) and instruction.ahead:  # computed beside a later statement
-                    check_outside_transaction(op, instruction, wrote)
-                    result = started.setdefault(instruction.texts, Pending(instruction))
-                    continue
-                if isinstance(instruction, Pending):
-                    check_outside_transaction(op, instruction.embed, wrote)
-                    if not instruction.done:
-                        if held is not None and not in_transaction:
-                            await held.aclose()  # back to the pool while the embedder works
-                            held, conn = None, None
-                        await self._embed_pending(instruction)
-                    if instruction.error is None:
-                        result = instruction.vectors
-                    elif isinstance(instruction.error, EmbeddingError):
-                        failed = instruction.error
-                    else:
-                        raise instruction.error
-                    continue
-                if isinstance(instruction, (Embed, Call)):
-                    check_outside_transaction(op, instruction, wrote)
-                    if held is not None and not in_transaction:
-                        await held.aclose()  # back to the pool while the embedder or the callback works
-                        held, conn = None, None
-                    try:
-                        result = await self._outside(instruction)
-                    except EmbeddingError as exc:
-                        failed = exc
-                    continue
-                if isinstance(instruction, (Commit, Parallel)):
-                    if held is not None:
-                        await held.aclose()  # commits, gives the connection back
-                        held, conn, in_transaction, wrote = None, None, False, False
-                    result = await self._parallel(instruction.ops) if isinstance(instruction, Parallel) else None
-                    continue
-                begin = isinstance(instruction, Copy) or needs_transaction(readonly, instruction)
-                if held is None or conn is None:
-                    held = AsyncExitStack()
-                    conn = await held.enter_async_context(self._connection(replica))
+                if instruction.__class__ is Query:  # (the common case first)
+                    query: Query = instruction  # type: ignore[assignment]
+                    begin = needs_transaction(readonly, query)
+                else:
+                    if isinstance(instruction, Embed) and instruction.ahead:  # computed beside a later statement
+                        check_outside_transaction(op, instruction, wrote)
+                        if started is None:
+                            started = {}
+                        result = started.setdefault(instruction.texts, Pending(instruction))
+                        continue
+                    if isinstance(instruction, Pending):
+                        check_outside_transaction(op, instruction.embed, wrote)
+                        if not instruction.done:
+                            if held is not None and held.transaction is None:
+                                ending, held = held, None
+                                await self._release(ending, None)  # back to the pool while the embedder works
+                            await self._embed_pending(instruction)
+                        if instruction.error is None:
+                            result = instruction.vectors
+                        elif isinstance(instruction.error, EmbeddingError):
+                            failed = instruction.error
+                        else:
+                            raise instruction.error
+                        continue
+                    if isinstance(instruction, (Embed, Call)):
+                        check_outside_transaction(op, instruction, wrote)
+                        if held is not None and held.transaction is None:
+                            ending, held = held, None
+                            await self._release(
+                                ending, None
+                            )  # back to the pool while the embedder or the callback works
+                        try:
+                            result = await self._outside(instruction)
+                        except EmbeddingError as exc:
+                            failed = exc
+                        continue
+                    if isinstance(instruction, (Commit, Parallel)):
+                        if held is not None:
+                            ending, held, wrote = held, None, False
+                            await self._release(ending, None)  # commits, gives the connection back
+                        result = await self._parallel(instruction.ops) if isinstance(instruction, Parallel) else None
+                        continue
+                    begin = isinstance(instruction, Copy) or needs_transaction(readonly, instruction)
+                    if not isinstance(instruction, Copy):
+                        query = instruction
+                if held is None:
+                    pool, conn = await self._take(replica)
+                    held = _Held(pool, conn, replica)
                     if not begin and not conn.autocommit:  # statements on their own until one needs it
                         if True:  # ASYNC (psycopg < 3.2 has no Connection.set_autocommit)
                             await conn.set_autocommit(True)
                         else:
                             conn.autocommit = True
-                        held.push_async_callback(_end_autocommit, conn)
-                if begin and not in_transaction:
-                    await held.enter_async_context(conn.transaction())
-                    in_transaction = True
+                        held.autocommit = True
+                conn = held.connection
+                if begin and held.transaction is None:
+                    transaction = conn.transaction()
+                    await transaction.__aenter__()
+                    held.transaction = transaction
                 if isinstance(instruction, Copy):
                     wrote = True
                     try:
@@ -450,15 +487,39 @@ class AsyncConversationStorage:
                     except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
                         raise self._unavailable(replica, exc) from exc
                     continue
-                wrote = wrote or (in_transaction and not (readonly or instruction.alone))
-                meanwhile = [p for p in started.values() if not p.done] if instruction.embed_meanwhile else []
-                if meanwhile:
-                    check_outside_transaction(op, meanwhile[0].embed, wrote)
-                result = await self._execute(conn, instruction, replica, meanwhile)
+                in_transaction = held.transaction is not None
+                wrote = wrote or (in_transaction and not (readonly or query.alone))
+                meanwhile: list[Pending] = []
+                if query.embed_meanwhile and started:
+                    meanwhile = [p for p in started.values() if not p.done]
+                    if meanwhile:
+                        check_outside_transaction(op, meanwhile[0].embed, wrote)
+                result = await self._execute(conn, query, replica, meanwhile)
         except BaseException as exc:
             if held is not None:
-                await held.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back, gives the connection back
+                await self._release(held, exc)  # rolls back, gives the connection back
+            if isinstance(exc, CLASSIFIED) and held is not None:  # by SQLSTATE: ltst_memory/_sqlstate.py
+                raise self._unavailable(replica, exc) from exc
             raise
+
+    async def _release(self, held: _Held, exc: BaseException | None) -> None:
+        """End what the executor holds: the transaction (committed, or rolled back when ``exc`` ends the
+        operation), autocommit (off again), the connection (back to its pool). A database error doing so
+        is raised classified."""
+        try:
+            try:
+                if held.transaction is not None:
+                    if exc is None:
+                        await held.transaction.__aexit__(None, None, None)
+                    else:
+                        await held.transaction.__aexit__(type(exc), exc, exc.__traceback__)
+            finally:
+                if held.autocommit:
+                    await _end_autocommit(held.connection)
+        except CLASSIFIED as error:  # by SQLSTATE: ltst_memory/_sqlstate.py
+            raise self._unavailable(held.replica, error) from error
+        finally:
+            await self._give(held.pool, held.connection, held.replica)
 
     async def _parallel(self, ops: tuple[Op[Any], ...]) -> list[Any]:
         """Run ``ops`` at once, each on its own connection (at most ``pool_max_size`` at a time)."""
@@ -1044,6 +1105,19 @@ if True:  # ASYNC
     def _migrate(conninfo: str) -> list[str]:
         with connect(conninfo) as conn:
             return migrate(conn)
+
+
+class _Held:
+    """What the executor holds while an operation has a connection (``AsyncConversationStorage._drive``)."""
+
+    __slots__ = ("autocommit", "connection", "pool", "replica", "transaction")
+
+    def __init__(self, pool: AsyncConnectionPool[Any], connection: psycopg.AsyncConnection[Any], replica: bool) -> None:
+        self.pool = pool
+        self.connection = connection
+        self.replica = replica
+        self.transaction: psycopg.AsyncTransaction | None = None
+        self.autocommit = False  # turned on for the operation: turned off before the connection goes back
 
 
 #: Whether the libpq psycopg runs on has pipeline mode (libpq 14+; the binary wheels have it).
