@@ -48,12 +48,35 @@ class Embedder(HashingEmbedder):
 
 def load_baseline(path: Path) -> Any:
     """The package at ``path`` (a source tree's ``ltst_memory``) imported as ``ltst_base``."""
-    spec = importlib.util.spec_from_file_location("ltst_base", path / "__init__.py", submodule_search_locations=[str(path)])
+    spec = importlib.util.spec_from_file_location(
+        "ltst_base", path / "__init__.py", submodule_search_locations=[str(path)]
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["ltst_base"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def separate_instruments(base: Any) -> None:
+    """Each version with its own Prometheus histogram (the first one to register the metric's name would
+    otherwise serve both): the baseline's is set up first and unregistered, then this checkout's."""
+    import importlib
+
+    base_stats = importlib.import_module(f"{base.__name__}.stats")
+    histogram = base_stats._instrumentation()[1]
+    if histogram is not None:
+        import prometheus_client
+
+        prometheus_client.REGISTRY.unregister(histogram)
+    from ltst_memory import stats
+
+    stats._instrumentation()
+
+
+def read_call(store: Any, method: str, *args: Any) -> Callable[[int], Any]:
+    bound = getattr(store, method)
+    return lambda i: bound(*args)
 
 
 def bare_statement(sql: str) -> str:
@@ -74,6 +97,7 @@ def main() -> None:
     stores: dict[str, Any] = {"new": store}
     if args.baseline is not None:
         base = load_baseline(args.baseline)
+        separate_instruments(base)
         stores = {"base": base.ConversationStorage(conninfo, embedder=Embedder(), auto_migrate=False), "new": store}
         message_classes = {"base": base.ConversationMessage, "new": ConversationMessage}
     else:
@@ -81,7 +105,9 @@ def main() -> None:
     bare = psycopg.connect(conninfo, autocommit=True)
     register_vector(bare)
 
-    sessions = [r[0] for r in bare.execute("SELECT session_id FROM conversation_sessions ORDER BY session_id LIMIT 1000")]
+    sessions = [
+        r[0] for r in bare.execute("SELECT session_id FROM conversation_sessions ORDER BY session_id LIMIT 1000")
+    ]
     busy = bare.execute(
         "SELECT session_id FROM conversation_sessions ORDER BY next_message_index DESC LIMIT 1"
     ).fetchone()[0]
@@ -94,7 +120,9 @@ def main() -> None:
 
         def call(i: int) -> Any:
             session = sessions[i % len(sessions)]
-            return st.store_message(cls(session_id=session, role="human", content=f"turn {i}", embedding=vectors[i % 256]))
+            return st.store_message(
+                cls(session_id=session, role="human", content=f"turn {i}", embedding=vectors[i % 256])
+            )
 
         return call
 
@@ -121,11 +149,11 @@ def main() -> None:
         "store_message": {"bare": bare_store, **{name: store_call(name) for name in stores}},
         "get_recent_messages": {
             "bare": lambda i: bare.execute(recent, {"session_id": busy, "limit": 50}, prepare=True).fetchall(),
-            **{name: (lambda st: lambda i: st.get_recent_messages(busy, 50))(st) for name, st in stores.items()},
+            **{name: read_call(st, "get_recent_messages", busy, 50) for name, st in stores.items()},
         },
         "get_session": {
             "bare": lambda i: bare.execute(session_sql, {"session_id": busy}, prepare=True).fetchone(),
-            **{name: (lambda st: lambda i: st.get_session(busy))(st) for name, st in stores.items()},
+            **{name: read_call(st, "get_session", busy) for name, st in stores.items()},
         },
     }
     wanted = args.ops.split(",")
@@ -155,7 +183,11 @@ def main() -> None:
                     cpu = cpus[arm] / args.n * 1000
                     summary[arm].append((p50, cpu))
                     cells.append(f"{arm} {p50:.3f}/{cpu:.3f}")
-                print(f"{op_name:20s} round {r}: " + "  ".join(cells) + f"  (p50 wall/CPU ms; load {os.getloadavg()[0]:.2f})")
+                print(
+                    f"{op_name:20s} round {r}: "
+                    + "  ".join(cells)
+                    + f"  (p50 wall/CPU ms; load {os.getloadavg()[0]:.2f})"
+                )
             bare_p50 = statistics.median(s[0] for s in summary["bare"])
             bare_cpu = statistics.median(s[1] for s in summary["bare"])
             for arm in stores:

@@ -97,8 +97,11 @@ def reading(op: Op[R]) -> Op[R]:
 # --------------------------------------------------------------------------- helpers
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def _vector(core: Core, value: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
-    if value.__class__ is np.ndarray and value.dtype == np.float32 and value.shape == (core.embedder.dimension,):  # type: ignore[union-attr]
+    if value.__class__ is np.ndarray and value.dtype is _FLOAT32 and value.shape == (core.embedder.dimension,):  # type: ignore[union-attr]
         # the common case (an embedder's float32 row) in one pass: finite and not all zeros exactly when the
         # sum of squares is (in float64, which neither overflows nor underflows for float32 values)
         wide = value.astype(np.float64)  # type: ignore[union-attr]
@@ -346,8 +349,9 @@ def get_or_create_session(core: Core, session: ConversationSession) -> Op[Conver
 def get_session(core: Core, session_id: str) -> Op[ConversationSession | None]:
     """The session with ``session_id``, or ``None``."""
     session_id = check_id("session_id", session_id)
-    row = yield from session_read(core, session_id, Query(q.SELECT_SESSION, {"session_id": session_id}, fetch="one"))
-    return None if row is None else q.session_from_row(row)
+    query = Query(q.SELECT_SESSION, {"session_id": session_id}, fetch="one", row=q.session_row)
+    session: ConversationSession | None = yield from session_read(core, session_id, query)
+    return session
 
 
 @operation(group=SESSIONS, invalidates=session_of("session"))
@@ -375,8 +379,8 @@ def update_session_activity(core: Core, session_id: str) -> Op[datetime]:
 def get_user_sessions(core: Core, user_id: str, limit: int = 50) -> Op[list[ConversationSession]]:
     """The user's sessions, most recently active first."""
     params = {"user_id": scoped_user(core, check_id("user_id", user_id)), "limit": check_limit("limit", limit)}
-    rows = yield Query(q.SELECT_USER_SESSIONS, params)
-    return [q.session_from_row(r) for r in rows]
+    sessions: list[ConversationSession] = yield Query(q.SELECT_USER_SESSIONS, params, row=q.session_row)
+    return sessions
 
 
 @operation(group=MAINTENANCE, invalidates=session_argument())

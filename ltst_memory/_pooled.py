@@ -109,7 +109,7 @@ def is_quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bo
     returned = _handed_back.get(conn)
     if returned is None or time.monotonic() - returned > QUIET_SECONDS:
         return False
-    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+    if conn.closed or conn.pgconn.transaction_status != TransactionStatus.IDLE:
         return False
     try:
         return not _readable(conn.fileno())

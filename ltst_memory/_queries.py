@@ -604,6 +604,23 @@ def session_from_row(row: dict[str, Any]) -> ConversationSession:
     )
 
 
+def session_row(cursor: Any) -> Callable[[Sequence[Any]], ConversationSession]:
+    """A psycopg row factory (``Query(..., row=session_row)``) for a statement that selects
+    :data:`SESSION_COLUMNS`, the fields of ConversationSession in their order: each row becomes the
+    session straight from its values, with no dict row in between."""
+    result = cursor.pgresult
+    if result is not None and result.nfields and result.nfields != _SESSION_ROW_WIDTH:
+        raise RuntimeError(f"a session row needs the {_SESSION_ROW_WIDTH} SESSION_COLUMNS, got {result.nfields}")
+    return _session_of
+
+
+def _session_of(values: Sequence[Any]) -> ConversationSession:
+    return ConversationSession(*values)
+
+
+_SESSION_ROW_WIDTH = SESSION_COLUMNS.count(",") + 1
+
+
 def message_from_row(row: dict[str, Any]) -> ConversationMessage:
     return ConversationMessage(
         session_id=row["session_id"],

@@ -190,10 +190,11 @@ def check_text(name: str, value: object, *, max_chars: int | None = None, allow_
         raise ValidationError(f"{name} must not be empty")
     if "\x00" in value:
         raise ValidationError(f"{name} contains a NUL byte (\\x00), which PostgreSQL text cannot store")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(f"{name} is not valid Unicode (it contains a lone surrogate)") from None
+    if not value.isascii():  # (a flag of the string: no scan) a lone surrogate is not ASCII
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(f"{name} is not valid Unicode (it contains a lone surrogate)") from None
     if max_chars is not None and len(value) > max_chars:
         raise ValidationError(f"{name} has {len(value)} characters; the limit is {max_chars}")
     return value
@@ -232,6 +233,8 @@ def check_json(name: str, value: object, *, require_object: bool = True) -> str:
     """Serialise ``value`` to JSON text that ``jsonb`` accepts, or raise ValidationError."""
     if require_object and not isinstance(value, Mapping):
         raise ValidationError(f"{name} must be a dict, got {type(value).__name__}")
+    if value.__class__ is dict and not value:  # most messages' metadata
+        return "{}"
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except RecursionError:  # Python's recursion limit (1,000 by default) stops it: measure only then
