@@ -101,12 +101,12 @@ _FLOAT32 = np.dtype(np.float32)
 
 
 def _vector(core: Core, value: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
-    if value.__class__ is np.ndarray and value.dtype is _FLOAT32 and value.shape == (core.embedder.dimension,):  # type: ignore[union-attr]
+    if value.__class__ is np.ndarray and value.dtype is _FLOAT32 and value.shape == (core.embedder.dimension,):
         # the common case (an embedder's float32 row) in one pass: finite and not all zeros exactly when the
         # sum of squares is (in float64, which neither overflows nor underflows for float32 values)
-        wide = value.astype(np.float64)  # type: ignore[union-attr]
+        wide = value.astype(np.float64)
         if 0.0 < float(wide @ wide) < math.inf:
-            return value  # type: ignore[return-value]
+            return value
     if isinstance(value, (str, bytes)):
         raise ValidationError(f"{what} must be a sequence of numbers, got {type(value).__name__}")
     try:

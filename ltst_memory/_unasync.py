@@ -34,7 +34,6 @@ NAMES = {
     "AsyncConnection": "Connection",
     "AsyncCursor": "Cursor",
     "AsyncPipeline": "Pipeline",
-    "AsyncTransaction": "Transaction",
     "AsyncExitStack": "ExitStack",
     "AsyncIterator": "Iterator",
     "asynccontextmanager": "contextmanager",

@@ -209,7 +209,7 @@ def _prometheus_histogram() -> Any:
 
     histogram = OperationHistogram()
     try:
-        prometheus_client.REGISTRY.register(histogram)  # type: ignore[arg-type]
+        prometheus_client.REGISTRY.register(histogram)
     except ValueError:  # already registered (e.g. module reloaded): the same histogram
         return prometheus_client.REGISTRY._names_to_collectors.get(PROMETHEUS_HISTOGRAM)
     return histogram

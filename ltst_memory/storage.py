@@ -391,7 +391,7 @@ class ConversationStorage:
                     return stop.value  # type: ignore[no-any-return]
                 failed = None
                 if instruction.__class__ is Query:  # (the common case first)
-                    query: Query = instruction  # type: ignore[assignment]
+                    query: Query = instruction
                     begin = needs_transaction(readonly, query)
                 else:
                     if isinstance(instruction, Embed) and instruction.ahead:  # computed beside a later statement
@@ -1071,7 +1071,7 @@ class _Held:
         self.pool = pool
         self.connection = connection
         self.replica = replica
-        self.transaction: psycopg.Transaction | None = None
+        self.transaction: Any = None  # conn.transaction(), entered: the operation's open transaction
         self.autocommit = False  # turned on for the operation: turned off before the connection goes back
 
 
