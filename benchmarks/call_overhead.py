@@ -3,7 +3,8 @@
     cp -a <a loaded peers.py data dir> /tmp/copy      # appended to: work on a copy
     python benchmarks/call_overhead.py --data-dir /tmp/copy [--n 400] [--rounds 3]
     # against another version of the library, in the same process (loaded as package ``ltst_base``):
-    git archive main | tar -x -C /tmp/base
+    git archive main | tar -x -C /tmp/base && ln -s ../schema /tmp/base/ltst_memory/schema \\
+        && ln -s ../adapters /tmp/base/ltst_memory/adapters
     python benchmarks/call_overhead.py --data-dir /tmp/copy --baseline /tmp/base/ltst_memory
 
 For ``store_message`` (a precomputed vector, a random existing session), ``get_recent_messages(50)``
