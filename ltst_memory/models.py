@@ -44,9 +44,12 @@ MAX_ID_CHARS = 255
 #: and a btree key holds at most 2,704 bytes: 255 four-byte characters each would not fit.
 MAX_ID_BYTES = 765
 #: Nesting depth of a JSON value (metadata, preference values): deeper documents are refused before
-#: the query, where json.dumps meets Python's recursion limit (1,000 by default). With a raised limit,
-#: PostgreSQL's parser stops at its stack depth (SQLSTATE 54001), also a ValidationError.
-MAX_JSON_DEPTH = 1_000
+#: the query. Reading a document back decodes it with Python's json, which recurses once per level
+#: against the interpreter's recursion limit (1,000 by default) counted from the caller's own stack:
+#: a fixed limit well under it (orjson's, 254) keeps every stored document readable from a deep call
+#: stack (a web framework, an agent's graph), where a limit set by json.dumps's recursion would accept
+#: a document that a deeper caller could not read.
+MAX_JSON_DEPTH = 254
 #: A message's speaker (``metadata["speaker"]``) and content are indexed as one tsvector, which
 #: PostgreSQL limits to 1 MB of words.
 MAX_INDEXED_BYTES = 1_048_575
@@ -237,12 +240,13 @@ def check_json(name: str, value: object, *, require_object: bool = True) -> str:
         return "{}"
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except RecursionError:  # Python's recursion limit (1,000 by default) stops it: measure only then
-        depth = _json_depth(value)
-        shown = f"{depth} levels" if depth > MAX_JSON_DEPTH else "too"
-        raise ValidationError(f"{name} is JSON nested {shown} deep; the limit is {MAX_JSON_DEPTH} levels") from None
+    except RecursionError:  # Python's recursion limit stops it (a deep caller): measure only then
+        _check_depth(name, value, recursion=True)
+        raise AssertionError("unreachable") from None  # pragma: no cover (_check_depth raised)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{name} is not JSON-serialisable: {exc}") from None
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH:  # an upper bound of the depth: measure only then
+        _check_depth(name, value)
     if "\\u0000" in text and _JSON_NUL.search(text):  # a real NUL, not the six characters \\u0000
         raise ValidationError(f"{name} contains a NUL character, which jsonb cannot store")
     try:
@@ -255,6 +259,15 @@ def check_json(name: str, value: object, *, require_object: bool = True) -> str:
 #: ``\\u0000`` as json.dumps writes a NUL: preceded by an even number of backslashes (an escaped
 #: backslash followed by the text ``u0000`` is not a NUL).
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _check_depth(name: str, value: object, *, recursion: bool = False) -> None:
+    """Raise ValidationError if ``value`` nests deeper than MAX_JSON_DEPTH (always, with ``recursion``:
+    json.dumps met the interpreter's recursion limit)."""
+    depth = _json_depth(value)
+    if depth > MAX_JSON_DEPTH or recursion:
+        shown = f"{depth} levels" if depth > MAX_JSON_DEPTH else "too"
+        raise ValidationError(f"{name} is JSON nested {shown} deep; the limit is {MAX_JSON_DEPTH} levels")
 
 
 def _json_depth(value: object) -> int:

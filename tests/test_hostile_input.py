@@ -28,7 +28,9 @@ from ltst_memory import (
     LTSTError,
     SessionRelationship,
     UserPreference,
+    ValidationError,
 )
+from ltst_memory.models import MAX_JSON_DEPTH
 
 SETTINGS = settings(
     max_examples=int(os.environ.get("LTST_HYPOTHESIS_EXAMPLES", "40")),
@@ -158,20 +160,34 @@ def _same(stored: Any, expected: Any) -> bool:
     return type(stored) is type(expected) and stored == expected
 
 
+def _from_deep_stack(frames: int, call: Callable[[], Any]) -> Any:
+    """``call()`` from ``frames`` more frames down the stack (a caller inside a framework)."""
+    return call() if frames <= 0 else _from_deep_stack(frames - 1, call)
+
+
 def test_deeply_nested_metadata(store: ConversationStorage) -> None:
+    """The deepest metadata accepted stays readable from a deep call stack; deeper is refused, whatever
+    the caller's stack (json.dumps's own recursion limit used to decide, so a shallow caller could store
+    a document a deeper one could not read back)."""
     store.create_session(ConversationSession(session_id="s", user_id="u"))
     ok, _ = _attempt(
         store,
-        lambda: store.store_message(ConversationMessage(session_id="s", role="ai", content="m", metadata=_nested(900))),
-    )
-    assert ok and store.get_messages("s")[0].metadata == _nested(900)
-    ok, error = _attempt(
-        store,
         lambda: store.store_message(
-            ConversationMessage(session_id="s", role="ai", content="m", metadata=_nested(5_000))
+            ConversationMessage(session_id="s", role="ai", content="m", metadata=_nested(MAX_JSON_DEPTH - 1))
         ),
     )
-    assert not ok and "JSON" in str(error)
+    assert ok
+    read = _from_deep_stack(500, lambda: store.get_messages("s"))
+    assert read[0].metadata == _nested(MAX_JSON_DEPTH - 1)  # (MAX_JSON_DEPTH dicts, the innermost empty)
+    for depth in (MAX_JSON_DEPTH, 900, 5_000):
+        ok, error = _attempt(
+            store,
+            lambda depth=depth: store.store_message(
+                ConversationMessage(session_id="s", role="ai", content="m", metadata=_nested(depth))
+            ),
+        )
+        assert not ok and isinstance(error, ValidationError) and f"limit is {MAX_JSON_DEPTH} levels" in str(error)
+    assert len(store.get_messages("s")) == 1
 
 
 @pytest.fixture
