@@ -4,6 +4,7 @@ connection or has a transaction open (ltst_memory/_ops.py)."""
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,17 +139,19 @@ class SpyingEmbedder(HashingEmbedder):
 
     def __init__(self, dsn: str) -> None:
         super().__init__(384)
-        self.dsn = dsn
+        # connected now, not when it embeds: a connection made while the statement runs could take
+        # longer than the statement on a busy machine (the test then saw nothing running)
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        weakref.finalize(self, self.conn.close)
         self.running: list[int] = []
         self.fail = False
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
-                "AND pid <> pg_backend_pid()",
-                [f"%{MARKER}%"],
-            ).fetchone()
+        row = self.conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+            "AND pid <> pg_backend_pid()",
+            [f"%{MARKER}%"],
+        ).fetchone()
         self.running.append(int(row[0]) if row else 0)
         if self.fail:
             raise RuntimeError("model exploded")
@@ -158,7 +161,7 @@ class SpyingEmbedder(HashingEmbedder):
 def _embeds_beside_a_statement() -> Any:
     embedding = yield Embed(("what is the weather?",), ahead=True)
     again = yield Embed(("what is the weather?",), ahead=True)  # the same texts: the same embedding
-    sql = f"SELECT count(*) AS n, pg_sleep(0.5) FROM conversation_sessions /* {MARKER} */"
+    sql = f"SELECT count(*) AS n, pg_sleep(1) FROM conversation_sessions /* {MARKER} */"
     row = yield Query(sql, fetch="one", embed_meanwhile=True)
     vectors = yield embedding
     return row["n"], vectors, again is embedding
