@@ -4,6 +4,7 @@ connection or has a transaction open (ltst_memory/_ops.py)."""
 from __future__ import annotations
 
 import json
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,14 +146,23 @@ class SpyingEmbedder(HashingEmbedder):
         weakref.finalize(self, self.conn.close)
         self.running: list[int] = []
         self.fail = False
+        self.wait = 0.0  # seconds to keep looking for the statement (0: look once)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        row = self.conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
-            "AND pid <> pg_backend_pid()",
-            [f"%{MARKER}%"],
-        ).fetchone()
-        self.running.append(int(row[0]) if row else 0)
+        # looked for during most of the statement's 1 s: the statement sent just before may not have
+        # reached the server yet; one that ran before the embedding (no overlap) is never seen
+        deadline = time.monotonic() + self.wait
+        while True:
+            row = self.conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+                "AND pid <> pg_backend_pid()",
+                [f"%{MARKER}%"],
+            ).fetchone()
+            seen = int(row[0]) if row else 0
+            if seen or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        self.running.append(seen)
         if self.fail:
             raise RuntimeError("model exploded")
         return super().embed(texts)
@@ -182,7 +192,9 @@ def test_an_embedding_ahead_is_computed_while_the_server_runs_a_statement(databa
     embedder = SpyingEmbedder(database_dsn)
     with ConversationStorage(database_dsn, embedder=embedder) as store:
         store.create_session(ConversationSession(session_id="s", user_id="u"))
+        embedder.wait = 0.8
         n, vectors, same = store._run(_embeds_beside_a_statement(), readonly=True)
+        embedder.wait = 0.0
         assert n == 1 and same
         assert embedder.running == [1]  # one embedder call, made while the statement ran on the server
         assert np.allclose(vectors, HashingEmbedder(384).embed(["what is the weather?"]))
@@ -201,7 +213,9 @@ async def test_an_embedding_ahead_is_computed_while_the_server_runs_an_async_sta
     embedder = SpyingEmbedder(database_dsn)
     async with AsyncConversationStorage(database_dsn, embedder=embedder) as astore:
         await astore.create_session(ConversationSession(session_id="s", user_id="u"))
+        embedder.wait = 0.8
         n, vectors, same = await astore._arun(_embeds_beside_a_statement(), readonly=True)
+        embedder.wait = 0.0
         assert n == 1 and same
         assert embedder.running == [1]
         assert np.allclose(vectors, HashingEmbedder(384).embed(["what is the weather?"]))
