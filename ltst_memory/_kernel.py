@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
+    from ._ops import VectorIndex
     from .config import Settings
     from .embeddings import Embedder
     from .hnsw import HnswStorage
@@ -43,6 +45,7 @@ __all__ = [
     "Copy",
     "Core",
     "Embed",
+    "Expiring",
     "Instruction",
     "Op",
     "Operation",
@@ -166,6 +169,33 @@ Instruction = Query | Embed | Call | Copy | Commit | Parallel | Pending
 Op = Generator[Instruction, Any, R]
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Expiring(Generic[K, V]):
+    """Values a store looked up in the database and trusts for a while (the watermarks of the vector and
+    term indexes: a stale one changes a statement's plan, never its answer), ``None`` included; at most
+    ``limit`` keys (a store serving that many large users starts over)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._items: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K, ttl: float) -> tuple[bool, V | None]:
+        """``(True, value)`` if ``key`` was put less than ``ttl`` seconds ago, else ``(False, None)``."""
+        known = self._items.get(key)
+        if known is not None and time.monotonic() - known[0] < ttl:
+            return True, known[1]
+        return False, None
+
+    def put(self, key: K, value: V) -> None:
+        """Keep ``value`` for ``key``, from now."""
+        if len(self._items) >= self.limit and key not in self._items:
+            self._items.clear()
+        self._items[key] = (time.monotonic(), value)
+
+
 @dataclass
 class Core:
     """What every operation needs besides its arguments."""
@@ -173,15 +203,15 @@ class Core:
     settings: Settings
     embedder: Embedder
     stats: dict[str, int] = field(default_factory=dict)
-    #: The main vector index (``_ops.main_index``: watermark and storage, ltst_memory/hnsw.py) and when it
-    #: was looked up; looked up again after ``hnsw.WATERMARK_TTL`` seconds.
-    main_index: tuple[float, Any] | None = None
-    #: Users' own vector indexes (``_ops.own_index``): user id -> (when looked up, (watermark, storage)
-    #: or None), looked up again after ``hnsw.WATERMARK_TTL`` seconds.
-    own_indexes: dict[str, tuple[float, tuple[int, HnswStorage] | None]] = field(default_factory=dict)
-    #: Users' term indexes (``lexical_index.watermark``): user id -> (when looked up, watermark or None),
-    #: looked up again after ``lexical_index.WATERMARK_TTL`` seconds.
-    lexical_indexes: dict[str, tuple[float, int | None]] = field(default_factory=dict)
+    #: The main vector index (``_ops.main_index``: watermark and storage, ltst_memory/hnsw.py), under the
+    #: key ``None``; looked up again after ``hnsw.WATERMARK_TTL`` seconds.
+    main_index: Expiring[None, VectorIndex] = field(default_factory=Expiring)
+    #: Users' own vector indexes (``_ops.own_index``): user id -> (watermark, storage) or None, looked up
+    #: again after ``hnsw.WATERMARK_TTL`` seconds.
+    own_indexes: Expiring[str, tuple[int, HnswStorage] | None] = field(default_factory=Expiring)
+    #: Users' term indexes (``lexical_index.watermark``): user id -> watermark or None, looked up again
+    #: after ``lexical_index.WATERMARK_TTL`` seconds.
+    lexical_indexes: Expiring[str, int | None] = field(default_factory=Expiring)
     #: The user a scoped store (``for_user``) is restricted to; ``None`` on an unscoped store. Operations
     #: that take a user filter take it from here (``_ops.scoped_user``), inside their SQL.
     scope_user: str | None = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -742,15 +741,14 @@ def main_index(core: Core) -> Op[VectorIndex]:
     vector index (``hnsw.build_index``), read from its definition and kept ``hnsw.WATERMARK_TTL``
     seconds per store: an index rebuilt since changes the plan of a search, not its answer (a stale
     watermark reads more rows exactly; the index still serves, as its predicate is implied)."""
-    now = time.monotonic()
-    known = core.main_index
-    if known is not None and now - known[0] < hnsw.WATERMARK_TTL:
-        return known[1]  # type: ignore[no-any-return]
+    hit, known = core.main_index.get(None, hnsw.WATERMARK_TTL)
+    if hit and known is not None:
+        return known
     row = yield Query(hnsw.INDEX_PREDICATE, {"name": hnsw.INDEX_NAME}, fetch="one")
     found = VectorIndex(
         hnsw.watermark_of(row["predicate"] if row else None), hnsw.storage_of(row["definition"] if row else None)
     )
-    core.main_index = (now, found)
+    core.main_index.put(None, found)
     return found
 
 
@@ -762,16 +760,13 @@ def own_index(core: Core, user_id: str) -> Op[tuple[int, hnsw.HnswStorage] | Non
     (``hnsw.build_user_index`` refuses), none is looked for."""
     if (yield from is_distributed(core)):
         return None
-    now = time.monotonic()
-    known = core.own_indexes.get(user_id)
-    if known is not None and now - known[0] < hnsw.WATERMARK_TTL:
-        return known[1]
+    hit, known = core.own_indexes.get(user_id, hnsw.WATERMARK_TTL)
+    if hit:
+        return known
     row = yield Query(hnsw.INDEX_PREDICATE, {"name": hnsw.user_index_name(user_id)}, fetch="one")
     watermark = hnsw.watermark_of(row["predicate"] if row else None)
     found = None if row is None or watermark is None else (watermark, hnsw.storage_of(row["definition"]))
-    if len(core.own_indexes) >= 10_000:  # a store serving many large users: start over
-        core.own_indexes.clear()
-    core.own_indexes[user_id] = (now, found)
+    core.own_indexes.put(user_id, found)
     return found
 
 

@@ -114,15 +114,12 @@ def watermark(core: Core, user_id: str) -> Op[int | None]:
 
     if (yield from is_distributed(core)):
         return None
-    now = time.monotonic()
-    known = core.lexical_indexes.get(user_id)
-    if known is not None and now - known[0] < WATERMARK_TTL:
-        return known[1]
+    hit, known = core.lexical_indexes.get(user_id, WATERMARK_TTL)
+    if hit:
+        return known
     row = yield Query(WATERMARK_OF_USER, {"user_id": user_id}, fetch="one")
     found = None if row is None or row["watermark"] is None else int(row["watermark"])
-    if len(core.lexical_indexes) >= 10_000:  # a store serving many large users: start over
-        core.lexical_indexes.clear()
-    core.lexical_indexes[user_id] = (now, found)
+    core.lexical_indexes.put(user_id, found)
     return found
 
 

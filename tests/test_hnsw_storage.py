@@ -64,7 +64,8 @@ def test_halfvec_index_gives_the_same_answers_with_float32_similarities(
     with ConversationStorage(settings=settings, embedder=memory.embedder) as after:
         assert _answers(after) == vector_answers  # same rows, same (float32) similarities
         assert _recalls(after) == vector_recalls
-        assert after._core.main_index is not None and after._core.main_index[1].storage == "halfvec"
+        looked_up, index = after._core.main_index.get(None, float("inf"))
+        assert looked_up and index is not None and index.storage == "halfvec"
         top = after.search_messages("What kind of pet do I have?", user_id="alice", limit=1)[0][0]
         assert "golden retriever" in top.content
 
