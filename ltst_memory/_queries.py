@@ -126,6 +126,14 @@ SELECT_SESSION = f"SELECT {SESSION_COLUMNS} FROM conversation_sessions WHERE ses
 #: Key of the advisory lock held while migrating or building the vector index ("ltst" in ASCII).
 MIGRATION_LOCK_KEY = 0x6C747374
 
+# Building an index up to a watermark (the main and users' own vector indexes, ltst_memory/hnsw.py; the
+# users' term indexes, ltst_memory/lexical_index.py). A SHARE lock waits for the writes in flight and
+# holds new ones back: the largest message id read under it is a watermark no uncommitted message is below.
+LOCK_MESSAGES = "LOCK TABLE conversation_messages IN SHARE MODE"
+LARGEST_MESSAGE_ID = "SELECT coalesce(max(message_id), 0) FROM conversation_messages"
+#: The users with more than ``min_rows`` messages (the trigger-kept statistics of migration 0002).
+LARGE_USERS = "SELECT user_id, doc_count FROM ltst_user_stats WHERE doc_count > %(min_rows)s ORDER BY user_id"
+
 #: The owner of a session (no row: no such session).
 SESSION_OWNER = f"SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s {owner()}"
 #: The owner of a session asked of every shard (on a Citus cluster): what a remembered owner is checked

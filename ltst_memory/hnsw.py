@@ -63,7 +63,7 @@ from typing import Any, Literal, TypeVar
 import psycopg
 from psycopg import sql
 
-from ._queries import MIGRATION_LOCK_KEY
+from ._queries import LARGE_USERS, LARGEST_MESSAGE_ID, LOCK_MESSAGES, MIGRATION_LOCK_KEY
 from .errors import ValidationError
 
 __all__ = [
@@ -123,12 +123,6 @@ _EMBEDDED_ROWS = "SELECT count(*) FROM conversation_messages WHERE embedding IS 
 _INDEX_ROWS = "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%(name)s)"
 #: The messages stored since the main index was built (read through the primary key).
 _MAIN_GAP_ROWS = "SELECT count(*) FROM conversation_messages WHERE message_id > %(watermark)s::bigint"
-_LOCK_MESSAGES = "LOCK TABLE conversation_messages IN SHARE MODE"
-_LARGEST_ID = "SELECT coalesce(max(message_id), 0) FROM conversation_messages"
-#: The users with more than ``min_rows`` messages (the trigger-kept statistics of migration 0002).
-_LARGE_USERS_WITH_SIZE = (
-    "SELECT user_id, doc_count FROM ltst_user_stats WHERE doc_count > %(min_rows)s ORDER BY user_id"
-)
 #: The users' own vector indexes: name and the user of the predicate.
 USER_INDEXES = f"""
 SELECT c.relname AS name, pg_get_expr(i.indpred, i.indrelid) AS predicate
@@ -393,7 +387,7 @@ def _build(
     else:
         with conn.transaction():
             if not distributed:  # writes wait from here: the watermark is the largest id of them all
-                conn.execute(_LOCK_MESSAGES)
+                conn.execute(LOCK_MESSAGES)
             conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(name))
             watermark = None if distributed else _largest_id(conn)
             conn.execute(index_ddl(wanted, dimension, lists=n_lists, name=INDEX_NAME, watermark=watermark))
@@ -404,7 +398,7 @@ def _build(
 
 
 def _largest_id(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(_LARGEST_ID).fetchone()
+    row = conn.execute(LARGEST_MESSAGE_ID).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -640,7 +634,7 @@ def build_user_indexes(
     if _distributed(conn):
         conn.rollback()
         return []
-    rows = conn.execute(_LARGE_USERS_WITH_SIZE, {"min_rows": int(min_rows)}).fetchall()
+    rows = conn.execute(LARGE_USERS, {"min_rows": int(min_rows)}).fetchall()
     conn.rollback()
     large = {str(r[0]): int(r[1]) for r in rows}
     current = {o.user_id: o for o in own_indexes(conn)}

@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 
 from ._kernel import Core, Op, Query
+from ._queries import LARGE_USERS, LARGEST_MESSAGE_ID, LOCK_MESSAGES
 from .errors import DatabaseError, ValidationError
 
 __all__ = [
@@ -59,11 +60,6 @@ LOCK_KEY = 16016
 
 #: A user's watermark (the store's lookup; NULL without an index, or for a role not granted the tables).
 WATERMARK_OF_USER = "SELECT ltst_lexical_watermark(%(user_id)s) AS watermark"
-#: The largest message id once every write in flight has ended (a SHARE lock waits for them, then is
-#: let go at once): every message with an id up to it is committed, so an index built over the messages
-#: up to it, read after, misses none.
-_SETTLED_WATERMARK = "SELECT coalesce(max(message_id), 0) FROM conversation_messages"
-_LOCK_MESSAGES = "LOCK TABLE conversation_messages IN SHARE MODE"
 _LOCK_TIMEOUT = "SET LOCAL lock_timeout = '100ms'"
 #: How often a build asks for the lock that settles its watermark, and the pause between two attempts.
 LOCK_ATTEMPTS = 60
@@ -86,8 +82,6 @@ ON CONFLICT (user_id) DO UPDATE SET watermark = EXCLUDED.watermark, built_at = n
 """
 _UNREGISTER = "DELETE FROM ltst_lexical_indexes WHERE user_id = %(user_id)s"
 _VACUUM = "VACUUM (ANALYZE) ltst_lexical_postings"
-#: The users with more than ``min_rows`` messages (the trigger-kept statistics of migration 0002).
-_LARGE_USERS = "SELECT user_id, doc_count FROM ltst_user_stats WHERE doc_count > %(min_rows)s ORDER BY user_id"
 #: The term indexes, with the messages each covers... (``rows``) and those stored since (``gap``).
 _INDEXES = """
 SELECT i.user_id, i.watermark,
@@ -176,8 +170,8 @@ def _settled_watermark(conn: psycopg.Connection[Any]) -> int:
         try:
             with conn.transaction():
                 conn.execute(_LOCK_TIMEOUT)
-                conn.execute(_LOCK_MESSAGES)
-                row = conn.execute(_SETTLED_WATERMARK).fetchone()
+                conn.execute(LOCK_MESSAGES)  # (let go at once: every message up to the id read is committed)
+                row = conn.execute(LARGEST_MESSAGE_ID).fetchone()
             return int(row[0]) if row else 0
         except psycopg.errors.LockNotAvailable:
             logger.info("writes in flight: the term index build waits (attempt %d)", attempt + 1)
@@ -264,7 +258,7 @@ def build_lexical_indexes(conn: psycopg.Connection[Any], *, min_rows: int) -> li
     try:
         if _distributed(conn):
             return []
-        large = {str(r[0]): int(r[1]) for r in conn.execute(_LARGE_USERS, {"min_rows": min_rows}).fetchall()}
+        large = {str(r[0]): int(r[1]) for r in conn.execute(LARGE_USERS, {"min_rows": min_rows}).fetchall()}
         current = {i.user_id: i for i in lexical_indexes(conn)}
         for user_id in sorted(set(current) - set(large)):
             drop_lexical_index(conn, user_id)
