@@ -105,14 +105,14 @@ matches AS MATERIALIZED (
 # (ltst_search_tsv writes A and D only) on all their positions, ts_filter keeps them, so unnest returns
 # the 2-3 lexemes that count with every position (tf) instead of all of them (~13 for a chat turn;
 # search_tsv always has positions). The same scores, ~1.4x faster when every message matches.
-_BM25_OF = """sum(i.idf * (f.tf * (%(k1)s + 1.0))
-               / (f.tf + %(k1)s * (1.0 - %(b)s + %(b)s * length({tsv}) / tt.avgdl)))"""
+_BM25_OF = """sum(i.idf * ({tf} * (%(k1)s + 1.0))
+               / ({tf} + %(k1)s * (1.0 - %(b)s + %(b)s * {dl} / tt.avgdl)))"""
 _QUERY_LEXEMES_OF = """unnest(ts_filter(setweight({tsv}, 'B', (SELECT array_agg(term) FROM idf)), '{{b}}'))
         AS u(lexeme, positions, weights)"""
 
 _LEXICAL_TAIL = f"""
 bm25 AS MATERIALIZED (
-    SELECT x.message_id, {_BM25_OF.format(tsv="x.search_tsv")} AS score
+    SELECT x.message_id, {_BM25_OF.format(tf="f.tf", dl="length(x.search_tsv)")} AS score
     FROM matches AS x
     CROSS JOIN LATERAL {_QUERY_LEXEMES_OF.format(tsv="x.search_tsv")}
     JOIN idf AS i ON i.term = u.lexeme
@@ -176,7 +176,7 @@ pool_rows AS MATERIALIZED (
     WHERE {{scope}}{{filters}}
 ),
 bm25 AS MATERIALIZED (
-    SELECT x.message_id, {_BM25_OF.format(tsv="x.search_tsv")} AS score
+    SELECT x.message_id, {_BM25_OF.format(tf="f.tf", dl="length(x.search_tsv)")} AS score
     FROM pool_rows AS x
     CROSS JOIN LATERAL {_QUERY_LEXEMES_OF.format(tsv="x.search_tsv").replace("{", "{{").replace("}", "}}")}
     JOIN idf AS i ON i.term = u.lexeme
@@ -275,7 +275,7 @@ def lexical_sql(
     """
     head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
     if term_index is not None:
-        bm25 = _BM25_OF.format(tsv="p.dl").replace("length(p.dl)", "p.dl").replace("f.tf", "p.tf")
+        bm25 = _BM25_OF.format(tf="p.tf", dl="p.dl")  # tf and length as the index stores them
         postings_filters = "".join(POSTINGS_FILTERS[f] for f in term_index)
         body = _LEXICAL_BY_TERM_INDEX.format(
             scope=scope, filters=filters, bm25=bm25, postings_filters=postings_filters
