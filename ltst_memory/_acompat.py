@@ -9,12 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["ablocking", "agather", "asleep", "blocking", "gather", "sleep"]
+__all__ = [
+    "Started",
+    "ablocking",
+    "afinish",
+    "agather",
+    "asleep",
+    "astart",
+    "blocking",
+    "finish",
+    "gather",
+    "sleep",
+    "start",
+]
 
 R = TypeVar("R")
 
@@ -29,6 +43,56 @@ async def ablocking(function: Callable[..., R], /, *args: Any, **kwargs: Any) ->
 def blocking(function: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
     """``function(*args, **kwargs)``, here: the sync store blocks its caller anyway."""
     return function(*args, **kwargs)
+
+
+async def astart(function: Callable[..., R], /, *args: Any) -> asyncio.Task[R]:
+    """Start ``function(*args)`` in a worker thread now and return at once; :func:`afinish` waits for
+    it. The thread runs in a copy of the caller's context (``contextvars``), as ``asyncio.to_thread``."""
+    return asyncio.get_running_loop().create_task(asyncio.to_thread(function, *args))
+
+
+async def afinish(started: asyncio.Task[R]) -> R:
+    """What the function :func:`astart` started returned (or raise what it raised), once it ended. A
+    caller cancelled while it waits leaves the task running (shielded), so it can still wait for it."""
+    return await asyncio.shield(started)
+
+
+class Started(Generic[R]):
+    """A function running in a thread of its own (:func:`start`), until :func:`finish` joins it."""
+
+    __slots__ = ("_error", "_thread", "_value")
+
+    def __init__(self, function: Callable[..., R], args: tuple[Any, ...]) -> None:
+        context = contextvars.copy_context()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = context.run(function, *args)
+            except BaseException as exc:  # handed to the thread that joins it
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="ltst-worker", daemon=True)
+        self._thread.start()
+
+    def result(self) -> R:
+        """Wait for the function to end; what it returned, or raise what it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
+
+
+def start(function: Callable[..., R], /, *args: Any) -> Started[R]:
+    """Start ``function(*args)`` in a thread of its own now and return at once; :func:`finish` joins
+    it. The thread runs in a copy of the caller's context (``contextvars``), as ``asyncio.to_thread``."""
+    return Started(function, args)
+
+
+def finish(started: Started[R]) -> R:
+    """What the function :func:`start` started returned (or raise what it raised), once its thread ended."""
+    return started.result()
 
 
 async def agather(function: Callable[..., Any], calls: Sequence[tuple[Any, ...]], limit: int) -> list[Any]:

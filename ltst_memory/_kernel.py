@@ -16,10 +16,10 @@ The executors' rule: an :class:`Embed` or a :class:`Call` never runs while the o
 pool connection or has a transaction open that may have written (``RuntimeError``); the executor
 gives a connection held outside a transaction back to the pool first. A write operation therefore
 embeds (or calls back) before its transaction: the reads it makes first are ``Query(alone=True)``.
-An embedding announced ahead (``Embed(ahead=True)``) is the exception: it is computed while the server
-runs the operation's next statement marked ``Query(embed_meanwhile=True)`` (one that does not need the
-vectors), the connection held, and the operation yields the :class:`Pending` it got back where a
-statement needs the vectors.
+An embedding announced ahead (``Embed(ahead=True)``) is the exception: it starts at once in a worker
+thread and is computed while the operation goes on (its reads, the statements that do not need the
+vectors, the connection held); the operation yields the :class:`Pending` it got back where a statement
+needs the vectors.
 """
 
 from __future__ import annotations
@@ -80,10 +80,7 @@ class Query:
     one runs its queries on their own (no BEGIN/COMMIT round trips) until a ``local`` query opens the
     transaction (``ltst_memory._executor.needs_transaction``). ``alone`` marks a read of a write
     operation that runs on its own, before the operation's transaction: the reads that come before
-    its :class:`Embed` or :class:`Call`. ``embed_meanwhile``: the operation's embeddings announced
-    ahead (``Embed(ahead=True)``) and not computed yet are computed while the server runs this
-    statement (sent in pipeline mode, embedded, then read): the question of a search is embedded
-    while its lexical leg runs. ``row``: a psycopg row factory that builds each row in place of a dict
+    its :class:`Embed` or :class:`Call`. ``row``: a psycopg row factory that builds each row in place of a dict
     (``fetch`` ``"all"`` / ``"one"``): a read whose rows only become data classes gets them straight from
     the values (``_queries.message_row``), with no dict in between."""
 
@@ -94,7 +91,6 @@ class Query:
     local: bool = False
     atomic: bool = False
     alone: bool = False
-    embed_meanwhile: bool = False
     row: RowFactory | None = None
 
 
@@ -106,14 +102,14 @@ class Embed:
     ``in_transaction`` is the one exception to the executors' rule: the embedding worker's claim holds
     its rows (``FOR UPDATE SKIP LOCKED``) while they are embedded, so no other worker embeds them.
 
-    ``ahead``: announce the embedding and go on at once. The executor sends back a :class:`Pending`
-    handle and computes the vectors while the server runs the operation's next statement marked
-    ``Query(embed_meanwhile=True)`` (the operation keeps its connection), or when the handle is yielded
-    first; yielding the handle gives the vectors (or throws the
-    :class:`~ltst_memory.errors.EmbeddingError`). An ``ahead`` embedding of texts this call of the
-    operation already announced gets the handle of the first. Not after a write of the operation's
-    transaction (``RuntimeError``, like a plain :class:`Embed`); an embedding never waited for and
-    never computed costs nothing."""
+    ``ahead``: announce the embedding and go on at once. The executor starts computing the vectors in
+    a worker thread and sends back a :class:`Pending` handle; the operation goes on meanwhile (its
+    statements run, the connection it holds kept) and yields the handle where it needs the vectors,
+    which gives them once computed (or throws the :class:`~ltst_memory.errors.EmbeddingError`). An
+    ``ahead`` embedding of texts this call of the operation already announced gets the handle of the
+    first. Not after a write of the operation's transaction (``RuntimeError``, like a plain
+    :class:`Embed`). One never waited for (the operation failed or returned first) is still waited for
+    before the call returns, its outcome dropped: no thread of the call outlives it."""
 
     texts: tuple[str, ...]
     in_transaction: bool = False
@@ -157,9 +153,11 @@ class Parallel:
 @dataclass(eq=False)
 class Pending:
     """An embedding announced ahead (``Embed(ahead=True)``), as the executor sends it back: yield it to
-    get its vectors. The executor fills ``vectors`` (or ``error``) and sets ``done`` once computed."""
+    get its vectors. ``job`` is the executor's handle of the worker thread computing them; the executor
+    fills ``vectors`` (or ``error``) and sets ``done`` once it ended."""
 
     embed: Embed
+    job: Any = field(default=None, repr=False)
     done: bool = False
     vectors: Any = field(default=None, repr=False)
     error: BaseException | None = None

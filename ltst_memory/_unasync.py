@@ -13,9 +13,9 @@ store is the one written by hand and the sync store is derived by three explicit
 
 The async source is written so that these steps suffice: what runs in a worker thread or concurrently
 goes through the function pairs of :mod:`ltst_memory._acompat` (``ablocking``/``blocking``,
-``agather``/``gather``). ``python -m ltst_memory._codegen`` writes the result (normalised by ruff:
-unused imports dropped, imports sorted, formatted); ``tests/test_registry.py`` fails when it is not
-current.
+``agather``/``gather``, ``astart``/``start`` and ``afinish``/``finish``). ``python -m ltst_memory._codegen``
+writes the result (normalised by ruff: unused imports dropped, imports sorted, formatted);
+``tests/test_registry.py`` fails when it is not current.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ NAMES = {
     "ablocking": "blocking",
     "agather": "gather",
     "asleep": "sleep",
+    "astart": "start",
+    "afinish": "finish",
     "_acall": "_call",
     "_arun": "_run",
     "configure_async": "configure",

@@ -511,7 +511,8 @@ def recall(
     if scope == "user" and user_id is None and session_id is None:
         raise ValidationError("scope='user' needs a user_id (or a session_id whose owner is used)")
 
-    # The question is embedded while the server runs the lexical leg, which needs no vector.
+    # The question is embedded (in a worker thread) while the reads and the lexical leg, which needs no
+    # vector, run.
     embedding = yield Embed((query,), ahead=True)
 
     owner: str | None = None
@@ -552,7 +553,7 @@ def recall(
     lexical_sql = rq.lexical_sql(
         scope=scope_sql, filters=filters, all_users=stats_user is None, scan=scan, term_index=term_index
     )
-    lexical = yield owned(core, Query(lexical_sql, params, embed_meanwhile=True), owner)
+    lexical = yield owned(core, Query(lexical_sql, params), owner)
     params["lexical_ids"] = [r["message_id"] for r in lexical]
     vectors = yield embedding
     params["embedding"] = vectors[0]

@@ -44,7 +44,7 @@ from . import _ops as ops
 from . import _queries as q
 from . import _recall_queries as rq
 from ._kernel import SEARCH, operation
-from ._ops import Core, Op, Query
+from ._ops import Core, Embed, Op, Query
 from .errors import SessionNotFoundError, ValidationError
 from .models import (
     ConversationContext,
@@ -391,6 +391,10 @@ def rehydrate(
             f"{', '.join(sorted(recall_keywords()))}"
         )
 
+    # The question's embedding starts now, in a worker thread: every read below and recall's lexical leg
+    # run meanwhile (recall announces the same text and gets this embedding).
+    if query is not None and query.strip() and memory_limit:
+        yield Embed((query,), ahead=True)
     session = yield from ops.get_session(core, session_id)
     if session is None:
         raise SessionNotFoundError(session_id)
@@ -401,20 +405,8 @@ def rehydrate(
         recent = yield ops.owned(core, turns, user_id)
     if query is None:
         query = next((m.content for m in reversed(recent) if m.role == "human"), None)
-
-    memories: list[tuple[ConversationMessage, float]] = []
-    if query and query.strip() and memory_limit:
-        exclude = [m.message_id for m in recent if m.message_id is not None]
-        memories = yield from recall(
-            core,
-            query,
-            user_id=user_id if include_other_sessions else None,
-            session_id=session_id,
-            scope="user" if include_other_sessions else "session",
-            limit=memory_limit,
-            exclude_message_ids=exclude,
-            **{"min_similarity": memory_min_similarity, **options},
-        )
+        if query is not None and query.strip() and memory_limit:
+            yield Embed((query,), ahead=True)
 
     summary_row = yield ops.owned(core, Query(rq.SELECT_SESSION_SUMMARY_TEXT, {"session_ids": [session_id]}), user_id)
     summary = next((r["summary"] for r in summary_row if r["summary"]), None) or session.context_summary
@@ -434,6 +426,20 @@ def rehydrate(
                 text = texts.get(s.session_id) or s.context_summary
                 if text:
                     related.append((s, r.relationship_strength, text))
+
+    memories: list[tuple[ConversationMessage, float]] = []
+    if query and query.strip() and memory_limit:
+        exclude = [m.message_id for m in recent if m.message_id is not None]
+        memories = yield from recall(
+            core,
+            query,
+            user_id=user_id if include_other_sessions else None,
+            session_id=session_id,
+            scope="user" if include_other_sessions else "session",
+            limit=memory_limit,
+            exclude_message_ids=exclude,
+            **{"min_similarity": memory_min_similarity, **options},
+        )
 
     return merge(
         session_id=session_id,

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import _declared, _pooled, cache, scoped
 from . import _ops as ops
-from ._acompat import ablocking, agather, asleep
+from ._acompat import ablocking, afinish, agather, asleep, astart
 from ._connection import (
     ROW_FACTORY,
     acquire_embedded,
@@ -425,19 +425,19 @@ class AsyncConversationStorage:
                     query: Query = instruction
                     begin = needs_transaction(readonly, query)
                 else:
-                    if isinstance(instruction, Embed) and instruction.ahead:  # computed beside a later statement
+                    if isinstance(instruction, Embed) and instruction.ahead:  # computed while the operation goes on
                         check_outside_transaction(op, instruction, wrote)
                         if started is None:
                             started = {}
-                        result = started.setdefault(instruction.texts, Pending(instruction))
+                        result = started.get(instruction.texts)
+                        if result is None:
+                            result = started[instruction.texts] = Pending(instruction)
+                            result.job = await astart(embed_checked, self._core.embedder, instruction.texts)
                         continue
                     if isinstance(instruction, Pending):
                         check_outside_transaction(op, instruction.embed, wrote)
                         if not instruction.done:
-                            if held is not None and held.transaction is None:
-                                ending, held = held, None
-                                await self._release(ending, None)  # back to the pool while the embedder works
-                            await self._embed_pending(instruction)
+                            await self._embed_pending(instruction)  # the connection kept: the rest is short
                         if instruction.error is None:
                             result = instruction.vectors
                         elif isinstance(instruction.error, EmbeddingError):
@@ -489,18 +489,18 @@ class AsyncConversationStorage:
                     continue
                 in_transaction = held.transaction is not None
                 wrote = wrote or (in_transaction and not (readonly or query.alone))
-                meanwhile: list[Pending] = []
-                if query.embed_meanwhile and started:
-                    meanwhile = [p for p in started.values() if not p.done]
-                    if meanwhile:
-                        check_outside_transaction(op, meanwhile[0].embed, wrote)
-                result = await self._execute(conn, query, replica, meanwhile)
+                result = await self._execute(conn, query, replica)
         except BaseException as exc:
             if held is not None:
                 await self._release(held, exc)  # rolls back, gives the connection back
             if isinstance(exc, CLASSIFIED) and held is not None:  # by SQLSTATE: ltst_memory/_sqlstate.py
                 raise self._unavailable(replica, exc) from exc
             raise
+        finally:
+            if started:  # an embedding never waited for: its thread ends before the call does
+                for pending in started.values():
+                    if not pending.done:
+                        await self._embed_pending(pending)
 
     async def _release(self, held: _Held, exc: BaseException | None) -> None:
         """End what the executor holds: the transaction (committed, or rolled back when ``exc`` ends the
@@ -567,34 +567,20 @@ class AsyncConversationStorage:
         return await ablocking(instruction.function, *instruction.args)
 
     async def _embed_pending(self, pending: Pending) -> None:
-        """Compute an embedding announced ahead; its outcome (vectors or error) goes into ``pending``."""
+        """Wait for an embedding announced ahead (started in a worker thread); its outcome (vectors or
+        error) goes into ``pending``."""
         try:
-            pending.vectors = await self._outside(pending.embed)
+            pending.vectors = await afinish(pending.job)
         except Exception as exc:  # kept for the operation, which gets it where it yields the handle
             pending.error = exc
         pending.done = True
 
-    async def _execute(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        query: Query,
-        replica: bool = False,
-        meanwhile: Sequence[Pending] = (),
-    ) -> Any:
-        """Run ``query`` on ``conn``; with ``meanwhile``, compute those embeddings while the server runs it
-        (pipeline mode: the statement is sent, the embedder works, then its result is read)."""
+    async def _execute(self, conn: psycopg.AsyncConnection[Any], query: Query, replica: bool = False) -> Any:
+        """Run ``query`` on ``conn``."""
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("query %s", describe(query))
         try:
             async with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
-                if query.many is None and meanwhile and _PIPELINE_SUPPORTED:
-                    async with conn.pipeline():
-                        await cur.execute(query.sql, query.params)
-                        for pending in meanwhile:
-                            await self._embed_pending(pending)
-                        return await _fetch(cur, query)
-                for pending in meanwhile:  # a libpq without pipeline mode (< 14): one after the other
-                    await self._embed_pending(pending)
                 if query.many is None:
                     await cur.execute(query.sql, query.params)
                     return await _fetch(cur, query)
@@ -1118,10 +1104,6 @@ class _Held:
         self.replica = replica
         self.transaction: Any = None  # conn.transaction(), entered: the operation's open transaction
         self.autocommit = False  # turned on for the operation: turned off before the connection goes back
-
-
-#: Whether the libpq psycopg runs on has pipeline mode (libpq 14+; the binary wheels have it).
-_PIPELINE_SUPPORTED = psycopg.AsyncPipeline.is_supported()
 
 
 async def _copy(conn: psycopg.AsyncConnection[Any], instruction: Copy) -> int:

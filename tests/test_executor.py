@@ -4,6 +4,7 @@ connection or has a transaction open (ltst_memory/_ops.py)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -74,13 +75,13 @@ def test_summarizer_runs_with_no_connection_held(one_connection_store: Conversat
     assert store.get_session_summary("s").summary == "A talk about topics."
 
 
-def test_rehydrate_embeds_its_question_once_beside_its_lexical_leg(one_connection_store: ConversationStorage) -> None:
-    """rehydrate's recall embeds the question while the server runs its lexical leg, on the one
-    connection it holds (the only one of this pool): one embedder call."""
+def test_rehydrate_embeds_its_question_once_beside_its_reads(one_connection_store: ConversationStorage) -> None:
+    """rehydrate announces its question's embedding before its first read and recall gets that one: one
+    embedder call, while the reads run on the one connection of this pool."""
     store = one_connection_store
     result = store.rehydrate("s", "what about topic 3?")
     assert "topic 3" in result.to_prompt()
-    assert store.embedder.held == [1]  # type: ignore[attr-defined]
+    assert len(store.embedder.held) == 1  # type: ignore[attr-defined]
 
 
 def test_import_embeds_with_no_connection_held(one_connection_store: ConversationStorage, tmp_path: Path) -> None:
@@ -172,14 +173,14 @@ def _embeds_beside_a_statement() -> Any:
     embedding = yield Embed(("what is the weather?",), ahead=True)
     again = yield Embed(("what is the weather?",), ahead=True)  # the same texts: the same embedding
     sql = f"SELECT count(*) AS n, pg_sleep(1) FROM conversation_sessions /* {MARKER} */"
-    row = yield Query(sql, fetch="one", embed_meanwhile=True)
+    row = yield Query(sql, fetch="one")
     vectors = yield embedding
     return row["n"], vectors, again is embedding
 
 
 def _handles_the_failure() -> Any:
     embedding = yield Embed(("q",), ahead=True)
-    yield Query(f"SELECT 1 AS one /* {MARKER} */", fetch="one", embed_meanwhile=True)
+    yield Query(f"SELECT 1 AS one /* {MARKER} */", fetch="one")
     try:
         yield embedding
     except EmbeddingError as exc:
@@ -228,30 +229,132 @@ async def test_an_embedding_ahead_is_computed_while_the_server_runs_an_async_sta
             await astore.rehydrate("s", "anything")
 
 
-def test_an_embedding_ahead_that_is_not_needed_is_not_computed(database_dsn: str) -> None:
-    """recall in a session that does not exist: it announced its question's embedding, then failed
-    before needing it; the model never ran."""
-    embedder = SpyingEmbedder(database_dsn)
-    with ConversationStorage(database_dsn, embedder=embedder) as store:
-        from ltst_memory.errors import SessionNotFoundError
+class SlowEmbedder(HashingEmbedder):
+    """Takes ``delay`` seconds per call, notes when each call ended; can be told to fail."""
 
-        with pytest.raises(SessionNotFoundError):
-            store.recall("anything", session_id="nope")
-        assert embedder.running == []
+    def __init__(self, delay: float = 0.3) -> None:
+        super().__init__(384)
+        self.delay = delay
+        self.fail = False
+        self.ended: list[float] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        time.sleep(self.delay)
+        self.ended.append(time.monotonic())
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return super().embed(texts)
+
+
+def _worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ltst-worker"]
+
+
+def test_an_embedding_ahead_that_is_not_needed_ends_before_the_call(database_dsn: str) -> None:
+    """recall in a session that does not exist: its question's embedding started, the operation failed
+    before needing it. The call still waits for it (no thread of it is left running), and an embedder
+    that fails there does not hide the operation's own error."""
+    from ltst_memory.errors import SessionNotFoundError
+
+    embedder = SlowEmbedder()
+    with ConversationStorage(database_dsn, embedder=embedder) as store:
+        for fail in (False, True):
+            embedder.fail = fail
+            with pytest.raises(SessionNotFoundError):
+                store.recall("anything", session_id="nope")
+            returned = time.monotonic()
+            assert embedder.ended and embedder.ended[-1] <= returned
+            assert _worker_threads() == []
+            with pytest.raises(SessionNotFoundError):
+                store.rehydrate("nope", "anything")
+            assert _worker_threads() == []
+        embedder.fail = False
         store.create_session(ConversationSession(session_id="s", user_id="u"))
         assert store.recall("anything", session_id="s") == []
-        assert len(embedder.running) == 1
+        assert _worker_threads() == []
 
 
-def test_without_pipeline_mode_the_embedding_runs_before_the_statement(database_dsn: str, monkeypatch) -> None:
-    """A libpq older than 14 has no pipeline mode: the same results, the embedding computed first."""
-    from ltst_memory import storage
+async def test_an_async_embedding_ahead_that_is_not_needed_ends_before_the_call(database_dsn: str) -> None:
+    from ltst_memory.errors import SessionNotFoundError
 
-    monkeypatch.setattr(storage, "_PIPELINE_SUPPORTED", False)
-    embedder = SpyingEmbedder(database_dsn)
+    embedder = SlowEmbedder()
+    async with AsyncConversationStorage(database_dsn, embedder=embedder) as astore:
+        for fail in (False, True):
+            embedder.fail = fail
+            calls = len(embedder.ended)
+            with pytest.raises(SessionNotFoundError):
+                await astore.rehydrate("nope", "anything")
+            assert len(embedder.ended) == calls + 1 and embedder.ended[-1] <= time.monotonic()
+
+
+def _reads_spy(store: Any, seen: list[str]) -> None:
+    """Note the first words of every statement ``store`` runs, in order."""
+    execute = store._execute
+
+    def spy(conn: Any, query: Any, *rest: Any) -> Any:
+        seen.append(" ".join(query.sql.split()[:4]))
+        return execute(conn, query, *rest)
+
+    store._execute = spy
+
+
+def test_rehydrate_reads_while_its_question_is_embedded(database_dsn: str) -> None:
+    """rehydrate starts its question's embedding before its first read: the session, its turns, summary,
+    preferences, context and links, and recall's lexical leg all run while the model works; the vector
+    leg waits for it."""
+    embedder = SlowEmbedder(delay=0.0)
     with ConversationStorage(database_dsn, embedder=embedder) as store:
         store.create_session(ConversationSession(session_id="s", user_id="u"))
-        n, vectors, same = store._run(_embeds_beside_a_statement(), readonly=True)
-        assert n == 1 and same
-        assert embedder.running == [0]  # computed before the statement was sent
-        assert np.allclose(vectors, HashingEmbedder(384).embed(["what is the weather?"]))
+        store.store_messages([ConversationMessage("s", "human", f"we talked about topic {i}") for i in range(6)])
+        embedder.delay = 1.0
+        seen: list[str] = []
+        at_end: list[int] = []
+        sleep = embedder.embed
+
+        def noting(texts: list[str]) -> np.ndarray:
+            vectors = sleep(texts)
+            at_end.append(len(seen))  # statements the store ran while the model worked
+            return vectors
+
+        embedder.embed = noting  # type: ignore[method-assign]
+        _reads_spy(store, seen)
+        result = store.rehydrate("s", "what about topic 3?")
+        assert "topic 3" in result.to_prompt()
+        assert len(at_end) == 1
+        before = seen[: at_end[0]]
+        assert any(s.startswith("SELECT session_id, summary") for s in before)  # the summary
+        assert any(s.startswith("WITH terms") for s in before)  # the lexical leg
+        assert [s for s in seen[at_end[0] :] if s.startswith("WITH terms")]  # the vector leg, after it
+        assert _worker_threads() == []
+
+
+async def test_async_rehydrate_reads_while_its_question_is_embedded(database_dsn: str) -> None:
+    embedder = SlowEmbedder(delay=0.0)
+    async with AsyncConversationStorage(database_dsn, embedder=embedder) as astore:
+        await astore.create_session(ConversationSession(session_id="s", user_id="u"))
+        await astore.store_messages([ConversationMessage("s", "human", f"we talked about topic {i}") for i in range(6)])
+        embedder.delay = 1.0
+        seen: list[str] = []
+        at_end: list[int] = []
+        sleep = embedder.embed
+
+        def noting(texts: list[str]) -> np.ndarray:
+            vectors = sleep(texts)
+            at_end.append(len(seen))
+            return vectors
+
+        embedder.embed = noting  # type: ignore[method-assign]
+        execute = astore._execute
+
+        async def spy(conn: Any, query: Any, *rest: Any) -> Any:
+            seen.append(" ".join(query.sql.split()[:4]))
+            return await execute(conn, query, *rest)
+
+        astore._execute = spy  # type: ignore[method-assign]
+        result = await astore.rehydrate("s", "what about topic 3?")
+        assert "topic 3" in result.to_prompt()
+        assert len(at_end) == 1
+        before = seen[: at_end[0]]
+        assert any(s.startswith("SELECT session_id, summary") for s in before)
+        assert any(s.startswith("WITH terms") for s in before)
+        assert [s for s in seen[at_end[0] :] if s.startswith("WITH terms")]

@@ -189,6 +189,69 @@ async def test_async_rehydrate(astore):
     assert estimate_tokens(result.to_prompt()) <= 300
 
 
+def _one_step_at_a_time(store, session_id: str, query: str):
+    """What rehydrate gathers, read with the store's public calls one after the other, then merged."""
+    session = store.get_session(session_id)
+    recent = store.get_recent_messages(session_id, limit=10)
+    memories = store.recall(
+        query,
+        user_id=session.user_id,
+        session_id=session_id,
+        scope="user",
+        limit=20,
+        exclude_message_ids=[m.message_id for m in recent],
+        min_similarity=0.2,
+    )
+    summary = store.get_session_summary(session_id)
+    related = []
+    for other, link in store.get_related_sessions(session_id):
+        text = store.get_session_summary(other.session_id).summary or other.context_summary
+        if text:
+            related.append((other, link.relationship_strength, text))
+    return merge(
+        session_id=session_id,
+        user_id=session.user_id,
+        query=query,
+        token_budget=2000,
+        preferences=[p for p in store.get_preferences(session.user_id) if not p.is_sensitive],
+        summary=(summary.summary if summary else None) or session.context_summary,
+        context=store.get_context(session_id),
+        related=related,
+        memories=memories,
+        recent=recent,
+    )
+
+
+def _with_links(store) -> None:
+    _load(store)
+    store.update_session(ConversationSession(session_id="old", user_id="u1", context_summary="Spring: a new puppy."))
+    store.store_relationship(SessionRelationship(source_session_id="new", target_session_id="old"))
+
+
+def test_rehydrate_gives_what_its_reads_one_at_a_time_give(store):
+    """The question embedded while the reads run, the reads in another order: the same prompt, memories
+    and scores as the store's calls made one after the other and merged."""
+    _with_links(store)
+    for query in ("what is the puppy called?", "Where do I buy a leash for Biscuit?", "painting a sunrise"):
+        result = store.rehydrate("new", query)
+        expected = _one_step_at_a_time(store, "new", query)
+        assert result.to_prompt() == expected.to_prompt()
+        assert [(i.source, i.score) for i in result.items()] == [(i.source, i.score) for i in expected.items()]
+        assert result.memories and result.related and result.context and result.preferences
+
+
+async def test_async_rehydrate_gives_what_the_sync_store_gives(astore, database_dsn, hashing_embedder):
+    from ltst_memory import ConversationStorage
+
+    with ConversationStorage(database_dsn, embedder=hashing_embedder) as store:
+        _with_links(store)
+        query = "Where do I buy a leash for Biscuit?"
+        expected = _one_step_at_a_time(store, "new", query)
+    result = await astore.rehydrate("new", query)
+    assert result.to_prompt() == expected.to_prompt()
+    assert [(i.source, i.score) for i in result.items()] == [(i.source, i.score) for i in expected.items()]
+
+
 # --------------------------------------------------------------------------- pure merge
 
 
