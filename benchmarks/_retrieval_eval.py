@@ -243,19 +243,24 @@ def passages() -> Iterator[None]:
     """Score long turns by their best passage (BM25 only), by rewriting recall's candidate SQL."""
     from ltst_memory import _recall_queries as rq
 
-    original = rq.candidates_sql
+    originals = {name: getattr(rq, name) for name in ("lexical_pool_sql", "vector_sql")}
 
-    def candidates_sql(**kwargs: Any) -> str:
-        sql = original(**kwargs)
-        column = "coalesce(b.score, 0.0) AS bm25"
-        assert column in sql
-        return sql.replace(column, _PASSAGE_BM25.format(words=recall_module.LONG_TURN_WORDS))
+    def rewritten(original: Any) -> Any:
+        def statement(**kwargs: Any) -> str:
+            sql = original(**kwargs)
+            column = "coalesce(b.score, 0.0) AS bm25"
+            assert column in sql
+            return str(sql.replace(column, _PASSAGE_BM25.format(words=recall_module.LONG_TURN_WORDS)))
 
-    rq.candidates_sql = candidates_sql  # type: ignore[assignment]
+        return statement
+
+    for name, original in originals.items():
+        setattr(rq, name, rewritten(original))
     try:
         yield
     finally:
-        rq.candidates_sql = original  # type: ignore[assignment]
+        for name, original in originals.items():
+            setattr(rq, name, original)
 
 
 @contextmanager

@@ -696,6 +696,12 @@ def _scored_message_of(values: Sequence[Any]) -> tuple[ConversationMessage, floa
     return _message_of(values[:_MESSAGE_ROW_WIDTH]), values[-1]
 
 
+def message_of(values: Sequence[Any]) -> ConversationMessage:
+    """The message of a row whose values start with :data:`MESSAGE_ROW_COLUMNS` (for a row factory of
+    wider rows, such as recall's candidates)."""
+    return _message_of(values[:_MESSAGE_ROW_WIDTH])
+
+
 def context_from_row(row: dict[str, Any]) -> ConversationContext:
     return ConversationContext(**{k: row[k] for k in CONTEXT_COLUMNS.replace(" ", "").split(",")})
 

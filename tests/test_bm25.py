@@ -96,17 +96,21 @@ def test_candidate_bm25_scores_are_okapi_bm25_of_the_stored_words(store, databas
         }
         lexical = rq.lexical_sql(scope=rq.SCOPE_USER, filters="", all_users=False, scan=scan)
         top = conn.execute(lexical, params).fetchall()  # the lexical leg, run before the vector is known
-        params["lexical_ids"] = [message_id for message_id, _ in top]
-        sql = rq.candidates_sql(
+        known = rq.lexical_pool_sql(scope=rq.SCOPE_USER, filters="", all_users=False, with_neighbors=False, scan=scan)
+        first = {r[0]: r[1] for r in conn.execute(f"SELECT message_id, bm25 FROM ({known}) AS c", params)}
+        params["known_ids"] = list(first)
+        sql = rq.vector_sql(
             scope=rq.SCOPE_USER, filters="", all_users=False, with_embedding=False, with_neighbors=False, scan=scan
         )
-        got = {r[0]: r[1] for r in conn.execute(f"SELECT message_id, bm25 FROM ({sql}) AS c", params)}
+        second = conn.execute(f"SELECT message_id, bm25 FROM ({sql}) AS c", params).fetchall()
     best = sorted(expected, key=lambda m: (-expected[m], m))[:candidates]
     assert [message_id for message_id, _ in top] == best, "the lexical leg keeps the best BM25 matches, in order"
     assert len(expected) > candidates  # so "the best" is a choice
     for message_id, score in top:
         assert score == pytest.approx(expected[message_id], rel=1e-9, abs=1e-12), message_id
-    assert set(best) <= set(got), "the candidates hold the lexical leg's rows"
+    assert set(first) == set(best), "the first statement's candidates are the lexical leg's rows"
+    assert {m for m, score in second if score is None} == set(best), "the second one gives their cosine only"
+    got = {**first, **{m: score for m, score in second if score is not None}}
     assert set(got) - set(best), "and the nearest rows"
     for message_id, score in got.items():  # every candidate's BM25, the nearest rows' too (0: no word matched)
         assert score == pytest.approx(expected.get(message_id, 0.0), rel=1e-9, abs=1e-12), message_id

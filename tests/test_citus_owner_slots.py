@@ -58,10 +58,14 @@ def statements() -> Iterator[tuple[str, str]]:
     for scope in (rq.SCOPE_SESSION, rq.SCOPE_SESSIONS):
         for scan in (False, True):
             for neighbours in (False, True):
-                sql = rq.candidates_sql(
+                sql = rq.vector_sql(
                     scope=scope, filters="", all_users=False, with_embedding=False, with_neighbors=neighbours, scan=scan
                 )
-                yield f"candidates_sql({scope!r}, scan={scan}, neighbours={neighbours})", sql
+                yield f"vector_sql({scope!r}, scan={scan}, neighbours={neighbours})", sql
+                sql = rq.lexical_pool_sql(
+                    scope=scope, filters="", all_users=False, with_neighbors=neighbours, scan=scan
+                )
+                yield f"lexical_pool_sql({scope!r}, scan={scan}, neighbours={neighbours})", sql
             yield (
                 f"lexical_sql({scope!r}, scan={scan})",
                 rq.lexical_sql(scope=scope, filters="", all_users=False, scan=scan),
