@@ -1,6 +1,7 @@
 """Speed of recall() and rehydrate() on a large store (default 100,000 messages).
 
     python benchmarks/rehydrate_speed.py [--messages 100000] [--users 100] [--dsn URL | --data-dir DIR]
+    python benchmarks/rehydrate_speed.py --data-dir DIR --timeline 30 --timeline-only   # a store as it is
 
 The store is filled with synthetic chat turns (``--data locomo10.json`` uses LoCoMo's turns as text
 instead): ``--users`` users with ``--sessions`` sessions each, spread evenly. Stored messages get
@@ -10,9 +11,15 @@ is built afterwards, as ``ltst vector-index`` does, and the term indexes of user
 user); the query side uses the real all-MiniLM-L6-v2
 model, so every timed call includes a real query embedding (no vector is cached between calls). Measured:
 ``recall`` (user scope), ``rehydrate`` with a 2,000-token budget, the pure merge step alone and, with
-``--pieces N``, recall's parts: the embedding, its lexical and vector statements, and the embedding
-computed while the server runs the lexical statement. Timings on a shared 2-core
-machine are noisy: report them with the load average printed at the end.
+``--pieces N``, recall's parts: the embedding and its lexical and vector statements, each alone.
+
+``--timeline N`` shows where ``rehydrate``'s time goes: N calls on sessions of the store's largest user
+(questions made of words of that user's messages), every statement and the question's embedding timed on
+one clock from the call's start; printed per step, the median start and duration, then the call's
+critical path: until the embedding ends, the vector statement after it, and the Python after the last
+statement (fusion, merge). ``--timeline-only`` runs just that, on the store as it is (e.g. a data dir
+``benchmarks/peers.py`` loaded). Timings on a shared 2-core machine are noisy: report them with the load
+average printed at the end.
 """
 
 from __future__ import annotations
@@ -124,10 +131,9 @@ def load(store: ConversationStorage, conninfo: str, args: argparse.Namespace, te
 
 
 def pieces(store: ConversationStorage, embedder: Any, plan: list[tuple[str, str, str]]) -> dict[str, Any]:
-    """Where recall's time goes, per question of ``plan`` (user scope, on one pool connection): the
-    question's embedding alone, the lexical statement alone, the vector statement alone, and the
-    lexical statement with the embedding computed while the server runs it (pipeline mode, as recall
-    does): ``overlapped`` near ``max(embed, lexical)`` means the machine had a core for each."""
+    """Recall's parts, per question of ``plan`` (user scope, on one pool connection), each alone: the
+    question's embedding, the lexical statement (the lexical leg's rows and their neighbours) and the
+    vector statement (the nearest rows, their neighbours, every row's cosine)."""
     captured: list[Any] = []
     execute = store._execute
 
@@ -137,7 +143,7 @@ def pieces(store: ConversationStorage, embedder: Any, plan: list[tuple[str, str,
         return execute(conn, query, *rest)
 
     store._execute = spy  # type: ignore[method-assign]
-    times: dict[str, list[float]] = {"embed": [], "lexical": [], "vector": [], "overlapped": []}
+    times: dict[str, list[float]] = {"embed": [], "lexical": [], "vector": []}
     try:
         with store.pool.connection() as conn:
             conn.autocommit = True
@@ -151,17 +157,99 @@ def pieces(store: ConversationStorage, embedder: Any, plan: list[tuple[str, str,
                 times["embed"].append(time.perf_counter() - t)
                 for name, statement in (("lexical", lexical), ("vector", vector)):
                     t = time.perf_counter()
-                    conn.execute(statement.sql, vector.params).fetchall()
+                    conn.execute(statement.sql, statement.params).fetchall()
                     times[name].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                with conn.pipeline():
-                    cur = conn.execute(lexical.sql, lexical.params)
-                    embedder.embed([text + " "])
-                    cur.fetchall()
-                times["overlapped"].append(time.perf_counter() - t)
     finally:
         del store._execute
     return {name: percentiles(values) for name, values in times.items()}
+
+
+def timeline(store: ConversationStorage, embedder: Any, calls: int, seed: int = 3) -> dict[str, Any]:
+    """Where ``rehydrate``'s time goes for the store's largest user: ``calls`` calls on random sessions
+    of that user, each statement and the question's embedding timed from the call's start (ms, medians
+    over the calls). ``critical_path``: the embedding's end, the vector statement (the last one that
+    waits for it) and what follows the last statement (fusion, merge, the commit)."""
+    with psycopg.connect(store.pool.conninfo) as conn:
+        user, sessions, texts = conn.execute(
+            "SELECT user_id, array_agg(DISTINCT session_id), (array_agg(content))[1:500] FROM conversation_messages "
+            "WHERE user_id = (SELECT user_id FROM ltst_user_stats ORDER BY doc_count DESC, user_id LIMIT 1) "
+            "GROUP BY user_id"
+        ).fetchone()
+    rng = random.Random(seed)
+    words = [w for t in texts for w in t.split() if w.isalpha() and len(w) > 3]
+    questions = [f"what did we say about {' '.join(rng.sample(words, 6))}?" for _ in range(calls + 3)]
+    events: list[tuple[str, float, float]] = []
+    started = [0.0]
+    execute, embed = store._execute, embedder.embed
+
+    def spy(conn: Any, query: Any, *rest: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return execute(conn, query, *rest)
+        finally:
+            events.append((" ".join(query.sql.split()[:3])[:32], t - started[0], time.perf_counter() - t))
+
+    def spy_embed(texts: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return embed(texts)
+        finally:
+            events.append(("(the question's embedding)", t - started[0], time.perf_counter() - t))
+
+    store._execute = spy  # type: ignore[method-assign]
+    embedder.embed = spy_embed
+    steps: dict[tuple[int, str], list[tuple[float, float]]] = {}
+    paths: dict[str, list[float]] = {
+        "embedding ends": [],
+        "vector statement": [],
+        "after the last statement": [],
+        "call": [],
+    }
+    try:
+        for i, question in enumerate(questions):
+            events.clear()
+            started[0] = time.perf_counter()
+            store.rehydrate(rng.choice(sessions), question)
+            total = time.perf_counter() - started[0]
+            if i < 3:  # warm-up
+                continue
+            statements = [e for e in events if not e[0].startswith("(")]
+            embedding = next(e for e in events if e[0].startswith("("))
+            vector = [e for e in statements if e[0].startswith("WITH terms")][-1]  # recall's second statement
+            last_end = max(start + took for _, start, took in statements)
+            paths["embedding ends"].append(embedding[1] + embedding[2])
+            paths["vector statement"].append(vector[2])
+            paths["after the last statement"].append(total - last_end)
+            paths["call"].append(total)
+            for k, (name, start, took) in enumerate(sorted(events, key=lambda e: e[1])):
+                steps.setdefault((k, name), []).append((start, took))
+    finally:
+        del store._execute
+        embedder.embed = embed
+    ms = 1000.0
+    return {
+        "user": user,
+        "calls": calls,
+        "steps": [
+            {
+                "step": name,
+                "start_ms": round(ms * statistics.median(s for s, _ in v), 2),
+                "ms": round(ms * statistics.median(d for _, d in v), 2),
+                "seen": len(v),
+            }
+            for (k, name), v in sorted(steps.items())
+            if len(v) >= calls // 2
+        ],
+        "critical_path": {k: percentiles(v) for k, v in paths.items()},
+    }
+
+
+def print_timeline(report: dict[str, Any]) -> None:
+    print(f"rehydrate of {report['user']!r}'s sessions, {report['calls']} calls (median ms from the call's start):")
+    for step in report["steps"]:
+        print(f"  {step['start_ms']:7.2f} +{step['ms']:6.2f}  {step['step']}")
+    for name, p in report["critical_path"].items():
+        print(f"  {name}: p50 {p['p50_ms']:.2f} p95 {p['p95_ms']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path)
-    parser.add_argument(
-        "--pieces", type=int, default=0, help="time recall's parts (embedding, statements, overlap) for N questions"
-    )
+    parser.add_argument("--pieces", type=int, default=0, help="time recall's parts (embedding, statements) alone")
+    parser.add_argument("--timeline", type=int, default=0, help="time rehydrate's steps for N calls (largest user)")
+    parser.add_argument("--timeline-only", action="store_true", help="only --timeline, on the store as it is")
     args = parser.parse_args(argv)
 
     texts = None
@@ -196,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     embedder.embed(["warm up"])
     out: dict[str, Any] = {"messages": args.messages, "users": args.users, "sessions_per_user": args.sessions}
     with ConversationStorage(**kwargs, embedder=embedder) as store:
+        if args.timeline_only:
+            report = timeline(store, embedder, args.timeline or 30)
+            report["load_average"] = os.getloadavg()
+            print_timeline(report)
+            print(f"load average {report['load_average']}")
+            if args.out:
+                args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+            return 0
         conninfo = store.pool.conninfo
         if not store.get_user_sessions(f"user{args.users - 1}", limit=1):
             out["load_seconds"] = load(store, conninfo, args, texts)
@@ -235,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         out["mean_tokens"] = statistics.fmean(tokens)
         if args.pieces:
             out["pieces"] = pieces(store, embedder, plan[: args.pieces])
+        if args.timeline:
+            out["timeline"] = timeline(store, embedder, args.timeline)
+            print_timeline(out["timeline"])
     out["load_average"] = os.getloadavg()
     print(json.dumps(out, indent=2))
     if args.out:
