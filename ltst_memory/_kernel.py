@@ -75,7 +75,9 @@ class Query:
 
     ``local`` marks a query that sets transaction-local settings (``set_config(..., true)``): what
     follows must share its transaction. ``atomic`` marks the only write of its operation, one statement
-    that is all-or-nothing by itself (its triggers included); nothing the operation runs after it writes.
+    that is all-or-nothing by itself (its triggers included); nothing the operation runs after it writes
+    but another such statement that completes it and never undoes it (``store_message``'s fold of the
+    pending term statistics).
     A write operation runs in one transaction from its first query that is not ``atomic``; a read-only
     one runs its queries on their own (no BEGIN/COMMIT round trips) until a ``local`` query opens the
     transaction (``ltst_memory._executor.needs_transaction``). ``alone`` marks a read of a write

@@ -555,6 +555,8 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
             stored: list[ConversationMessage] = yield Query(q.INSERT_MESSAGE, values, atomic=True, row=q.message_row)
             if not stored:
                 raise SessionNotFoundError(session_ids[0])
+            if (stored[0].message_id or 1) % q.FOLD_EVERY == 0:  # (the pending words of a few dozen appends)
+                yield Query(q.FOLD_TERM_PENDING, {}, fetch="one", atomic=True)
             stored[0].embedding = np.asarray(params[0]["embedding"], dtype=np.float32).tolist()
             return stored
         columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}

@@ -260,25 +260,77 @@ FROM session AS s,
 RETURNING {MESSAGE_COLUMNS}
 """
 
+#: A message whose user_id, content and speaker hold at most this many bytes together waits in
+#: ltst_term_pending: none of its (user_id, word) keys can reach the btree limit of ltst_term_stats (2,704
+#: bytes; a word's lexeme is at most 1.5 times its bytes). A longer one has its words counted at once, so
+#: a key over the limit fails its own append (a ValidationError), never a later fold.
+PENDING_MAX_BYTES = 1800
+
 # INSERT_MESSAGES_ONE_SESSION for a single message, its values bound one by one rather than as arrays
 # (store_message: 60 µs less to bind, and no unnest on the server); it returns MESSAGE_ROW_COLUMNS, for
-# ``message_row``.
+# ``message_row``. It keeps session_summary (its row made with the session's) and ltst_user_stats current
+# itself, records the message in ltst_term_pending (its words' document frequencies are folded later:
+# FOLD_TERM_PENDING; a long message's are counted at once: PENDING_MAX_BYTES), and marks itself so that
+# the two statement-level insert triggers skip it (schema/0018_append_one.sql): no plpgsql, no transition
+# table, no per-word upsert while the caller waits. (One server only, as INSERT_MESSAGES_ONE_SESSION.)
 INSERT_MESSAGE = f"""
 WITH session AS (
     UPDATE conversation_sessions
     SET next_message_index = next_message_index + 1, last_activity = GREATEST(last_activity, now())
     WHERE session_id = %(session_id)s {owner()}
-    RETURNING user_id, next_message_index - 1 AS message_index
+    RETURNING user_id, next_message_index - 1 AS message_index,
+              set_config('ltst.append_statement', statement_timestamp()::text, true) AS marked
+),
+inserted AS (
+    INSERT INTO conversation_messages
+        (message_uuid, session_id, user_id, role, content, message_type, message_index, metadata, embedding,
+         relevance_score, is_context_message, "timestamp")
+    SELECT %(message_uuid)s, %(session_id)s, s.user_id, %(role)s, %(content)s, %(message_type)s, s.message_index,
+           %(metadata)s::jsonb, %(embedding)b::vector, %(relevance_score)s, %(is_context_message)s,
+           coalesce(%(timestamp)s::timestamptz, now())
+    FROM session AS s
+    RETURNING {MESSAGE_ROW_COLUMNS}, search_tsv,
+              octet_length(user_id) + octet_length(content)
+              + coalesce(octet_length(metadata ->> 'speaker'), 0) <= {PENDING_MAX_BYTES} AS deferred
+),
+summary AS (
+    UPDATE session_summary AS s SET
+        total_messages        = s.total_messages + 1,
+        human_messages        = s.human_messages + (i.role = 'human')::int,
+        ai_messages           = s.ai_messages + (i.role = 'ai')::int,
+        system_messages       = s.system_messages + (i.role = 'system')::int,
+        tool_messages         = s.tool_messages + (i.role = 'tool')::int,
+        first_message_at      = LEAST(s.first_message_at, i."timestamp"),
+        last_message_at       = GREATEST(s.last_message_at, i."timestamp"),
+        total_tokens_estimate = s.total_tokens_estimate + ltst_token_estimate(i.content),
+        updated_at            = now()
+    FROM inserted AS i
+    WHERE s.session_id = i.session_id
+),
+user_stats AS (
+    INSERT INTO ltst_user_stats AS u (user_id, doc_count, total_length)
+    SELECT user_id, 1, length(search_tsv) FROM inserted
+    ON CONFLICT (user_id) DO UPDATE SET
+        doc_count = u.doc_count + 1, total_length = u.total_length + EXCLUDED.total_length
+),
+pending AS (
+    INSERT INTO ltst_term_pending (user_id, message_id) SELECT user_id, message_id FROM inserted WHERE deferred
+),
+long_terms AS (
+    INSERT INTO ltst_term_stats AS t (user_id, term, doc_count)
+    SELECT i.user_id, w.term, 1
+    FROM inserted AS i CROSS JOIN LATERAL unnest(tsvector_to_array(i.search_tsv)) AS w(term)
+    WHERE NOT i.deferred
+    ORDER BY w.term
+    ON CONFLICT (user_id, term) DO UPDATE SET doc_count = t.doc_count + 1
 )
-INSERT INTO conversation_messages
-    (message_uuid, session_id, user_id, role, content, message_type, message_index, metadata, embedding,
-     relevance_score, is_context_message, "timestamp")
-SELECT %(message_uuid)s, %(session_id)s, s.user_id, %(role)s, %(content)s, %(message_type)s, s.message_index,
-       %(metadata)s::jsonb, %(embedding)b::vector, %(relevance_score)s, %(is_context_message)s,
-       coalesce(%(timestamp)s::timestamptz, now())
-FROM session AS s
-RETURNING {MESSAGE_ROW_COLUMNS}
+SELECT {", ".join(c.split(" AS ")[-1].strip() for c in MESSAGE_ROW_COLUMNS.split(","))} FROM inserted
 """
+
+#: Fold the pending messages' words into ltst_term_stats (schema/0018_append_one.sql): the store runs it
+#: after every FOLD_EVERY-th single append (by message id), so a few dozen messages at most wait.
+FOLD_TERM_PENDING = "SELECT ltst_fold_term_pending() AS folded"
+FOLD_EVERY = 64
 
 #: The columns of INSERT_MESSAGES, each bound as one array.
 INSERT_MESSAGES_COLUMNS = (

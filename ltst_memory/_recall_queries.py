@@ -38,16 +38,28 @@ FILTER_ROLES = " AND m.role = ANY(%(roles)s::text[])"
 FILTER_EXCLUDE = " AND m.message_id <> ALL(%(exclude_ids)s::bigint[])"
 FILTER_USER = " AND m.user_id = %(user_id)s"
 
-# Term statistics of one user (the usual case) or summed over every user (an unscoped search).
+# Term statistics of one user (the usual case) or summed over every user (an unscoped search). A term's
+# document frequency is its count in ltst_term_stats plus the user's messages still pending there
+# (ltst_term_pending: stored by store_message, not folded yet; schema/0018_append_one.sql) that hold it:
+# a fold moves messages from one to the other in one transaction, so in one snapshot the sum is exact.
 STATS_OF_USER = """
 totals AS (
     SELECT doc_count::float8 AS n, greatest(total_length::float8 / greatest(doc_count, 1), 1.0) AS avgdl
     FROM ltst_user_stats WHERE user_id = %(stats_user)s
 ),
 idf AS (
-    SELECT s.term, ln(1.0 + (tt.n - s.doc_count + 0.5) / (s.doc_count + 0.5)) AS idf
-    FROM ltst_term_stats AS s CROSS JOIN totals AS tt
-    WHERE s.user_id = %(stats_user)s AND s.term = ANY(ARRAY(SELECT term FROM terms))
+    SELECT s.term, ln(1.0 + (tt.n - s.df + 0.5) / (s.df + 0.5)) AS idf
+    FROM (
+        SELECT term, sum(df)::float8 AS df FROM (
+            SELECT s.term, s.doc_count AS df FROM ltst_term_stats AS s
+            WHERE s.user_id = %(stats_user)s AND s.term = ANY(ARRAY(SELECT term FROM terms))
+            UNION ALL
+            SELECT t.term, 1 FROM ltst_term_pending AS p
+            JOIN conversation_messages AS pm ON pm.message_id = p.message_id AND pm.user_id = p.user_id
+            CROSS JOIN LATERAL unnest(tsvector_to_array(pm.search_tsv)) AS t(term)
+            WHERE p.user_id = %(stats_user)s AND t.term = ANY(ARRAY(SELECT term FROM terms))
+        ) AS d GROUP BY term
+    ) AS s CROSS JOIN totals AS tt
 )"""
 
 STATS_OF_ALL = """
@@ -58,7 +70,16 @@ totals AS (
 ),
 idf AS (
     SELECT s.term, ln(1.0 + (tt.n - s.df + 0.5) / (s.df + 0.5)) AS idf
-    FROM (SELECT term, sum(doc_count)::float8 AS df FROM ltst_term_stats JOIN terms USING (term) GROUP BY term) AS s
+    FROM (
+        SELECT term, sum(df)::float8 AS df FROM (
+            SELECT term, doc_count AS df FROM ltst_term_stats JOIN terms USING (term)
+            UNION ALL
+            SELECT t.term, 1 FROM ltst_term_pending AS p
+            JOIN conversation_messages AS pm ON pm.message_id = p.message_id AND pm.user_id = p.user_id
+            CROSS JOIN LATERAL unnest(tsvector_to_array(pm.search_tsv)) AS t(term)
+            JOIN terms USING (term)
+        ) AS d GROUP BY term
+    ) AS s
     CROSS JOIN totals AS tt
 )"""
 

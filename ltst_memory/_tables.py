@@ -56,6 +56,8 @@ CORE_TABLES: tuple[OwnedTable, ...] = (
     # the term indexes of large users (schema/0016_lexical_index.sql; ltst_memory/lexical_index.py)
     OwnedTable("ltst_lexical_postings", "user_id", (), 52, "lexical_postings"),
     OwnedTable("ltst_lexical_indexes", "user_id", (), 53, "lexical_indexes"),
+    # messages of store_message whose words are not in ltst_term_stats yet (schema/0018_append_one.sql)
+    OwnedTable("ltst_term_pending", "user_id", (), 54, "term_pending"),
     # keyed by session (a user_id column exists only on databases converted for Citus)
     OwnedTable("session_relationships", "user_id", ("source_session_id", "target_session_id"), 80, "relationships"),
     OwnedTable("session_summary", "user_id", ("session_id",), 81, "summaries"),

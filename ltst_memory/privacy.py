@@ -38,12 +38,12 @@ _KINDS = {t.name: t.result_key for t in OWNED_TABLES}
 class ErasureResult(dict[str, int]):
     """What :func:`delete_user` removed: ``{kind: rows}`` (``"sessions"``, ``"messages"``, ``"context"``,
     ``"preferences"``, ``"relationships"``, ``"summaries"``, ``"retention_policies"``, ``"term_stats"``,
-    ``"user_stats"``, ``"lexical_postings"``, ``"lexical_indexes"``, and the adapter tables' kinds once
-    they carry an owner), plus ``complete``: whether
-    every table of the library that can hold the user's rows was reached, and ``not_reached``: the
-    tables holding rows that could not be attributed to a user (an adapter table without its owner
-    column). ``analyzed``: the tables whose planner statistics were refreshed. ``dropped_index``:
-    whether the user had a vector index of their own (``ltst vector-index``), now dropped."""
+    ``"user_stats"``, ``"lexical_postings"``, ``"lexical_indexes"``, ``"term_pending"``, and the adapter
+    tables' kinds once they carry an owner), plus ``complete``: whether every table of the library that
+    can hold the user's rows was reached, and ``not_reached``: the tables holding rows that could not be
+    attributed to a user (an adapter table without its owner column). ``analyzed``: the tables whose
+    planner statistics were refreshed. ``dropped_index``: whether the user had a vector index of their
+    own (``ltst vector-index``), now dropped."""
 
     complete: bool
     not_reached: tuple[str, ...]

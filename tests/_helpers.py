@@ -140,6 +140,20 @@ class DatabaseSupply:
                 conn.close()
 
 
+#: The BM25 document frequencies as readers see them (schema/0018_append_one.sql): ltst_term_stats plus
+#: the messages still pending in ltst_term_pending, per (user_id, term), in order; what a recount of the
+#: stored messages must give.
+TERM_STATS_KEPT = """
+SELECT user_id, term, sum(doc_count)::bigint FROM (
+    SELECT user_id, term, doc_count FROM ltst_term_stats
+    UNION ALL
+    SELECT p.user_id, t.term, 1 FROM ltst_term_pending AS p
+    JOIN conversation_messages AS m ON m.message_id = p.message_id AND m.user_id = p.user_id
+    CROSS JOIN LATERAL unnest(tsvector_to_array(m.search_tsv)) AS t(term)
+) AS s GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
 _roles = itertools.count()
 
 #: The ordinary read/write grants of an application role (docs/security.md).

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from _helpers import TERM_STATS_KEPT
 
 from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
 
@@ -45,7 +46,7 @@ def _summary_matches(conn: psycopg.Connection[Any], session_id: str) -> None:
 
 
 def _statistics_match(conn: psycopg.Connection[Any]) -> None:
-    terms = conn.execute("SELECT user_id, term, doc_count FROM ltst_term_stats ORDER BY 1, 2").fetchall()
+    terms = conn.execute(TERM_STATS_KEPT).fetchall()
     assert terms == conn.execute(TERMS_RECOUNT).fetchall()
     users = conn.execute("SELECT user_id, doc_count, total_length FROM ltst_user_stats ORDER BY 1").fetchall()
     assert users == conn.execute(USERS_RECOUNT).fetchall()

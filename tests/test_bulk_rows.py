@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from _helpers import TERM_STATS_KEPT
 
 from ltst_memory import (
     ConversationMessage,
@@ -33,7 +34,7 @@ def _rows(store: ConversationStorage, sql: str) -> list[tuple[Any, ...]]:
 
 def _term_stats_are_exact(store: ConversationStorage) -> None:
     """ltst_term_stats / ltst_user_stats equal a recount from the stored messages."""
-    kept = _rows(store, "SELECT user_id, term, doc_count FROM ltst_term_stats ORDER BY 1, 2")
+    kept = _rows(store, TERM_STATS_KEPT)
     truth = _rows(
         store,
         "SELECT m.user_id, t.lexeme, count(*) FROM conversation_messages m, unnest(m.search_tsv) t "

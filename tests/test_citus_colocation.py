@@ -81,6 +81,7 @@ EXPECTED_PLAN = [
     (17, "ltst_pinned_roles", "reference", None, None),
     (18, "ltst_lexical_postings", "distributed", "user_id", "conversation_sessions"),
     (19, "ltst_lexical_indexes", "distributed", "user_id", "conversation_sessions"),
+    (20, "ltst_term_pending", "distributed", "user_id", "conversation_sessions"),
 ]
 
 #: What the checker finds on the schema of the numbered migrations (0001-0007), single-node by design.

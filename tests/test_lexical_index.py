@@ -273,12 +273,14 @@ def test_build_over_a_threshold_rebuilds_past_the_gap_and_is_idempotent(
 
 @pytest.fixture
 def no_index_grants(database_dsn: str, users: ConversationStorage) -> Iterator[str]:
-    """A role granted the tables of the versions before 0016 only (as docs/security.md listed them)."""
+    """A role granted the tables of the versions before 0016 only (as docs/security.md listed them), and
+    0018's pending term statistics (which every append and search uses)."""
     grants = (
         "GRANT USAGE ON SCHEMA public TO {}",
         "GRANT SELECT, INSERT, UPDATE, DELETE ON conversation_sessions, conversation_messages, conversation_context,"
         " user_preferences, session_relationships, session_summary, ltst_retention_policies, ltst_term_stats,"
-        " ltst_user_stats, ltst_collections, ltst_documents, ltst_store_items, ltst_store_vectors TO {}",
+        " ltst_user_stats, ltst_term_pending, ltst_collections, ltst_documents, ltst_store_items,"
+        " ltst_store_vectors TO {}",
         "GRANT SELECT ON ltst_metadata, ltst_migrations TO {}",
         "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}",
     )

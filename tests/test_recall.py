@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import psycopg
 import pytest
-from _helpers import speaker_turns
+from _helpers import TERM_STATS_KEPT, speaker_turns
 
 from ltst_memory import (
     AccessDeniedError,
@@ -230,7 +230,7 @@ def test_term_statistics_stay_exact_after_writes_and_deletes(store):
     _load(store, "u2", "b-")
     store.delete_session("a-old")
     with psycopg.connect(store.pool.conninfo) as conn:
-        kept = conn.execute("SELECT user_id, term, doc_count FROM ltst_term_stats ORDER BY 1, 2").fetchall()
+        kept = conn.execute(TERM_STATS_KEPT).fetchall()
         truth = conn.execute(
             "SELECT m.user_id, t.lexeme, count(*) FROM conversation_messages m, unnest(m.search_tsv) t "
             "GROUP BY 1, 2 ORDER BY 1, 2"

@@ -581,7 +581,10 @@ LANGUAGE sql IMMUTABLE AS $$
         (17, 'ltst_pinned_roles',       'reference',   NULL,         NULL),  -- 0009: roles pinned to a user
         -- 0016: the users' term indexes (never built on a cluster: empty, distributed like every per-user table)
         (18, 'ltst_lexical_postings',   'distributed', 'user_id',    'conversation_sessions'),
-        (19, 'ltst_lexical_indexes',    'distributed', 'user_id',    'conversation_sessions')
+        (19, 'ltst_lexical_indexes',    'distributed', 'user_id',    'conversation_sessions'),
+        -- 0018: the single append's pending term statistics (a cluster's store appends through the
+        -- triggers: empty, distributed like every per-user table)
+        (20, 'ltst_term_pending',       'distributed', 'user_id',    'conversation_sessions')
 $$;
 
 INSERT INTO ltst_metadata (key, value) VALUES ('citus_distribution_column', 'user_id')

@@ -1,0 +1,217 @@
+-- ltst-memory schema, version 0018: the store's single append keeps the summary and statistics itself.
+--
+-- Idempotent: safe to apply twice, by `ltst migrate` or `psql -d DB -v ON_ERROR_STOP=1 -f 0018_append_one.sql`.
+--
+-- store_message's statement (ltst_memory/_queries.py, INSERT_MESSAGE) spent about half of its server time
+-- in the two statement-level plpgsql triggers on insert (the session summary, the BM25 statistics: about
+-- eight upserts into ltst_term_stats per message). Now:
+--
+--   * that statement upserts session_summary and ltst_user_stats itself (data-modifying CTEs, no plpgsql,
+--     no transition table), and marks itself: set_config('ltst.append_statement', statement_timestamp(),
+--     true). The two insert triggers carry WHEN (the marker is not this statement's): they still fire for
+--     every other INSERT (the store's batches, bulk import, anyone's plain SQL), and for a plain INSERT
+--     later in the same transaction (another statement, another statement_timestamp()).
+--   * the document frequencies of its words are not written then (but for a long message, whose words
+--     might not fit the btree key: counted at once): the statement records the message in
+--     ltst_term_pending (one row: user, message) and ltst_fold_term_pending() adds the pending messages'
+--     terms to ltst_term_stats in one batch (the store calls it after every 64th append, by message id;
+--     any caller may). The pending rows are taken by DELETE, so each is folded exactly once; a message
+--     being edited or deleted (row-locked) is skipped (SKIP LOCKED) and folded by a later call.
+--   * readers add the pending messages of the user to the folded counts (ltst_memory/_recall_queries.py),
+--     in the same snapshot: a fold deletes the pending rows and adds their counts in one transaction, so
+--     the document frequencies a search sees are exact, and its scores the same, folded or not.
+--   * a deleted pending message loses its pending row and nothing is subtracted for its terms; an edited
+--     one is counted then (its old words added, then the edit applied as to any message); ltst_user_stats
+--     (message count, total length) is kept for every message at once, pending or not.
+--   * ltst_term_pending is owned (ltst_owned_tables: Row Level Security, emptied by delete_user) and
+--     granted what ltst_term_stats is granted. On a Citus cluster the store's single append takes the
+--     locking path (the triggers keep everything current there): the table stays empty, distributed
+--     like every per-user table (schema/citus/distribute.sql).
+
+CREATE TABLE IF NOT EXISTS ltst_term_pending (
+    user_id     text NOT NULL,
+    message_id  bigint NOT NULL,
+    PRIMARY KEY (user_id, message_id)
+);
+
+SELECT ltst_own_table('ltst_term_pending', 'user_id', '{}', 54);
+SELECT ltst_enable_rls_on_owned_tables();
+
+-- Whoever may write the term statistics (the triggers run with the writer's rights) may write the pending
+-- rows; whoever may read them may read these.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT DISTINCT a.grantee, a.privilege_type
+               FROM pg_class AS c CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+              WHERE c.oid = 'ltst_term_stats'::regclass
+                AND a.privilege_type IN ('SELECT', 'INSERT', 'UPDATE', 'DELETE')
+                AND a.grantee <> c.relowner
+              ORDER BY a.grantee, a.privilege_type
+    LOOP
+        EXECUTE format('GRANT %s ON ltst_term_pending TO %s', r.privilege_type,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);
+    END LOOP;
+END;
+$$;
+
+-- The insert triggers: not for the store's single append, which does their work in its own statement.
+DROP TRIGGER IF EXISTS trg_messages_after_insert ON conversation_messages;
+CREATE TRIGGER trg_messages_after_insert
+    AFTER INSERT ON conversation_messages
+    REFERENCING NEW TABLE AS new_messages
+    FOR EACH STATEMENT
+    WHEN (current_setting('ltst.append_statement', true) IS DISTINCT FROM statement_timestamp()::text)
+    EXECUTE FUNCTION ltst_messages_after_insert();
+
+DROP TRIGGER IF EXISTS trg_messages_term_stats_insert ON conversation_messages;
+CREATE TRIGGER trg_messages_term_stats_insert
+    AFTER INSERT ON conversation_messages
+    REFERENCING NEW TABLE AS new_messages
+    FOR EACH STATEMENT
+    WHEN (current_setting('ltst.append_statement', true) IS DISTINCT FROM statement_timestamp()::text)
+    EXECUTE FUNCTION ltst_term_stats_after_insert();
+
+-- Deletes (0008's function): a pending message's row goes, and its terms, never added, are not subtracted.
+CREATE OR REPLACE FUNCTION ltst_term_stats_after_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    was_pending bigint[];
+BEGIN
+    WITH gone AS (
+        DELETE FROM ltst_term_pending AS p USING old_messages AS o
+         WHERE p.user_id = o.user_id AND p.message_id = o.message_id
+        RETURNING p.message_id
+    )
+    SELECT coalesce(array_agg(message_id), '{}') INTO was_pending FROM gone;
+
+    INSERT INTO ltst_user_stats AS s (user_id, doc_count, total_length)
+    SELECT o.user_id, -count(*), -coalesce(sum(length(o.search_tsv)), 0)
+      FROM old_messages AS o
+     GROUP BY o.user_id
+     ORDER BY o.user_id
+    ON CONFLICT (user_id) DO UPDATE SET
+        doc_count = s.doc_count + EXCLUDED.doc_count,
+        total_length = s.total_length + EXCLUDED.total_length;
+
+    INSERT INTO ltst_term_stats AS s (user_id, term, doc_count)
+    SELECT o.user_id, t.term, -count(*)
+      FROM old_messages AS o
+     CROSS JOIN LATERAL unnest(tsvector_to_array(o.search_tsv)) AS t(term)
+     WHERE o.message_id <> ALL(was_pending)
+     GROUP BY o.user_id, t.term
+     ORDER BY o.user_id, t.term
+    ON CONFLICT (user_id, term) DO UPDATE SET doc_count = s.doc_count + EXCLUDED.doc_count;
+
+    DELETE FROM ltst_term_stats AS s
+     USING (SELECT DISTINCT o.user_id, t.term
+              FROM old_messages AS o
+             CROSS JOIN LATERAL unnest(tsvector_to_array(o.search_tsv)) AS t(term)
+             WHERE o.message_id <> ALL(was_pending)) AS d
+     WHERE s.user_id = d.user_id AND s.term = d.term AND s.doc_count <= 0;
+    DELETE FROM ltst_user_stats AS s
+     USING (SELECT DISTINCT o.user_id FROM old_messages AS o) AS d
+     WHERE s.user_id = d.user_id AND s.doc_count <= 0;
+    RETURN NULL;
+END;
+$$;
+
+-- Updates (0002's function): a pending message whose words (or owner) change is counted first, with the
+-- words it had (its pending row goes), and the update then applies to it as to any other message: so an
+-- edit never leaves words for a fold to count, and a word over the btree key limit fails the edit itself.
+CREATE OR REPLACE FUNCTION ltst_term_stats_after_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    was_pending bigint[];
+    old_users text[];
+    old_tsvs tsvector[];
+    new_users text[];
+    new_tsvs tsvector[];
+BEGIN
+    WITH gone AS (
+        DELETE FROM ltst_term_pending AS p
+         USING old_messages AS o JOIN new_messages AS n ON n.message_id = o.message_id
+         WHERE p.user_id = o.user_id AND p.message_id = o.message_id
+           AND (o.search_tsv IS DISTINCT FROM n.search_tsv OR o.user_id IS DISTINCT FROM n.user_id)
+        RETURNING p.message_id
+    )
+    SELECT coalesce(array_agg(message_id), '{}') INTO was_pending FROM gone;
+    IF cardinality(was_pending) > 0 THEN
+        INSERT INTO ltst_term_stats AS s (user_id, term, doc_count)
+        SELECT o.user_id, t.term, count(*)
+          FROM old_messages AS o
+         CROSS JOIN LATERAL unnest(tsvector_to_array(o.search_tsv)) AS t(term)
+         WHERE o.message_id = ANY(was_pending)
+         GROUP BY o.user_id, t.term
+         ORDER BY o.user_id, t.term
+        ON CONFLICT (user_id, term) DO UPDATE SET doc_count = s.doc_count + EXCLUDED.doc_count;
+    END IF;
+    -- Only rows whose words or owner changed (an update of the embedding alone costs nothing here).
+    SELECT coalesce(array_agg(o.user_id), '{}'), coalesce(array_agg(o.search_tsv), '{}'),
+           coalesce(array_agg(n.user_id), '{}'), coalesce(array_agg(n.search_tsv), '{}')
+      INTO old_users, old_tsvs, new_users, new_tsvs
+      FROM old_messages AS o JOIN new_messages AS n ON n.message_id = o.message_id
+     WHERE o.search_tsv IS DISTINCT FROM n.search_tsv OR o.user_id IS DISTINCT FROM n.user_id;
+    IF cardinality(old_users) > 0 THEN
+        PERFORM ltst_apply_term_stats(old_users, old_tsvs, -1);
+        PERFORM ltst_apply_term_stats(new_users, new_tsvs, 1);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- Fold the pending messages into ltst_term_stats; returns how many were folded. One fold at a time
+-- (another one running: 0 at once); messages another transaction is editing or deleting are left for a
+-- later fold (SKIP LOCKED), the others share-locked until the end of the transaction, so their words
+-- cannot change between the read and the commit. A lock wait over 100 ms, or a deadlock, ends the fold
+-- with nothing done (0): the rows stay pending, exact for readers, for the next fold (so would a key over
+-- the btree limit, which never waits here: a long message's words are counted by its append, an edited
+-- message's by its edit). Runs as the tables' owner: every user's pending rows, whoever calls it (it
+-- returns a count, nothing of the rows).
+CREATE OR REPLACE FUNCTION ltst_fold_term_pending() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET lock_timeout = '100ms' AS $$
+DECLARE
+    ids bigint[];
+    folded bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(16018, 0) THEN
+        RETURN 0;
+    END IF;
+    SELECT coalesce(array_agg(x.message_id), '{}') INTO ids
+      FROM (SELECT m.message_id
+              FROM ltst_term_pending AS p
+              JOIN conversation_messages AS m ON m.message_id = p.message_id AND m.user_id = p.user_id
+             ORDER BY m.message_id
+               FOR SHARE OF m SKIP LOCKED) AS x;
+    IF cardinality(ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH gone AS (
+        DELETE FROM ltst_term_pending AS p WHERE p.message_id = ANY(ids) RETURNING p.user_id, p.message_id
+    ),
+    added AS (
+        INSERT INTO ltst_term_stats AS s (user_id, term, doc_count)
+        SELECT m.user_id, t.term, count(*)
+          FROM gone AS g
+          JOIN conversation_messages AS m ON m.message_id = g.message_id AND m.user_id = g.user_id
+         CROSS JOIN LATERAL unnest(tsvector_to_array(m.search_tsv)) AS t(term)
+         GROUP BY m.user_id, t.term
+         ORDER BY m.user_id, t.term
+        ON CONFLICT (user_id, term) DO UPDATE SET doc_count = s.doc_count + EXCLUDED.doc_count
+    )
+    SELECT count(*) INTO folded FROM gone;
+    RETURN folded;
+EXCEPTION WHEN lock_not_available OR deadlock_detected OR program_limit_exceeded THEN
+    RETURN 0;
+END;
+$$;
+
+-- (as in 0009: a SECURITY DEFINER function resolves names in the schema of the library's tables only)
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION ltst_fold_term_pending() SET search_path = %I, pg_temp',
+                   (SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                     WHERE c.oid = 'conversation_sessions'::regclass));
+END;
+$$;
