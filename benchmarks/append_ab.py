@@ -3,27 +3,27 @@
     python benchmarks/append_ab.py --data-dir /tmp/copy-of-peers100k --rounds 4 [--lists 100]
 
 ``--data-dir``: an embedded data directory holding a loaded store (``peers.py``'s data set, say); work
-on a copy, it appends and rebuilds the main vector index each round. Each round runs, in turn:
+on a copy, it appends to it (and opening it applies this version's migrations). The main vector index is
+rebuilt once, up to a watermark, as a store keeps it. Each round runs, in turn:
 
-* ``old``: the IVFFlat index over every message (kept on each insert), schema/0001's summary trigger
-  (two statements, a new version of the session row from each), and the one-session statement with
-  its values bound as arrays (INSERT_MESSAGES_ONE_SESSION without ``last_activity``);
-* ``new``: the index up to a watermark (no insert into it), schema/0017's trigger, and
-  ``_queries.INSERT_MESSAGE`` (values bound one by one, ``last_activity`` set in its UPDATE);
+* ``old``: migration 0017's append: ``OLD_STATEMENT`` (``_queries.INSERT_MESSAGE`` before 0018) and the
+  two statement-level insert triggers (the session summary; the BM25 statistics, ~8 upserts into
+  ``ltst_term_stats``) firing on it;
+* ``new``: migration 0018's: ``_queries.INSERT_MESSAGE`` (the summary and ``ltst_user_stats`` in the
+  statement, the message recorded in ``ltst_term_pending``; the triggers skip it) and, as the store does,
+  ``_queries.FOLD_TERM_PENDING`` after each message id divisible by ``FOLD_EVERY``, timed with it;
 
-``--n`` prepared executions each (autocommit, ``synchronous_commit`` as the server has it), printing
-p50 / p95 per round and the median of the rounds' p50; then 200 ``EXPLAIN ANALYZE`` of each for the
-server's execution time and each trigger's (medians). The BM25 statistics trigger is the same in both.
+``--n`` prepared executions each (autocommit, ``synchronous_commit`` as the server has it), printing per
+round p50 / p95 / mean and, at the end, the median of the rounds'; then 200 ``EXPLAIN ANALYZE`` of each
+statement for the server's execution time and each trigger's (medians).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,13 +34,40 @@ from ltst_memory import ConversationStorage
 from ltst_memory import _queries as q
 from ltst_memory.embeddings import HashingEmbedder
 
-SCHEMA = Path(__file__).parents[1] / "schema"
-_FUNCTION = re.compile(r"CREATE OR REPLACE FUNCTION ltst_messages_after_insert\(\).*?\n\$\$;", re.S)
-OLD_STATEMENT = q.INSERT_MESSAGES_ONE_SESSION.replace(",\n        last_activity = GREATEST(last_activity, now())", "")
-INDEX = (
-    "CREATE INDEX idx_messages_embedding_ivfflat ON conversation_messages"
-    " USING ivfflat (embedding vector_cosine_ops) WITH (lists = {lists})"
+#: The store's single append before migration 0018 (the triggers keep the summary and the statistics).
+OLD_STATEMENT = f"""
+WITH session AS (
+    UPDATE conversation_sessions
+    SET next_message_index = next_message_index + 1, last_activity = GREATEST(last_activity, now())
+    WHERE session_id = %(session_id)s
+    RETURNING user_id, next_message_index - 1 AS message_index
 )
+INSERT INTO conversation_messages
+    (message_uuid, session_id, user_id, role, content, message_type, message_index, metadata, embedding,
+     relevance_score, is_context_message, "timestamp")
+SELECT %(message_uuid)s, %(session_id)s, s.user_id, %(role)s, %(content)s, %(message_type)s, s.message_index,
+       %(metadata)s::jsonb, %(embedding)b::vector, %(relevance_score)s, %(is_context_message)s,
+       coalesce(%(timestamp)s::timestamptz, now())
+FROM session AS s
+RETURNING {q.MESSAGE_ROW_COLUMNS}
+"""
+NEW_STATEMENT = q.INSERT_MESSAGE.replace("/*owner*/", "")
+
+_TRIGGERS = (
+    ("trg_messages_after_insert", "ltst_messages_after_insert"),
+    ("trg_messages_term_stats_insert", "ltst_term_stats_after_insert"),
+)
+_WHEN = "WHEN (current_setting('ltst.append_statement', true) IS DISTINCT FROM statement_timestamp()::text)"
+
+
+def triggers(when: bool) -> str:
+    """The two insert triggers as 0017 had them (``when=False``) or as 0018 has them."""
+    return "".join(
+        f"DROP TRIGGER IF EXISTS {name} ON conversation_messages;\n"
+        f"CREATE TRIGGER {name} AFTER INSERT ON conversation_messages REFERENCING NEW TABLE AS new_messages"
+        f" FOR EACH STATEMENT {_WHEN if when else ''} EXECUTE FUNCTION {function}();\n"
+        for name, function in _TRIGGERS
+    )
 
 
 class Embedder(HashingEmbedder):
@@ -48,22 +75,6 @@ class Embedder(HashingEmbedder):
 
     def __init__(self) -> None:
         super().__init__(384)
-
-
-def variants(lists: int) -> dict[str, tuple[str, str, bool]]:
-    """name -> (set-up SQL, statement, values as scalars)."""
-    old_trigger = _FUNCTION.search((SCHEMA / "0001_ltst_schema.sql").read_text())
-    new_trigger = _FUNCTION.search((SCHEMA / "0017_append_path.sql").read_text())
-    assert old_trigger and new_trigger and OLD_STATEMENT != q.INSERT_MESSAGES_ONE_SESSION
-    drop = "DROP INDEX IF EXISTS idx_messages_embedding_ivfflat;\n"
-    partial = (
-        "DO $d$ BEGIN EXECUTE format('" + INDEX.format(lists=lists) + " WHERE message_id <= %s::bigint', "
-        "(SELECT max(message_id) FROM conversation_messages)); END $d$;\n"
-    )
-    return {
-        "old": (drop + INDEX.format(lists=lists) + ";\n" + old_trigger.group(0), OLD_STATEMENT, False),
-        "new": (drop + partial + new_trigger.group(0), q.INSERT_MESSAGE, True),
-    }
 
 
 def main() -> None:
@@ -76,17 +87,24 @@ def main() -> None:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((500, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    chosen = variants(args.lists)
+    chosen = {"old": (triggers(False), OLD_STATEMENT, False), "new": (triggers(True), NEW_STATEMENT, True)}
     with (
         ConversationStorage(data_dir=args.data_dir, embedder=Embedder()) as store,
         psycopg.connect(store.pool.conninfo, autocommit=True) as conn,
     ):
         register_vector(conn)
+        conn.execute(
+            "DROP INDEX IF EXISTS idx_messages_embedding_ivfflat;"
+            "DO $d$ BEGIN EXECUTE format('CREATE INDEX idx_messages_embedding_ivfflat ON conversation_messages"
+            f" USING ivfflat (embedding vector_cosine_ops) WITH (lists = {args.lists})"
+            " WHERE message_id <= %s::bigint', (SELECT max(message_id) FROM conversation_messages)); END $d$"
+        )
+        conn.execute(q.FOLD_TERM_PENDING)
         count = conn.execute("SELECT count(*) FROM conversation_sessions").fetchone()
         sessions = int(count[0]) - 200 if count else 1
 
-        def values(i: int, scalar: bool) -> dict[str, Any]:
-            one: dict[str, Any] = {
+        def values(i: int) -> dict[str, Any]:
+            return {
                 "message_uuid": uuid.uuid4(),
                 "role": "human",
                 "content": f"new words about the weather and a dog {i}",
@@ -96,42 +114,48 @@ def main() -> None:
                 "relevance_score": 0.0,
                 "is_context_message": False,
                 "timestamp": None,
+                "session_id": f"s{rng.integers(sessions)}",
             }
-            if not scalar:
-                one = {k: [v] for k, v in one.items()}
-            return {**one, "session_id": f"s{rng.integers(sessions)}"}
 
-        p50s: dict[str, list[float]] = {}
+        def append(statement: str, fold: bool, i: int) -> None:
+            row = conn.execute(statement, values(i), prepare=True).fetchone()
+            if fold and row and row[0] % q.FOLD_EVERY == 0:
+                conn.execute(q.FOLD_TERM_PENDING, prepare=True).fetchone()
+
+        summary: dict[str, list[tuple[float, float, float]]] = {}
         for r in range(args.rounds):
-            for name, (setup, statement, scalar) in chosen.items():
+            for name, (setup, statement, fold) in chosen.items():
                 conn.execute(setup)
-                sql = statement.replace("/*owner*/", "")
                 samples = []
                 for i in range(args.n):
                     t = time.perf_counter()
-                    conn.execute(sql, values(i, scalar), prepare=True).fetchall()
+                    append(statement, fold, i)
                     samples.append(time.perf_counter() - t)
                 ms = np.array(samples[20:]) * 1000
-                p50s.setdefault(name, []).append(float(np.percentile(ms, 50)))
+                p50, p95, mean = float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(ms.mean())
+                summary.setdefault(name, []).append((p50, p95, mean))
                 print(
-                    f"round {r} {name}: p50 {np.percentile(ms, 50):.3f} p95 {np.percentile(ms, 95):.3f} ms"
-                    f" (load {os.getloadavg()[0]:.2f})",
+                    f"round {r} {name}: p50 {p50:.3f} p95 {p95:.3f} mean {mean:.3f} ms (load {os.getloadavg()[0]:.2f})",
                     flush=True,
                 )
-        for name, (setup, statement, scalar) in chosen.items():
+        for name, (setup, statement, _) in chosen.items():
             conn.execute(setup)
-            sql = statement.replace("/*owner*/", "")
             times: dict[str, list[float]] = {}
             for i in range(200):
                 with conn.transaction():
-                    explained = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, values(i, scalar)).fetchone()
+                    explained = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, values(i)).fetchone()
                 plan = explained[0][0] if explained else {}
                 times.setdefault("execution", []).append(plan["Execution Time"])
                 for trigger in plan.get("Triggers", []):
                     if trigger["Trigger Name"].startswith("trg_"):
                         times.setdefault(trigger["Trigger Name"], []).append(trigger["Time"])
-            print(name, "server ms (medians):", {k: round(float(np.median(v)), 3) for k, v in times.items()})
-        print("p50 ms, median of the rounds:", {k: round(float(np.median(v)), 3) for k, v in p50s.items()})
+            medians = {k: round(float(np.median(v)), 3) for k, v in times.items()}
+            print(name, "server ms (medians):", medians)
+        for name, rounds in summary.items():
+            p50, p95, mean = (float(np.median([r[k] for r in rounds])) for k in range(3))
+            print(f"{name}: median of the rounds: p50 {p50:.3f} p95 {p95:.3f} mean {mean:.3f} ms")
+        conn.execute(chosen["new"][0])  # (as migration 0018 left it)
+        conn.execute(q.FOLD_TERM_PENDING)
 
 
 if __name__ == "__main__":

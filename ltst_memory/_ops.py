@@ -552,13 +552,14 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         # the common case (one session, ids and parents left to the store): one statement
         if len(params) == 1:  # store_message: the values one by one, the message straight from its row
             values = {c: params[0][c] for c in _ONE_SESSION_FIELDS}
-            stored: list[ConversationMessage] = yield Query(q.INSERT_MESSAGE, values, atomic=True, row=q.message_row)
-            if not stored:
+            row = yield Query(q.INSERT_MESSAGE, values, fetch="one", atomic=True, row=q.values_row)
+            if row is None:
                 raise SessionNotFoundError(session_ids[0])
-            if (stored[0].message_id or 1) % q.FOLD_EVERY == 0:  # (the pending words of a few dozen appends)
+            if row[0] % q.FOLD_EVERY == 0:  # (the statistics of a few dozen appends, counted at once)
                 yield Query(q.FOLD_TERM_PENDING, {}, fetch="one", atomic=True)
-            stored[0].embedding = np.asarray(params[0]["embedding"], dtype=np.float32).tolist()
-            return stored
+            stored = q.appended_message(values, row)
+            stored.embedding = np.asarray(params[0]["embedding"], dtype=np.float32).tolist()
+            return [stored]
         columns: dict[str, Any] = {c: [p[c] for p in params] for c in _ONE_SESSION_ARRAYS}
         columns["session_id"] = session_ids[0]
         rows = yield Query(q.INSERT_MESSAGES_ONE_SESSION, columns, atomic=True)

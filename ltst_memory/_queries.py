@@ -132,7 +132,13 @@ MIGRATION_LOCK_KEY = 0x6C747374
 LOCK_MESSAGES = "LOCK TABLE conversation_messages IN SHARE MODE"
 LARGEST_MESSAGE_ID = "SELECT coalesce(max(message_id), 0) FROM conversation_messages"
 #: The users with more than ``min_rows`` messages (the trigger-kept statistics of migration 0002).
-LARGE_USERS = "SELECT user_id, doc_count FROM ltst_user_stats WHERE doc_count > %(min_rows)s ORDER BY user_id"
+LARGE_USERS = """
+SELECT user_id, sum(n)::bigint AS doc_count FROM (
+    SELECT user_id, doc_count AS n FROM ltst_user_stats
+    UNION ALL
+    SELECT user_id, count(*) FROM ltst_term_pending GROUP BY user_id
+) AS counted GROUP BY user_id HAVING sum(n) > %(min_rows)s ORDER BY user_id
+"""
 
 #: The owner of a session (no row: no such session).
 SESSION_OWNER = f"SELECT user_id FROM conversation_sessions WHERE session_id = %(session_id)s {owner()}"
@@ -262,17 +268,18 @@ RETURNING {MESSAGE_COLUMNS}
 
 #: A message whose user_id, content and speaker hold at most this many bytes together waits in
 #: ltst_term_pending: none of its (user_id, word) keys can reach the btree limit of ltst_term_stats (2,704
-#: bytes; a word's lexeme is at most 1.5 times its bytes). A longer one has its words counted at once, so
-#: a key over the limit fails its own append (a ValidationError), never a later fold.
+#: bytes; a word's lexeme is at most 1.5 times its bytes). A longer one is counted by its append, so a
+#: key over the limit fails that append (a ValidationError), never a later fold.
 PENDING_MAX_BYTES = 1800
 
 # INSERT_MESSAGES_ONE_SESSION for a single message, its values bound one by one rather than as arrays
-# (store_message: 60 µs less to bind, and no unnest on the server); it returns MESSAGE_ROW_COLUMNS, for
-# ``message_row``. It keeps session_summary (its row made with the session's) and ltst_user_stats current
-# itself, records the message in ltst_term_pending (its words' document frequencies are folded later:
-# FOLD_TERM_PENDING; a long message's are counted at once: PENDING_MAX_BYTES), and marks itself so that
-# the two statement-level insert triggers skip it (schema/0018_append_one.sql): no plpgsql, no transition
-# table, no per-word upsert while the caller waits. (One server only, as INSERT_MESSAGES_ONE_SESSION.)
+# (store_message: 60 µs less to bind, and no unnest on the server); it returns what the server chose (id,
+# index, owner, timestamp: ``appended_message`` adds the rest from the values). It keeps session_summary
+# (its row made with the session's) current itself, records the message in ltst_term_pending (its BM25
+# statistics are counted later: FOLD_TERM_PENDING; a long message's at once: PENDING_MAX_BYTES), and
+# marks itself so that the two statement-level insert triggers skip it (schema/0018_append_one.sql): no
+# plpgsql, no transition table, no per-word upsert while the caller waits. (One server only, as
+# INSERT_MESSAGES_ONE_SESSION.)
 INSERT_MESSAGE = f"""
 WITH session AS (
     UPDATE conversation_sessions
@@ -289,7 +296,7 @@ inserted AS (
            %(metadata)s::jsonb, %(embedding)b::vector, %(relevance_score)s, %(is_context_message)s,
            coalesce(%(timestamp)s::timestamptz, now())
     FROM session AS s
-    RETURNING {MESSAGE_ROW_COLUMNS}, search_tsv,
+    RETURNING message_id, message_index, user_id, "timestamp", session_id, role, content, search_tsv,
               octet_length(user_id) + octet_length(content)
               + coalesce(octet_length(metadata ->> 'speaker'), 0) <= {PENDING_MAX_BYTES} AS deferred
 ),
@@ -307,28 +314,16 @@ summary AS (
     FROM inserted AS i
     WHERE s.session_id = i.session_id
 ),
-user_stats AS (
-    INSERT INTO ltst_user_stats AS u (user_id, doc_count, total_length)
-    SELECT user_id, 1, length(search_tsv) FROM inserted
-    ON CONFLICT (user_id) DO UPDATE SET
-        doc_count = u.doc_count + 1, total_length = u.total_length + EXCLUDED.total_length
-),
 pending AS (
-    INSERT INTO ltst_term_pending (user_id, message_id) SELECT user_id, message_id FROM inserted WHERE deferred
-),
-long_terms AS (
-    INSERT INTO ltst_term_stats AS t (user_id, term, doc_count)
-    SELECT i.user_id, w.term, 1
-    FROM inserted AS i CROSS JOIN LATERAL unnest(tsvector_to_array(i.search_tsv)) AS w(term)
-    WHERE NOT i.deferred
-    ORDER BY w.term
-    ON CONFLICT (user_id, term) DO UPDATE SET doc_count = t.doc_count + 1
+    INSERT INTO ltst_term_pending (user_id, message_id)
+    SELECT user_id, message_id FROM inserted
+    WHERE CASE WHEN deferred THEN true ELSE ltst_count_message_now(user_id, search_tsv) END
 )
-SELECT {", ".join(c.split(" AS ")[-1].strip() for c in MESSAGE_ROW_COLUMNS.split(","))} FROM inserted
+SELECT message_id, message_index, user_id, "timestamp" FROM inserted
 """
 
-#: Fold the pending messages' words into ltst_term_stats (schema/0018_append_one.sql): the store runs it
-#: after every FOLD_EVERY-th single append (by message id), so a few dozen messages at most wait.
+#: Count the pending messages into ltst_user_stats / ltst_term_stats (schema/0018_append_one.sql): the
+#: store runs it after every FOLD_EVERY-th single append (by message id), so a few dozen messages wait.
 FOLD_TERM_PENDING = "SELECT ltst_fold_term_pending() AS folded"
 FOLD_EVERY = 64
 
@@ -515,8 +510,12 @@ EXACT_SEARCH_IN_USER_SESSION = _exact_search(_OF_USER, _IN_SESSION)
 SCOPE_SIZE_OF_SESSION = (
     f"SELECT coalesce(max(total_messages), 0) AS n FROM session_summary WHERE session_id = %(session_id)s {owner()}"
 )
-#: The user's message count, kept exact by the BM25 statistics triggers (schema/0002, 0008): one row.
-SCOPE_SIZE_OF_USER = "SELECT coalesce((SELECT doc_count FROM ltst_user_stats WHERE user_id = %(user_id)s), 0) AS n"
+#: The user's message count: counted by the BM25 statistics (schema/0002, 0008), plus the user's messages
+#: not counted yet (schema/0018_append_one.sql).
+SCOPE_SIZE_OF_USER = """
+SELECT coalesce((SELECT doc_count FROM ltst_user_stats WHERE user_id = %(user_id)s), 0)
+       + (SELECT count(*) FROM ltst_term_pending WHERE user_id = %(user_id)s) AS n
+"""
 SCOPE_SIZE_OF_SESSIONS = f"""
 SELECT coalesce(sum(total_messages), 0) AS n FROM session_summary
 WHERE session_id = ANY(%(session_ids)s::text[]) {owner()}
@@ -741,6 +740,35 @@ def _message_of(values: Sequence[Any], loads: Callable[[str], Any] = json.loads)
         mid,
         uid,
         uuid,
+    )
+
+
+def values_row(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    """A psycopg row factory (``Query(..., row=values_row)``): each row as the tuple of its values."""
+    return tuple
+
+
+def appended_message(values: dict[str, Any], row: Sequence[Any]) -> ConversationMessage:
+    """The message ``INSERT_MESSAGE`` stored from ``values`` (its parameters), given the row it returned
+    (id, index, owner, timestamp): the rest is what was bound, as the server keeps it (metadata decoded
+    from the JSON text bound, equal to what ``jsonb`` gives back)."""
+    mid, index, uid, ts = row
+    metadata = values["metadata"]
+    return ConversationMessage(
+        values["session_id"],
+        values["role"],
+        values["content"],
+        values["message_type"],
+        index,
+        None,
+        {} if metadata == "{}" else json.loads(metadata),
+        None,
+        values["relevance_score"],
+        values["is_context_message"],
+        ts,
+        mid,
+        uid,
+        str(values["message_uuid"]),
     )
 
 

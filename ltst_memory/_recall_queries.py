@@ -38,14 +38,27 @@ FILTER_ROLES = " AND m.role = ANY(%(roles)s::text[])"
 FILTER_EXCLUDE = " AND m.message_id <> ALL(%(exclude_ids)s::bigint[])"
 FILTER_USER = " AND m.user_id = %(user_id)s"
 
-# Term statistics of one user (the usual case) or summed over every user (an unscoped search). A term's
-# document frequency is its count in ltst_term_stats plus the user's messages still pending there
-# (ltst_term_pending: stored by store_message, not folded yet; schema/0018_append_one.sql) that hold it:
-# a fold moves messages from one to the other in one transaction, so in one snapshot the sum is exact.
-STATS_OF_USER = """
+# Term statistics of one user (the usual case) or summed over every user (an unscoped search): the counted
+# ones (ltst_user_stats, ltst_term_stats) plus the messages still pending (ltst_term_pending: stored by
+# store_message, not counted yet; schema/0018_append_one.sql). A fold moves messages from one to the other
+# in one transaction, so in one snapshot the sums are exact (and the same floats either way).
+_PENDING_DOCS = """
+pending_docs AS MATERIALIZED (
+    SELECT pm.search_tsv FROM ltst_term_pending AS p
+    JOIN conversation_messages AS pm ON pm.message_id = p.message_id AND pm.user_id = p.user_id{where}
+),"""
+
+STATS_OF_USER = (
+    _PENDING_DOCS.format(where="\n    WHERE p.user_id = %(stats_user)s")
+    + """
 totals AS (
-    SELECT doc_count::float8 AS n, greatest(total_length::float8 / greatest(doc_count, 1), 1.0) AS avgdl
-    FROM ltst_user_stats WHERE user_id = %(stats_user)s
+    SELECT t.n::float8 AS n, greatest(t.len::float8 / greatest(t.n, 1), 1.0) AS avgdl
+    FROM (
+        SELECT coalesce(u.doc_count, 0) + d.n AS n, coalesce(u.total_length, 0) + d.len AS len
+        FROM (SELECT count(*) AS n, coalesce(sum(length(search_tsv)), 0) AS len FROM pending_docs) AS d
+        LEFT JOIN ltst_user_stats AS u ON u.user_id = %(stats_user)s
+    ) AS t
+    WHERE t.n > 0
 ),
 idf AS (
     SELECT s.term, ln(1.0 + (tt.n - s.df + 0.5) / (s.df + 0.5)) AS idf
@@ -54,19 +67,24 @@ idf AS (
             SELECT s.term, s.doc_count AS df FROM ltst_term_stats AS s
             WHERE s.user_id = %(stats_user)s AND s.term = ANY(ARRAY(SELECT term FROM terms))
             UNION ALL
-            SELECT t.term, 1 FROM ltst_term_pending AS p
-            JOIN conversation_messages AS pm ON pm.message_id = p.message_id AND pm.user_id = p.user_id
-            CROSS JOIN LATERAL unnest(tsvector_to_array(pm.search_tsv)) AS t(term)
-            WHERE p.user_id = %(stats_user)s AND t.term = ANY(ARRAY(SELECT term FROM terms))
+            SELECT t.term, 1 FROM pending_docs AS pd
+            CROSS JOIN LATERAL unnest(tsvector_to_array(pd.search_tsv)) AS t(term)
+            WHERE t.term = ANY(ARRAY(SELECT term FROM terms))
         ) AS d GROUP BY term
     ) AS s CROSS JOIN totals AS tt
 )"""
+)
 
-STATS_OF_ALL = """
+STATS_OF_ALL = (
+    _PENDING_DOCS.format(where="")
+    + """
 totals AS (
-    SELECT sum(doc_count)::float8 AS n,
-           greatest(sum(total_length)::float8 / greatest(sum(doc_count), 1), 1.0) AS avgdl
-    FROM ltst_user_stats
+    SELECT t.n::float8 AS n, greatest(t.len::float8 / greatest(t.n, 1), 1.0) AS avgdl
+    FROM (
+        SELECT coalesce((SELECT sum(doc_count) FROM ltst_user_stats), 0) + d.n AS n,
+               coalesce((SELECT sum(total_length) FROM ltst_user_stats), 0) + d.len AS len
+        FROM (SELECT count(*) AS n, coalesce(sum(length(search_tsv)), 0) AS len FROM pending_docs) AS d
+    ) AS t
 ),
 idf AS (
     SELECT s.term, ln(1.0 + (tt.n - s.df + 0.5) / (s.df + 0.5)) AS idf
@@ -74,14 +92,14 @@ idf AS (
         SELECT term, sum(df)::float8 AS df FROM (
             SELECT term, doc_count AS df FROM ltst_term_stats JOIN terms USING (term)
             UNION ALL
-            SELECT t.term, 1 FROM ltst_term_pending AS p
-            JOIN conversation_messages AS pm ON pm.message_id = p.message_id AND pm.user_id = p.user_id
-            CROSS JOIN LATERAL unnest(tsvector_to_array(pm.search_tsv)) AS t(term)
+            SELECT t.term, 1 FROM pending_docs AS pd
+            CROSS JOIN LATERAL unnest(tsvector_to_array(pd.search_tsv)) AS t(term)
             JOIN terms USING (term)
         ) AS d GROUP BY term
     ) AS s
     CROSS JOIN totals AS tt
 )"""
+)
 
 # The query's lexemes and, from the term statistics, their idf; "tsq" ORs the lexemes the user has
 # ever used (a lexeme absent from the statistics matches nothing in scope).

@@ -1,28 +1,30 @@
--- ltst-memory schema, version 0018: the store's single append keeps the summary and statistics itself.
+-- ltst-memory schema, version 0018: the store's single append keeps the summary itself and counts its
+-- words for BM25 later, in batches.
 --
 -- Idempotent: safe to apply twice, by `ltst migrate` or `psql -d DB -v ON_ERROR_STOP=1 -f 0018_append_one.sql`.
 --
 -- store_message's statement (ltst_memory/_queries.py, INSERT_MESSAGE) spent about half of its server time
--- in the two statement-level plpgsql triggers on insert (the session summary, the BM25 statistics: about
--- eight upserts into ltst_term_stats per message). Now:
+-- in the two statement-level plpgsql triggers on insert (the session summary; the BM25 statistics: one
+-- upsert into ltst_user_stats and about eight into ltst_term_stats per message). Now:
 --
---   * that statement upserts session_summary and ltst_user_stats itself (data-modifying CTEs, no plpgsql,
---     no transition table), and marks itself: set_config('ltst.append_statement', statement_timestamp(),
---     true). The two insert triggers carry WHEN (the marker is not this statement's): they still fire for
---     every other INSERT (the store's batches, bulk import, anyone's plain SQL), and for a plain INSERT
---     later in the same transaction (another statement, another statement_timestamp()).
---   * the document frequencies of its words are not written then (but for a long message, whose words
---     might not fit the btree key: counted at once): the statement records the message in
---     ltst_term_pending (one row: user, message) and ltst_fold_term_pending() adds the pending messages'
---     terms to ltst_term_stats in one batch (the store calls it after every 64th append, by message id;
---     any caller may). The pending rows are taken by DELETE, so each is folded exactly once; a message
---     being edited or deleted (row-locked) is skipped (SKIP LOCKED) and folded by a later call.
---   * readers add the pending messages of the user to the folded counts (ltst_memory/_recall_queries.py),
---     in the same snapshot: a fold deletes the pending rows and adds their counts in one transaction, so
---     the document frequencies a search sees are exact, and its scores the same, folded or not.
---   * a deleted pending message loses its pending row and nothing is subtracted for its terms; an edited
---     one is counted then (its old words added, then the edit applied as to any message); ltst_user_stats
---     (message count, total length) is kept for every message at once, pending or not.
+--   * that statement updates session_summary itself (a data-modifying CTE: no plpgsql, no transition
+--     table) and marks itself: set_config('ltst.append_statement', statement_timestamp(), true). The two
+--     insert triggers carry WHEN (the marker is not this statement's): they still fire for every other
+--     INSERT (the store's batches, bulk import, anyone's plain SQL), and for a plain INSERT later in the
+--     same transaction (another statement, another statement_timestamp()).
+--   * the message's statistics (ltst_user_stats: one document and its length; ltst_term_stats: its
+--     words) are not written then: the statement records the message in ltst_term_pending (one row:
+--     user, message), and ltst_fold_term_pending() counts the pending messages in one batch (the store
+--     calls it after every 64th append, by message id; any caller may). The pending rows are taken by
+--     DELETE, so each is counted exactly once; a message being edited or deleted (row-locked) is skipped
+--     (SKIP LOCKED) and left to that transaction or to a later fold. A long message (whose words might not
+--     fit the btree key of ltst_term_stats) is counted by its append (ltst_count_message_now).
+--   * readers add the user's pending messages to the counted statistics (ltst_memory/_recall_queries.py,
+--     SCOPE_SIZE_OF_USER, LARGE_USERS), in the same snapshot: a fold deletes the pending rows and adds
+--     their counts in one transaction, so the statistics a search sees are exact, and its scores the
+--     same, folded or not.
+--   * a deleted pending message loses its pending row and nothing is subtracted for it; an edited one is
+--     counted first, with the words it had, and the edit then applies as to any message.
 --   * ltst_term_pending is owned (ltst_owned_tables: Row Level Security, emptied by delete_user) and
 --     granted what ltst_term_stats is granted. On a Citus cluster the store's single append takes the
 --     locking path (the triggers keep everything current there): the table stays empty, distributed
@@ -73,7 +75,8 @@ CREATE TRIGGER trg_messages_term_stats_insert
     WHEN (current_setting('ltst.append_statement', true) IS DISTINCT FROM statement_timestamp()::text)
     EXECUTE FUNCTION ltst_term_stats_after_insert();
 
--- Deletes (0008's function): a pending message's row goes, and its terms, never added, are not subtracted.
+-- Deletes (0008's function): a pending message's row goes, and nothing is subtracted for it (it was
+-- never counted).
 CREATE OR REPLACE FUNCTION ltst_term_stats_after_delete() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -89,6 +92,7 @@ BEGIN
     INSERT INTO ltst_user_stats AS s (user_id, doc_count, total_length)
     SELECT o.user_id, -count(*), -coalesce(sum(length(o.search_tsv)), 0)
       FROM old_messages AS o
+     WHERE o.message_id <> ALL(was_pending)
      GROUP BY o.user_id
      ORDER BY o.user_id
     ON CONFLICT (user_id) DO UPDATE SET
@@ -138,14 +142,8 @@ BEGIN
     )
     SELECT coalesce(array_agg(message_id), '{}') INTO was_pending FROM gone;
     IF cardinality(was_pending) > 0 THEN
-        INSERT INTO ltst_term_stats AS s (user_id, term, doc_count)
-        SELECT o.user_id, t.term, count(*)
-          FROM old_messages AS o
-         CROSS JOIN LATERAL unnest(tsvector_to_array(o.search_tsv)) AS t(term)
-         WHERE o.message_id = ANY(was_pending)
-         GROUP BY o.user_id, t.term
-         ORDER BY o.user_id, t.term
-        ON CONFLICT (user_id, term) DO UPDATE SET doc_count = s.doc_count + EXCLUDED.doc_count;
+        PERFORM ltst_apply_term_stats(array_agg(o.user_id), array_agg(o.search_tsv), 1)
+           FROM old_messages AS o WHERE o.message_id = ANY(was_pending);
     END IF;
     -- Only rows whose words or owner changed (an update of the embedding alone costs nothing here).
     SELECT coalesce(array_agg(o.user_id), '{}'), coalesce(array_agg(o.search_tsv), '{}'),
@@ -161,19 +159,18 @@ BEGIN
 END;
 $$;
 
--- Fold the pending messages into ltst_term_stats; returns how many were folded. One fold at a time
--- (another one running: 0 at once); messages another transaction is editing or deleting are left for a
--- later fold (SKIP LOCKED), the others share-locked until the end of the transaction, so their words
--- cannot change between the read and the commit. A lock wait over 100 ms, or a deadlock, ends the fold
--- with nothing done (0): the rows stay pending, exact for readers, for the next fold (so would a key over
--- the btree limit, which never waits here: a long message's words are counted by its append, an edited
--- message's by its edit). Runs as the tables' owner: every user's pending rows, whoever calls it (it
--- returns a count, nothing of the rows).
+-- Count the pending messages (ltst_user_stats and ltst_term_stats, in the triggers' order); returns how
+-- many were counted. One fold at a time (another one running: 0 at once); messages another transaction
+-- is editing or deleting are left to it (SKIP LOCKED), the others share-locked until the end of the
+-- transaction, so their words cannot change between the read and the commit. A lock wait over 100 ms,
+-- or a deadlock, ends the fold with nothing done (0): the rows stay pending, exact for readers, for the
+-- next fold (so would a key over the btree limit, which never waits here: a long message is counted by
+-- its append, an edited one by its edit). Runs as the tables' owner: every user's pending rows, whoever
+-- calls it (it returns a count, nothing of the rows).
 CREATE OR REPLACE FUNCTION ltst_fold_term_pending() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET lock_timeout = '100ms' AS $$
 DECLARE
     ids bigint[];
-    folded bigint;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(16018, 0) THEN
         RETURN 0;
@@ -188,22 +185,24 @@ BEGIN
         RETURN 0;
     END IF;
     WITH gone AS (
-        DELETE FROM ltst_term_pending AS p WHERE p.message_id = ANY(ids) RETURNING p.user_id, p.message_id
-    ),
-    added AS (
-        INSERT INTO ltst_term_stats AS s (user_id, term, doc_count)
-        SELECT m.user_id, t.term, count(*)
-          FROM gone AS g
-          JOIN conversation_messages AS m ON m.message_id = g.message_id AND m.user_id = g.user_id
-         CROSS JOIN LATERAL unnest(tsvector_to_array(m.search_tsv)) AS t(term)
-         GROUP BY m.user_id, t.term
-         ORDER BY m.user_id, t.term
-        ON CONFLICT (user_id, term) DO UPDATE SET doc_count = s.doc_count + EXCLUDED.doc_count
+        DELETE FROM ltst_term_pending AS p WHERE p.message_id = ANY(ids) RETURNING p.message_id
     )
-    SELECT count(*) INTO folded FROM gone;
-    RETURN folded;
+    SELECT coalesce(array_agg(message_id), '{}') INTO ids FROM gone;
+    PERFORM ltst_apply_term_stats(array_agg(m.user_id), array_agg(m.search_tsv), 1)
+       FROM conversation_messages AS m WHERE m.message_id = ANY(ids);
+    RETURN cardinality(ids);
 EXCEPTION WHEN lock_not_available OR deadlock_detected OR program_limit_exceeded THEN
     RETURN 0;
+END;
+$$;
+
+-- The store's append counts a long message at once (ltst_memory/_queries.py, PENDING_MAX_BYTES), as the
+-- insert trigger would, so that a word over the btree key limit fails that append; false: no pending row.
+CREATE OR REPLACE FUNCTION ltst_count_message_now(p_user text, p_tsv tsvector) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM ltst_apply_term_stats(ARRAY[p_user], ARRAY[p_tsv], 1);
+    RETURN false;
 END;
 $$;
 

@@ -140,9 +140,9 @@ class DatabaseSupply:
                 conn.close()
 
 
-#: The BM25 document frequencies as readers see them (schema/0018_append_one.sql): ltst_term_stats plus
-#: the messages still pending in ltst_term_pending, per (user_id, term), in order; what a recount of the
-#: stored messages must give.
+#: The BM25 statistics as readers see them (schema/0018_append_one.sql): the counted ones plus the
+#: messages still pending in ltst_term_pending; per (user_id, term): documents, in order (TERM_STATS_KEPT),
+#: per user: documents and total length (USER_STATS_KEPT). What a recount of the stored messages gives.
 TERM_STATS_KEPT = """
 SELECT user_id, term, sum(doc_count)::bigint FROM (
     SELECT user_id, term, doc_count FROM ltst_term_stats
@@ -151,6 +151,14 @@ SELECT user_id, term, sum(doc_count)::bigint FROM (
     JOIN conversation_messages AS m ON m.message_id = p.message_id AND m.user_id = p.user_id
     CROSS JOIN LATERAL unnest(tsvector_to_array(m.search_tsv)) AS t(term)
 ) AS s GROUP BY 1, 2 ORDER BY 1, 2
+"""
+USER_STATS_KEPT = """
+SELECT user_id, sum(n)::bigint, sum(len)::bigint FROM (
+    SELECT user_id, doc_count AS n, total_length AS len FROM ltst_user_stats
+    UNION ALL
+    SELECT p.user_id, 1, length(m.search_tsv) FROM ltst_term_pending AS p
+    JOIN conversation_messages AS m ON m.message_id = p.message_id AND m.user_id = p.user_id
+) AS s GROUP BY 1 ORDER BY 1
 """
 
 

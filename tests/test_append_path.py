@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _helpers import TERM_STATS_KEPT
+from _helpers import TERM_STATS_KEPT, USER_STATS_KEPT
 
 from ltst_memory import ConversationMessage, ConversationSession, ConversationStorage
 
@@ -48,7 +48,7 @@ def _summary_matches(conn: psycopg.Connection[Any], session_id: str) -> None:
 def _statistics_match(conn: psycopg.Connection[Any]) -> None:
     terms = conn.execute(TERM_STATS_KEPT).fetchall()
     assert terms == conn.execute(TERMS_RECOUNT).fetchall()
-    users = conn.execute("SELECT user_id, doc_count, total_length FROM ltst_user_stats ORDER BY 1").fetchall()
+    users = conn.execute(USER_STATS_KEPT).fetchall()
     assert users == conn.execute(USERS_RECOUNT).fetchall()
 
 

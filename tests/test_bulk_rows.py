@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from _helpers import TERM_STATS_KEPT
+from _helpers import TERM_STATS_KEPT, USER_STATS_KEPT
 
 from ltst_memory import (
     ConversationMessage,
@@ -33,7 +33,7 @@ def _rows(store: ConversationStorage, sql: str) -> list[tuple[Any, ...]]:
 
 
 def _term_stats_are_exact(store: ConversationStorage) -> None:
-    """ltst_term_stats / ltst_user_stats equal a recount from the stored messages."""
+    """ltst_term_stats / ltst_user_stats (with the messages not counted yet) equal a recount of the messages."""
     kept = _rows(store, TERM_STATS_KEPT)
     truth = _rows(
         store,
@@ -41,7 +41,7 @@ def _term_stats_are_exact(store: ConversationStorage) -> None:
         "GROUP BY 1, 2 ORDER BY 1, 2",
     )
     assert kept == truth
-    users = _rows(store, "SELECT user_id, doc_count, total_length FROM ltst_user_stats ORDER BY 1")
+    users = _rows(store, USER_STATS_KEPT)
     user_truth = _rows(
         store,
         "SELECT user_id, count(*), sum(length(search_tsv)) FROM conversation_messages GROUP BY 1 ORDER BY 1",

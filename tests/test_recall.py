@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import psycopg
 import pytest
-from _helpers import TERM_STATS_KEPT, speaker_turns
+from _helpers import TERM_STATS_KEPT, USER_STATS_KEPT, speaker_turns
 
 from ltst_memory import (
     AccessDeniedError,
@@ -235,7 +235,7 @@ def test_term_statistics_stay_exact_after_writes_and_deletes(store):
             "SELECT m.user_id, t.lexeme, count(*) FROM conversation_messages m, unnest(m.search_tsv) t "
             "GROUP BY 1, 2 ORDER BY 1, 2"
         ).fetchall()
-        totals = conn.execute("SELECT user_id, doc_count FROM ltst_user_stats ORDER BY 1").fetchall()
+        totals = [r[:2] for r in conn.execute(USER_STATS_KEPT).fetchall()]
     assert kept == truth
     assert totals == [("u1", len(NEW_SESSION)), ("u2", len(OLD_SESSION) + len(NEW_SESSION))]
 

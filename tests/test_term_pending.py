@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _helpers import TERM_STATS_KEPT, login_role
+from _helpers import TERM_STATS_KEPT, USER_STATS_KEPT, login_role
 from pgvector.psycopg import register_vector
 from test_append_path import TERMS_RECOUNT, USERS_RECOUNT, _summary_matches
 
@@ -31,7 +31,7 @@ def _text(i: int) -> str:
 def _exact(conn: psycopg.Connection[Any]) -> None:
     """Folded + pending document frequencies, and the users' totals, equal a recount of the messages."""
     assert conn.execute(TERM_STATS_KEPT).fetchall() == conn.execute(TERMS_RECOUNT).fetchall()
-    users = conn.execute("SELECT user_id, doc_count, total_length FROM ltst_user_stats ORDER BY 1").fetchall()
+    users = conn.execute(USER_STATS_KEPT).fetchall()
     assert users == conn.execute(USERS_RECOUNT).fetchall()
 
 
@@ -205,19 +205,23 @@ def test_two_writers_and_folds_at_once_keep_the_statistics_exact(store: Conversa
 
 def test_a_fold_skips_what_others_hold_and_leaves_it_pending(store: ConversationStorage, database_dsn: str) -> None:
     """A fold does not wait: an append not committed yet is not its to see, a message another transaction
-    is editing or deleting is left to that transaction (or to a later fold); the result is exact either
-    way."""
+    is editing or deleting is left to that transaction (or to a later fold), and statistics rows another
+    transaction is writing make it give up at once (0, nothing counted); exact either way."""
     _sessions(store)
     with psycopg.connect(database_dsn, autocommit=True) as conn:
         kept = [store.store_message(ConversationMessage("alice-1", "human", _text(i))) for i in range(3)]
         with psycopg.connect(database_dsn) as other:
             register_vector(other)
             other.execute(q.INSERT_MESSAGE, _insert_message_values(store, "alice-2", "uncommitted words"))
-            other.execute(
-                "UPDATE conversation_messages SET content = 'edited words' WHERE message_id = %s", (kept[0].message_id,)
-            )
+            other.execute("SELECT FROM conversation_messages WHERE message_id = %s FOR UPDATE", (kept[0].message_id,))
             other.execute("DELETE FROM conversation_messages WHERE message_id = %s", (kept[1].message_id,))
             assert _fold(conn) == 1  # kept[2] only
+            other.execute(
+                "UPDATE conversation_messages SET content = 'edited' WHERE message_id = %s", (kept[0].message_id,)
+            )
+            _exact(conn)  # (from here: what the other transaction has not committed yet)
+            assert _pending(conn) == 2
+            assert _fold(conn) == 0  # the edit holds alice's statistics rows: the fold gives up
             other.commit()
         assert _pending(conn) == 1  # the new message (the edit counted the edited one)
         _exact(conn)
