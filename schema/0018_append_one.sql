@@ -16,9 +16,9 @@
 --     words) are not written then: the statement records the message in ltst_term_pending (one row:
 --     user, message), and ltst_fold_term_pending() counts the pending messages in one batch (the store
 --     calls it after every 64th append, by message id; any caller may). The pending rows are taken by
---     DELETE, so each is counted exactly once; a message being edited or deleted (row-locked) is skipped
---     (SKIP LOCKED) and left to that transaction or to a later fold. A long message (whose words might not
---     fit the btree key of ltst_term_stats) is counted by its append (ltst_count_message_now).
+--     DELETE (the triggers of an edit or a delete take them too), so each message is counted exactly
+--     once; rows another transaction holds are skipped (SKIP LOCKED). A long message (whose words might
+--     not fit the btree key of ltst_term_stats) is counted by its append (ltst_count_message_now).
 --   * readers add the user's pending messages to the counted statistics (ltst_memory/_recall_queries.py,
 --     SCOPE_SIZE_OF_USER, LARGE_USERS), in the same snapshot: a fold deletes the pending rows and adds
 --     their counts in one transaction, so the statistics a search sees are exact, and its scores the
@@ -160,13 +160,15 @@ END;
 $$;
 
 -- Count the pending messages (ltst_user_stats and ltst_term_stats, in the triggers' order); returns how
--- many were counted. One fold at a time (another one running: 0 at once); messages another transaction
--- is editing or deleting are left to it (SKIP LOCKED), the others share-locked until the end of the
--- transaction, so their words cannot change between the read and the commit. A lock wait over 100 ms,
--- or a deadlock, ends the fold with nothing done (0): the rows stay pending, exact for readers, for the
--- next fold (so would a key over the btree limit, which never waits here: a long message is counted by
--- its append, an edited one by its edit). Runs as the tables' owner: every user's pending rows, whoever
--- calls it (it returns a count, nothing of the rows).
+-- many were counted. One fold at a time (another one running: 0 at once). Each pending row is taken by
+-- DELETE, skipping the rows another transaction holds (SKIP LOCKED): the update and delete triggers take
+-- a message's pending row before they count (or drop) it, so a message is counted by exactly one of
+-- them, with the words a fold's snapshot shows it (an edit waits on the row the fold took, then counts
+-- itself against those words). A lock wait over 100 ms (on a statistics row), or a deadlock, ends the
+-- fold with nothing done (0): the rows stay pending, exact for readers, for the next fold (so would a
+-- key over the btree limit, which never waits here: a long message is counted by its append, an edited
+-- one by its edit). Runs as the tables' owner: every user's pending rows, whoever calls it (it returns
+-- a count, nothing of the rows).
 CREATE OR REPLACE FUNCTION ltst_fold_term_pending() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET lock_timeout = '100ms' AS $$
 DECLARE
@@ -175,19 +177,16 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(16018, 0) THEN
         RETURN 0;
     END IF;
-    SELECT coalesce(array_agg(x.message_id), '{}') INTO ids
-      FROM (SELECT m.message_id
-              FROM ltst_term_pending AS p
-              JOIN conversation_messages AS m ON m.message_id = p.message_id AND m.user_id = p.user_id
-             ORDER BY m.message_id
-               FOR SHARE OF m SKIP LOCKED) AS x;
+    WITH gone AS (
+        DELETE FROM ltst_term_pending AS p
+         WHERE (p.user_id, p.message_id) IN (SELECT t.user_id, t.message_id FROM ltst_term_pending AS t
+                                              FOR UPDATE SKIP LOCKED)
+        RETURNING p.message_id
+    )
+    SELECT coalesce(array_agg(message_id), '{}') INTO ids FROM gone;
     IF cardinality(ids) = 0 THEN
         RETURN 0;
     END IF;
-    WITH gone AS (
-        DELETE FROM ltst_term_pending AS p WHERE p.message_id = ANY(ids) RETURNING p.message_id
-    )
-    SELECT coalesce(array_agg(message_id), '{}') INTO ids FROM gone;
     PERFORM ltst_apply_term_stats(array_agg(m.user_id), array_agg(m.search_tsv), 1)
        FROM conversation_messages AS m WHERE m.message_id = ANY(ids);
     RETURN cardinality(ids);

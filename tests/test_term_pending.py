@@ -203,29 +203,68 @@ def test_two_writers_and_folds_at_once_keep_the_statistics_exact(store: Conversa
             _summary_matches(conn, session_id)
 
 
-def test_a_fold_skips_what_others_hold_and_leaves_it_pending(store: ConversationStorage, database_dsn: str) -> None:
-    """A fold does not wait: an append not committed yet is not its to see, a message another transaction
-    is editing or deleting is left to that transaction (or to a later fold), and statistics rows another
-    transaction is writing make it give up at once (0, nothing counted); exact either way."""
+def test_a_fold_races_appends_edits_and_deletes(store: ConversationStorage, database_dsn: str) -> None:
+    """A fold does not wait for others: an append not committed yet is not its to see, a message whose
+    delete has not committed is left to that delete (SKIP LOCKED), an edit waits for the fold and then
+    counts against the words the fold counted, and statistics rows another transaction is writing make
+    it give up at once (0, nothing counted). Exact at every step."""
     _sessions(store)
     with psycopg.connect(database_dsn, autocommit=True) as conn:
-        kept = [store.store_message(ConversationMessage("alice-1", "human", _text(i))) for i in range(3)]
+        kept = [store.store_message(ConversationMessage("alice-1", "human", _text(i))) for i in range(4)]
         with psycopg.connect(database_dsn) as other:
             register_vector(other)
             other.execute(q.INSERT_MESSAGE, _insert_message_values(store, "alice-2", "uncommitted words"))
             other.execute("SELECT FROM conversation_messages WHERE message_id = %s FOR UPDATE", (kept[0].message_id,))
             other.execute("DELETE FROM conversation_messages WHERE message_id = %s", (kept[1].message_id,))
-            assert _fold(conn) == 1  # kept[2] only
+            assert _fold(conn) == 3  # not kept[1], whose pending row the delete holds
             other.execute(
                 "UPDATE conversation_messages SET content = 'edited' WHERE message_id = %s", (kept[0].message_id,)
             )
-            _exact(conn)  # (from here: what the other transaction has not committed yet)
-            assert _pending(conn) == 2
+            _exact(conn)  # (the other transaction's work is not visible yet)
+            assert _pending(conn) == 1  # kept[1]
+            other.commit()
+        assert _pending(conn) == 1  # the new message
+        _exact(conn)
+        with psycopg.connect(database_dsn) as other:
+            other.execute(
+                "UPDATE conversation_messages SET content = 'edited again' WHERE message_id = %s", (kept[2].message_id,)
+            )
             assert _fold(conn) == 0  # the edit holds alice's statistics rows: the fold gives up
             other.commit()
-        assert _pending(conn) == 1  # the new message (the edit counted the edited one)
-        _exact(conn)
+        assert _pending(conn) == 1
         assert _fold(conn) == 1
+        assert _pending(conn) == 0
+        _exact(conn)
+
+
+def test_an_edit_waits_for_the_fold_that_took_its_message(store: ConversationStorage, database_dsn: str) -> None:
+    _sessions(store)
+    message = store.store_message(ConversationMessage("bob-1", "human", "kayaks on the lake"))
+    edited = threading.Event()
+    with psycopg.connect(database_dsn) as folding:
+        assert _fold(folding) == 1  # (not committed yet)
+
+        def edit() -> None:
+            with psycopg.connect(database_dsn, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE conversation_messages SET content = 'hiking in fog' WHERE message_id = %s",
+                    (message.message_id,),
+                )
+            edited.set()
+
+        editor = threading.Thread(target=edit)
+        editor.start()
+        with psycopg.connect(database_dsn, autocommit=True) as watch:
+            while not watch.execute(  # the edit's trigger waits for the pending row the fold took
+                "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'UPDATE conversation_messages%%')"
+            ).fetchone()[0]:  # type: ignore[index]
+                assert editor.is_alive()
+        assert not edited.is_set()
+        folding.commit()
+        editor.join()
+    assert edited.is_set()
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
         assert _pending(conn) == 0
         _exact(conn)
 
