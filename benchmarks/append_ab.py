@@ -15,7 +15,8 @@ rebuilt once, up to a watermark, as a store keeps it. Each round runs, in turn:
 
 ``--n`` prepared executions each (autocommit, ``synchronous_commit`` as the server has it), printing per
 round p50 / p95 / mean and, at the end, the median of the rounds'; then 200 ``EXPLAIN ANALYZE`` of each
-statement for the server's execution time and each trigger's (medians).
+statement for the server's execution time and each trigger's (medians), and the time of a fold of
+``FOLD_EVERY`` pending appends (median of 15).
 """
 
 from __future__ import annotations
@@ -151,6 +152,18 @@ def main() -> None:
                         times.setdefault(trigger["Trigger Name"], []).append(trigger["Time"])
             medians = {k: round(float(np.median(v)), 3) for k, v in times.items()}
             print(name, "server ms (medians):", medians)
+        folds = []
+        for _ in range(15):  # the fold alone: FOLD_EVERY pending appends, then one fold
+            conn.execute(chosen["new"][0])
+            for i in range(q.FOLD_EVERY):
+                conn.execute(NEW_STATEMENT, values(i), prepare=True).fetchone()
+            t = time.perf_counter()
+            conn.execute(q.FOLD_TERM_PENDING, prepare=True).fetchone()
+            folds.append(time.perf_counter() - t)
+        fold_ms = float(np.median(folds)) * 1000
+        print(
+            f"fold of {q.FOLD_EVERY} pending appends: p50 {fold_ms:.2f} ms ({fold_ms / q.FOLD_EVERY:.3f} ms an append)"
+        )
         for name, rounds in summary.items():
             p50, p95, mean = (float(np.median([r[k] for r in rounds])) for k in range(3))
             print(f"{name}: median of the rounds: p50 {p50:.3f} p95 {p95:.3f} mean {mean:.3f} ms")
