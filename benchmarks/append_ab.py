@@ -15,14 +15,16 @@ rebuilt once, up to a watermark, as a store keeps it. Each round runs, in turn:
 
 ``--n`` prepared executions each (autocommit, ``synchronous_commit`` as the server has it), printing per
 round p50 / p95 / mean and, at the end, the median of the rounds'; then 200 ``EXPLAIN ANALYZE`` of each
-statement for the server's execution time and each trigger's (medians), and the time of a fold of
-``FOLD_EVERY`` pending appends (median of 15).
+statement for the server's execution time and each trigger's (medians), the time of a fold of
+``FOLD_EVERY`` pending appends (median of 15), and two rounds of two writers appending at once to two
+sessions of one user (``--n`` each, own connections): appends per second and p50.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -164,6 +166,54 @@ def main() -> None:
         print(
             f"fold of {q.FOLD_EVERY} pending appends: p50 {fold_ms:.2f} ms ({fold_ms / q.FOLD_EVERY:.3f} ms an append)"
         )
+        # Two writers appending to two sessions of one user at once (each on its own connection)
+        user = conn.execute(
+            "SELECT user_id FROM conversation_sessions GROUP BY user_id HAVING count(*) >= 2 ORDER BY user_id LIMIT 1"
+        ).fetchone()
+        own = [
+            r[0]
+            for r in conn.execute(
+                "SELECT session_id FROM conversation_sessions WHERE user_id = %s ORDER BY session_id LIMIT 2", user
+            )
+        ]
+
+        def writer(statement: str, fold: bool, session_id: str, out: list[float], errors: list[BaseException]) -> None:
+            try:
+                with psycopg.connect(store.pool.conninfo, autocommit=True) as own_conn:
+                    register_vector(own_conn)
+                    for i in range(args.n):
+                        t = time.perf_counter()
+                        one = {**values(i), "session_id": session_id}
+                        row = own_conn.execute(statement, one, prepare=True).fetchone()
+                        if fold and row and row[0] % q.FOLD_EVERY == 0:
+                            own_conn.execute(q.FOLD_TERM_PENDING, prepare=True).fetchone()
+                        out.append(time.perf_counter() - t)
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        for r in range(2):
+            for name, (setup, statement, fold) in chosen.items():
+                conn.execute(setup)
+                errors: list[BaseException] = []
+                samples: list[list[float]] = [[], []]
+                threads = [
+                    threading.Thread(target=writer, args=(statement, fold, sid, out, errors))
+                    for sid, out in zip(own, samples, strict=True)
+                ]
+                t = time.perf_counter()
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                wall = time.perf_counter() - t
+                if errors:
+                    raise errors[0]
+                ms = np.array(samples[0][20:] + samples[1][20:]) * 1000
+                print(
+                    f"two writers, one user, round {r} {name}: {2 * args.n / wall:.0f} appends/s,"
+                    f" p50 {np.percentile(ms, 50):.3f} ms (load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
         for name, rounds in summary.items():
             p50, p95, mean = (float(np.median([r[k] for r in rounds])) for k in range(3))
             print(f"{name}: median of the rounds: p50 {p50:.3f} p95 {p95:.3f} mean {mean:.3f} ms")
