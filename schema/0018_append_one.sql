@@ -29,6 +29,9 @@
 --     granted what ltst_term_stats is granted. On a Citus cluster the store's single append takes the
 --     locking path (the triggers keep everything current there): the table stays empty, distributed
 --     like every per-user table (schema/citus/distribute.sql).
+--   * 0001 and 0002 re-create the insert triggers (without WHEN), and 0002 recounts the statistics from
+--     every message: to re-run either by hand, with no store appending, fold first (SELECT
+--     ltst_fold_term_pending() until ltst_term_pending is empty), then run it, then run this file again.
 
 CREATE TABLE IF NOT EXISTS ltst_term_pending (
     user_id     text NOT NULL,

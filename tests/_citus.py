@@ -74,6 +74,10 @@ SKIPS: dict[str, str] = {
     "test_rls.py::test_erasure_on_the_application_role_drops_the_users_own_vector_index": (
         "per-user vector indexes are not built on a Citus cluster (hnsw.build_user_index refuses)"
     ),
+    "test_term_pending.py": (
+        "store_message's pending statistics are single-server (on a cluster it appends through the triggers "
+        "and ltst_term_pending stays empty: tests/test_append_path.py covers the cluster's appends)"
+    ),
     "test_lexical_index.py": (
         "term indexes are not built on a Citus cluster (lexical_index refuses; recall there scores every "
         "match, tests/test_bm25.py)"
