@@ -61,6 +61,9 @@ def test_python_blocks_run(
     monkeypatch.setenv("LTST_DATABASE_URL", database_dsn)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # A block that starts a process with an environment of its own (the MCP SDK's client passes HOME
+    # and PATH, not LTST_DATABASE_URL) must not reach the developer's default store.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr(ltst_memory._executor, "default_embedder", lambda name="all-MiniLM-L6-v2": minilm)
     shutil.copytree(ROOT / "tests" / "data", tmp_path / "tests" / "data")
     monkeypatch.chdir(tmp_path)
