@@ -43,7 +43,7 @@ from typing import Any
 from . import _ops as ops
 from . import _queries as q
 from . import _recall_queries as rq
-from ._kernel import SEARCH, operation
+from ._kernel import SEARCH, Pending, R, operation
 from ._ops import Core, Embed, Op, Query
 from .errors import SessionNotFoundError, ValidationError
 from .models import (
@@ -391,10 +391,11 @@ def rehydrate(
             f"{', '.join(sorted(recall_keywords()))}"
         )
 
-    # The question's embedding starts now, in a worker thread: every read below and recall's lexical leg
-    # run meanwhile (recall announces the same text and gets this embedding).
+    # The question's embedding starts now, in a worker thread: the reads below and recall's lexical
+    # statement run meanwhile; recall announces the same text and gets this embedding.
+    handle: Pending | None = None
     if query is not None and query.strip() and memory_limit:
-        yield Embed((query,), ahead=True)
+        handle = yield Embed((query,), ahead=True)
     session = yield from ops.get_session(core, session_id)
     if session is None:
         raise SessionNotFoundError(session_id)
@@ -406,8 +407,51 @@ def rehydrate(
     if query is None:
         query = next((m.content for m in reversed(recent) if m.role == "human"), None)
         if query is not None and query.strip() and memory_limit:
-            yield Embed((query,), ahead=True)
+            handle = yield Embed((query,), ahead=True)
 
+    sections: dict[str, Any] = {}
+    reads = _other_reads(core, session, include_related, include_sensitive_preferences, sections)
+    memories: list[tuple[ConversationMessage, float]] = []
+    if handle is not None and query:
+        exclude = [m.message_id for m in recent if m.message_id is not None]
+        steps = recall(
+            core,
+            query,
+            user_id=user_id if include_other_sessions else None,
+            session_id=session_id,
+            scope="user" if include_other_sessions else "session",
+            limit=memory_limit,
+            exclude_message_ids=exclude,
+            **{"min_similarity": memory_min_similarity, **options},
+        )
+        # the other reads run once recall's lexical statement is sent, before it waits for the vector
+        memories = yield from _before_waiting(steps, handle, reads)
+    if not sections:  # no recall, or one that returned before waiting for the vector
+        yield from reads
+
+    return merge(
+        session_id=session_id,
+        user_id=user_id,
+        query=query,
+        token_budget=token_budget,
+        min_recent_turns=min_recent_turns,
+        count_tokens=counter,
+        memories=memories,
+        recent=recent,
+        **sections,
+    )
+
+
+def _other_reads(
+    core: Core,
+    session: ConversationSession,
+    include_related: bool,
+    include_sensitive_preferences: bool,
+    into: dict[str, Any],
+) -> Op[None]:
+    """The session's summary, the user's preferences, the session's context and its related sessions'
+    summaries, into ``into`` (merge's keyword arguments)."""
+    session_id, user_id = session.session_id, session.user_id
     summary_row = yield ops.owned(core, Query(rq.SELECT_SESSION_SUMMARY_TEXT, {"session_ids": [session_id]}), user_id)
     summary = next((r["summary"] for r in summary_row if r["summary"]), None) or session.context_summary
     preferences = yield from ops.get_preferences(core, user_id)
@@ -426,35 +470,29 @@ def rehydrate(
                 text = texts.get(s.session_id) or s.context_summary
                 if text:
                     related.append((s, r.relationship_strength, text))
+    into.update(summary=summary, preferences=preferences, context=context, related=related)
 
-    memories: list[tuple[ConversationMessage, float]] = []
-    if query and query.strip() and memory_limit:
-        exclude = [m.message_id for m in recent if m.message_id is not None]
-        memories = yield from recall(
-            core,
-            query,
-            user_id=user_id if include_other_sessions else None,
-            session_id=session_id,
-            scope="user" if include_other_sessions else "session",
-            limit=memory_limit,
-            exclude_message_ids=exclude,
-            **{"min_similarity": memory_min_similarity, **options},
-        )
 
-    return merge(
-        session_id=session_id,
-        user_id=user_id,
-        query=query,
-        token_budget=token_budget,
-        preferences=preferences,
-        summary=summary,
-        context=context,
-        related=related,
-        memories=memories,
-        recent=recent,
-        min_recent_turns=min_recent_turns,
-        count_tokens=counter,
-    )
+def _before_waiting(steps: Op[R], handle: Pending, meanwhile: Op[None]) -> Op[R]:
+    """``yield from steps``, except that ``meanwhile`` runs first where ``steps`` yields ``handle`` (where
+    it waits for the embedding); what the executor sends or throws goes to ``steps``."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            instruction = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        error = None
+        if instruction is handle:
+            yield from meanwhile
+        try:
+            result = yield instruction
+        except GeneratorExit:
+            steps.close()
+            raise
+        except BaseException as exc:  # thrown by the executor (an EmbeddingError): recall's to handle
+            error = exc
 
 
 @functools.cache

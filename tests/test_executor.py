@@ -325,6 +325,9 @@ def test_rehydrate_reads_while_its_question_is_embedded(database_dsn: str) -> No
         assert any(s.startswith("SELECT session_id, summary") for s in before)  # the summary
         assert any(s.startswith("WITH terms") for s in before)  # the lexical leg
         assert [s for s in seen[at_end[0] :] if s.startswith("WITH terms")]  # the vector leg, after it
+        lexical = next(i for i, s in enumerate(seen) if s.startswith("WITH terms"))
+        summary = next(i for i, s in enumerate(seen) if s.startswith("SELECT session_id, summary"))
+        assert lexical < summary  # the longest read first, the short ones while the server has done it
         assert _worker_threads() == []
 
 
