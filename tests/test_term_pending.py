@@ -281,6 +281,31 @@ def test_another_fold_running_means_nothing_to_do(store: ConversationStorage, da
         _exact(second)
 
 
+def test_a_failing_fold_leaves_the_messages_pending_and_the_appends_stored(
+    store: ConversationStorage, database_dsn: str
+) -> None:
+    """A fold that fails (here: the counting function raises) reports a warning and returns 0; the
+    messages stay pending and exact for readers, and store_message, which calls it, still returns."""
+    _sessions(store)
+    store.store_message(ConversationMessage("alice-1", "human", _text(1)))
+    warnings: list[str] = []
+    with psycopg.connect(database_dsn) as conn:
+        conn.add_notice_handler(lambda notice: warnings.append(notice.message_primary or ""))
+        conn.execute(  # only in this transaction, rolled back below
+            "CREATE OR REPLACE FUNCTION ltst_apply_term_stats(rows_user text[], rows_tsv tsvector[], sign integer)"
+            " RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'counting failed'; END; $$"
+        )
+        assert _fold(conn) == 0
+        assert _pending(conn) == 1
+        assert any("counting failed" in w for w in warnings)
+        conn.rollback()
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        assert _pending(conn) == 1
+        _exact(conn)
+        assert _fold(conn) == 1
+        _exact(conn)
+
+
 def _lexical(conn: psycopg.Connection[Any], user: str | None) -> list[tuple[int, float]]:
     params = {"query": "paint the lake at sunrise", "k1": BM25_K1, "b": BM25_B, "candidates": 20}
     if user is None:
