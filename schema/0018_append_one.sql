@@ -170,8 +170,7 @@ $$;
 -- itself against those words). A lock wait over 100 ms (on a statistics row), or a deadlock, ends the
 -- fold with nothing done (0): the rows stay pending, exact for readers, for the next fold (so would a
 -- key over the btree limit, which never waits here: a long message is counted by its append, an edited
--- one by its edit). Any other error is reported as a WARNING and ends the fold the same way: the
--- append that called it is stored, and returns. Runs as the tables' owner: every user's pending rows, whoever calls it (it returns
+-- one by its edit). Runs as the tables' owner: every user's pending rows, whoever calls it (it returns
 -- a count, nothing of the rows).
 CREATE OR REPLACE FUNCTION ltst_fold_term_pending() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET lock_timeout = '100ms' AS $$
@@ -194,12 +193,8 @@ BEGIN
     PERFORM ltst_apply_term_stats(array_agg(m.user_id), array_agg(m.search_tsv), 1)
        FROM conversation_messages AS m WHERE m.message_id = ANY(ids);
     RETURN cardinality(ids);
-EXCEPTION
-    WHEN lock_not_available OR deadlock_detected OR program_limit_exceeded THEN
-        RETURN 0;
-    WHEN OTHERS THEN  -- the append that called it is stored: the rows stay pending (exact for readers)
-        RAISE WARNING 'ltst_fold_term_pending: % (SQLSTATE %); the messages stay pending', SQLERRM, SQLSTATE;
-        RETURN 0;
+EXCEPTION WHEN lock_not_available OR deadlock_detected OR program_limit_exceeded THEN
+    RETURN 0;
 END;
 $$;
 
