@@ -275,9 +275,8 @@ PENDING_MAX_BYTES = 1800
 # INSERT_MESSAGES_ONE_SESSION for a single message, its values bound one by one rather than as arrays
 # (store_message: 60 µs less to bind, and no unnest on the server); it returns what the server chose (id,
 # index, owner, timestamp: ``appended_message`` adds the rest from the values). It keeps session_summary
-# current itself (an upsert, as the trigger: a missing row is made again), records the message in
-# ltst_term_pending (its BM25 statistics are counted later: FOLD_TERM_PENDING; a long message's at once:
-# PENDING_MAX_BYTES), and
+# (its row made with the session's) current itself, records the message in ltst_term_pending (its BM25
+# statistics are counted later: FOLD_TERM_PENDING; a long message's at once: PENDING_MAX_BYTES), and
 # marks itself so that the two statement-level insert triggers skip it (schema/0018_append_one.sql): no
 # plpgsql, no transition table, no per-word upsert while the caller waits. (One server only, as
 # INSERT_MESSAGES_ONE_SESSION.)
@@ -302,22 +301,18 @@ inserted AS (
               + coalesce(octet_length(metadata ->> 'speaker'), 0) <= {PENDING_MAX_BYTES} AS deferred
 ),
 summary AS (
-    INSERT INTO session_summary AS s (
-        session_id, total_messages, human_messages, ai_messages, system_messages, tool_messages,
-        first_message_at, last_message_at, total_tokens_estimate, updated_at)
-    SELECT i.session_id, 1, (i.role = 'human')::int, (i.role = 'ai')::int, (i.role = 'system')::int,
-           (i.role = 'tool')::int, i."timestamp", i."timestamp", ltst_token_estimate(i.content), now()
-    FROM inserted AS i
-    ON CONFLICT (session_id) DO UPDATE SET
+    UPDATE session_summary AS s SET
         total_messages        = s.total_messages + 1,
-        human_messages        = s.human_messages + EXCLUDED.human_messages,
-        ai_messages           = s.ai_messages + EXCLUDED.ai_messages,
-        system_messages       = s.system_messages + EXCLUDED.system_messages,
-        tool_messages         = s.tool_messages + EXCLUDED.tool_messages,
-        first_message_at      = LEAST(s.first_message_at, EXCLUDED.first_message_at),
-        last_message_at       = GREATEST(s.last_message_at, EXCLUDED.last_message_at),
-        total_tokens_estimate = s.total_tokens_estimate + EXCLUDED.total_tokens_estimate,
+        human_messages        = s.human_messages + (i.role = 'human')::int,
+        ai_messages           = s.ai_messages + (i.role = 'ai')::int,
+        system_messages       = s.system_messages + (i.role = 'system')::int,
+        tool_messages         = s.tool_messages + (i.role = 'tool')::int,
+        first_message_at      = LEAST(s.first_message_at, i."timestamp"),
+        last_message_at       = GREATEST(s.last_message_at, i."timestamp"),
+        total_tokens_estimate = s.total_tokens_estimate + ltst_token_estimate(i.content),
         updated_at            = now()
+    FROM inserted AS i
+    WHERE s.session_id = i.session_id
 ),
 pending AS (
     INSERT INTO ltst_term_pending (user_id, message_id)

@@ -145,27 +145,3 @@ def test_an_append_to_a_session_that_does_not_exist_stores_nothing(store: Conver
     with pytest.raises(SessionNotFoundError):
         store.store_messages([ConversationMessage("nope", "human", f"m {i}") for i in range(count)])
     assert store.get_user_sessions("alice") == []
-
-
-@pytest.mark.parametrize("how", ["store_message", "plain INSERT"])
-def test_an_append_to_a_session_whose_summary_row_is_gone_makes_it_again(
-    store: ConversationStorage, database_dsn: str, how: str
-) -> None:
-    """store_message's statement keeps the summary as the insert trigger does (an upsert): a session whose
-    summary row was deleted gets one again from its next message, counting the messages since."""
-    store.create_session(ConversationSession("lost", "alice"))
-    store.store_message(ConversationMessage("lost", "human", "before the row went"))
-    with psycopg.connect(database_dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM session_summary WHERE session_id = 'lost'")
-        if how == "store_message":
-            store.store_message(ConversationMessage("lost", "ai", "the first words since"))
-        else:
-            conn.execute(
-                "INSERT INTO conversation_messages (session_id, user_id, role, content, message_index)"
-                " VALUES ('lost', 'alice', 'ai', 'the first words since', 1)"
-            )
-        row = conn.execute(
-            "SELECT total_messages, human_messages, ai_messages, first_message_at = last_message_at,"
-            " total_tokens_estimate FROM session_summary WHERE session_id = 'lost'"
-        ).fetchone()
-    assert row == (1, 0, 1, True, 6)  # ceil(21 / 4) tokens
