@@ -159,7 +159,6 @@ bm25 AS MATERIALIZED (
     GROUP BY x.message_id
 )"""
 _LEXICAL_BEST = "SELECT message_id, score FROM bm25 ORDER BY round(score * 1e9) DESC, message_id LIMIT %(candidates)s"
-_LEXICAL_TAIL = f"{_LEXICAL_SCORES}\n{_LEXICAL_BEST}\n"
 
 # The vector leg's nearest rows. A large scope: through the vector index (its ``hnsw.order_by``
 # order, iterative scan so a filter never starves it). A small scope: every row's distance computed
@@ -329,13 +328,29 @@ _LEXICAL_TERM_INDEX_BEST = _LEXICAL_BEST.replace(
     "    SELECT message_id, score FROM bm25 UNION ALL SELECT message_id, score FROM indexed\n"
     ") AS scored ORDER BY",
 )
-_LEXICAL_TERM_INDEX_TAIL = f"{_LEXICAL_SCORES}\n{_LEXICAL_TERM_INDEX_BEST}\n"
 
 #: The filters the rows of a term index can evaluate (``p``: a row of ``ltst_lexical_postings``).
 POSTINGS_FILTERS = {
     FILTER_EXCLUDE: " AND p.message_id <> ALL(%(exclude_ids)s::bigint[])",
     FILTER_USER: "",  # the index's rows are the scope user's (p.user_id = %(user_id)s)
 }
+
+
+def _lexical_scored(
+    *, scope: str, filters: str, all_users: bool, scan: bool, term_index: tuple[str, ...] | None
+) -> tuple[str, str]:
+    """The lexical leg (:func:`lexical_sql`, the same arguments) as its CTEs up to the scores (``bm25``)
+    and its final SELECT of the best rows."""
+    head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
+    if term_index is not None:
+        bm25 = _BM25_OF.format(tf="p.tf", dl="p.dl")  # tf and length as the index stores them
+        postings_filters = "".join(POSTINGS_FILTERS[f] for f in term_index)
+        body = _LEXICAL_BY_TERM_INDEX.format(
+            scope=scope, filters=filters, bm25=bm25, postings_filters=postings_filters
+        )
+        return head + body + _LEXICAL_SCORES, _LEXICAL_TERM_INDEX_BEST
+    body = (_LEXICAL_BY_SCAN if scan else _LEXICAL_BY_INDEX).format(scope=scope, filters=filters)
+    return head + body + _LEXICAL_SCORES, _LEXICAL_BEST
 
 
 def lexical_sql(
@@ -349,15 +364,8 @@ def lexical_sql(
     is the ``lexical_watermark`` parameter, and these are the filter fragments (``FILTER_*``, each a key
     of :data:`POSTINGS_FILTERS`) in ``filters``.
     """
-    head = _HEAD.format(stats=STATS_OF_ALL if all_users else STATS_OF_USER)
-    if term_index is not None:
-        bm25 = _BM25_OF.format(tf="p.tf", dl="p.dl")  # tf and length as the index stores them
-        postings_filters = "".join(POSTINGS_FILTERS[f] for f in term_index)
-        body = _LEXICAL_BY_TERM_INDEX.format(
-            scope=scope, filters=filters, bm25=bm25, postings_filters=postings_filters
-        )
-        return head + body + _LEXICAL_TERM_INDEX_TAIL
-    return head + (_LEXICAL_BY_SCAN if scan else _LEXICAL_BY_INDEX).format(scope=scope, filters=filters) + _LEXICAL_TAIL
+    scored, best = _lexical_scored(scope=scope, filters=filters, all_users=all_users, scan=scan, term_index=term_index)
+    return f"{scored}\n{best}\n"
 
 
 def lexical_pool_sql(
@@ -373,15 +381,12 @@ def lexical_pool_sql(
     and, ``with_neighbors``, the turns just before and after each, as candidate rows
     (:data:`~ltst_memory._queries.MESSAGE_ROW_COLUMNS`, then ``bm25``), in no order. Needs no vector: it
     runs while the question is embedded."""
-    best = _LEXICAL_TERM_INDEX_BEST if term_index is not None else _LEXICAL_BEST
-    legs = lexical_sql(scope=scope, filters=filters, all_users=all_users, scan=scan, term_index=term_index)
-    assert legs.endswith(f"\n{best}\n")  # the lexical leg's statement ends with its best rows
+    scored, best = _lexical_scored(scope=scope, filters=filters, all_users=all_users, scan=scan, term_index=term_index)
     pool = (_POOL_WITH_NEIGHBOURS if with_neighbors else _POOL_SEED).format(scope=scope, filters=filters)
     scores = _POOL_SCORES.format(
         columns=M_MESSAGE_ROW_COLUMNS, embedding="", rows="pool", scope=scope, filters=filters
     )
-    tail = _LEXICAL_POOL_TAIL.format(best=best, pool=pool, scores=scores, row_columns=_POOL_ROW_COLUMNS)
-    return legs[: -len(best) - 2] + tail
+    return scored + _LEXICAL_POOL_TAIL.format(best=best, pool=pool, scores=scores, row_columns=_POOL_ROW_COLUMNS)
 
 
 def vector_sql(
@@ -425,7 +430,7 @@ def vector_sql(
         row_columns=_POOL_ROW_COLUMNS,
         extra=", m.embedding" if with_embedding else "",
         known_extra=", k.embedding" if with_embedding else "",
-        nulls=", ".join(["NULL"] * (_POOL_ROW_COLUMNS.count(",") + 1 - 1)),
+        nulls=", ".join(["NULL"] * _POOL_ROW_COLUMNS.count(",")),  # every column but message_id
         scope=scope,
         filters=filters,
     )

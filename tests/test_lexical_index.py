@@ -188,13 +188,13 @@ def test_recall_and_rehydrate_read_the_index(
     """recall of a user with an index gives what it gave without; rehydrate's filter (its recent turns)
     is one the index evaluates, other filters take the leg of every user."""
     legs: list[tuple[str, ...] | None] = []
-    lexical_sql = rq.lexical_sql
+    lexical_pool_sql = rq.lexical_pool_sql
 
     def spy(**kwargs: Any) -> str:
         legs.append(kwargs.get("term_index"))
-        return lexical_sql(**kwargs)
+        return lexical_pool_sql(**kwargs)
 
-    monkeypatch.setattr(recall_module.rq, "lexical_sql", spy)
+    monkeypatch.setattr(recall_module.rq, "lexical_pool_sql", spy)
     before = [(m.message_id, s) for m, s in users.recall(QUESTIONS[0], user_id="alice", limit=10)]
     context_before = users.rehydrate("alice-a", QUESTIONS[0])
     assert context_before.memories
