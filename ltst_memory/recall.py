@@ -235,7 +235,7 @@ def fuse(
             session, index = c.message.session_id, c.message.message_index or 0
             neighbour = max(base.get((session, index - 1), 0.0), base.get((session, index + 1), 0.0))
             c.score += neighbor_weight * neighbour
-            if explain and c.parts is not None:
+            if c.parts is not None:
                 p = c.parts
                 c.parts = ScoreParts(p.words, p.meaning, neighbor_weight * neighbour, p.recency, p.bm25, p.cosine)
     if long_turn_penalty or short_turn_penalty:
@@ -271,7 +271,7 @@ def fuse(
         for c in candidates:
             inherited = session_weight * best[c.message.session_id]
             c.score += inherited
-            if explain and c.parts is not None:
+            if c.parts is not None:
                 p = c.parts
                 c.parts = ScoreParts(p.words, p.meaning, p.neighbour + inherited, p.recency, p.bm25, p.cosine)
     if spread_weight:
