@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from psycopg.rows import tuple_row
 
 from . import _queries as q
 from . import crypto, hnsw
@@ -552,7 +553,7 @@ def store_messages(core: Core, messages: Sequence[ConversationMessage]) -> Op[li
         # the common case (one session, ids and parents left to the store): one statement
         if len(params) == 1:  # store_message: the values one by one, the message straight from its row
             values = {c: params[0][c] for c in _ONE_SESSION_FIELDS}
-            row = yield Query(q.INSERT_MESSAGE, values, fetch="one", atomic=True, row=q.values_row)
+            row = yield Query(q.INSERT_MESSAGE, values, fetch="one", atomic=True, row=tuple_row)
             if row is None:
                 raise SessionNotFoundError(session_ids[0])
             if row[0] % q.FOLD_EVERY == 0:  # (the statistics of a few dozen appends, counted at once)

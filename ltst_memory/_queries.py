@@ -743,11 +743,6 @@ def _message_of(values: Sequence[Any], loads: Callable[[str], Any] = json.loads)
     )
 
 
-def values_row(cursor: Any) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """A psycopg row factory (``Query(..., row=values_row)``): each row as the tuple of its values."""
-    return tuple
-
-
 def appended_message(values: dict[str, Any], row: Sequence[Any]) -> ConversationMessage:
     """The message ``INSERT_MESSAGE`` stored from ``values`` (its parameters), given the row it returned
     (id, index, owner, timestamp): the rest is what was bound, as the server keeps it (metadata decoded
