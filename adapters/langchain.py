@@ -8,7 +8,6 @@ Install with ``pip install -e ".[langchain]"`` (from a checkout). Sync and async
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the LangChain adapter needs langchain-core: pip install -e ".[langchain]"') from exc
 
+from ltst_memory._uuid7 import uuid7
 from ltst_memory.errors import ValidationError
 from ltst_memory.models import ConversationMessage, check_id
 
@@ -266,7 +266,7 @@ class LTSTVectorStore(VectorStore):
         if metadatas is not None and not all(isinstance(m, dict) for m in metadatas):
             raise ValidationError("every metadata must be a dict")
         metas = [dict(m) for m in metadatas] if metadatas is not None else [{} for _ in texts]
-        id_list = [str(i) if i is not None else str(uuid.uuid4()) for i in (ids or [None] * len(texts))]
+        id_list = [str(i) if i is not None else str(uuid7()) for i in (ids or [None] * len(texts))]
         return texts, metas, id_list
 
     def add_texts(

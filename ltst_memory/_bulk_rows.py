@@ -4,7 +4,7 @@
 same rules, same error types and messages) but column by column, so that a batch costs a few
 microseconds per message: a distinct session id, role or message type is checked once per batch, an
 empty metadata dict is not serialised, the embeddings are checked for size and finiteness as one
-matrix, and generated ``message_uuid`` values come from one ``os.urandom`` call.
+matrix, and generated ``message_uuid`` values (UUIDv7: ltst_memory/_uuid7.py) are made at once.
 
 :meth:`Prepared.encode` then writes the rows in PostgreSQL's binary COPY format itself (no dumper call
 per value): fixed-width fields with one ``struct`` call per row, the vectors in pgvector's binary
@@ -14,7 +14,6 @@ No I/O here.
 
 from __future__ import annotations
 
-import os
 import struct
 import time
 import uuid
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import _ops as ops
+from ._uuid7 import uuid7_bytes
 from .errors import ValidationError
 from .models import (
     ConversationMessage,
@@ -82,15 +82,6 @@ def text_field(text: str) -> bytes:
     """A text value as a binary COPY field: its length, then its UTF-8 bytes."""
     data = text.encode("utf-8")
     return _LENGTH.pack(len(data)) + data
-
-
-def _random_uuids(n: int) -> list[bytes]:
-    """``n`` random (version 4) UUIDs as 16 raw bytes each, from one ``os.urandom`` call."""
-    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    data = raw.tobytes()
-    return [data[i : i + 16] for i in range(0, 16 * n, 16)]
 
 
 @dataclass
@@ -287,7 +278,7 @@ def prepare(core: ops.Core, messages: Sequence[ConversationMessage]) -> Prepared
             raise ValidationError("message embedding contains NaN or infinite values")
         vectors[vector_rows] = stacked
         has_vector[vector_rows] = True
-    fresh = iter(_random_uuids(generated)) if generated else iter(())
+    fresh = iter(uuid7_bytes(generated)) if generated else iter(())
     uuid_bytes = [next(fresh) if g is None else g.bytes for g in given]
     return Prepared(
         session_ids, given, uuid_bytes, roles, types, contents, metadata, parents, scores, context, timestamps,

@@ -46,6 +46,7 @@ from ._kernel import (
     session_argument,
     session_of,
 )
+from ._uuid7 import uuid7
 from .embeddings import embedding_text
 from .errors import (
     AccessDeniedError,
@@ -265,7 +266,7 @@ def _message_params(core: Core, message: ConversationMessage) -> dict[str, Any]:
     ):
         raise ValidationError("parent_message_id must be an int (a message_id) or None")
     given_uuid = message.message_uuid
-    message_uuid = uuid.uuid4() if given_uuid is None else check_uuid("message_uuid", given_uuid)
+    message_uuid = uuid7() if given_uuid is None else check_uuid("message_uuid", given_uuid)
     if not isinstance(message.is_context_message, bool):
         raise ValidationError("is_context_message must be a bool")
     params: dict[str, Any] = {

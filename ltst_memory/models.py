@@ -77,7 +77,8 @@ class ConversationMessage:
 
     ``message_index``, ``timestamp``, ``embedding``, ``message_id`` and ``user_id`` are filled in by
     the store when left ``None``. ``message_uuid`` is a client-generated idempotency key: storing a
-    message whose uuid is already stored returns the stored row instead of adding a second one.
+    message whose uuid is already stored returns the stored row instead of adding a second one. Left
+    ``None``, it is assigned by the store: a time-ordered UUIDv7 (RFC 9562), as a string.
     """
 
     session_id: str

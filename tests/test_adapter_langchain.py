@@ -334,6 +334,13 @@ def test_filter_never_returns_fewer_than_k(store):
     assert len(vs.similarity_search("doc 7", k=6, filter={"group": 7})) == 6
 
 
+def test_generated_document_ids_are_time_ordered_uuids(store):
+    vs = LTSTVectorStore(store, DeterministicFakeEmbedding(size=6), user_id="u1", collection_name=unique())
+    ids = vs.add_texts(["first", "second", "third"]) + vs.add_texts(["fourth"], ids=[None])
+    assert [uuid.UUID(i).version for i in ids] == [7, 7, 7, 7] and ids == sorted(ids)  # (as text, too)
+    assert {d.id for d in vs.similarity_search("first", k=10)} == set(ids)
+
+
 def test_bad_filter_is_a_validation_error(store):
     vs = _docs_store(store)
     with pytest.raises(ValidationError):
