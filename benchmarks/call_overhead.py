@@ -25,7 +25,6 @@ import os
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from pgvector.psycopg import register_vector
 
 from ltst_memory import ConversationMessage, ConversationStorage, HashingEmbedder
 from ltst_memory import _queries as q
+from ltst_memory._uuid7 import uuid7
 
 
 class Embedder(HashingEmbedder):
@@ -133,7 +133,7 @@ def main() -> None:
 
     def bare_store(i: int) -> Any:
         params = {
-            "message_uuid": uuid.uuid4(),
+            "message_uuid": uuid7(),  # as the store makes them (a random uuid4 costs the server more)
             "session_id": sessions[i % len(sessions)],
             "role": "human",
             "content": f"turn {i}",

@@ -1,7 +1,9 @@
 """The connections of a store's pools: how they are set up, and the check before each is handed out.
 
-**Set-up** (the pool's ``configure``): pgvector's types, and a JSON loader that returns ``{}`` for the
-empty object without running the JSON parser (most rows' ``metadata``). A replica pool's sessions are
+**Set-up** (the pool's ``configure``): pgvector's types, with a shortcut in the binary dumper of numpy
+arrays for a 1-d float32 array (an embedder's row: the same bytes as pgvector's, a third of its time),
+and a JSON loader that returns ``{}`` for the empty object without running the JSON parser (most
+rows' ``metadata``). A replica pool's sessions are
 also made read-only with ``default_transaction_read_only``, which holds for statements run outside an
 explicit transaction too (read-only operations run that way: ltst_memory/_executor.py).
 
@@ -19,13 +21,18 @@ from __future__ import annotations
 import asyncio
 import json
 import select
+import struct
+import sys
 import time
 import weakref
 from typing import Any
 
+import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector, register_vector_async
-from psycopg.pq import TransactionStatus
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Dumper, PyFormat
+from psycopg.pq import Format, TransactionStatus
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -33,6 +40,7 @@ from ._connection import heal_embedded
 
 __all__ = [
     "QUIET_SECONDS",
+    "Float32VectorDumper",
     "check",
     "check_async",
     "configure",
@@ -55,15 +63,57 @@ def loads(data: str | bytes) -> Any:
     return {} if data == _EMPTY_OBJECT else json.loads(data)
 
 
+_FLOAT32 = np.dtype(np.float32)
+_VECTOR_HEAD = struct.Struct(">HH")  # pgvector's binary vector: dimensions, 0, then big-endian float32s
+_NATIVE_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class Float32VectorDumper(Dumper):
+    """pgvector's binary dumper of numpy arrays (the ``vector`` type), with a shortcut for a 1-d float32
+    array: its bytes byte-swapped, after the header, with no ``pgvector.Vector`` in between (~0.8 us
+    instead of ~2.6). Any other array goes to pgvector's dumper (:attr:`fallback`), as before."""
+
+    format = Format.BINARY
+    fallback: type[Dumper]  # pgvector's binary dumper of numpy arrays, with its oid (set per connection)
+
+    def __init__(self, cls: type, context: AdaptContext | None = None) -> None:
+        super().__init__(cls, context)
+        self._context = context
+        self._other: Dumper | None = None
+
+    def dump(self, obj: Any) -> Buffer | None:
+        if obj.__class__ is np.ndarray and obj.dtype is _FLOAT32 and obj.ndim == 1:
+            data = obj.tobytes() if _NATIVE_BIG_ENDIAN else obj.byteswap().tobytes()
+            return _VECTOR_HEAD.pack(obj.shape[0], 0) + data
+        if self._other is None:
+            self._other = self.fallback(self.cls, self._context)
+        return self._other.dump(obj)
+
+
+def _fast_vectors(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Put :class:`Float32VectorDumper` in front of the binary dumper pgvector registered for numpy
+    arrays on ``conn`` (which it then falls back to)."""
+    adapters = conn.adapters
+    pgvector_dumper = adapters.get_dumper(np.ndarray, PyFormat.BINARY)
+    dumper = type(
+        "Float32VectorDumper",
+        (Float32VectorDumper,),
+        {"oid": pgvector_dumper.oid, "fallback": pgvector_dumper, "__module__": __name__},
+    )
+    adapters.register_dumper(np.ndarray, dumper)
+
+
 def configure(conn: psycopg.Connection[Any]) -> None:
     """Set up a new connection of a primary pool (or a given pool's, on first use)."""
     register_vector(conn)
+    _fast_vectors(conn)
     set_json_loads(loads, conn)
 
 
 async def configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
     """:func:`configure` for an async connection."""
     await register_vector_async(conn)
+    _fast_vectors(conn)
     set_json_loads(loads, conn)
 
 

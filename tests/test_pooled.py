@@ -7,8 +7,11 @@ import asyncio
 import time
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
+from pgvector.psycopg import register_vector
+from psycopg.adapt import PyFormat, Transformer
 
 from ltst_memory import (
     AsyncConversationStorage,
@@ -96,6 +99,43 @@ def test_empty_json_objects_are_fresh_dicts(store: ConversationStorage) -> None:
     first.metadata["changed"] = True
     again = store.get_messages("s")[0]
     assert again.metadata == {} and again.metadata is not first.metadata
+
+
+ARRAYS = {
+    "float32 row": np.linspace(-1.5, 2.5, 6, dtype=np.float32),
+    "float32 strided view": np.linspace(-3, 3, 12, dtype=np.float32)[::2],
+    "float32 tiny and huge": np.array([1e-38, -3e38, 1.0, 0.0, -0.0, 7e-45], dtype=np.float32),
+    "float64": np.linspace(-1.5, 2.5, 6),
+    "big-endian float32": np.linspace(-1.5, 2.5, 6, dtype=np.float32).astype(">f4"),
+    "float16": np.linspace(-1.5, 2.5, 6, dtype=np.float16),
+}
+
+
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_numpy_vectors_go_out_as_pgvector_sends_them(store: ConversationStorage, name: str) -> None:
+    array = ARRAYS[name]
+    with store.pool.connection() as conn, psycopg.connect(store._conninfo) as plain:
+        register_vector(plain)  # pgvector's own dumper
+        ours = Transformer(conn).get_dumper(array, PyFormat.AUTO).dump(array)
+        theirs = Transformer(plain).get_dumper(array, PyFormat.AUTO).dump(array)
+        assert bytes(ours) == bytes(theirs)
+        stored = conn.execute("SELECT %s::text", (array,)).fetchone()[0]
+        assert stored == plain.execute("SELECT %s::text", (array,)).fetchone()[0]
+        parsed = np.array([float(x) for x in stored.strip("[]").split(",")], dtype=np.float32)
+        assert parsed.tobytes() == array.astype(np.float32).tobytes()  # every value as sent, -0.0 too
+        with pytest.raises(ValueError):  # a 2-d array: refused as pgvector refuses it
+            conn.execute("SELECT %s::text", (np.ones((2, 3), dtype=np.float32),))
+
+
+def test_a_stored_float32_embedding_reads_back_exactly(store: ConversationStorage, hashing_embedder: Any) -> None:
+    store.create_session(ConversationSession("s", "u"))
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((3, hashing_embedder.dimension)).astype(np.float32)
+    store.store_message(ConversationMessage("s", "human", "one", embedding=vectors[0]))
+    store.store_messages([ConversationMessage("s", "ai", f"m{i}", embedding=v) for i, v in enumerate(vectors[1:])])
+    with store.pool.connection() as conn:
+        rows = conn.execute("SELECT embedding::real[] FROM conversation_messages ORDER BY message_index").fetchall()
+    assert np.array([r[0] for r in rows], dtype=np.float32).tobytes() == vectors.tobytes()
 
 
 def _wait_readable(conn: psycopg.Connection[Any]) -> bool:
