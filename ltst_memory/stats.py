@@ -53,12 +53,17 @@ class OperationMetrics:
     def record(self, name: str, seconds: float, *, error: bool = False) -> None:
         """Add one call of ``name`` that took ``seconds`` (``error`` if it raised)."""
         with self._lock:
-            entry = self._counts.setdefault(name, [0, 0, 0.0, 0.0])
+            entry = self._counts.get(name)
+            if entry is None:  # (not setdefault: no list and no deque made per call)
+                entry = self._counts[name] = [0, 0, 0.0, 0.0]
+                self._recent[name] = deque(maxlen=self._window)
             entry[0] += 1
-            entry[1] += int(error)
+            if error:
+                entry[1] += 1
             entry[2] += seconds
-            entry[3] = max(entry[3], seconds)
-            self._recent.setdefault(name, deque(maxlen=self._window)).append(seconds)
+            if seconds > entry[3]:
+                entry[3] = seconds
+            self._recent[name].append(seconds)
 
     def snapshot(self) -> dict[str, dict[str, float | int]]:
         """``{operation: {calls, errors, total_ms, mean_ms, p50_ms, p95_ms, max_ms}}``, sorted by name."""
@@ -123,7 +128,8 @@ def _instrumentation() -> tuple[Any, Any]:
 
                         tracer = trace.get_tracer("ltst_memory")
                         if type(tracer) is trace.ProxyTracer:  # no tracer provider set yet: asked per call
-                            unconfigured = functools.partial(_no_provider, trace)
+                            named = _PROVIDER_VARIABLE in os.environ or not hasattr(trace, "_TRACER_PROVIDER")
+                            unconfigured = functools.partial(_no_provider if named else _none_set, trace)
                     with contextlib.suppress(ImportError):
                         histogram = _prometheus_histogram()
                 _instruments.update(tracer=tracer, histogram=histogram, unconfigured=unconfigured, ready=True)
@@ -219,6 +225,17 @@ def _no_provider(trace: Any) -> bool:
     """Whether OpenTelemetry has no tracer provider (none set, none named by the environment): its
     spans would record nothing, and opening one costs ~10 us of a 0.3 ms read."""
     return type(trace.get_tracer_provider()) is trace.ProxyTracerProvider
+
+
+#: The environment variable that names OpenTelemetry's tracer provider (read by ``get_tracer_provider``).
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
+
+
+def _none_set(trace: Any) -> bool:
+    """:func:`_no_provider` when the environment named no provider as the store first timed a call:
+    whether ``trace.set_tracer_provider`` was not called (the global it sets, once a process, read
+    without ``get_tracer_provider``'s look at ``os.environ``, a third of a microsecond a call)."""
+    return trace._TRACER_PROVIDER is None  # type: ignore[no-any-return]
 
 
 def track_operation(core: Core, op: object) -> contextlib.AbstractContextManager[None]:
