@@ -544,19 +544,19 @@ class ConversationStorage:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("query %s", describe(query))
         try:
-            with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
-                if query.many is None:
-                    cur.execute(query.sql, query.params)
-                    return _fetch(cur, query)
-                returning = query.fetch == "all"
-                cur.executemany(query.sql, query.many, returning=returning)
-                if not returning:
-                    return cur.rowcount
-                rows: list[dict[str, Any]] = []
-                while True:
-                    rows.extend(cur.fetchall())
-                    if not cur.nextset():
-                        return rows
+            cur = _cursor(conn, query.row or ROW_FACTORY)
+            if query.many is None:
+                cur.execute(query.sql, query.params)
+                return _fetch(cur, query)
+            returning = query.fetch == "all"
+            cur.executemany(query.sql, query.many, returning=returning)
+            if not returning:
+                return cur.rowcount
+            rows: list[dict[str, Any]] = []
+            while True:
+                rows.extend(cur.fetchall())
+                if not cur.nextset():
+                    return rows
         except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
@@ -1072,6 +1072,31 @@ def _copy(conn: psycopg.Connection[Any], instruction: Copy) -> int:
 def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
     with suppress(psycopg.Error):  # a broken connection: the pool discards it anyway
         conn.autocommit = False
+
+
+#: How many cursors (one per row factory) a pooled connection keeps for the executor.
+CURSORS_KEPT = 16
+
+
+def _cursor(conn: psycopg.Connection[Any], row_factory: Any) -> psycopg.Cursor[Any]:
+    """The executor's cursor of ``conn`` for ``row_factory``, kept on the connection and reused by the
+    calls that run on it: psycopg keeps a cursor's adaptation context (the dumpers it looked up for the
+    parameters' types) while the cursor runs the same statement again, so a call spares creating a
+    cursor and looking its dumpers up (~5 us in a loop, ~35 us between round trips for
+    ``store_message``: docs/benchmarks.md). A cursor keeps its last result until its next statement.
+    Beyond :data:`CURSORS_KEPT` row factories (or on a connection that takes no attribute), a new one."""
+    kept = getattr(conn, "__dict__", None)
+    cursors = None if kept is None else kept.get("_ltst_cursors")
+    if cursors is None:
+        cursors = {}
+        if kept is not None:
+            kept["_ltst_cursors"] = cursors
+    cur = cursors.get(row_factory)
+    if cur is None or cur.closed:
+        cur = conn.cursor(row_factory=row_factory)
+        if len(cursors) < CURSORS_KEPT:
+            cursors[row_factory] = cur
+    return cur
 
 
 def _fetch(cur: psycopg.Cursor[Any], query: Query) -> Any:

@@ -20,10 +20,13 @@ from ltst_memory import (
     ConversationStorage,
     SessionExistsError,
     SessionNotFoundError,
+    Settings,
+    ValidationError,
     _pooled,
 )
 from ltst_memory._ops import Op, Query
 from ltst_memory._queries import SET_SEARCH_SETTINGS
+from ltst_memory.storage import CURSORS_KEPT
 
 NOW = "SELECT now() AS t, current_setting('hnsw.ef_search', true) AS ef"
 
@@ -136,6 +139,54 @@ def test_a_stored_float32_embedding_reads_back_exactly(store: ConversationStorag
     with store.pool.connection() as conn:
         rows = conn.execute("SELECT embedding::real[] FROM conversation_messages ORDER BY message_index").fetchall()
     assert np.array([r[0] for r in rows], dtype=np.float32).tobytes() == vectors.tobytes()
+
+
+def _failing() -> Op[Any]:
+    yield Query("SELECT 1 / 0", fetch="one")
+
+
+def _calls_in_turn(store: Any, round_: int) -> None:
+    sid = f"s{round_}"
+    assert store.create_session(ConversationSession(sid, "u")).session_id == sid
+    one = store.store_message(ConversationMessage(sid, "human", f"apples {round_}", metadata={"n": round_}))
+    batch = store.store_messages([ConversationMessage(sid, "ai", f"pears {round_} {i}") for i in range(3)])
+    assert (one.message_index, [m.message_index for m in batch]) == (0, [1, 2, 3])
+    with pytest.raises(SessionNotFoundError):
+        store.store_message(ConversationMessage("missing", "human", "x"))
+    with pytest.raises(ValidationError, match="division by zero"):  # a statement that fails
+        store._run(_failing())
+    session = store.get_session(sid)
+    assert session is not None and session.user_id == "u"
+    assert [m.content for m in store.get_messages(sid)] == [f"apples {round_}", *(m.content for m in batch)]
+    assert store.get_messages(sid)[0].metadata == {"n": round_}
+    assert store.get_recent_messages(sid, 2)[-1].content == f"pears {round_} 2"
+    assert store.search_messages(f"apples {round_}", session_id=sid, limit=1)[0][0].content == f"apples {round_}"
+    assert store.get_session_summary(sid).total_messages == 4
+    assert store.get_user_sessions("u")[0].session_id == sid
+
+
+def test_one_connection_serves_every_kind_of_call_in_turn(database_dsn: str, hashing_embedder: Any) -> None:
+    """The executor keeps a cursor per row factory on each pooled connection (storage_async._cursor): on a
+    pool of one connection, every kind of call in turn, failures between them, gets its own answers."""
+    settings = Settings(pool_min_size=1, pool_max_size=1)
+    with ConversationStorage(database_dsn, embedder=hashing_embedder, settings=settings) as store:
+        for round_ in range(3):
+            _calls_in_turn(store, round_)
+        with store.pool.connection() as conn:
+            kept = conn.__dict__["_ltst_cursors"]
+            assert 3 <= len(kept) <= CURSORS_KEPT and not any(c.closed for c in kept.values())
+
+    async def main() -> None:
+        async with AsyncConversationStorage(database_dsn, embedder=hashing_embedder, settings=settings) as store:
+            sid = "async"
+            await store.create_session(ConversationSession(sid, "u"))
+            for i in range(3):
+                stored = await store.store_message(ConversationMessage(sid, "human", f"turn {i}"))
+                assert stored.message_index == i
+                assert [m.message_index for m in await store.get_messages(sid)] == list(range(i + 1))
+                assert (await store.get_session(sid)) is not None
+
+    asyncio.run(main())
 
 
 def _wait_readable(conn: psycopg.Connection[Any]) -> bool:
