@@ -235,7 +235,7 @@ def _none_set(trace: Any) -> bool:
     """:func:`_no_provider` when the environment named no provider as the store first timed a call:
     whether ``trace.set_tracer_provider`` was not called (the global it sets, once a process, read
     without ``get_tracer_provider``'s look at ``os.environ``, a third of a microsecond a call)."""
-    return trace._TRACER_PROVIDER is None  # type: ignore[no-any-return]
+    return trace._TRACER_PROVIDER is None
 
 
 def track_operation(core: Core, op: object) -> contextlib.AbstractContextManager[None]:
