@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import ConfigurationError
@@ -115,6 +115,21 @@ class SessionCache:
             if len(self._generation) > 4 * self.max_entries:  # forget old generations of uncached sessions
                 cached = {sid for _, sid in self._entries}
                 self._generation = {s: g for s, g in self._generation.items() if s in cached}
+
+    def invalidate_after_write(
+        self,
+        sessions_changed: Callable[[tuple[Any, ...], Mapping[str, Any]], Iterable[str] | None],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        """After a write: ``invalidate(sessions_changed(args, kwargs))``, the sessions it may have changed.
+        With the cache off and empty (the default) no session is worked out: only the epoch moves, so a
+        read that overlapped the write does not cache its answer should the cache be turned on meanwhile."""
+        with self._lock:
+            if self.ttl <= 0 and not self._entries:
+                self._epoch += 1
+                return
+        self.invalidate(sessions_changed(args, kwargs))
 
     def clear(self) -> None:
         with self._lock:

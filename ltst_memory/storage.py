@@ -519,11 +519,10 @@ class ConversationStorage:
             return value
         if declared.invalidates is None:
             return self._run(run(core, *args, **kwargs), readonly=declared.read_only)
-        sessions = declared.sessions_changed(args, kwargs)
         try:
             return self._run(run(core, *args, **kwargs), readonly=declared.read_only)
         finally:
-            cache.invalidate(sessions)
+            cache.invalidate_after_write(declared.sessions_changed, args, kwargs)
 
     def _outside(self, instruction: Embed | Call) -> Any:
         if isinstance(instruction, Embed):

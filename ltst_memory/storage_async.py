@@ -555,11 +555,10 @@ class AsyncConversationStorage:
             return value
         if declared.invalidates is None:
             return await self._arun(run(core, *args, **kwargs), readonly=declared.read_only)
-        sessions = declared.sessions_changed(args, kwargs)
         try:
             return await self._arun(run(core, *args, **kwargs), readonly=declared.read_only)
         finally:
-            cache.invalidate(sessions)
+            cache.invalidate_after_write(declared.sessions_changed, args, kwargs)
 
     async def _outside(self, instruction: Embed | Call) -> Any:
         if isinstance(instruction, Embed):

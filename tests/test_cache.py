@@ -136,6 +136,25 @@ def test_lru_bound_and_stale_put_guard() -> None:
     assert cache.get("session", "z") == (False, None)
 
 
+def test_a_write_with_the_cache_off_still_guards_a_read_that_overlapped_it() -> None:
+    cache = SessionCache(ttl=0)
+    asked: list[object] = []
+
+    def sessions_changed(args: tuple[object, ...], kwargs: object) -> list[str]:
+        asked.append(args)
+        return ["b"]
+
+    generation = cache.generation("b")  # a read of "b" starts
+    cache.invalidate_after_write(sessions_changed, ("b",), {})  # a write commits: the cache is off and empty
+    assert asked == []  # (no session worked out)
+    cache.ttl = 60  # turned on before the read ends: its answer, older than the write, is not kept
+    cache.put("session", "b", "OLD", generation)
+    assert cache.get("session", "b") == (False, None)
+    cache.put("session", "b", "NEW", cache.generation("b"))
+    cache.invalidate_after_write(sessions_changed, ("b",), {})  # on, with entries: the sessions' entries go
+    assert asked == [("b",)] and cache.get("session", "b") == (False, None)
+
+
 async def test_async_store_caches_too(astore: AsyncConversationStorage) -> None:
     await astore.create_session(ConversationSession(session_id="s", user_id="u"))
     await astore.get_session("s")
