@@ -11,10 +11,10 @@ For ``store_message`` (a precomputed vector, a random existing session), ``get_r
 and ``get_session`` it runs, call after call in turn, the store's method (this checkout's, and the
 baseline's with ``--baseline``, a second store on the same server) and the operation's statement bare:
 the same SQL prepared on a plain psycopg connection in autocommit with pgvector's types, tuple rows,
-nothing built from them. Per round it prints each arm's p50 wall time and its mean CPU time in the
-calling thread (``time.thread_time``, which a shared machine's load barely moves), and the store's
-overhead over the bare statement in both. The store's session cache is off (the default), so
-``get_session`` reads the database.
+nothing built from them (``store_message``'s binds a UUIDv7, as the store does). Per round it prints
+each arm's p50 wall time and its mean CPU time in the calling thread (``time.thread_time``, which a
+shared machine's load barely moves), and the store's overhead over the bare statement in both. The
+store's session cache is off (the default), so ``get_session`` reads the database.
 """
 
 from __future__ import annotations
