@@ -94,7 +94,10 @@ def _fast_vectors(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) 
     """Put :class:`Float32VectorDumper` in front of the binary dumper pgvector registered for numpy
     arrays on ``conn`` (which it then falls back to)."""
     adapters = conn.adapters
-    pgvector_dumper = adapters.get_dumper(np.ndarray, PyFormat.BINARY)
+    try:
+        pgvector_dumper = adapters.get_dumper(np.ndarray, PyFormat.BINARY)
+    except psycopg.ProgrammingError:  # (a pgvector that registers no dumper of numpy arrays: nothing to speed up)
+        return
     dumper = type(
         "Float32VectorDumper",
         (Float32VectorDumper,),

@@ -130,6 +130,13 @@ def test_numpy_vectors_go_out_as_pgvector_sends_them(store: ConversationStorage,
             conn.execute("SELECT %s::text", (np.ones((2, 3), dtype=np.float32),))
 
 
+def test_the_vector_shortcut_needs_pgvector_s_numpy_dumper(database_dsn: str) -> None:
+    with psycopg.connect(database_dsn) as conn:  # no pgvector types registered: nothing to put in front of
+        _pooled._fast_vectors(conn)
+        with pytest.raises(psycopg.ProgrammingError):
+            conn.adapters.get_dumper(np.ndarray, PyFormat.BINARY)
+
+
 def test_a_stored_float32_embedding_reads_back_exactly(store: ConversationStorage, hashing_embedder: Any) -> None:
     store.create_session(ConversationSession("s", "u"))
     rng = np.random.default_rng(7)
