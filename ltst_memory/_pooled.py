@@ -55,7 +55,7 @@ QUIET_SECONDS = 10.0
 
 _EMPTY_OBJECT = b"{}"
 _READ_ONLY_SESSION = "SET default_transaction_read_only = on"
-_handed_back: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_handed_back: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def loads(data: str | bytes) -> Any:
@@ -143,29 +143,62 @@ async def configure_replica_async(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.set_autocommit(autocommit)
 
 
+class _Quiet:
+    """What :func:`is_quiet` keeps per connection: when the store handed it back, and a poll object on its
+    socket (made once per socket, not per check)."""
+
+    __slots__ = ("fileno", "poller", "returned")
+
+    def __init__(self) -> None:
+        self.returned = 0.0
+        self.fileno = -1
+        self.poller: Any = None
+
+
+_QUIET = "_ltst_quiet"
+
+
+def _quiet_state(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], create: bool) -> _Quiet | None:
+    """``conn``'s :class:`_Quiet`, kept on the connection (or, for one that takes no attribute, in a
+    weak dictionary)."""
+    kept = getattr(conn, "__dict__", None)
+    state = _handed_back.get(conn) if kept is None else kept.get(_QUIET)
+    if state is None and create:
+        state = _Quiet()
+        if kept is None:
+            _handed_back[conn] = state
+        else:
+            kept[_QUIET] = state
+    return state
+
+
 def handed_back(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     """Note that the store is done with ``conn`` (it goes back to its pool now)."""
-    _handed_back[conn] = time.monotonic()
+    state = _quiet_state(conn, True)
+    assert state is not None  # (created)
+    state.returned = time.monotonic()
 
 
-def _readable(fileno: int) -> bool:
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([fileno], [], [], 0)  # pragma: no cover - Windows
-    return bool(readable)
+def _readable(state: _Quiet, fileno: int) -> bool:
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows
+        readable, _, _ = select.select([fileno], [], [], 0)
+        return bool(readable)
+    if state.fileno != fileno:
+        state.poller = select.poll()
+        state.poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
+        state.fileno = fileno
+    return bool(state.poller.poll(0))
 
 
 def is_quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether ``conn`` may be handed out without a round trip (see the module's docstring)."""
-    returned = _handed_back.get(conn)
-    if returned is None or time.monotonic() - returned > QUIET_SECONDS:
+    state = _quiet_state(conn, False)
+    if state is None or time.monotonic() - state.returned > QUIET_SECONDS:
         return False
     if conn.closed or conn.pgconn.transaction_status != TransactionStatus.IDLE:
         return False
     try:
-        return not _readable(conn.fileno())
+        return not _readable(state, conn.fileno())
     except (OSError, ValueError, psycopg.Error):
         return False
 
