@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any
 
 import numpy as np
 
@@ -85,10 +84,7 @@ def _uuid7() -> uuid.UUID:
         | (rand & 0xFFFF_FFFF)
         | _VERSION_AND_VARIANT
     )
-    made: Any = object.__new__(uuid.UUID)  # uuid.UUID(int=value) checks what is true by construction
-    object.__setattr__(made, "int", value)
-    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
-    return made  # type: ignore[no-any-return]
+    return uuid.UUID(int=value)
 
 
 uuid7 = getattr(uuid, "uuid7") if sys.version_info >= (3, 14) else _uuid7  # noqa: B009

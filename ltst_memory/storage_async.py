@@ -579,19 +579,23 @@ class AsyncConversationStorage:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("query %s", describe(query))
         try:
-            cur = _cursor(conn, query.row or ROW_FACTORY)
-            if query.many is None:
+            if query.many is None and query.fetch == "one":  # (at most a row: the cursor may keep it)
+                cur = _cursor(conn, query.row or ROW_FACTORY)
                 await cur.execute(query.sql, query.params)
-                return await _fetch(cur, query)
-            returning = query.fetch == "all"
-            await cur.executemany(query.sql, query.many, returning=returning)
-            if not returning:
-                return cur.rowcount
-            rows: list[dict[str, Any]] = []
-            while True:
-                rows.extend(await cur.fetchall())
-                if not cur.nextset():
-                    return rows
+                return await cur.fetchone()
+            async with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
+                if query.many is None:
+                    await cur.execute(query.sql, query.params)
+                    return await _fetch(cur, query)
+                returning = query.fetch == "all"
+                await cur.executemany(query.sql, query.many, returning=returning)
+                if not returning:
+                    return cur.rowcount
+                rows: list[dict[str, Any]] = []
+                while True:
+                    rows.extend(await cur.fetchall())
+                    if not cur.nextset():
+                        return rows
         except CLASSIFIED as exc:  # by SQLSTATE: ltst_memory/_sqlstate.py
             raise self._unavailable(replica, exc) from exc
 
@@ -1130,8 +1134,9 @@ def _cursor(conn: psycopg.AsyncConnection[Any], row_factory: Any) -> psycopg.Asy
     calls that run on it: psycopg keeps a cursor's adaptation context (the dumpers it looked up for the
     parameters' types) while the cursor runs the same statement again, so a call spares creating a
     cursor and looking its dumpers up (~5 us in a loop, ~35 us between round trips for
-    ``store_message``: docs/benchmarks.md). A cursor keeps its last result until its next statement.
-    Beyond :data:`CURSORS_KEPT` row factories (or on a connection that takes no attribute), a new one."""
+    ``store_message``: docs/benchmarks.md). Only statements that fetch one row use it (a cursor keeps
+    its last result until its next statement: at most a row here, never a large read's rows). Beyond
+    :data:`CURSORS_KEPT` row factories (or on a connection that takes no attribute), a new one."""
     kept = getattr(conn, "__dict__", None)
     cursors = None if kept is None else kept.get("_ltst_cursors")
     if cursors is None:
