@@ -181,7 +181,8 @@ def test_one_connection_serves_every_kind_of_call_in_turn(database_dsn: str, has
             _calls_in_turn(store, round_)
         with store.pool.connection() as conn:
             kept = conn.__dict__["_ltst_cursors"]
-            assert 3 <= len(kept) <= CURSORS_KEPT and not any(c.closed for c in kept.values())
+            # (one per row factory of the statements that fetch one row; on a Citus cluster fewer kinds)
+            assert 1 <= len(kept) <= CURSORS_KEPT and not any(c.closed for c in kept.values())
 
     async def main() -> None:
         async with AsyncConversationStorage(database_dsn, embedder=hashing_embedder, settings=settings) as store:
