@@ -14,6 +14,13 @@ back by this store less than :data:`QUIET_SECONDS` ago, idle, whose socket has n
 it: a server that ends a session (restart, crash, a killed backend, ``idle_session_timeout``) sends an
 error message or closes the socket, which makes it readable. Any other connection gets psycopg_pool's
 check.
+
+**Order** (:class:`LifoConnectionPool`, :class:`AsyncLifoConnectionPool`: the pools a store opens itself):
+the idle connection handed back last is handed out first, a stack (as SQLAlchemy's ``pool_use_lifo``
+and node-postgres's pool do), where psycopg_pool hands out the one idle longest. A store that runs one
+call at a time then reuses one warm connection (its server process, its prepared statements and kept
+cursors in the CPU's caches) instead of cycling through every connection a burst of concurrent calls
+opened, and those connections stay idle, so the pool closes them after ``max_idle``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import struct
 import sys
 import time
 import weakref
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -40,7 +48,9 @@ from ._connection import heal_embedded
 
 __all__ = [
     "QUIET_SECONDS",
+    "AsyncLifoConnectionPool",
     "Float32VectorDumper",
+    "LifoConnectionPool",
     "check",
     "check_async",
     "configure",
@@ -222,3 +232,29 @@ async def check_async(conn: psycopg.AsyncConnection[Any]) -> None:
         except Exception:
             await asyncio.to_thread(heal_embedded)
             raise
+
+
+def _latest_first(idle: object) -> None:
+    """Put the connection handed back last (the right end of psycopg_pool's deque of idle connections)
+    where the pool takes the next one from (the left end); the others keep their order, the one idle
+    longest at the left after it (the one psycopg_pool closes first when it shrinks the pool)."""
+    if isinstance(idle, deque) and len(idle) > 1:
+        idle.rotate(1)
+
+
+class LifoConnectionPool(ConnectionPool[Any]):
+    """psycopg_pool's ``ConnectionPool`` handing out the idle connection handed back last (see the
+    module's docstring). It reorders the idle connections, under the pool's lock, just before
+    psycopg_pool takes one (``_get_ready_connection``); everything else is psycopg_pool's."""
+
+    def _get_ready_connection(self, timeout: float | None) -> Any:
+        _latest_first(self._pool)
+        return super()._get_ready_connection(timeout)
+
+
+class AsyncLifoConnectionPool(AsyncConnectionPool[Any]):
+    """:class:`LifoConnectionPool` for asyncio."""
+
+    async def _get_ready_connection(self, timeout: float | None) -> Any:
+        _latest_first(self._pool)
+        return await super()._get_ready_connection(timeout)

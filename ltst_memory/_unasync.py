@@ -30,6 +30,7 @@ __all__ = ["NAMES", "PHRASES", "unasync"]
 #: async name -> sync name (whole identifiers).
 NAMES = {
     "AsyncConversationStorage": "ConversationStorage",
+    "AsyncLifoConnectionPool": "LifoConnectionPool",
     "AsyncConnectionPool": "ConnectionPool",
     "AsyncConnection": "Connection",
     "AsyncCursor": "Cursor",

@@ -290,3 +290,41 @@ def test_your_own_pool_keeps_its_autocommit(database_dsn: str, hashing_embedder:
         for _ in range(2):
             with pool.connection() as conn:
                 assert conn.autocommit is True
+
+
+def test_the_store_reuses_the_connection_handed_back_last(database_dsn: str, hashing_embedder: Any) -> None:
+    """The store's pool is a stack: after a burst of concurrent calls has opened every connection, calls
+    made one at a time keep landing on one warm connection (one server process) instead of cycling
+    through them all, and the connection handed back last is the next one handed out."""
+    settings = Settings(pool_min_size=3, pool_max_size=3)
+    with ConversationStorage(database_dsn, embedder=hashing_embedder, settings=settings) as store:
+        store.pool.wait()
+        first, second, third = (store.pool.getconn() for _ in range(3))
+        for conn in (first, third, second):
+            store.pool.putconn(conn)
+        assert store.pool.getconn() is second  # the last one handed back
+        store.pool.putconn(second)
+        store.create_session(ConversationSession("s", "u"))
+        pids = set()
+        for i in range(6):
+            store.store_message(ConversationMessage("s", "human", f"turn {i}"))
+            with store.pool.connection() as conn:
+                pids.add(conn.info.backend_pid)
+        assert len(pids) == 1
+
+    async def main() -> None:
+        async with AsyncConversationStorage(database_dsn, embedder=hashing_embedder, settings=settings) as store:
+            await store.pool.wait()
+            conns = [await store.pool.getconn() for _ in range(3)]
+            for conn in (conns[0], conns[2], conns[1]):
+                await store.pool.putconn(conn)
+            assert await store.pool.getconn() is conns[1]
+            await store.pool.putconn(conns[1])
+            pids = set()
+            for _ in range(6):
+                await store.get_session("s")
+                async with store.pool.connection() as conn:
+                    pids.add(conn.info.backend_pid)
+            assert len(pids) == 1
+
+    asyncio.run(main())
