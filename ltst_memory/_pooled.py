@@ -47,7 +47,9 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from ._connection import heal_embedded
 
 __all__ = [
+    "ASYNC_STORE_POOL",
     "QUIET_SECONDS",
+    "STORE_POOL",
     "AsyncLifoConnectionPool",
     "Float32VectorDumper",
     "LifoConnectionPool",
@@ -258,3 +260,13 @@ class AsyncLifoConnectionPool(AsyncConnectionPool[Any]):
     async def _get_ready_connection(self, timeout: float | None) -> Any:
         _latest_first(self._pool)
         return await super()._get_ready_connection(timeout)
+
+
+#: The pool classes a store opens: the stacks above, or psycopg_pool's own where its internals differ
+#: from what they build on (a pool that works in psycopg_pool's order rather than one that fails).
+STORE_POOL: type[ConnectionPool[Any]] = (
+    LifoConnectionPool if hasattr(ConnectionPool, "_get_ready_connection") else ConnectionPool
+)
+ASYNC_STORE_POOL: type[AsyncConnectionPool[Any]] = (
+    AsyncLifoConnectionPool if hasattr(AsyncConnectionPool, "_get_ready_connection") else AsyncConnectionPool
+)

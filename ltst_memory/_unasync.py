@@ -31,6 +31,7 @@ __all__ = ["NAMES", "PHRASES", "unasync"]
 NAMES = {
     "AsyncConversationStorage": "ConversationStorage",
     "AsyncLifoConnectionPool": "LifoConnectionPool",
+    "ASYNC_STORE_POOL": "STORE_POOL",
     "AsyncConnectionPool": "ConnectionPool",
     "AsyncConnection": "Connection",
     "AsyncCursor": "Cursor",

@@ -189,7 +189,7 @@ class ConversationStorage:
     def _start_pool(self, conninfo: str, opened: list[ConnectionPool[Any]], *, replica: bool) -> ConnectionPool[Any]:
         """Open a pool on the primary or the replica; it goes into ``opened`` first, so a failed open
         is closed by the caller."""
-        pool: ConnectionPool[Any] = _pooled.LifoConnectionPool(  # (the warm connection first)
+        pool: ConnectionPool[Any] = _pooled.STORE_POOL(  # (a stack: the warm connection first)
             conninfo,
             **pool_sizes(self._settings),
             configure=_pooled.configure_replica if replica else _pooled.configure,

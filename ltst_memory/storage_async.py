@@ -208,7 +208,7 @@ class AsyncConversationStorage:
     ) -> AsyncConnectionPool[Any]:
         """Open a pool on the primary or the replica; it goes into ``opened`` first, so a failed open
         is closed by the caller."""
-        pool: AsyncConnectionPool[Any] = _pooled.AsyncLifoConnectionPool(  # (the warm connection first)
+        pool: AsyncConnectionPool[Any] = _pooled.ASYNC_STORE_POOL(  # (a stack: the warm connection first)
             conninfo,
             **pool_sizes(self._settings),
             configure=_pooled.configure_replica_async if replica else _pooled.configure_async,
