@@ -60,6 +60,7 @@ __all__ = [
     "configure_replica",
     "configure_replica_async",
     "handed_back",
+    "kept",
 ]
 
 #: A connection handed back at most this long ago, with a quiet socket, is handed out without a round trip.
@@ -67,7 +68,15 @@ QUIET_SECONDS = 10.0
 
 _EMPTY_OBJECT = b"{}"
 _READ_ONLY_SESSION = "SET default_transaction_read_only = on"
-_handed_back: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_kept_aside: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def kept(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+    """What the store keeps with a pooled connection (the quiet check's state, the executor's cursors),
+    by key: the connection's own attributes, or, for a connection that takes none, an entry of a weak
+    dictionary that goes with it."""
+    attributes = getattr(conn, "__dict__", None)
+    return attributes if attributes is not None else _kept_aside.setdefault(conn, {})
 
 
 def loads(data: str | bytes) -> Any:
@@ -170,24 +179,12 @@ class _Quiet:
 _QUIET = "_ltst_quiet"
 
 
-def _quiet_state(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], create: bool) -> _Quiet | None:
-    """``conn``'s :class:`_Quiet`, kept on the connection (or, for one that takes no attribute, in a
-    weak dictionary)."""
-    kept = getattr(conn, "__dict__", None)
-    state = _handed_back.get(conn) if kept is None else kept.get(_QUIET)
-    if state is None and create:
-        state = _Quiet()
-        if kept is None:
-            _handed_back[conn] = state
-        else:
-            kept[_QUIET] = state
-    return state
-
-
 def handed_back(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     """Note that the store is done with ``conn`` (it goes back to its pool now)."""
-    state = _quiet_state(conn, True)
-    assert state is not None  # (created)
+    on_conn = kept(conn)
+    state = on_conn.get(_QUIET)
+    if state is None:
+        state = on_conn[_QUIET] = _Quiet()
     state.returned = time.monotonic()
 
 
@@ -204,7 +201,7 @@ def _readable(state: _Quiet, fileno: int) -> bool:
 
 def is_quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether ``conn`` may be handed out without a round trip (see the module's docstring)."""
-    state = _quiet_state(conn, False)
+    state: _Quiet | None = kept(conn).get(_QUIET)
     if state is None or time.monotonic() - state.returned > QUIET_SECONDS:
         return False
     if conn.closed or conn.pgconn.transaction_status != TransactionStatus.IDLE:

@@ -1088,13 +1088,8 @@ def _cursor(conn: psycopg.Connection[Any], row_factory: Any) -> psycopg.Cursor[A
     cursor and looking its dumpers up (~5 us in a loop, ~35 us between round trips for
     ``store_message``: docs/benchmarks.md). Only statements that fetch one row use it (a cursor keeps
     its last result until its next statement: at most a row here, never a large read's rows). Beyond
-    :data:`CURSORS_KEPT` row factories (or on a connection that takes no attribute), a new one."""
-    kept = getattr(conn, "__dict__", None)
-    cursors = None if kept is None else kept.get("_ltst_cursors")
-    if cursors is None:
-        cursors = {}
-        if kept is not None:
-            kept["_ltst_cursors"] = cursors
+    :data:`CURSORS_KEPT` row factories, a new one."""
+    cursors: dict[Any, psycopg.Cursor[Any]] = _pooled.kept(conn).setdefault("_ltst_cursors", {})
     cur = cursors.get(row_factory)
     if cur is None or cur.closed:
         cur = conn.cursor(row_factory=row_factory)
