@@ -66,22 +66,12 @@ def _reserve(n: int) -> tuple[int, int]:
 
 def _uuid7() -> uuid.UUID:
     """A UUIDv7 (see the module's docstring)."""
-    global _last_ms, _last_counter
-    now = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")  # a fresh counter (the top 48 bits), then the tail
-    with _lock:
-        if now > _last_ms:
-            ms, counter = now, (rand >> 32) & _COUNTER_START
-        else:  # the same millisecond, or a clock gone back: the last timestamp, the next counter
-            ms, counter = _last_ms, _last_counter + 1
-            if counter > _COUNTER_MAX:  # (2**41 uuids in one millisecond) the next millisecond
-                ms, counter = ms + 1, (rand >> 32) & _COUNTER_START
-        _last_ms, _last_counter = ms, counter
+    ms, counter = _reserve(1)
     value = (
         (ms & 0xFFFF_FFFF_FFFF) << 80
         | (counter >> 30) << 64
         | (counter & 0x3FFF_FFFF) << 32
-        | (rand & 0xFFFF_FFFF)
+        | int.from_bytes(os.urandom(4), "big")
         | _VERSION_AND_VARIANT
     )
     return uuid.UUID(int=value)
