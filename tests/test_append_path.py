@@ -145,3 +145,39 @@ def test_an_append_to_a_session_that_does_not_exist_stores_nothing(store: Conver
     with pytest.raises(SessionNotFoundError):
         store.store_messages([ConversationMessage("nope", "human", f"m {i}") for i in range(count)])
     assert store.get_user_sessions("alice") == []
+
+
+def test_the_stored_words_are_the_speaker_weighted_a_and_the_content(
+    store: ConversationStorage, database_dsn: str
+) -> None:
+    """search_tsv (ltst_search_tsv, PL/pgSQL since schema/0020) holds the speaker's words at weight A and the
+    content's, for a single append, a batch, a plain SQL insert and an edit: what the built-in expression
+    gives for the same text."""
+    store.create_session(ConversationSession("s1", "alice"))
+    store.store_message(
+        ConversationMessage("s1", "human", "Running dogs were barking", metadata={"speaker": "Melanie"})
+    )
+    store.store_messages(
+        [
+            ConversationMessage("s1", "ai", "The cats sat quietly"),
+            ConversationMessage("s1", "human", "the and of", metadata={"speaker": "Caroline Jones"}),
+        ]
+    )
+    expected = """
+    SELECT message_index, search_tsv::text,
+           (setweight(to_tsvector('english', coalesce(metadata ->> 'speaker', '')), 'A')
+            || to_tsvector('english', content))::text
+    FROM conversation_messages WHERE session_id = 's1' ORDER BY message_index
+    """
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO conversation_messages (session_id, user_id, role, content, message_index, metadata)"
+            " VALUES ('s1', 'alice', 'ai', 'Jumped over fences', 3, '{\"speaker\": \"Bob\"}')"
+        )
+        conn.execute("UPDATE conversation_messages SET content = 'Singing loudly' WHERE message_index = 1")
+        rows = conn.execute(expected).fetchall()
+    assert [r[0] for r in rows] == [0, 1, 2, 3]
+    assert all(stored == built for _, stored, built in rows)
+    assert rows[0][1] == "'bark':5 'dog':3 'melani':1A 'run':2"
+    assert rows[1][1] == "'loud':2 'sing':1"
+    assert rows[2][1] == "'carolin':1A 'jone':2A"
