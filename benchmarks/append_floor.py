@@ -1,6 +1,6 @@
 """What each requirement of an append costs, from a chat-log row to the store's statement.
 
-    python benchmarks/append_floor.py --data-dir /tmp/copy-of-peers100k [--n 300] [--rounds 4]
+    python benchmarks/append_floor.py --data-dir /tmp/copy-of-peers100k [--n 300] [--rounds 4] [--words-ab]
 
 ``--data-dir``: an embedded data directory holding a loaded store (``peers.py``'s data set, say); work on
 a copy: it appends to it and creates scratch tables (``floor_*``). Alternating in one process, one
@@ -18,7 +18,10 @@ index on it, as langchain-postgres's ``PostgresChatMessageHistory`` makes its ta
    does (the session row's ``UPDATE`` of ``next_message_index`` and ``last_activity``) and the foreign
    key to the session;
 6. ``store``: the store's statement (``_queries.INSERT_MESSAGE``: also the summary, the pending BM25 row,
-   and ``conversation_messages``'s eight indexes), the BM25 fold after every 64th message id included.
+   and ``conversation_messages``'s eight indexes), the BM25 fold after every 64th message id included;
+7. with ``--words-ab``, ``store, sql``: the same with the message's words computed by migration 0002's
+   ``LANGUAGE sql`` ``ltst_search_tsv`` rather than 0020's PL/pgSQL (the function is swapped before each
+   of the two and left as 0020 has it).
 
 Each round a ``CHECKPOINT`` first (the appends then pay the full-page images of the pages they touch
 first, as on a server that checkpoints every few minutes). Prints p50 per round, the median of the
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from ltst_memory.schema import migration_files
 from pgvector.psycopg import register_vector
 
 from ltst_memory import ConversationStorage
@@ -94,6 +98,15 @@ ROW_SESSION = (
     "\nINSERT INTO floor_rows_session" + _ROW_VALUES
 )
 STORE = q.INSERT_MESSAGE.replace("/*owner*/", "")
+# --words-ab: the store's statement again with the message's words computed by 0002's LANGUAGE sql
+# ltst_search_tsv (which PostgreSQL inlines, re-parsing its body, every statement) and by 0020's PL/pgSQL.
+WORDS_SQL = """
+CREATE OR REPLACE FUNCTION ltst_search_tsv(speaker text, content text) RETURNS tsvector
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT setweight(to_tsvector('english'::regconfig, coalesce(speaker, '')), 'A')
+                 || to_tsvector('english'::regconfig, content) $$
+"""
+WORDS_PLPGSQL = dict(migration_files())["0020_words_function.sql"]
 
 
 def main() -> None:
@@ -101,6 +114,9 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--words-ab", action="store_true", help="also the store's statement with 0002's LANGUAGE sql words function"
+    )
     args = parser.parse_args()
 
     class Named(HashingEmbedder):  # (opens a store of MiniLM vectors; nothing is embedded here)
@@ -163,11 +179,15 @@ def main() -> None:
             ("+ session", ROW_SESSION, row_values, None),
             ("store", STORE, row_values, fold),
         ]
+        if args.words_ab:
+            variants.append(("store, sql", STORE, row_values, fold))
         p50: dict[str, list[float]] = {name: [] for name, *_ in variants}
         wal: dict[str, list[float]] = {name: [] for name, *_ in variants}
         for r in range(args.rounds):
             conn.execute("CHECKPOINT")
             for name, statement, values, after in variants:
+                if args.words_ab and name.startswith("store"):
+                    conn.execute(WORDS_SQL if name == "store, sql" else WORDS_PLPGSQL)
                 start = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
                 samples = []
                 for i in range(args.n):
@@ -193,6 +213,8 @@ def main() -> None:
             value = float(np.median(p50[name]))
             print(f"  {name:12s} {value:.3f} ms  {value / chat:.2f}x  {np.median(wal[name]):,.0f} B")
         conn.execute("DROP TABLE floor_chat, floor_chat_vec, floor_chat_words, floor_rows, floor_rows_session")
+        if args.words_ab:
+            conn.execute(WORDS_PLPGSQL)  # as migration 0020 leaves it
 
 
 if __name__ == "__main__":
