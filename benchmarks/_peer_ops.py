@@ -3,6 +3,7 @@ in the peers' virtualenv)."""
 
 OPS = (
     "append_one",
+    "append_one_warm",
     "append_50",
     "read_last_50",
     "search_user_top10",

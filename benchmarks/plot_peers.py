@@ -32,9 +32,12 @@ def main() -> None:
     source, out = Path(sys.argv[1]), Path(sys.argv[2])
     results = [r for r in json.loads(source.read_text())["results"] if "error" not in r]
     systems = [s for s in LABELS if any(r["system"] == s for r in results)]
-    fig, grid = plt.subplots(2, len(OPS) // 2, figsize=(4.2 * len(OPS) // 2, 7.2))
+    columns = -(-len(OPS) // 2)
+    fig, grid = plt.subplots(2, columns, figsize=(4.2 * columns, 7.2))
     axes = list(grid.flat)
-    for ax, op in zip(axes, OPS, strict=True):
+    for ax in axes[len(OPS) :]:
+        ax.set_visible(False)
+    for ax, op in zip(axes, OPS, strict=False):
         for system in systems:
             points = sorted(
                 (r["size"], r[op]["p50"]) for r in results if r["system"] == system and isinstance(r.get(op), dict)
