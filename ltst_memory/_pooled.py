@@ -33,7 +33,7 @@ import sys
 import time
 import weakref
 from collections import deque
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import psycopg
@@ -48,6 +48,7 @@ from ._connection import heal_embedded
 
 __all__ = [
     "ASYNC_STORE_POOL",
+    "CURSORS_KEPT",
     "QUIET_SECONDS",
     "STORE_POOL",
     "AsyncLifoConnectionPool",
@@ -61,6 +62,7 @@ __all__ = [
     "configure_replica_async",
     "handed_back",
     "kept",
+    "kept_cursor",
 ]
 
 #: A connection handed back at most this long ago, with a quiet socket, is handed out without a round trip.
@@ -77,6 +79,33 @@ def kept(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> dict[s
     dictionary that goes with it."""
     attributes = getattr(conn, "__dict__", None)
     return attributes if attributes is not None else _kept_aside.setdefault(conn, {})
+
+
+#: How many cursors (one per row factory) a pooled connection keeps for the executor.
+CURSORS_KEPT = 16
+
+
+@overload
+def kept_cursor(conn: psycopg.Connection[Any], row_factory: Any) -> psycopg.Cursor[Any]: ...
+@overload
+def kept_cursor(conn: psycopg.AsyncConnection[Any], row_factory: Any) -> psycopg.AsyncCursor[Any]: ...
+def kept_cursor(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], row_factory: Any
+) -> psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]:
+    """The executor's cursor of ``conn`` for ``row_factory``, kept on the connection (:func:`kept`) and
+    reused by the calls that run on it: psycopg keeps a cursor's adaptation context (the dumpers it looked
+    up for the parameters' types) while the cursor runs the same statement again, so a call spares
+    creating a cursor and looking its dumpers up (~5 us in a loop, ~35 us between round trips for
+    ``store_message``: docs/benchmarks.md). Only statements that fetch one row use it (a cursor keeps its
+    last result until its next statement: at most a row here, never a large read's rows). Beyond
+    :data:`CURSORS_KEPT` row factories, a new one."""
+    cursors: dict[Any, Any] = kept(conn).setdefault("_ltst_cursors", {})
+    cur = cursors.get(row_factory)
+    if cur is None or cur.closed:
+        cur = conn.cursor(row_factory=row_factory)
+        if len(cursors) < CURSORS_KEPT:
+            cursors[row_factory] = cur
+    return cur
 
 
 def loads(data: str | bytes) -> Any:

@@ -544,7 +544,7 @@ class ConversationStorage:
             logger.debug("query %s", describe(query))
         try:
             if query.many is None and query.fetch == "one":  # (at most a row: the cursor may keep it)
-                cur = _cursor(conn, query.row or ROW_FACTORY)
+                cur = _pooled.kept_cursor(conn, query.row or ROW_FACTORY)
                 cur.execute(query.sql, query.params)
                 return cur.fetchone()
             with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
@@ -1075,27 +1075,6 @@ def _copy(conn: psycopg.Connection[Any], instruction: Copy) -> int:
 def _end_autocommit(conn: psycopg.Connection[Any]) -> None:
     with suppress(psycopg.Error):  # a broken connection: the pool discards it anyway
         conn.autocommit = False
-
-
-#: How many cursors (one per row factory) a pooled connection keeps for the executor.
-CURSORS_KEPT = 16
-
-
-def _cursor(conn: psycopg.Connection[Any], row_factory: Any) -> psycopg.Cursor[Any]:
-    """The executor's cursor of ``conn`` for ``row_factory``, kept on the connection and reused by the
-    calls that run on it: psycopg keeps a cursor's adaptation context (the dumpers it looked up for the
-    parameters' types) while the cursor runs the same statement again, so a call spares creating a
-    cursor and looking its dumpers up (~5 us in a loop, ~35 us between round trips for
-    ``store_message``: docs/benchmarks.md). Only statements that fetch one row use it (a cursor keeps
-    its last result until its next statement: at most a row here, never a large read's rows). Beyond
-    :data:`CURSORS_KEPT` row factories, a new one."""
-    cursors: dict[Any, psycopg.Cursor[Any]] = _pooled.kept(conn).setdefault("_ltst_cursors", {})
-    cur = cursors.get(row_factory)
-    if cur is None or cur.closed:
-        cur = conn.cursor(row_factory=row_factory)
-        if len(cursors) < CURSORS_KEPT:
-            cursors[row_factory] = cur
-    return cur
 
 
 def _fetch(cur: psycopg.Cursor[Any], query: Query) -> Any:

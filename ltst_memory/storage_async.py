@@ -580,7 +580,7 @@ class AsyncConversationStorage:
             logger.debug("query %s", describe(query))
         try:
             if query.many is None and query.fetch == "one":  # (at most a row: the cursor may keep it)
-                cur = _cursor(conn, query.row or ROW_FACTORY)
+                cur = _pooled.kept_cursor(conn, query.row or ROW_FACTORY)
                 await cur.execute(query.sql, query.params)
                 return await cur.fetchone()
             async with conn.cursor(row_factory=query.row or ROW_FACTORY) as cur:
@@ -1123,27 +1123,6 @@ async def _end_autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.set_autocommit(False)
         else:
             conn.autocommit = False
-
-
-#: How many cursors (one per row factory) a pooled connection keeps for the executor.
-CURSORS_KEPT = 16
-
-
-def _cursor(conn: psycopg.AsyncConnection[Any], row_factory: Any) -> psycopg.AsyncCursor[Any]:
-    """The executor's cursor of ``conn`` for ``row_factory``, kept on the connection and reused by the
-    calls that run on it: psycopg keeps a cursor's adaptation context (the dumpers it looked up for the
-    parameters' types) while the cursor runs the same statement again, so a call spares creating a
-    cursor and looking its dumpers up (~5 us in a loop, ~35 us between round trips for
-    ``store_message``: docs/benchmarks.md). Only statements that fetch one row use it (a cursor keeps
-    its last result until its next statement: at most a row here, never a large read's rows). Beyond
-    :data:`CURSORS_KEPT` row factories, a new one."""
-    cursors: dict[Any, psycopg.AsyncCursor[Any]] = _pooled.kept(conn).setdefault("_ltst_cursors", {})
-    cur = cursors.get(row_factory)
-    if cur is None or cur.closed:
-        cur = conn.cursor(row_factory=row_factory)
-        if len(cursors) < CURSORS_KEPT:
-            cursors[row_factory] = cur
-    return cur
 
 
 async def _fetch(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:

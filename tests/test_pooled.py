@@ -26,7 +26,6 @@ from ltst_memory import (
 )
 from ltst_memory._ops import Op, Query
 from ltst_memory._queries import SET_SEARCH_SETTINGS
-from ltst_memory.storage import CURSORS_KEPT
 
 NOW = "SELECT now() AS t, current_setting('hnsw.ef_search', true) AS ef"
 
@@ -173,7 +172,7 @@ def _calls_in_turn(store: Any, round_: int) -> None:
 
 
 def test_one_connection_serves_every_kind_of_call_in_turn(database_dsn: str, hashing_embedder: Any) -> None:
-    """The executor keeps a cursor per row factory on each pooled connection (storage_async._cursor): on a
+    """The executor keeps a cursor per row factory on each pooled connection (_pooled.kept_cursor): on a
     pool of one connection, every kind of call in turn, failures between them, gets its own answers."""
     settings = Settings(pool_min_size=1, pool_max_size=1)
     with ConversationStorage(database_dsn, embedder=hashing_embedder, settings=settings) as store:
@@ -182,7 +181,7 @@ def test_one_connection_serves_every_kind_of_call_in_turn(database_dsn: str, has
         with store.pool.connection() as conn:
             kept = conn.__dict__["_ltst_cursors"]
             # (one per row factory of the statements that fetch one row; on a Citus cluster fewer kinds)
-            assert 1 <= len(kept) <= CURSORS_KEPT and not any(c.closed for c in kept.values())
+            assert 1 <= len(kept) <= _pooled.CURSORS_KEPT and not any(c.closed for c in kept.values())
 
     async def main() -> None:
         async with AsyncConversationStorage(database_dsn, embedder=hashing_embedder, settings=settings) as store:
