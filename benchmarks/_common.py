@@ -17,6 +17,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from ltst_memory.embeddings import HashingEmbedder
+
 _WORD_TEXT = (
     "trip paris dinner budget meeting project deadline python bug deploy garden tomato recipe pasta "
     "birthday gift sister concert ticket flight hotel museum coffee running marathon knee doctor "
@@ -108,6 +110,23 @@ def machine() -> str:
 
     load = os.getloadavg()
     return f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, load avg {load[0]:.1f}"
+
+
+class PeersModelEmbedder(HashingEmbedder):
+    """Opens a store of all-MiniLM-L6-v2 vectors (a data dir ``peers.py`` loaded) without loading the
+    model: the benchmarks that use it give every vector they store (a question is embedded by hashing)."""
+
+    model_name = "all-MiniLM-L6-v2"
+
+    def __init__(self) -> None:
+        super().__init__(384)
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int = 384) -> np.ndarray:
+    """``n`` random float32 vectors of length 1 drawn from ``rng``."""
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
 
 
 class PrecomputedEmbedder:

@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from _common import PeersModelEmbedder, unit_vectors
 from pgvector.psycopg import register_vector
 
 from ltst_memory import ConversationStorage
 from ltst_memory import _queries as q
-from ltst_memory.embeddings import HashingEmbedder
 
 #: The store's single append before migration 0018 (the triggers keep the summary and the statistics).
 OLD_STATEMENT = f"""
@@ -73,13 +73,6 @@ def triggers(when: bool) -> str:
     )
 
 
-class Embedder(HashingEmbedder):
-    model_name = "all-MiniLM-L6-v2"
-
-    def __init__(self) -> None:
-        super().__init__(384)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
@@ -88,11 +81,10 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=100, help="the IVFFlat lists (messages / 1000)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((500, 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit_vectors(rng, 500)
     chosen = {"old": (triggers(False), OLD_STATEMENT, False), "new": (triggers(True), NEW_STATEMENT, True)}
     with (
-        ConversationStorage(data_dir=args.data_dir, embedder=Embedder()) as store,
+        ConversationStorage(data_dir=args.data_dir, embedder=PeersModelEmbedder()) as store,
         psycopg.connect(store.pool.conninfo, autocommit=True) as conn,
     ):
         register_vector(conn)

@@ -40,13 +40,13 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from _common import PeersModelEmbedder, unit_vectors
 from ltst_memory.schema import migration_files
 from pgvector.psycopg import register_vector
 
 from ltst_memory import ConversationStorage
 from ltst_memory import _queries as q
 from ltst_memory._uuid7 import uuid7
-from ltst_memory.embeddings import HashingEmbedder
 
 SETUP = """
 DROP TABLE IF EXISTS floor_chat, floor_chat_vec, floor_chat_words, floor_rows, floor_rows_session;
@@ -119,14 +119,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    class Named(HashingEmbedder):  # (opens a store of MiniLM vectors; nothing is embedded here)
-        model_name = "all-MiniLM-L6-v2"
-
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((500, 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit_vectors(rng, 500)
     with (
-        ConversationStorage(data_dir=args.data_dir, embedder=Named(384)) as store,
+        ConversationStorage(data_dir=args.data_dir, embedder=PeersModelEmbedder()) as store,
         psycopg.connect(store.pool.conninfo, autocommit=True) as conn,
     ):
         register_vector(conn)

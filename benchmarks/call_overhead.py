@@ -31,20 +31,12 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from _common import PeersModelEmbedder, unit_vectors
 from pgvector.psycopg import register_vector
 
-from ltst_memory import ConversationMessage, ConversationStorage, HashingEmbedder
+from ltst_memory import ConversationMessage, ConversationStorage
 from ltst_memory import _queries as q
 from ltst_memory._uuid7 import uuid7
-
-
-class Embedder(HashingEmbedder):
-    """The model name a peers.py database was set up for; vectors are always given."""
-
-    model_name = "all-MiniLM-L6-v2"
-
-    def __init__(self) -> None:
-        super().__init__(384)
 
 
 def load_baseline(path: Path) -> Any:
@@ -93,13 +85,14 @@ def main() -> None:
     parser.add_argument("--ops", default="store_message,get_recent_messages,get_session")
     args = parser.parse_args()
 
-    store = ConversationStorage(data_dir=args.data_dir, embedder=Embedder())
+    store = ConversationStorage(data_dir=args.data_dir, embedder=PeersModelEmbedder())
     conninfo = store._conninfo
     stores: dict[str, Any] = {"new": store}
     if args.baseline is not None:
         base = load_baseline(args.baseline)
         separate_instruments(base)
-        stores = {"base": base.ConversationStorage(conninfo, embedder=Embedder(), auto_migrate=False), "new": store}
+        based = base.ConversationStorage(conninfo, embedder=PeersModelEmbedder(), auto_migrate=False)
+        stores = {"base": based, "new": store}
         message_classes = {"base": base.ConversationMessage, "new": ConversationMessage}
     else:
         message_classes = {"new": ConversationMessage}
@@ -113,8 +106,7 @@ def main() -> None:
         "SELECT session_id FROM conversation_sessions ORDER BY next_message_index DESC LIMIT 1"
     ).fetchone()[0]
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((256, 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit_vectors(rng, 256)
 
     def store_call(name: str) -> Callable[[int], Any]:
         st, cls = stores[name], message_classes[name]

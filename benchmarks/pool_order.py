@@ -19,14 +19,10 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from _common import PeersModelEmbedder, unit_vectors
 from psycopg_pool import ConnectionPool
 
 from ltst_memory import ConversationMessage, ConversationStorage, Settings, _pooled
-from ltst_memory.embeddings import HashingEmbedder
-
-
-class _Named(HashingEmbedder):  # (opens a store of MiniLM vectors; nothing is embedded here)
-    model_name = "all-MiniLM-L6-v2"
 
 
 def main() -> None:
@@ -37,10 +33,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((500, 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit_vectors(rng, 500)
     sizes = Settings(pool_min_size=args.pool, pool_max_size=args.pool)
-    with ConversationStorage(data_dir=args.data_dir, embedder=_Named(384), settings=sizes) as stack:
+    with ConversationStorage(data_dir=args.data_dir, embedder=PeersModelEmbedder(), settings=sizes) as stack:
         queue_pool: ConnectionPool[Any] = ConnectionPool(
             stack.pool.conninfo,
             min_size=args.pool,
@@ -49,7 +44,7 @@ def main() -> None:
             check=_pooled.check,
             open=True,
         )
-        with queue_pool, ConversationStorage(pool=queue_pool, embedder=_Named(384)) as queue:
+        with queue_pool, ConversationStorage(pool=queue_pool, embedder=PeersModelEmbedder()) as queue:
             stack.pool.wait()
             queue_pool.wait()
             with psycopg.connect(stack.pool.conninfo) as conn:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from call_overhead import Embedder
+from _common import PeersModelEmbedder
 
 from ltst_memory import ConversationMessage, ConversationStorage
 from ltst_memory import _ops as ops
@@ -41,7 +41,7 @@ def main() -> None:
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((256, 384)).astype(np.float32)
     with (
-        ConversationStorage(data_dir=args.data_dir, embedder=Embedder()) as store,
+        ConversationStorage(data_dir=args.data_dir, embedder=PeersModelEmbedder()) as store,
         psycopg.connect(store._conninfo, autocommit=True) as bare,
     ):
         sessions = [
